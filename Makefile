@@ -1,0 +1,50 @@
+# authproxy: `make demo` to try it, `make test` to check it. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_PROVIDER := tests/support/oidc_provider
+
+.PHONY: help demo test lint format typecheck bench system-deps node-deps clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-deps: ## install redis-server and nginx with apt-get when missing
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+node-deps: ## install the npm test provider (oidc-provider) from its lock file
+	@if [ -f $(NODE_PROVIDER)/package-lock.json ] && [ ! -d $(NODE_PROVIDER)/node_modules ]; then \
+	  npm ci --prefix $(NODE_PROVIDER) --no-audit --no-fund --loglevel=error; fi
+
+demo: $(STAMP) ## run the demo: development provider + echo app + proxy on http://127.0.0.1:4180
+	$(BIN)/authproxy demo
+
+test: $(STAMP) system-deps node-deps ## set everything up and run the whole test suite
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check authproxy tests
+	$(BIN)/ruff format --check authproxy tests
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format authproxy tests
+	$(BIN)/ruff check --fix authproxy tests
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache $(NODE_PROVIDER)/node_modules

@@ -1,0 +1,612 @@
+"""Configuration: the YAML schema of SPEC section 2, validated once, every problem at once.
+
+Loading is three pure-ish steps over the parsed YAML tree, each reporting problems by YAML path
+(``routes[1].upstream: ...``):
+
+1. ``${VAR}`` / ``${VAR:-default}`` interpolation in every string scalar;
+2. ``<key>_file`` secrets replaced by the file's content (a trailing newline is never part of a
+   secret; ``session.secrets_file`` holds one secret per line);
+3. schema validation (pydantic, unknown keys forbidden) and cross-field rules.
+
+No network I/O happens here: discovery and store pings belong to ``check --online`` and
+``/readyz``. Durations are strings such as ``90s``, ``5m``, ``8h``, ``7d`` and become seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from authproxy.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MIN_SECRET_BYTES: Final = 32
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_ENV_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_HEADER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_HOST_RE: Final = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+$")
+
+# keys whose value may come from a file instead: YAML path of the parent -> key
+_SECRET_FILE_KEYS: Final = {
+    ("provider",): ("client_secret",),
+    ("session",): ("secrets",),
+    ("session", "redis"): ("url",),
+}
+
+
+def parse_duration(value: object) -> float:
+    """``"90s"`` -> 90.0. Plain numbers are taken as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 5m, 8h or 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 5m, 8h, 7d)")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{value!r} is not an absolute {' or '.join(schemes)} URL")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise ValueError(f"{value!r} has an invalid port") from e
+    return value
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"{value!r} is not host:port")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Strict):
+    cert_file: str
+    key_file: str
+
+
+class RateLimitConfig(_Strict):
+    auth_per_minute: int = Field(default=60, ge=1)
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:4180"
+    admin_listen: str = "127.0.0.1:9180"
+    public_url: str | None = None
+    auth_prefix: str = "/oauth2"
+    trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+    tls: TLSConfig | None = None
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    client_header_timeout: Duration = 10.0
+    shutdown_timeout: Duration = 30.0
+
+    _listen = field_validator("listen", "admin_listen")(_check_listen)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _check_url(value, ("http", "https"))
+        parts = urlsplit(value)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("public_url is an origin such as https://app.example.com (no path)")
+        return value.rstrip("/")
+
+    @field_validator("auth_prefix")
+    @classmethod
+    def _auth_prefix(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/" or value.endswith("/"):
+            raise ValueError("auth_prefix is a path such as /oauth2 (leading /, no trailing /)")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        networks = []
+        for item in value:
+            try:
+                networks.append(ipaddress.ip_network(str(item), strict=False))
+            except ValueError as e:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from e
+        return networks
+
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def admin_host_port(self) -> tuple[str, int]:
+        host, _, port = self.admin_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+_KNOWN_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+    | {"HS256", "HS384", "HS512"}
+)
+
+
+class ProviderConfig(_Strict):
+    issuer: str
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = None
+    client_auth_method: ClientAuthMethod = "client_secret_basic"
+    private_key_file: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email", "offline_access"])
+    extra_authorize_params: dict[str, str] = Field(default_factory=dict)
+    allowed_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
+    clock_skew: Duration = 60.0
+    post_logout_redirect_uri: str | None = None
+    bearer_audiences: list[str] = Field(default_factory=list)
+    userinfo: bool = False
+    timeout: Duration = 10.0
+    ca_file: str | None = None
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        _check_url(value, ("http", "https"))
+        if urlsplit(value).query or urlsplit(value).fragment:
+            raise ValueError("the issuer has no query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("post_logout_redirect_uri")
+    @classmethod
+    def _logout_uri(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value, ("http", "https"))
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("scopes must include openid")
+        return value
+
+    @field_validator("allowed_algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm is needed")
+        for alg in value:
+            if alg.lower() == "none":
+                raise ValueError("'none' is never an allowed algorithm")
+            if alg not in _KNOWN_ALGORITHMS:
+                raise ValueError(f"unknown algorithm {alg!r}")
+        return value
+
+    @field_validator("extra_authorize_params")
+    @classmethod
+    def _extra_params(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = {
+            "client_id",
+            "redirect_uri",
+            "response_type",
+            "state",
+            "nonce",
+            "scope",
+            "code_challenge",
+            "code_challenge_method",
+        }
+        clash = sorted(reserved & set(value))
+        if clash:
+            raise ValueError(f"these parameters are set by authproxy itself: {', '.join(clash)}")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_method(self) -> ProviderConfig:
+        method = self.client_auth_method
+        if method in ("client_secret_basic", "client_secret_post") and not self.client_secret:
+            raise ValueError(f"client_auth_method {method} needs client_secret (or client_secret_file)")
+        if method == "private_key_jwt" and not self.private_key_file:
+            raise ValueError("client_auth_method private_key_jwt needs private_key_file")
+        if any(a.startswith("HS") for a in self.allowed_algorithms) and not self.client_secret:
+            raise ValueError("HS* algorithms are verified with client_secret, which is not set")
+        return self
+
+
+class SentinelConfig(_Strict):
+    master_name: str = Field(min_length=1)
+    nodes: list[str] = Field(min_length=1)
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: list[str]) -> list[str]:
+        for node in value:
+            _check_listen(node)
+        return value
+
+
+class RedisConfig(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    sentinel: SentinelConfig | None = None
+    cluster: bool = False
+    key_prefix: str = "authproxy:"
+    timeout: Duration = 2.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("the Redis URL names no host")
+        return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisConfig:
+        if self.sentinel is not None and self.cluster:
+            raise ValueError("choose either sentinel or cluster, not both")
+        return self
+
+
+class CookieConfig(_Strict):
+    name: str = "authproxy_session"
+    secure: bool = True
+    same_site: Literal["lax", "strict", "none"] = "lax"
+    domain: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _HEADER_NAME_RE.match(value) or value.startswith("__"):
+            raise ValueError("a cookie name of letters, digits and -_. (the __Host- prefix is added by authproxy)")
+        return value
+
+    @model_validator(mode="after")
+    def _none_needs_secure(self) -> CookieConfig:
+        if self.same_site == "none" and not self.secure:
+            raise ValueError("same_site: none requires secure: true (browsers drop such cookies)")
+        return self
+
+    @property
+    def full_name(self) -> str:
+        """The cookie's name on the wire: ``__Host-`` when Secure, host-only, Path=/."""
+        return f"__Host-{self.name}" if self.secure and self.domain is None else self.name
+
+
+def _check_secret(secret: str) -> str:
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"a session secret of {size} bytes; at least {MIN_SECRET_BYTES} are needed (authproxy gen-secret makes one)"
+        )
+    return secret
+
+
+Secret = Annotated[str, AfterValidator(_check_secret)]
+
+
+class SessionConfig(_Strict):
+    store: Literal["memory", "redis"] = "memory"
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    secrets: list[Secret] = Field(default_factory=list)
+    cookie: CookieConfig = Field(default_factory=CookieConfig)
+    idle_timeout: Duration = 8 * 3600.0
+    absolute_timeout: Duration = 7 * 86400.0
+    refresh_before_expiry: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> SessionConfig:
+        if self.idle_timeout <= 0 or self.absolute_timeout <= 0:
+            raise ValueError("idle_timeout and absolute_timeout must be positive")
+        if self.idle_timeout > self.absolute_timeout:
+            raise ValueError("idle_timeout cannot exceed absolute_timeout")
+        return self
+
+
+class ForwardAuthConfig(_Strict):
+    pass_access_token: bool = False
+
+
+class IdentityJWTConfig(_Strict):
+    signing_key_file: str | None = None
+    ttl: Duration = 60.0
+
+
+class MatchConfig(_Strict):
+    host: str | None = None
+    path_prefix: str = "/"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _HOST_RE.match(value):
+            raise ValueError(f"{value!r} is not a host name or *.domain wildcard")
+        return value.lower()
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("path_prefix must start with /")
+        return value
+
+
+class AllowConfig(_Strict):
+    emails: list[str] | None = None
+    email_domains: list[str] | None = None
+    groups: list[str] | None = None
+    claims: dict[str, list[str]] | None = None
+
+
+class RouteConfig(_Strict):
+    name: str = Field(min_length=1)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    upstream: str
+    auth: Literal["required", "optional", "none"] = "required"
+    on_unauthenticated: Literal["auto", "redirect", "deny"] = "auto"
+    allow: AllowConfig | None = None
+    identity_headers: dict[str, str] | None = None
+    pass_access_token: bool = False
+    pass_id_token: bool = False
+    identity_jwt: bool = False
+    bearer_tokens: bool = False
+    pass_host_header: bool = True
+    strip_path_prefix: bool = False
+    websocket: bool = True
+    timeout: Duration = 60.0
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        _check_url(value, ("http", "https"))
+        if urlsplit(value).query or urlsplit(value).fragment:
+            raise ValueError("an upstream URL has no query or fragment")
+        return value
+
+    @field_validator("identity_headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        for name in value:
+            if not _HEADER_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be positive")
+        return value
+
+
+class Config(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    provider: ProviderConfig | None = None
+    session: SessionConfig = Field(default_factory=SessionConfig)
+    forward_auth: ForwardAuthConfig = Field(default_factory=ForwardAuthConfig)
+    identity_jwt: IdentityJWTConfig = Field(default_factory=IdentityJWTConfig)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @property
+    def needs_login(self) -> bool:
+        """True when the proxy runs logins: a provider is configured."""
+        return self.provider is not None
+
+
+def _cross_checks(config: Config) -> list[str]:
+    """Rules that span sections; each problem names the YAML path it is about."""
+    problems: list[str] = []
+    prefix = config.server.auth_prefix
+    names: dict[str, int] = {}
+    keys: dict[tuple[str | None, str], int] = {}
+    for i, route in enumerate(config.routes):
+        where = f"routes[{i}]"
+        if route.name in names:
+            problems.append(f"{where}.name: {route.name!r} is also the name of routes[{names[route.name]}]")
+        names.setdefault(route.name, i)
+        key = (route.match.host, route.match.path_prefix)
+        if key in keys:
+            problems.append(f"{where}.match: same host and path_prefix as routes[{keys[key]}]")
+        keys.setdefault(key, i)
+        reserved = route.match.path_prefix.rstrip("/")
+        if reserved == prefix or reserved.startswith(prefix + "/"):
+            problems.append(f"{where}.match.path_prefix: {prefix} is reserved for authproxy's own endpoints")
+        needs_provider = route.auth != "none" or route.bearer_tokens
+        if needs_provider and config.provider is None:
+            problems.append(f"{where}.auth: auth {route.auth!r} needs a provider section")
+        if route.auth == "none" and (route.allow or route.pass_access_token or route.pass_id_token):
+            problems.append(f"{where}.auth: a public route (auth: none) cannot have allow rules or pass tokens")
+    if config.provider is not None:
+        if config.server.public_url is None:
+            problems.append(
+                "server.public_url: required with a provider (redirect_uri = public_url + auth_prefix + /callback)"
+            )
+        if not config.session.secrets:
+            problems.append(
+                "session.secrets: at least one secret is required with a provider (authproxy gen-secret makes one)"
+            )
+    if not config.routes:
+        problems.append("routes: at least one route is required")
+    return problems
+
+
+# ---------------------------------------------------------------- tree preprocessing
+
+
+def _path_str(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _walk(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, (*path, index))
+
+
+def interpolate_env(node: Any, env: Mapping[str, str], problems: list[str], path: tuple[str | int, ...] = ()) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string scalar."""
+    if isinstance(node, dict):
+        return {k: interpolate_env(v, env, problems, (*path, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate_env(v, env, problems, (*path, i)) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(f"{_path_str(path)}: environment variable {name} is not set (and has no ${{{name}:-default}})")
+        return ""
+
+    return _ENV_RE.sub(replace, node)
+
+
+def _read_secret_file(path: str) -> str:
+    text = Path(path).read_text(encoding="utf-8")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def resolve_secret_files(tree: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Replace ``<key>_file`` entries with the file's content (``secrets_file``: one per line)."""
+    for parent_path, (key,) in _SECRET_FILE_KEYS.items():
+        parent: Any = tree
+        for part in parent_path:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or f"{key}_file" not in parent:
+            continue
+        where = _path_str((*parent_path, f"{key}_file"))
+        file_path = parent.pop(f"{key}_file")
+        if key in parent:
+            problems.append(f"{where}: give either {key} or {key}_file, not both")
+            continue
+        if not isinstance(file_path, str):
+            problems.append(f"{where}: expected a file path")
+            continue
+        try:
+            content = _read_secret_file(file_path)
+        except OSError as e:
+            problems.append(f"{where}: cannot read {file_path}: {e.strerror or e}")
+            continue
+        if key == "secrets":
+            parent[key] = [line.rstrip("\r") for line in content.split("\n") if line.strip()]
+        else:
+            parent[key] = content.rstrip("\r\n")
+    return tree
+
+
+def _pydantic_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; unknown keys are refused so a typo cannot disable a setting)"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        problems.append(f"{_path_str(loc)}: {message}")
+    return problems
+
+
+def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Config:
+    """Parse and validate configuration text; raise ConfigError with every problem."""
+    env = os.environ if env is None else env
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError([f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"]) from e
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(["(top level): expected a mapping of sections (server, provider, session, routes, ...)"])
+    problems: list[str] = []
+    tree = interpolate_env(tree, env, problems)
+    tree = resolve_secret_files(tree, problems)
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as e:
+        # a path that already has an interpolation problem needs no second, derived message
+        reported = {p.split(": ", 1)[0] for p in problems}
+        derived = [p for p in _pydantic_problems(e) if p.split(": ", 1)[0] not in reported]
+        raise ConfigError(problems + derived) from e
+    problems += _cross_checks(config)
+    if workers > 1 and config.session.store == "memory":
+        problems.append(
+            f"session.store: the memory store lives in one process; with --workers {workers} each "
+            "worker would see different sessions. Use store: redis, or run one worker"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"(file): cannot read {path}: {e.strerror or e}"]) from e
+    return parse_config(text, env, workers=workers)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Legal but risky settings, printed at start and by ``check``."""
+    warnings = []
+    if config.provider and config.provider.issuer.startswith("http://"):
+        warnings.append("provider.issuer: plain http issuer; acceptable only for development or in-cluster providers")
+    if config.needs_login and not config.session.cookie.secure:
+        warnings.append("session.cookie.secure: false; cookies travel over plain http (development only)")
+    return warnings
+
+
+def summarize(config: Config) -> str:
+    """The one-line summary ``authproxy check`` prints for a valid file."""
+    routes = len(config.routes)
+    provider = config.provider.issuer if config.provider else "none"
+    return (
+        f"ok: {routes} route{'s' if routes != 1 else ''}, provider {provider}, "
+        f"session store {config.session.store}, listening on {config.server.listen}"
+    )

@@ -1,0 +1,106 @@
+"""Prometheus metrics of SPEC section 6, in a registry of their own per process.
+
+With ``--workers N`` each worker keeps its own registry and serves it on the shared admin port
+(SO_REUSEPORT), so one scrape sees one worker; every series carries a ``worker`` label so that
+sums over scrapes stay meaningful.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class Metrics:
+    """Every metric authproxy exports."""
+
+    def __init__(self, worker: str = "0") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.worker = worker
+        labels = {"registry": self.registry}
+        self.requests = Counter(
+            "authproxy_requests_total",
+            "Requests answered, by route and status code.",
+            ["route", "code", "worker"],
+            **labels,
+        )
+        self.request_duration = Histogram(
+            "authproxy_request_duration_seconds",
+            "Time to answer a request (to response headers for streams).",
+            ["route", "worker"],
+            buckets=_BUCKETS,
+            **labels,
+        )
+        self.logins = Counter(
+            "authproxy_logins_total",
+            "Completed login callbacks, by result.",
+            ["result", "worker"],
+            **labels,
+        )
+        self.refreshes = Counter(
+            "authproxy_refreshes_total",
+            "Token refreshes, by result.",
+            ["result", "worker"],
+            **labels,
+        )
+        self.logouts = Counter(
+            "authproxy_logouts_total",
+            "Sessions ended, by kind (user, backchannel, expired, revoked).",
+            ["kind", "worker"],
+            **labels,
+        )
+        self.store_errors = Counter(
+            "authproxy_session_store_errors_total",
+            "Session store operations that failed.",
+            ["worker"],
+            **labels,
+        )
+        self.upstream_errors = Counter(
+            "authproxy_upstream_errors_total",
+            "Upstream failures, by route and kind (refused, timeout, reset).",
+            ["route", "kind", "worker"],
+            **labels,
+        )
+
+    def observe_request(self, route: str, code: int, seconds: float) -> None:
+        self.requests.labels(route, str(code), self.worker).inc()
+        self.request_duration.labels(route, self.worker).observe(seconds)
+
+    def count_login(self, result: str) -> None:
+        self.logins.labels(result, self.worker).inc()
+
+    def count_refresh(self, result: str) -> None:
+        self.refreshes.labels(result, self.worker).inc()
+
+    def count_logout(self, kind: str) -> None:
+        self.logouts.labels(kind, self.worker).inc()
+
+    def count_store_error(self) -> None:
+        self.store_errors.labels(self.worker).inc()
+
+    def count_upstream_error(self, route: str, kind: str) -> None:
+        self.upstream_errors.labels(route, kind, self.worker).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,85 @@
+"""Route choice (SPEC section 2): host exact > wildcard > absent, then longest path prefix.
+
+File order never matters. A path prefix matches on segment boundaries: ``/api`` matches
+``/api`` and ``/api/x`` but not ``/apix``; a prefix ending in ``/`` matches everything below it.
+Pure: the table is built once from the configuration and consulted per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+
+class Matchable(Protocol):
+    @property
+    def host(self) -> str | None: ...
+
+    @property
+    def path_prefix(self) -> str: ...
+
+
+R = TypeVar("R")
+
+_EXACT, _WILDCARD, _ANY = 0, 1, 2
+
+
+def path_matches(prefix: str, path: str) -> bool:
+    """True when ``path`` lies under ``prefix`` on a segment boundary."""
+    if prefix == "/" or prefix == path:
+        return True
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path.startswith(prefix) and path[len(prefix)] == "/"
+
+
+def host_rank(pattern: str | None, host: str) -> tuple[int, int] | None:
+    """How specifically ``pattern`` matches ``host`` (lower is better), or None.
+
+    The longer of two matching wildcards is the more specific one.
+    """
+    if pattern is None:
+        return (_ANY, 0)
+    if pattern.startswith("*."):
+        suffix = pattern[1:]  # ".example.com"
+        if host.endswith(suffix) and len(host) > len(suffix):
+            return (_WILDCARD, -len(suffix))
+        return None
+    return (_EXACT, 0) if host == pattern else None
+
+
+def normalize_host(host_header: str | None) -> str:
+    """Lower-case host without port; IPv6 literals keep their brackets."""
+    if not host_header:
+        return ""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    return host.rsplit(":", 1)[0] if ":" in host else host.rstrip(".")
+
+
+@dataclass(frozen=True)
+class RouteTable(Generic[R]):
+    """Routes with their match rules, pre-sorted so the first match is the best."""
+
+    entries: tuple[tuple[str | None, str, R], ...]
+
+    @classmethod
+    def build(cls, routes: Sequence[tuple[Matchable, R]]) -> RouteTable[R]:
+        return cls(tuple((m.host, m.path_prefix, value) for m, value in routes))
+
+    def choose(self, host_header: str | None, path: str) -> R | None:
+        """The route for a request, or None (404)."""
+        host = normalize_host(host_header)
+        best: tuple[tuple[int, int], int] | None = None
+        chosen: R | None = None
+        for pattern, prefix, value in self.entries:
+            rank = host_rank(pattern, host)
+            if rank is None or not path_matches(prefix, path):
+                continue
+            key = (rank, -len(prefix))
+            if best is None or key < best:
+                best, chosen = key, value
+        return chosen

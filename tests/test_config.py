@@ -1,0 +1,197 @@
+"""Configuration (SPEC section 2): every problem named by its YAML path, nothing half-valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from authproxy.config import load_config, parse_config, parse_duration
+from authproxy.errors import ConfigError
+
+SECRET = "s" * 32
+BASE = f"""
+server: {{public_url: https://app.example.com}}
+provider: {{issuer: https://idp.example.com, client_id: app, client_secret: x}}
+session: {{secrets: ["{SECRET}"]}}
+routes:
+  - name: app
+    upstream: "http://127.0.0.1:8080"
+"""
+
+
+def problems_of(text: str, env: dict[str, str] | None = None, workers: int = 1) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env or {}, workers=workers)
+    return info.value.problems
+
+
+def test_minimal_config_is_valid_and_fills_defaults() -> None:
+    config = parse_config(BASE, {})
+    assert config.server.listen == "127.0.0.1:4180"
+    assert config.session.idle_timeout == 8 * 3600
+    assert config.session.cookie.full_name == "__Host-authproxy_session"
+    assert config.routes[0].auth == "required"
+    assert config.provider is not None and config.provider.scopes[0] == "openid"
+
+
+def test_example_config_is_valid() -> None:
+    load_config(Path(__file__).parent.parent / "config" / "authproxy.example.yaml", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            BASE + "  - {name: b, upstream: 'http://x', tiemout: 5s}\n",
+            "routes[1].tiemout: unknown key",
+            id="unknown-key-in-list",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {listne: x, "),
+            "server.listne: unknown key",
+            id="unknown-key",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "127.0.0.1:8080"),
+            "routes[0].upstream:",
+            id="bad-url",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "ftp://h/"),
+            "routes[0].upstream:",
+            id="bad-url-scheme",
+        ),
+        pytest.param(BASE + "    timeout: 10 minutes\n", "routes[0].timeout:", id="bad-duration"),
+        pytest.param(BASE.replace(SECRET, "short"), "session.secrets[0]:", id="secret-too-short"),
+        pytest.param(
+            BASE.replace("client_id: app", "client_id: '${SSO_CLIENT_ID}'"),
+            "provider.client_id: environment variable SSO_CLIENT_ID is not set",
+            id="missing-env",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: [none]"),
+            "provider.allowed_algorithms:",
+            id="alg-none",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_auth_method: client_secret_post"),
+            "provider:",
+            id="secret-method-without-secret",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {trusted_proxies: [nonsense], "),
+            "server.trusted_proxies:",
+            id="bad-cidr",
+        ),
+        pytest.param(
+            BASE + "  - {name: app, upstream: 'http://127.0.0.1:9', match: {path_prefix: /b}}\n",
+            "routes[1].name:",
+            id="duplicate-name",
+        ),
+        pytest.param(
+            BASE + "  - {name: x, upstream: 'http://127.0.0.1:9', match: {path_prefix: /oauth2/x}}\n",
+            "routes[1].match.path_prefix: /oauth2 is reserved",
+            id="reserved-prefix",
+        ),
+        pytest.param(
+            BASE.replace("server: {public_url: https://app.example.com}", "server: {}"),
+            "server.public_url: required",
+            id="public-url-required",
+        ),
+        pytest.param(BASE + "    match: {host: 'bad host'}\n", "routes[0].match.host:", id="bad-host"),
+        pytest.param(
+            BASE + "    match: {path_prefix: api}\n",
+            "routes[0].match.path_prefix:",
+            id="relative-prefix",
+        ),
+        pytest.param(
+            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], idle_timeout: 8d'),
+            "session: idle_timeout cannot exceed",
+            id="idle-beyond-absolute",
+        ),
+        pytest.param("routes: [", "line ", id="broken-yaml"),
+        pytest.param("- a\n- b\n", "(top level)", id="not-a-mapping"),
+    ],
+)
+def test_each_problem_names_its_yaml_path(text: str, expected: str) -> None:
+    problems = problems_of(text)
+    assert any(p.startswith(expected) or expected in p for p in problems), problems
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = BASE.replace("server: {", "server: {bogus: 1, ").replace("http://127.0.0.1:8080", "nope")
+    problems = problems_of(text)
+    assert any(p.startswith("server.bogus") for p in problems)
+    assert any(p.startswith("routes[0].upstream") for p in problems)
+
+
+def test_memory_store_with_several_workers_is_refused_with_the_reason() -> None:
+    problems = problems_of(BASE, workers=2)
+    assert any(p.startswith("session.store:") and "--workers 2" in p for p in problems)
+    parse_config(BASE.replace("session: {", "session: {store: redis, "), {}, workers=2)
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "expected"),
+    [
+        ("${A}", {"A": "x"}, "x"),
+        ("${A:-fallback}", {}, "fallback"),
+        ("${A:-fallback}", {"A": "set"}, "set"),
+        ("pre-${A}-post", {"A": "mid"}, "pre-mid-post"),
+        ("${A:-}", {}, ""),
+    ],
+)
+def test_environment_interpolation(value: str, env: dict[str, str], expected: str) -> None:
+    config = parse_config(BASE.replace("client_id: app", f'client_id: "{value}x"'), env)
+    assert config.provider is not None and config.provider.client_id == expected + "x"
+
+
+def test_secret_files_replace_their_keys_without_trailing_newline(tmp_path: Path) -> None:
+    (tmp_path / "client").write_text("from-file\n")
+    (tmp_path / "secrets").write_text(f"{'n' * 40}\n{'o' * 40}\n")
+    text = BASE.replace("client_secret: x", f"client_secret_file: {tmp_path / 'client'}").replace(
+        f'secrets: ["{SECRET}"]', f"secrets_file: {tmp_path / 'secrets'}"
+    )
+    config = parse_config(text, {})
+    assert config.provider is not None and config.provider.client_secret == "from-file"
+    assert config.session.secrets == ["n" * 40, "o" * 40]
+
+
+def test_secret_file_problems_name_the_path(tmp_path: Path) -> None:
+    missing = BASE.replace("client_secret: x", f"client_secret_file: {tmp_path / 'absent'}")
+    assert any(p.startswith("provider.client_secret_file: cannot read") for p in problems_of(missing))
+    both = BASE.replace("client_secret: x", f"client_secret: x, client_secret_file: {tmp_path}")
+    assert any("either client_secret or client_secret_file" in p for p in problems_of(both))
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("8h", 28800),
+        ("7d", 604800),
+        ("500ms", 0.5),
+        (30, 30),
+        ("1.5s", 1.5),
+    ],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["ten", "5 minutes", "-5s", "", True, "5"])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_public_routes_need_no_provider_or_secret() -> None:
+    config = parse_config("routes: [{name: web, upstream: 'http://127.0.0.1:1', auth: none}]", {})
+    assert config.provider is None
+
+
+def test_protected_route_without_provider_is_refused() -> None:
+    problems = problems_of("routes: [{name: web, upstream: 'http://127.0.0.1:1'}]")
+    assert any(p.startswith("routes[0].auth:") for p in problems)

@@ -1,0 +1,90 @@
+"""Route choice (SPEC section 2): host exact > wildcard > absent, then longest path prefix."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from authproxy.config import MatchConfig
+from authproxy.routing import RouteTable, normalize_host, path_matches
+
+ROUTES = [
+    ("any-root", None, "/"),
+    ("any-api", None, "/api"),
+    ("wild-root", "*.example.com", "/"),
+    ("wild-deep", "*.apps.example.com", "/"),
+    ("exact-root", "app.example.com", "/"),
+    ("exact-admin", "app.example.com", "/admin/"),
+    ("exact-api-v2", "app.example.com", "/api/v2"),
+    ("other-only-docs", "docs.test", "/docs"),
+]
+
+CASES = [
+    ("app.example.com", "/", "exact-root"),
+    ("APP.example.com:8443", "/x", "exact-root"),
+    ("app.example.com", "/admin/users", "exact-admin"),
+    ("app.example.com", "/admin", "exact-root"),  # "/admin/" needs the slash
+    ("app.example.com", "/api/v2/items", "exact-api-v2"),
+    ("app.example.com", "/api/v2x", "exact-root"),  # segment boundary
+    ("app.example.com", "/api/v1", "exact-root"),  # exact host beats a longer prefix on "any host"
+    ("shop.example.com", "/api", "wild-root"),
+    ("x.apps.example.com", "/", "wild-deep"),  # the longer wildcard is more specific
+    ("example.com", "/", "any-root"),  # *.example.com does not match the apex
+    ("elsewhere.org", "/api/x", "any-api"),
+    ("elsewhere.org", "/apix", "any-root"),
+    ("docs.test", "/docs/a", "other-only-docs"),
+    ("docs.test", "/", "any-root"),
+    (None, "/", "any-root"),
+]
+
+
+def table(routes: list[tuple[str, str | None, str]]) -> RouteTable[str]:
+    return RouteTable.build([(MatchConfig(host=h, path_prefix=p), name) for name, h, p in routes])
+
+
+@pytest.mark.parametrize(("host", "path", "expected"), CASES, ids=[f"{h}{p}" for h, p, _ in CASES])
+def test_route_choice(host: str | None, path: str, expected: str) -> None:
+    assert table(ROUTES).choose(host, path) == expected
+
+
+def test_file_order_never_matters() -> None:
+    for order in itertools.islice(itertools.permutations(ROUTES), 0, 5000, 97):
+        chosen = table(list(order))
+        for host, path, expected in CASES:
+            assert chosen.choose(host, path) == expected
+
+
+def test_no_route_is_none() -> None:
+    only_docs = table([("docs", "docs.test", "/docs")])
+    assert only_docs.choose("docs.test", "/other") is None
+    assert only_docs.choose("other.test", "/docs") is None
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path", "matches"),
+    [
+        ("/", "/anything", True),
+        ("/api", "/api", True),
+        ("/api", "/api/", True),
+        ("/api", "/apis", False),
+        ("/api/", "/api", False),
+        ("/api/", "/api/x", True),
+    ],
+)
+def test_path_prefix_segments(prefix: str, path: str, matches: bool) -> None:
+    assert path_matches(prefix, path) is matches
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        ("Example.COM", "example.com"),
+        ("example.com:8080", "example.com"),
+        ("[::1]:4180", "[::1]"),
+        ("", ""),
+        ("example.com.", "example.com"),
+    ],
+)
+def test_normalize_host(header: str, host: str) -> None:
+    assert normalize_host(header) == host
