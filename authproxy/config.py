@@ -459,7 +459,22 @@ def _cross_checks(config: Config) -> list[str]:
             )
     if not config.routes:
         problems.append("routes: at least one route is required")
+    problems += _missing_files(config)
     return problems
+
+
+def _missing_files(config: Config) -> list[str]:
+    """Key and certificate files named by the config must be readable files."""
+    files: list[tuple[str, str | None]] = [("identity_jwt.signing_key_file", config.identity_jwt.signing_key_file)]
+    if config.server.tls is not None:
+        files += [("server.tls.cert_file", config.server.tls.cert_file), ("server.tls.key_file", config.server.tls.key_file)]
+    if config.provider is not None:
+        files += [("provider.private_key_file", config.provider.private_key_file), ("provider.ca_file", config.provider.ca_file)]
+    return [
+        f"{where}: {path} is not a readable file"
+        for where, path in files
+        if path is not None and not (Path(path).is_file() and os.access(path, os.R_OK))
+    ]
 
 
 # ---------------------------------------------------------------- tree preprocessing
