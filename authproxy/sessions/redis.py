@@ -1,0 +1,322 @@
+"""The shared session store on Redis (SPEC section 5): standalone, Sentinel or Cluster.
+
+Replicas sharing one Redis share sessions completely. Every key carries ``key_prefix`` and a
+TTL in milliseconds (``PX``/``PEXPIRE``), so nothing is left behind. The compound operations
+are single Lua scripts over a single key each, atomic on the server and valid under Redis
+Cluster (every key of a script in one slot):
+
+- ``take``: ``GETDEL`` (Redis >= 6.2), so single-use flow state has exactly one taker;
+- ``increment``: ``INCR`` plus ``PEXPIRE`` on the first hit, a fixed window;
+- ``index_add``: ``SADD`` plus an expiry that only ever lengthens;
+- locks: ``SET name token NX PX`` to take one, compare-the-token-then-act scripts to extend or
+  release one (the Redlock single-instance pattern), so a holder whose lease ran out cannot
+  release or extend the lock of whoever took it next.
+
+A dead or hanging Redis must fail requests quickly (503, fail closed) rather than hang them:
+socket timeouts and an overall deadline per operation bound every call to ``timeout``, and all
+redis-py errors leave this module as :class:`~authproxy.errors.StoreUnavailable` or
+:class:`~authproxy.errors.StoreError`. redis-py drops a connection that failed and dials a new
+one on the next call, so the same store works again as soon as Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import math
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from authproxy.errors import StoreError, StoreUnavailable
+from authproxy.sessions.store import Lock, check_ttl
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT: Final = 2.0
+DEFAULT_SENTINEL_PORT: Final = 26379
+LOCK_TOKEN_BYTES: Final = 16
+
+# Errors that mean "Redis cannot serve right now" rather than "this call was wrong": a dead or
+# unreachable server, a timeout, a cluster mid-failover, a replica promoted under our feet.
+_UNAVAILABLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+    TimeoutError,
+    OSError,
+)
+
+# Scripts are sent with EVAL rather than EVALSHA: they are tiny, and EVAL needs no script cache,
+# which a restarted server, a failover or another cluster node would not have.
+_INCREMENT: Final = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+# PTTL is -1 for a key without expiry, so a fresh set gets one too
+_INDEX_ADD: Final = """
+redis.call('SADD', KEYS[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"""
+_LOCK_EXTEND: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_LOCK_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _ms(seconds: float) -> int:
+    """A TTL in whole milliseconds, rounded up so a short TTL never becomes 0 (an error in PX)."""
+    return max(1, math.ceil(check_ttl(seconds) * 1000))
+
+
+def _split_node(node: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``, or a bare host on the Sentinel port) as a tuple."""
+    host, sep, port = node.rpartition(":")
+    if not sep or "]" in port:
+        host, port = node, str(DEFAULT_SENTINEL_PORT)
+    return host.strip("[]"), int(port)
+
+
+def _describe(error: BaseException) -> str:
+    """An error for logs: connection and server messages name hosts and reasons, but the cluster
+    client's own messages may quote a whole command, values included, so those give their type."""
+    if isinstance(error, RedisClusterException) or not str(error):
+        return type(error).__name__
+    return f"{type(error).__name__}: {error}"
+
+
+def _retry() -> Retry:
+    # One quick retry, on connection errors only: it hides a pooled connection that went stale
+    # while Redis restarted, without resending a command that may already have run (a timeout),
+    # and without redis-py's default of ten backed-off retries that would hold a request for
+    # seconds against a dead server.
+    return Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1, supported_errors=(RedisConnectionError,))
+
+
+class RedisStore:
+    """:class:`~authproxy.sessions.store.SessionStore` on Redis, Sentinel or Redis Cluster."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sentinel_master: str | None = None,
+        sentinel_nodes: Sequence[str] | None = None,
+        cluster: bool = False,
+        key_prefix: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Connect lazily: nothing is dialled until the first operation (``ping`` for readiness).
+
+        ``url`` is ``redis://``, ``rediss://`` (TLS) or ``unix://``. With ``sentinel_master``,
+        the master's address comes from the Sentinels in ``sentinel_nodes`` and the URL gives
+        only credentials, database and TLS. With ``cluster``, the URL names any one node.
+        """
+        if sentinel_master is not None and cluster:
+            raise ValueError("choose either sentinel or cluster, not both")
+        self._prefix = key_prefix
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError("the Redis timeout must be a positive number of seconds")
+        self._timeout = timeout
+        self._sentinel: Sentinel | None = None
+        self._cluster_pending = cluster
+        self._cluster_lock = asyncio.Lock()
+        connection: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": _retry(),
+        }
+        self._client: Redis | RedisCluster
+        if sentinel_master is not None:
+            if not sentinel_nodes:
+                raise ValueError("a Sentinel master name needs at least one Sentinel node")
+            # redis-py leaves Sentinel's constructor unannotated
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                [_split_node(node) for node in sentinel_nodes],
+                sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": _retry()},
+                **connection,
+            )
+            self._client = self._sentinel.master_for(sentinel_master, **_master_options(url))
+        elif cluster:
+            self._client = RedisCluster.from_url(url, **connection)
+        else:
+            self._client = Redis.from_url(url, **connection)
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        url: str,
+        sentinel_master: str | None = None,
+        sentinel_nodes: Sequence[str] | None = None,
+        cluster: bool = False,
+        key_prefix: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> RedisStore:
+        """The store for ``session.redis`` of the configuration."""
+        return cls(
+            url,
+            sentinel_master=sentinel_master,
+            sentinel_nodes=sentinel_nodes,
+            cluster=cluster,
+            key_prefix=key_prefix,
+            timeout=timeout,
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run one redis-py call within the deadline, translating its errors."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._cluster_pending:
+                    await self._initialize_cluster()
+                return await operation()
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(f"Redis is unavailable: {_describe(e)}") from e
+        except RedisError as e:
+            raise StoreError(f"Redis refused the operation: {_describe(e)}") from e
+
+    async def _initialize_cluster(self) -> None:
+        # redis-py's cluster client, initialised lazily by many concurrent first commands,
+        # can hand one of them a connection its own topology refresh is disconnecting
+        # (AttributeError on a None writer, seen with redis-py 8.1): initialise once, alone
+        async with self._cluster_lock:
+            if self._cluster_pending:
+                await cast("RedisCluster", self._client).initialize()
+                self._cluster_pending = False
+
+    async def _eval(self, script: str, key: str, *args: str | int) -> int:
+        result = await self._call(lambda: self._client.eval(script, 1, key, *args))
+        return int(result)
+
+    # ------------------------------------------------------------------ SessionStore
+
+    async def get(self, key: str) -> bytes | None:
+        return cast("bytes | None", await self._call(lambda: self._client.get(self._key(key))))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        px = _ms(ttl)
+        await self._call(lambda: self._client.set(self._key(key), value, px=px))
+
+    async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        # SET NX answers OK when it stored the value and nil when the key existed
+        px = _ms(ttl)
+        return bool(await self._call(lambda: self._client.set(self._key(key), value, px=px, nx=True)))
+
+    async def take(self, key: str) -> bytes | None:
+        return cast("bytes | None", await self._call(lambda: self._client.getdel(self._key(key))))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._call(lambda: self._client.delete(*(self._key(key) for key in keys)))
+
+    async def increment(self, key: str, window: float) -> int:
+        return await self._eval(_INCREMENT, self._key(key), _ms(window))
+
+    async def index_add(self, index: str, member: str, ttl: float) -> None:
+        await self._eval(_INDEX_ADD, self._key(index), _ms(ttl), member)
+
+    async def index_members(self, index: str) -> builtins.set[str]:
+        members = await self._call(lambda: cast("Awaitable[set[bytes]]", self._client.smembers(self._key(index))))
+        return {member.decode() for member in members}
+
+    async def index_remove(self, index: str, *members: str) -> None:
+        # SREM deletes a set left empty, so no empty index lingers
+        if members:
+            await self._call(lambda: self._client.srem(self._key(index), *members))
+
+    async def acquire_lock(self, name: str, lease: float) -> Lock | None:
+        key = self._key(name)
+        token = secrets.token_hex(LOCK_TOKEN_BYTES)
+        px = _ms(lease)
+        if not await self._call(lambda: self._client.set(key, token, px=px, nx=True)):
+            return None
+        return _RedisLock(self, key, token)
+
+    async def ping(self) -> None:
+        await self._call(lambda: cast("Awaitable[Any]", self._client.ping()))
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+            if self._sentinel is not None:
+                for sentinel in self._sentinel.sentinels:
+                    await sentinel.aclose()
+        except (RedisError, OSError) as e:
+            raise StoreError(f"closing the Redis client failed: {type(e).__name__}") from e
+
+    # ------------------------------------------------------------------ for _RedisLock
+
+    async def _extend_lock(self, key: str, token: str, lease: float) -> bool:
+        return await self._eval(_LOCK_EXTEND, key, token, _ms(lease)) == 1
+
+    async def _release_lock(self, key: str, token: str) -> None:
+        await self._eval(_LOCK_RELEASE, key, token)
+
+
+def _master_options(url: str) -> dict[str, Any]:
+    """Credentials, database and TLS for a Sentinel-managed master, taken from ``url``."""
+    parts = urlsplit(url)
+    options: dict[str, Any] = {}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    database = parts.path.strip("/")
+    if database.isdigit():
+        options["db"] = int(database)
+    if parts.scheme == "rediss":
+        options["ssl"] = True
+    return options
+
+
+class _RedisLock:
+    """A lock of :class:`RedisStore`: its full key and the random token that proves ownership."""
+
+    def __init__(self, store: RedisStore, key: str, token: str) -> None:
+        self._store = store
+        self._key = key
+        self._token = token
+
+    async def extend(self, lease: float) -> bool:
+        return await self._store._extend_lock(self._key, self._token, lease)
+
+    async def release(self) -> None:
+        await self._store._release_lock(self._key, self._token)

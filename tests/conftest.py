@@ -1,0 +1,8 @@
+"""Shared fixtures live in tests/support/*; each module registers here."""
+
+pytest_plugins = [
+    "tests.support.net",
+    "tests.support.redis_server",
+    "tests.support.node_provider",
+    "tests.support.proxy_process",
+]
