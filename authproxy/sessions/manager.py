@@ -1,0 +1,182 @@
+"""Sessions over the store (SPEC section 5): cookie ticket in, decrypted record out.
+
+The browser's cookie carries a signed ticket (session id + that session's own record key); the
+store holds only the record sealed under that key, at a key derived from the id. A Redis copy
+therefore reveals no token and yields no usable cookie. Each login gets a brand-new ticket
+(fixation defence). Records slide their idle expiry on use and never outlive the absolute one.
+Sessions are indexed by ``sub`` and by the provider's ``sid`` so back-channel logout can end them
+on every replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from authproxy.config import CookieConfig
+from authproxy.sessions.record import SessionRecord, idle_ttl, is_expired, open_record, seal_record
+from authproxy.sessions.store import SessionStore
+from authproxy.sessions.ticket import Ticket, new_ticket, open_ticket, seal_ticket, store_key_for
+
+SESSION_KEY_PREFIX: Final = "session:"
+SUB_INDEX_PREFIX: Final = "index:sub:"
+SID_INDEX_PREFIX: Final = "index:sid:"
+# a session's last-use time is written back at most this often: a write per request would double
+# the store traffic of the hot path for a precision nobody needs
+TOUCH_INTERVAL: Final = 60.0
+
+
+def _index_key(prefix: str, value: str) -> str:
+    # hashed so no identifier (sub, sid) appears in a store key
+    return prefix + hashlib.sha256(value.encode()).hexdigest()
+
+
+def sub_index(sub: str) -> str:
+    return _index_key(SUB_INDEX_PREFIX, sub)
+
+
+def sid_index(sid: str) -> str:
+    return _index_key(SID_INDEX_PREFIX, sid)
+
+
+@dataclass
+class Session:
+    """A live session: its ticket (from the cookie) and its decrypted record."""
+
+    ticket: Ticket
+    record: SessionRecord
+
+    @property
+    def store_key(self) -> str:
+        return SESSION_KEY_PREFIX + store_key_for(self.ticket.id)
+
+
+class SessionManager:
+    """Creates, loads, saves and ends sessions; sets and clears the session cookie."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        secrets: Sequence[str],
+        cookie: CookieConfig,
+        idle_timeout: float,
+        absolute_timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._secrets = [s.encode() for s in secrets]
+        self.cookie = cookie
+        self.cookie_name = cookie.full_name
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+        self.clock = clock
+
+    # ------------------------------------------------------------------ tickets and cookies
+
+    def seal(self, ticket: Ticket) -> str:
+        return seal_ticket(ticket, self._secrets[0])
+
+    def open(self, value: str | None) -> Ticket | None:
+        """The ticket in a cookie value, or None when absent, malformed or not ours."""
+        if not value:
+            return None
+        return open_ticket(value, self._secrets)
+
+    def cookie_attributes(self, max_age: int | None) -> dict[str, object]:
+        attributes: dict[str, object] = {
+            "path": "/",
+            "httponly": True,
+            "secure": self.cookie.secure,
+            "samesite": self.cookie.same_site.capitalize(),
+        }
+        if self.cookie.domain:
+            attributes["domain"] = self.cookie.domain
+        if max_age is not None:
+            attributes["max_age"] = max_age
+        return attributes
+
+    def set_cookie(self, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(name, value, **self.cookie_attributes(max_age))  # type: ignore[arg-type]
+
+    def clear_cookie(self, response: web.StreamResponse, name: str) -> None:
+        response.set_cookie(name, "", expires="Thu, 01 Jan 1970 00:00:00 GMT", **self.cookie_attributes(0))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ sessions
+
+    async def load(self, cookie_value: str | None) -> Session | None:
+        """The session a cookie names, or None (tampered, unknown, expired: no session)."""
+        ticket = self.open(cookie_value)
+        if ticket is None:
+            return None
+        session_key = SESSION_KEY_PREFIX + store_key_for(ticket.id)
+        blob = await self.store.get(session_key)
+        if blob is None:
+            return None
+        plaintext = open_record(blob, ticket)
+        if plaintext is None:
+            return None
+        try:
+            record = SessionRecord.from_bytes(plaintext)
+        except ValueError:
+            return None
+        now = self.clock()
+        if is_expired(record, self.idle_timeout, now):
+            await self.store.delete(session_key)
+            return None
+        session = Session(ticket, record)
+        if now - record.last_seen_at >= TOUCH_INTERVAL:
+            record.last_seen_at = now
+            await self.save(session)
+        return session
+
+    async def create(self, record: SessionRecord) -> tuple[Session, str]:
+        """Store a new session under a fresh ticket; the session and its cookie value."""
+        session = Session(new_ticket(), record)
+        await self.save(session)
+        ttl = self.absolute_timeout
+        if record.sub:
+            await self.store.index_add(sub_index(record.sub), session.store_key, ttl)
+        if record.sid:
+            await self.store.index_add(sid_index(record.sid), session.store_key, ttl)
+        return session, self.seal(session.ticket)
+
+    async def save(self, session: Session) -> None:
+        ttl = idle_ttl(session.record, self.idle_timeout, self.clock())
+        if ttl <= 0:
+            await self.store.delete(session.store_key)
+            return
+        blob = seal_record(session.record.to_bytes(), session.ticket)
+        await self.store.set(session.store_key, blob, ttl)
+
+    async def delete(self, session: Session) -> None:
+        await self.store.delete(session.store_key)
+        if session.record.sub:
+            await self.store.index_remove(sub_index(session.record.sub), session.store_key)
+        if session.record.sid:
+            await self.store.index_remove(sid_index(session.record.sid), session.store_key)
+
+    async def end_sessions(self, *, sub: str | None = None, sid: str | None = None) -> int:
+        """End every session of a provider session (``sid``) or of a user (``sub``)."""
+        indexes = []
+        if sid:
+            indexes.append(sid_index(sid))
+        elif sub:
+            indexes.append(sub_index(sub))
+        ended = 0
+        for index in indexes:
+            members = await self.store.index_members(index)
+            if not members:
+                continue
+            # an index may still name sessions that already ended another way
+            live = [m for m in members if await self.store.get(m) is not None]
+            if live:
+                await self.store.delete(*live)
+            await self.store.index_remove(index, *members)
+            ended += len(live)
+        return ended

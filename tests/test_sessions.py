@@ -1,0 +1,186 @@
+"""Sessions over both stores (SPEC section 5): cookies, expiry, rotation, nothing usable at rest."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from authproxy.config import CookieConfig
+from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.memory import MemoryStore
+from authproxy.sessions.record import SessionRecord
+from authproxy.sessions.redis import RedisStore
+from authproxy.sessions.store import SessionStore
+from authproxy.sessions.ticket import open_ticket
+
+OLD_SECRET = "o" * 40
+NEW_SECRET = "n" * 40
+IDLE = 3600.0
+ABSOLUTE = 86400.0
+ACCESS_TOKEN = "access-token-value-that-must-never-be-stored-in-plaintext"
+REFRESH_TOKEN = "refresh-token-value-that-must-never-be-stored-in-plaintext"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        backend: SessionStore = MemoryStore()
+    else:
+        url = request.getfixturevalue("redis_url")
+        backend = RedisStore(url, key_prefix="test:")
+    yield backend
+    await backend.close()
+
+
+def manager(store: SessionStore, clock: Clock, secrets: list[str] | None = None) -> SessionManager:
+    return SessionManager(
+        store,
+        secrets=secrets or [NEW_SECRET],
+        cookie=CookieConfig(),
+        idle_timeout=IDLE,
+        absolute_timeout=ABSOLUTE,
+        clock=clock,
+    )
+
+
+def record(clock: Clock, **extra: Any) -> SessionRecord:
+    return SessionRecord(
+        sub="alice",
+        claims={"sub": "alice", "email": "alice@example.com"},
+        sid="provider-sid-1",
+        access_token=ACCESS_TOKEN,
+        refresh_token=REFRESH_TOKEN,
+        id_token="id.token.value",
+        access_expires_at=clock.now + 300,
+        created_at=clock.now,
+        last_seen_at=clock.now,
+        absolute_expires_at=clock.now + ABSOLUTE,
+        **extra,
+    )
+
+
+async def test_created_session_loads_from_its_cookie(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    _, cookie = await sessions.create(record(clock))
+    loaded = await sessions.load(cookie)
+    assert loaded is not None and loaded.record.access_token == ACCESS_TOKEN
+
+
+def flip(value: str, index: int) -> str:
+    replacement = "A" if value[index] != "A" else "B"
+    return value[:index] + replacement + value[index + 1 :]
+
+
+async def test_tampered_or_unknown_cookie_is_no_session(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    _, cookie = await sessions.create(record(clock))
+    for bad in (
+        flip(cookie, 5),
+        flip(cookie, len(cookie) // 2),
+        flip(cookie, -2),
+        cookie[:-1],
+        "",
+        "v1.",
+        "garbage",
+        cookie + "x",
+    ):
+        assert await sessions.load(bad) is None, bad
+    other = manager(MemoryStore(), clock)
+    _, foreign = await other.create(record(clock))
+    assert await sessions.load(foreign) is None  # signed by us, but no such session here
+
+
+async def test_every_login_gets_a_new_cookie(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    _, first = await sessions.create(record(clock))
+    _, second = await sessions.create(record(clock))
+    assert first != second
+    assert open_ticket(first, [NEW_SECRET.encode()]) != open_ticket(second, [NEW_SECRET.encode()])
+
+
+async def test_idle_timeout_slides_and_ends_unused_sessions(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    _, cookie = await sessions.create(record(clock))
+    for _ in range(5):  # used every 50 minutes: stays alive well past one idle timeout
+        clock.now += IDLE - 600
+        assert await sessions.load(cookie) is not None
+    clock.now += IDLE + 1
+    assert await sessions.load(cookie) is None
+
+
+async def test_absolute_timeout_is_hard(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    _, cookie = await sessions.create(record(clock))
+    while clock.now + IDLE / 2 < record(Clock()).absolute_expires_at:
+        clock.now += IDLE / 2
+        assert await sessions.load(cookie) is not None
+    clock.now += IDLE / 2
+    assert await sessions.load(cookie) is None
+
+
+async def test_secret_rotation_keeps_old_sessions_readable(store: SessionStore) -> None:
+    clock = Clock()
+    _, cookie = await manager(store, clock, [OLD_SECRET]).create(record(clock))
+    assert await manager(store, clock, [NEW_SECRET, OLD_SECRET]).load(cookie) is not None
+    assert await manager(store, clock, [NEW_SECRET]).load(cookie) is None
+
+
+async def test_end_sessions_by_sid_and_by_sub(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    _, first = await sessions.create(record(clock))
+    _, second = await sessions.create(
+        record(
+            clock,
+        )
+    )
+    assert await sessions.end_sessions(sid="provider-sid-1") == 2
+    assert await sessions.load(first) is None and await sessions.load(second) is None
+    _, third = await sessions.create(record(clock))
+    assert await sessions.end_sessions(sub="alice") == 1
+    assert await sessions.load(third) is None
+
+
+async def test_redis_holds_no_plaintext_token_and_no_session_id(redis_url: str) -> None:
+    clock = Clock()
+    store = RedisStore(redis_url, key_prefix="authproxy:")
+    sessions = manager(store, clock)
+    _, cookie = await sessions.create(record(clock))
+    ticket = open_ticket(cookie, [NEW_SECRET.encode()])
+    assert ticket is not None
+    id_forms = {
+        ticket.id.hex(),
+        base64.urlsafe_b64encode(ticket.id).rstrip(b"=").decode(),
+        base64.b64encode(ticket.id).decode().rstrip("="),
+    }
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        keys = [k.decode() for k in await raw.keys("*")]
+        assert keys
+        for key in keys:
+            assert not any(form in key for form in id_forms), key
+            assert "alice" not in key and "provider-sid-1" not in key
+            if await raw.type(key) == b"string":
+                value = await raw.get(key)
+                assert ACCESS_TOKEN.encode() not in value and REFRESH_TOKEN.encode() not in value
+                assert b"alice@example.com" not in value
+    finally:
+        await raw.aclose()
+        await store.close()
