@@ -12,6 +12,8 @@ module that calls them and never travel further. Each kind maps to one HTTP stat
      +-- TokenInvalid           an ID, logout or bearer token failed a check          (401/400)
      |    +-- UnknownKeyId            no key in the JWKS for the token's kid (refetch once)
      +-- FlowError              login flow state missing, foreign, expired or reused  (400)
+     +-- SessionEnded           the session cannot continue (invalid_grant, expired tokens):
+     |                          deleted; treated as "no session" (login / 401)
      +-- StoreError             the session store failed
      |    +-- StoreUnavailable        unreachable or timed out                         (503)
      +-- UpstreamError          the proxied application failed
@@ -67,6 +69,14 @@ class UnknownKeyId(TokenInvalid):
 
 class FlowError(AuthproxyError):
     """The login flow state is missing, unknown, expired, reused or from another browser."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SessionEnded(AuthproxyError):
+    """The session was ended (refresh refused, tokens expired); the request has no session."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
