@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.node_provider",
     "tests.support.proxy_process",
+    "tests.support.fault_provider",
 ]
