@@ -29,6 +29,9 @@ SID_INDEX_PREFIX: Final = "index:sid:"
 # a session's last-use time is written back at most this often: a write per request would double
 # the store traffic of the hot path for a precision nobody needs
 TOUCH_INTERVAL: Final = 60.0
+# the per-session lock the refresher holds (authproxy.sessions.refresh uses the same name)
+LOCK_PREFIX: Final = "lock:"
+TOUCH_LOCK_LEASE: Final = 5.0
 
 
 def _index_key(prefix: str, value: str) -> str:
@@ -131,9 +134,29 @@ class SessionManager:
             return None
         session = Session(ticket, record)
         if now - record.last_seen_at >= TOUCH_INTERVAL:
-            record.last_seen_at = now
-            await self.save(session)
+            await self._touch(session, now)
         return session
+
+    async def _touch(self, session: Session, now: float) -> None:
+        """Slide the idle expiry without ever writing back a record a refresh has replaced.
+
+        The write happens only under the session's refresh lock, on a fresh read; when the lock is
+        busy a refresh is running and will write the record (and its last use) itself.
+        """
+        lock = await self.store.acquire_lock(LOCK_PREFIX + session.store_key, TOUCH_LOCK_LEASE)
+        if lock is None:
+            return
+        try:
+            blob = await self.store.get(session.store_key)
+            plaintext = open_record(blob, session.ticket) if blob is not None else None
+            if plaintext is None:
+                return
+            current = SessionRecord.from_bytes(plaintext)
+            current.last_seen_at = now
+            session.record = current
+            await self.save(session)
+        finally:
+            await lock.release()
 
     async def create(self, record: SessionRecord) -> tuple[Session, str]:
         """Store a new session under a fresh ticket; the session and its cookie value."""
