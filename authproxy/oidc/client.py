@@ -1,0 +1,475 @@
+"""All I/O with the OpenID provider, over one ``aiohttp.ClientSession``.
+
+- Discovery: OpenID Connect Discovery 1.0 sections 4.1-4.3 (parsing in ``discovery.py``).
+- JWKS: fetched lazily, cached, refetched once when a token names an unknown ``kid`` (Core 1.0
+  section 10.1.1, key rotation) but at most once every 10 s, so that tokens with made-up kids
+  cannot make us hammer the provider. A failed fetch keeps the last good set (unlike PyJWT's
+  ``PyJWKClient``, which also blocks on urllib: STYLE.md).
+- Authorization request: Core 1.0 section 3.1.2.1 with RFC 7636 section 4.3 (S256, always).
+- Token requests: RFC 6749 sections 4.1.3 (code, with the RFC 7636 section 4.5 verifier) and 6
+  (refresh, with no ``scope``: re-sending one can be refused as ``invalid_scope``).
+- Client authentication: RFC 6749 section 2.3.1 (``client_secret_basic`` with the id and secret
+  form-urlencoded before base64, ``client_secret_post``), RFC 7523 section 2.2 with Core 1.0
+  section 9 (``private_key_jwt``), and ``none`` (public client, ``client_id`` in the body).
+- Revocation: RFC 7009 section 2.1 (client authenticated like at the token endpoint).
+- UserInfo: Core 1.0 section 5.3 (JSON answers only).
+
+Errors: unreachable, timed out, 5xx or unparsable -> ``ProviderUnavailable``; an OAuth error
+answer (RFC 6749 section 5.2) -> ``TokenEndpointError``. aiohttp's exceptions stop here, and no
+message ever carries a token, code, verifier or secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+
+from authproxy.errors import ConfigError, ProviderUnavailable, TokenEndpointError, UnknownKeyId
+from authproxy.oidc import tokens
+from authproxy.oidc.discovery import ProviderMetadata, discovery_url, parse_provider_metadata
+from authproxy.oidc.tokens import KeySet, TokenSet
+
+LOG: Final = logging.getLogger("authproxy.oidc.client")
+
+AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+# at most one JWKS fetch per this many seconds once a good set is cached (SPEC section 3)
+JWKS_REFETCH_INTERVAL: Final = 10.0
+# a cached set older than this is refreshed before use, so keys the provider withdrew stop
+# verifying tokens; a failed refresh keeps the old set
+JWKS_MAX_AGE: Final = 3600.0
+# with no key set at all, fetch attempts are spaced by this much
+JWKS_RETRY_WITHOUT_KEYS: Final = 1.0
+# provider answers are small JSON documents; anything bigger is refused, not buffered
+MAX_ANSWER_BYTES: Final = 1024 * 1024
+USER_AGENT: Final = "authproxy"
+
+T = TypeVar("T")
+
+
+class ProviderClient:
+    """The provider, as the rest of authproxy sees it; ``start()`` before use, ``close()`` after."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str | None,
+        auth_method: str,
+        private_key_pem: bytes | None,
+        allowed_algorithms: Sequence[str],
+        clock_skew: float,
+        timeout: float,
+        ca_file: str | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if auth_method not in AUTH_METHODS:
+            raise ConfigError([f"provider.client_auth_method: must be one of {', '.join(AUTH_METHODS)}"])
+        if auth_method in ("client_secret_basic", "client_secret_post") and not client_secret:
+            raise ConfigError([f"provider.client_secret: required for {auth_method}"])
+        self._assertion_key: tokens.AssertionKey | None = None
+        if auth_method == "private_key_jwt":
+            if private_key_pem is None:
+                raise ConfigError(["provider.private_key_file: required for private_key_jwt"])
+            self._assertion_key = tokens.load_assertion_key(private_key_pem)
+        self.issuer = issuer
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.auth_method = auth_method
+        self.allowed_algorithms: tuple[str, ...] = tuple(allowed_algorithms)
+        self.clock_skew = clock_skew
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl = _ssl_context(ca_file)
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._metadata: ProviderMetadata | None = None
+        self._keys: KeySet | None = None
+        self._keys_fetched_at: float | None = None  # time of the last fetch attempt, good or bad
+        self._keys_loaded_at: float | None = None  # time of the last good fetch
+        self._keys_generation = 0  # bumped on every good fetch: waiters can see they were served
+        self._keys_lock = asyncio.Lock()
+        self.jwks_fetches = 0  # attempts, for /metrics and the tests
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the HTTP session (in the running event loop)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
+                timeout=self._timeout,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ discovery
+
+    @property
+    def ready(self) -> bool:
+        """Whether the provider metadata has been loaded."""
+        return self._metadata is not None
+
+    @property
+    def metadata(self) -> ProviderMetadata:
+        """The loaded metadata; ``ProviderUnavailable`` before discovery has succeeded."""
+        if self._metadata is None:
+            raise ProviderUnavailable("provider metadata not loaded yet")
+        return self._metadata
+
+    async def load_metadata(self) -> ProviderMetadata:
+        """Fetch and validate the discovery document."""
+        status, doc = await self._get_json(discovery_url(self.issuer), "discovery")
+        if status != 200:
+            raise ProviderUnavailable(f"discovery: HTTP {status}")
+        metadata = parse_provider_metadata(doc, self.issuer)
+        methods = metadata.code_challenge_methods_supported
+        if methods and "S256" not in methods:
+            LOG.warning("provider does not advertise PKCE S256; sending it anyway")
+        if self._metadata is not None and self._metadata.jwks_uri != metadata.jwks_uri:
+            # keys of another location: start over
+            self._keys = None
+            self._keys_fetched_at = None
+        self._metadata = metadata
+        return metadata
+
+    # ------------------------------------------------------------------ authorization request
+
+    def build_authorize_url(
+        self,
+        *,
+        state: str,
+        nonce: str,
+        code_challenge: str,
+        redirect_uri: str,
+        scopes: Sequence[str],
+        extra_params: Mapping[str, str] | None = None,
+    ) -> str:
+        """The authorization endpoint URL for a code + PKCE (S256) login."""
+        params = dict(extra_params or {})
+        # the protocol parameters go last so that extra_authorize_params can never replace them
+        params.update(
+            response_type="code",
+            client_id=self.client_id,
+            redirect_uri=redirect_uri,
+            scope=" ".join(scopes),
+            state=state,
+            nonce=nonce,
+            code_challenge=code_challenge,
+            code_challenge_method="S256",
+        )
+        # the endpoint may carry its own query (Core 1.0 section 3.1.2.1 allows it): keep it
+        parts = urlsplit(self.metadata.authorization_endpoint)
+        query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+    # ------------------------------------------------------------------ token endpoint
+
+    async def exchange_code(self, code: str, redirect_uri: str, code_verifier: str) -> TokenSet:
+        """Redeem an authorization code (RFC 6749 section 4.1.3, RFC 7636 section 4.5)."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+        }
+        return await self._token_request(form, "code exchange")
+
+    async def refresh(self, refresh_token: str) -> TokenSet:
+        """Use a refresh token (RFC 6749 section 6); no ``scope``, so the grant's own is kept."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return await self._token_request(form, "refresh")
+
+    async def revoke(self, token: str, token_type_hint: str | None = None) -> None:
+        """Revoke a token (RFC 7009); does nothing when the provider has no revocation endpoint."""
+        endpoint = self.metadata.revocation_endpoint
+        if endpoint is None:
+            return
+        form = {"token": token}
+        if token_type_hint:
+            form["token_type_hint"] = token_type_hint
+        data, headers = self._authenticate(form)
+        status, body, _ = await self._request("POST", endpoint, "revocation", data=data, headers=headers)
+        # RFC 7009 section 2.2: 200 whatever the token was (an unknown token is not an error)
+        if status == 200:
+            return
+        raise _error_answer(status, body, "revocation")
+
+    async def _token_request(self, form: dict[str, str], what: str) -> TokenSet:
+        data, headers = self._authenticate(form)
+        status, body, _ = await self._request("POST", self.metadata.token_endpoint, what, data=data, headers=headers)
+        if status != 200:
+            raise _error_answer(status, body, what)
+        return tokens.parse_token_response(_parse_json(body, what), self._clock())
+
+    def _authenticate(self, form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """The request body and headers with this client's authentication added."""
+        data = dict(form)
+        headers: dict[str, str] = {}
+        if self.auth_method == "client_secret_basic":
+            assert self._client_secret is not None
+            # RFC 6749 section 2.3.1: form-urlencode both parts first (a ":" in the id must survive)
+            credentials = f"{quote_plus(self.client_id)}:{quote_plus(self._client_secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+        elif self.auth_method == "client_secret_post":
+            assert self._client_secret is not None
+            data["client_id"] = self.client_id
+            data["client_secret"] = self._client_secret
+        elif self.auth_method == "private_key_jwt":
+            assert self._assertion_key is not None
+            data["client_id"] = self.client_id
+            data["client_assertion_type"] = tokens.CLIENT_ASSERTION_TYPE
+            data["client_assertion"] = tokens.build_client_assertion(
+                self._assertion_key,
+                client_id=self.client_id,
+                audience=self.metadata.token_endpoint,
+                now=self._clock(),
+            )
+        else:
+            data["client_id"] = self.client_id
+        return data, headers
+
+    # ------------------------------------------------------------------ userinfo
+
+    async def fetch_userinfo(self, access_token: str) -> dict[str, Any]:
+        """The UserInfo claims for ``access_token`` (Core 1.0 section 5.3.2, JSON only)."""
+        endpoint = self.metadata.userinfo_endpoint
+        if endpoint is None:
+            raise ProviderUnavailable("provider has no userinfo endpoint")
+        headers = {"Authorization": f"Bearer {access_token}"}
+        status, body, content_type = await self._request("GET", endpoint, "userinfo", headers=headers)
+        if status in (401, 403):
+            raise TokenEndpointError("invalid_token", "the userinfo endpoint refused the access token")
+        if status != 200:
+            raise _error_answer(status, body, "userinfo")
+        if content_type == "application/jwt":
+            raise ProviderUnavailable("userinfo: signed or encrypted answers are not supported")
+        doc = _parse_json(body, "userinfo")
+        if not isinstance(doc, dict):
+            raise ProviderUnavailable("userinfo: answer is not a JSON object")
+        return doc
+
+    # ------------------------------------------------------------------ token verification
+
+    async def verify_id_token(self, raw: str, nonce: str, access_token: str | None = None) -> dict[str, Any]:
+        """The claims of a valid ID token (``tokens.verify_id_token`` with the cached JWKS)."""
+        issuer = self.metadata.issuer
+
+        def verify(keys: KeySet) -> dict[str, Any]:
+            return tokens.verify_id_token(
+                raw,
+                keys=keys,
+                issuer=issuer,
+                client_id=self.client_id,
+                allowed_algorithms=self.allowed_algorithms,
+                nonce=nonce,
+                now=self._clock(),
+                skew=self.clock_skew,
+                access_token=access_token,
+                client_secret=self._client_secret,
+            )
+
+        return await self._with_keys(verify)
+
+    async def verify_logout_token(self, raw: str) -> dict[str, Any]:
+        """The claims of a valid logout token; the caller checks ``jti`` replay."""
+        issuer = self.metadata.issuer
+
+        def verify(keys: KeySet) -> dict[str, Any]:
+            return tokens.verify_logout_token(
+                raw,
+                keys=keys,
+                issuer=issuer,
+                client_id=self.client_id,
+                allowed_algorithms=self.allowed_algorithms,
+                now=self._clock(),
+                skew=self.clock_skew,
+                client_secret=self._client_secret,
+            )
+
+        return await self._with_keys(verify)
+
+    async def verify_bearer_token(self, raw: str, audiences: Sequence[str]) -> dict[str, Any]:
+        """The claims of a valid JWT access token whose ``aud`` meets ``audiences``."""
+        issuer = self.metadata.issuer
+
+        def verify(keys: KeySet) -> dict[str, Any]:
+            return tokens.verify_bearer_token(
+                raw,
+                keys=keys,
+                issuer=issuer,
+                audiences=audiences,
+                allowed_algorithms=self.allowed_algorithms,
+                now=self._clock(),
+                skew=self.clock_skew,
+            )
+
+        return await self._with_keys(verify)
+
+    async def load_keys(self) -> int:
+        """Fetch the JWKS now (``check --online``, warm-up at start); the number of usable keys."""
+        async with self._keys_lock:
+            await self._fetch_keys()
+            assert self._keys is not None
+            return len(self._keys)
+
+    async def _with_keys(self, verify: Callable[[KeySet], T]) -> T:
+        """Run ``verify`` on the cached keys; after ``UnknownKeyId``, refetch once and run it again."""
+        keys, generation = await self._cached_keys()
+        try:
+            return verify(keys)
+        except UnknownKeyId:
+            newer = await self._refetch_keys(generation)
+            if newer is None:
+                raise
+            return verify(newer)
+
+    async def _cached_keys(self) -> tuple[KeySet, int]:
+        keys = self._keys
+        loaded_at = self._keys_loaded_at
+        if keys is not None and loaded_at is not None and self._clock() - loaded_at < JWKS_MAX_AGE:
+            return keys, self._keys_generation
+        async with self._keys_lock:
+            if self._keys is None:
+                # nothing to fall back on: a failure here is the caller's ProviderUnavailable;
+                # while the provider is down, requests fail fast instead of queueing on the lock
+                last = self._keys_fetched_at
+                if last is not None and self._clock() - last < JWKS_RETRY_WITHOUT_KEYS:
+                    raise ProviderUnavailable("JWKS: not available yet")
+                await self._fetch_keys()
+            elif self._keys is keys and self._may_fetch_keys():
+                try:
+                    await self._fetch_keys()
+                except ProviderUnavailable as e:
+                    LOG.warning("JWKS refresh failed; keeping the cached keys", extra={"fields": {"error": str(e)}})
+            assert self._keys is not None
+            return self._keys, self._keys_generation
+
+    async def _refetch_keys(self, seen_generation: int) -> KeySet | None:
+        """A newer key set than ``seen_generation``, or None when the rate limit forbids a fetch."""
+        async with self._keys_lock:
+            if self._keys_generation != seen_generation:
+                # another request refetched while this one waited: use its result
+                return self._keys
+            if not self._may_fetch_keys():
+                return None
+            # a failure keeps the last good set and reaches the caller as ProviderUnavailable
+            await self._fetch_keys()
+            return self._keys
+
+    def _may_fetch_keys(self) -> bool:
+        last = self._keys_fetched_at
+        return last is None or self._clock() - last >= JWKS_REFETCH_INTERVAL
+
+    async def _fetch_keys(self) -> None:
+        """One JWKS fetch (the caller holds the lock); keeps the old set on any failure."""
+        self._keys_fetched_at = self._clock()
+        self.jwks_fetches += 1
+        status, doc = await self._get_json(self.metadata.jwks_uri, "JWKS")
+        if status != 200:
+            raise ProviderUnavailable(f"JWKS: HTTP {status}")
+        self._keys = KeySet.from_jwks(doc)
+        self._keys_loaded_at = self._clock()
+        self._keys_generation += 1
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _get_json(self, url: str, what: str) -> tuple[int, Any]:
+        status, body, _ = await self._request("GET", url, what)
+        if status >= 500:
+            raise ProviderUnavailable(f"{what}: HTTP {status}")
+        return status, _parse_json(body, what) if status == 200 else None
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes, str]:
+        """Status, body (bounded) and content type; transport failures become ``ProviderUnavailable``."""
+        if self._session is None:
+            raise RuntimeError("ProviderClient.start() was not called")
+        try:
+            async with self._session.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
+                # credentials travel in POST bodies and Authorization headers: never follow them
+                # elsewhere; GETs of public documents may be redirected
+                allow_redirects=method == "GET" and headers is None,
+            ) as response:
+                body = await _read_bounded(response, what)
+                return response.status, body, response.content_type
+        except TimeoutError as e:
+            raise ProviderUnavailable(f"{what}: timed out") from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise ProviderUnavailable(f"{what}: {type(e).__name__}") from e
+
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
+    """System trust plus ``ca_file`` (SPEC: an *extra* bundle for a private-CA provider)."""
+    if ca_file is None:
+        return True
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError([f"provider.ca_file: cannot load {ca_file}: {e}"]) from e
+    return context
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, what: str) -> bytes:
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        raise ProviderUnavailable(f"{what}: answer too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ProviderUnavailable(f"{what}: answer too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProviderUnavailable(f"{what}: answer is not JSON") from e
+
+
+def _error_answer(status: int, body: bytes, what: str) -> ProviderUnavailable | TokenEndpointError:
+    """The exception for a non-200 answer: an OAuth error (RFC 6749 section 5.2) or unavailability."""
+    if 400 <= status < 500:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            description = doc.get("error_description")
+            return TokenEndpointError(
+                _safe_text(doc["error"], 64), _safe_text(description, 200) if isinstance(description, str) else ""
+            )
+    return ProviderUnavailable(f"{what}: HTTP {status}")
+
+
+def _safe_text(value: str, limit: int) -> str:
+    """Provider-supplied text made fit for logs and pages: printable ASCII, bounded."""
+    return "".join(char if 0x20 <= ord(char) < 0x7F else "?" for char in value[:limit])

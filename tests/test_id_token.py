@@ -1,0 +1,333 @@
+"""ID token validation (OpenID Connect Core 1.0 section 3.1.3.7, at_hash 3.1.3.6): every check of
+SPEC section 3 `/callback` has a row here that fails if the check is removed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from authproxy.errors import ProviderUnavailable, TokenInvalid, UnknownKeyId
+from authproxy.oidc.tokens import KeySet, compute_at_hash, verify_id_token
+from tests.support.oidc_tokens import (
+    ALL_ASYMMETRIC,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ISSUER,
+    NONCE,
+    NOW,
+    SKEW,
+    JwtKey,
+    generate_key,
+    hmac_token,
+    id_token_claims,
+    jwks_of,
+    unsigned_token,
+)
+
+ACCESS_TOKEN = "access-token-value-for-at-hash"
+
+
+@dataclass(frozen=True)
+class Keys:
+    rsa: JwtKey
+    rsa_other: JwtKey  # not in the JWKS: an attacker's key
+    ps: JwtKey
+    ec: JwtKey
+    ed: JwtKey
+    ed448: JwtKey
+
+    def keyset(self) -> KeySet:
+        return KeySet.from_jwks(jwks_of(self.rsa, self.ps, self.ec, self.ed, self.ed448))
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    return Keys(
+        rsa=generate_key("RS256", "rsa-1"),
+        rsa_other=generate_key("RS256", "rsa-1"),  # same kid as the real one
+        ps=generate_key("PS256", "ps-1"),
+        ec=generate_key("ES256", "ec-1"),
+        ed=generate_key("EdDSA", "ed-1"),
+        ed448=generate_key("Ed448", "ed448-1"),
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def tampered(raw: str, **changes: Any) -> str:
+    """The token with its payload changed and the old signature kept."""
+    header, payload, signature = raw.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return ".".join((header, b64(json.dumps({**claims, **changes}).encode()), signature))
+
+
+def verify(raw: str, keyset: KeySet, **overrides: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "keys": keyset,
+        "issuer": ISSUER,
+        "client_id": CLIENT_ID,
+        "allowed_algorithms": ALL_ASYMMETRIC,
+        "nonce": NONCE,
+        "now": NOW,
+        "skew": SKEW,
+        "access_token": ACCESS_TOKEN,
+    }
+    arguments.update(overrides)
+    return verify_id_token(raw, **arguments)
+
+
+# each row: a token built from the keys, extra verify arguments (or a function of the keys
+# giving them), the reason expected
+Build = Callable[[Keys], str]
+Overrides = dict[str, Any] | Callable[[Keys], dict[str, Any]]
+
+
+def resolve(overrides: Overrides, keys: Keys) -> dict[str, Any]:
+    return overrides(keys) if callable(overrides) else overrides
+
+
+FAULTS: list[Any] = [
+    pytest.param(lambda k: k.rsa_other.sign(id_token_claims()), {}, "bad signature", id="bad-signature"),
+    pytest.param(
+        lambda k: tampered(k.rsa.sign(id_token_claims()), sub="admin"), {}, "bad signature", id="tampered-payload"
+    ),
+    pytest.param(lambda k: unsigned_token(id_token_claims()), {}, "alg not allowed: none", id="alg-none"),
+    pytest.param(
+        lambda k: unsigned_token(id_token_claims()),
+        {"allowed_algorithms": ["RS256", "none"]},
+        "alg not allowed: none",
+        id="alg-none-even-if-listed",
+    ),
+    pytest.param(
+        lambda k: unsigned_token(id_token_claims(), kid="rsa-1"), {}, "alg not allowed: none", id="alg-none-with-kid"
+    ),
+    pytest.param(
+        lambda k: hmac_token(id_token_claims()),
+        {"client_secret": CLIENT_SECRET},
+        "alg not allowed: HS256",
+        id="hs256-with-client-secret-not-allowed",
+    ),
+    pytest.param(
+        lambda k: hmac_token(id_token_claims(), secret="another-secret-of-the-attacker-0123456789"),
+        {"client_secret": CLIENT_SECRET, "allowed_algorithms": ["RS256", "HS256"]},
+        "bad signature",
+        id="hs256-allowed-wrong-secret",
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims()),
+        {"allowed_algorithms": ["ES256"]},
+        "alg not allowed: RS256",
+        id="alg-not-in-allow-list",
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(iss="https://evil.example.com")), {}, "iss mismatch", id="wrong-iss"
+    ),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(iss=ISSUER + "/")), {}, "iss mismatch", id="iss-trailing-slash"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(iss=None)), {}, "iss missing", id="missing-iss"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(aud="another-client")), {}, "aud mismatch", id="wrong-aud"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(aud=None)), {}, "aud missing", id="missing-aud"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(aud=[CLIENT_ID, 7])), {}, "aud malformed", id="aud-not-strings"),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(aud=[CLIENT_ID, "other-client"])),
+        {},
+        "azp missing with several audiences",
+        id="extra-aud-without-azp",
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(aud=[CLIENT_ID, "other-client"], azp="other-client")),
+        {},
+        "azp mismatch",
+        id="azp-wrong-several-audiences",
+    ),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(azp="other-client")), {}, "azp mismatch", id="azp-wrong"),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(exp=int(NOW - SKEW) - 1)), {}, "token expired", id="expired-beyond-skew"
+    ),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(exp=None)), {}, "exp missing", id="missing-exp"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(exp="tomorrow")), {}, "exp malformed", id="exp-not-a-number"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=None)), {}, "iat missing", id="missing-iat"),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(iat=int(NOW + SKEW) + 1)), {}, "iat in the future", id="iat-in-the-future"
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(nbf=int(NOW + SKEW) + 1)), {}, "token not yet valid", id="nbf-future"
+    ),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(sub=None)), {}, "sub missing", id="missing-sub"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(sub="")), {}, "sub missing", id="empty-sub"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(nonce=None)), {}, "nonce missing", id="missing-nonce"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(nonce="other-nonce")), {}, "nonce mismatch", id="wrong-nonce"),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(at_hash=compute_at_hash("another-access-token", "RS256"))),
+        {},
+        "at_hash mismatch",
+        id="wrong-at-hash",
+    ),
+    pytest.param(
+        lambda k: k.ec.sign(id_token_claims(at_hash=compute_at_hash(ACCESS_TOKEN, "RS384"))),
+        {},
+        "at_hash mismatch",
+        id="at-hash-of-another-hash-size",
+    ),
+    pytest.param(lambda k: "not.a.jwt", {}, "malformed token", id="garbage"),
+    pytest.param(lambda k: "x" * 70_000, {}, "token too large", id="oversized"),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(), alg="PS256"),
+        lambda k: {"keys": KeySet.from_jwks({"keys": [{**k.rsa.public_jwk, "alg": "RS256"}]})},
+        "no key for alg PS256",
+        id="key-alg-differs-from-token-alg",
+    ),
+    pytest.param(
+        lambda k: k.ec.sign(id_token_claims(), kid="rsa-1"),
+        {},
+        "no key for alg ES256",
+        id="kid-of-a-key-of-another-type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "overrides", "reason"), FAULTS)
+def test_id_token_fault_is_refused(keys: Keys, build: Build, overrides: Overrides, reason: str) -> None:
+    with pytest.raises(TokenInvalid) as caught:
+        verify(build(keys), keys.keyset(), **resolve(overrides, keys))
+    assert caught.value.reason == reason
+
+
+ACCEPTED: list[Any] = [
+    pytest.param(lambda k: k.rsa.sign(id_token_claims()), {}, id="valid-rs256"),
+    pytest.param(lambda k: k.ps.sign(id_token_claims()), {}, id="valid-ps256"),
+    pytest.param(lambda k: k.ec.sign(id_token_claims()), {}, id="valid-es256"),
+    pytest.param(lambda k: k.ed.sign(id_token_claims()), {}, id="valid-eddsa-ed25519"),
+    pytest.param(lambda k: k.ed448.sign(id_token_claims()), {}, id="valid-eddsa-ed448"),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(at_hash=compute_at_hash(ACCESS_TOKEN, "RS256"))), {}, id="valid-at-hash"
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(at_hash="ignored-without-access-token")),
+        {"access_token": None},
+        id="at-hash-unchecked-without-access-token",
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(aud=[CLIENT_ID, "other-client"], azp=CLIENT_ID)),
+        {},
+        id="several-audiences-with-azp",
+    ),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(aud=[CLIENT_ID])), {}, id="aud-list-of-one"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(exp=int(NOW - SKEW) + 1)), {}, id="expired-but-within-skew"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=int(NOW + SKEW) - 1)), {}, id="iat-ahead-within-skew"),
+    pytest.param(
+        lambda k: hmac_token(id_token_claims()),
+        {"client_secret": CLIENT_SECRET, "allowed_algorithms": ["RS256", "HS256"]},
+        id="hs256-listed-with-client-secret",
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(), kid=None),
+        lambda k: {"keys": KeySet.from_jwks(jwks_of(k.rsa))},
+        id="no-kid-one-key",
+    ),
+    pytest.param(
+        lambda k: k.ps.sign(id_token_claims(), alg="RS256", kid=None),
+        lambda k: {"keys": KeySet.from_jwks(jwks_of(k.rsa, k.ec, k.ps))},
+        id="no-kid-several-keys-tries-each",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "overrides"), ACCEPTED)
+def test_valid_id_token_is_accepted(keys: Keys, build: Build, overrides: Overrides) -> None:
+    claims = verify(build(keys), keys.keyset(), **resolve(overrides, keys))
+    assert claims["sub"] == "user-1"
+    assert claims["email"] == "alice@example.com"
+
+
+def test_unknown_kid_raises_unknown_key_id(keys: Keys) -> None:
+    with pytest.raises(UnknownKeyId):
+        verify(keys.rsa.sign(id_token_claims(), kid="rotated-key"), keys.keyset())
+
+
+def test_no_kid_and_no_fitting_key_is_refused(keys: Keys) -> None:
+    with pytest.raises(TokenInvalid) as caught:
+        verify(keys.rsa_other.sign(id_token_claims(), kid=None), KeySet.from_jwks(jwks_of(keys.rsa, keys.ps)))
+    assert caught.value.reason == "bad signature"
+
+
+def test_reasons_never_contain_the_token(keys: Keys) -> None:
+    raw = keys.rsa.sign(id_token_claims(nonce="wrong"))
+    with pytest.raises(TokenInvalid) as caught:
+        verify(raw, keys.keyset())
+    assert raw not in str(caught.value) and "wrong" not in str(caught.value)
+
+
+# at_hash: Core 1.0 section 3.1.3.6, computed here independently of the code under test
+@pytest.mark.parametrize(
+    ("alg", "curve", "digest"),
+    [
+        pytest.param("RS256", None, hashlib.sha256(ACCESS_TOKEN.encode()).digest()[:16], id="rs256-sha256"),
+        pytest.param("PS384", None, hashlib.sha384(ACCESS_TOKEN.encode()).digest()[:24], id="ps384-sha384"),
+        pytest.param("ES512", None, hashlib.sha512(ACCESS_TOKEN.encode()).digest()[:32], id="es512-sha512"),
+        pytest.param("HS256", None, hashlib.sha256(ACCESS_TOKEN.encode()).digest()[:16], id="hs256-sha256"),
+        pytest.param("ES256K", None, hashlib.sha256(ACCESS_TOKEN.encode()).digest()[:16], id="es256k-sha256"),
+        pytest.param("EdDSA", "Ed25519", hashlib.sha512(ACCESS_TOKEN.encode()).digest()[:32], id="ed25519-sha512"),
+        pytest.param("EdDSA", "Ed448", hashlib.shake_256(ACCESS_TOKEN.encode()).digest(114)[:57], id="ed448-shake256"),
+    ],
+)
+def test_at_hash_uses_the_hash_of_the_alg(alg: str, curve: str | None, digest: bytes) -> None:
+    assert compute_at_hash(ACCESS_TOKEN, alg, curve) == b64(digest)
+
+
+def test_at_hash_of_an_eddsa_token_is_checked_with_sha512(keys: Keys) -> None:
+    good = keys.ed.sign(id_token_claims(at_hash=b64(hashlib.sha512(ACCESS_TOKEN.encode()).digest()[:32])))
+    assert verify(good, keys.keyset())["sub"] == "user-1"
+    bad = keys.ed.sign(id_token_claims(at_hash=b64(hashlib.sha256(ACCESS_TOKEN.encode()).digest()[:16])))
+    with pytest.raises(TokenInvalid, match="at_hash mismatch"):
+        verify(bad, keys.keyset())
+
+
+# KeySet: which JWKS members are kept and found
+
+
+def test_keyset_drops_encryption_and_private_keys(keys: Keys) -> None:
+    keyset = KeySet.from_jwks(
+        {
+            "keys": [
+                {**keys.rsa.public_jwk, "use": "enc", "kid": "enc-1"},
+                {**keys.ec.public_jwk, "d": "private-part", "kid": "leaked-1"},
+                {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac-1"},
+                {"kty": "unknown"},
+                "not-an-object",
+                keys.rsa.public_jwk,
+            ]
+        }
+    )
+    assert [jwk["kid"] for jwk in keyset.jwks] == ["rsa-1"]
+    with pytest.raises(UnknownKeyId):
+        keyset.find("enc-1", "RS256")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param({}, id="no-keys-member"),
+        pytest.param({"keys": []}, id="empty"),
+        pytest.param({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, id="only-symmetric"),
+        pytest.param({"keys": "nope"}, id="keys-not-a-list"),
+    ],
+)
+def test_keyset_without_usable_keys_is_a_provider_problem(doc: dict[str, Any]) -> None:
+    with pytest.raises(ProviderUnavailable):
+        KeySet.from_jwks(doc)
+
+
+def test_keyset_find_without_kid_returns_every_key_fitting_the_alg(keys: Keys) -> None:
+    keyset = KeySet.from_jwks(jwks_of(keys.rsa, keys.ps, keys.ec))
+    assert len(keyset.find(None, "RS256")) == 2
+    assert len(keyset.find(None, "ES256")) == 1
+    with pytest.raises(TokenInvalid, match="no key for alg EdDSA"):
+        keyset.find(None, "EdDSA")
