@@ -96,7 +96,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.online:
         from authproxy.online import check_online
 
-        failures = asyncio.run(check_online(config))
+        key_file = config.provider.private_key_file if config.provider else None
+        private_key = Path(key_file).read_bytes() if key_file else None
+        failures = asyncio.run(check_online(config, private_key))
         for failure in failures:
             print(failure, file=sys.stderr)
         if failures:

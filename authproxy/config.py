@@ -184,7 +184,8 @@ class ProviderConfig(_Strict):
         _check_url(value, ("http", "https"))
         if urlsplit(value).query or urlsplit(value).fragment:
             raise ValueError("the issuer has no query or fragment")
-        return value.rstrip("/")
+        # kept exactly as written: discovery must match it character for character (Discovery 4.3)
+        return value
 
     @field_validator("post_logout_redirect_uri")
     @classmethod
@@ -467,9 +468,15 @@ def _missing_files(config: Config) -> list[str]:
     """Key and certificate files named by the config must be readable files."""
     files: list[tuple[str, str | None]] = [("identity_jwt.signing_key_file", config.identity_jwt.signing_key_file)]
     if config.server.tls is not None:
-        files += [("server.tls.cert_file", config.server.tls.cert_file), ("server.tls.key_file", config.server.tls.key_file)]
+        files += [
+            ("server.tls.cert_file", config.server.tls.cert_file),
+            ("server.tls.key_file", config.server.tls.key_file),
+        ]
     if config.provider is not None:
-        files += [("provider.private_key_file", config.provider.private_key_file), ("provider.ca_file", config.provider.ca_file)]
+        files += [
+            ("provider.private_key_file", config.provider.private_key_file),
+            ("provider.ca_file", config.provider.ca_file),
+        ]
     return [
         f"{where}: {path} is not a readable file"
         for where, path in files

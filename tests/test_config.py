@@ -110,7 +110,11 @@ def test_example_config_is_valid() -> None:
             "session: idle_timeout cannot exceed",
             id="idle-beyond-absolute",
         ),
-        pytest.param(BASE.replace("client_secret: x", "client_secret: x, ca_file: /nonexistent/ca.pem"), "provider.ca_file: /nonexistent/ca.pem is not a readable file", id="missing-ca-file"),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, ca_file: /nonexistent/ca.pem"),
+            "provider.ca_file: /nonexistent/ca.pem is not a readable file",
+            id="missing-ca-file",
+        ),
         pytest.param("routes: [", "line ", id="broken-yaml"),
         pytest.param("- a\n- b\n", "(top level)", id="not-a-mapping"),
     ],

@@ -1,0 +1,273 @@
+"""create_app(config): wires the listeners, middlewares and lifecycles. No protocol logic here.
+
+The main application has the auth endpoints under ``auth_prefix`` (SPEC section 3) and one
+catch-all handler that chooses a route, lets the gate decide on authentication, and forwards.
+Shared clients (upstream pools, the provider client, the session store) are opened and closed in
+``cleanup_ctx``, so a SIGTERM drains in-flight requests before any client closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from authproxy import headers, pages
+from authproxy.config import Config, RouteConfig
+from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
+from authproxy.gate import Gate, Identity
+from authproxy.logs import ACCESS, LOG
+from authproxy.metrics import Metrics
+from authproxy.oidc.client import ProviderClient
+from authproxy.oidc.flow import LoginFlows
+from authproxy.oidc.logout import Logouts
+from authproxy.proxy import Forwarder
+from authproxy.routing import RouteTable
+from authproxy.sessions.factory import create_store
+from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.refresh import Refresher
+from authproxy.sessions.store import SessionStore
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Services:
+    """Everything a request handler may need, built once per process."""
+
+    config: Config
+    metrics: Metrics
+    routes: RouteTable[RouteConfig]
+    forwarder: Forwarder
+    strip_by_route: dict[str, frozenset[str]]
+    session_cookie_names: frozenset[str]
+    store: SessionStore | None = None
+    provider: ProviderClient | None = None
+    sessions: SessionManager | None = None
+    gate: Gate | None = None
+    flows: LoginFlows | None = None
+    logouts: Logouts | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+SERVICES: Final = web.AppKey("services", Services)
+ROUTE: Final = web.RequestKey("route", RouteConfig)
+REQUEST_ID: Final = web.RequestKey("request_id", str)
+USER: Final = web.RequestKey("user", str)
+METADATA_RETRY_MAX: Final = 30.0
+
+
+def _route_label(request: web.Request) -> str:
+    route = request.get(ROUTE)
+    if route is not None:
+        return route.name
+    prefix = request.app[SERVICES].config.server.auth_prefix
+    return "_auth" if request.path.startswith(prefix + "/") else "_none"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, error pages, access log and request metrics for every request."""
+    services = request.app[SERVICES]
+    started = time.perf_counter()
+    peer_trusted = headers.peer_is_trusted(request.remote, services.config.server.trusted_proxies)
+    request_id = headers.request_id(request.headers.get("X-Request-Id"), peer_trusted)
+    request[REQUEST_ID] = request_id
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    except AuthproxyError as e:
+        if isinstance(e, StoreError):
+            services.metrics.count_store_error()
+        response = pages.error_for_exception(request, e, request_id=request_id)
+        status = response.status
+        return response
+    except Exception:
+        LOG.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+        return pages.error_response(
+            request, 500, "Internal error", "Something went wrong in authproxy.", request_id=request_id
+        )
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_label(request)
+        services.metrics.observe_request(route, status, elapsed)
+        if ACCESS.isEnabledFor(logging.INFO):
+            ACCESS.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": request.method,
+                        "path": request.path,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "user": request.get(USER),
+                        "client_ip": request.remote,
+                    }
+                },
+            )
+
+
+def upstream_identity_headers(route: RouteConfig, identity: Identity) -> dict[str, str]:
+    """The headers a route's upstream receives for a signed-in user."""
+    added = headers.identity_header_values(identity.claims, route.identity_headers or headers.DEFAULT_IDENTITY_HEADERS)
+    if route.pass_access_token and identity.access_token:
+        added["Authorization"] = f"Bearer {identity.access_token}"
+    if route.pass_id_token and identity.id_token:
+        added["X-Forwarded-Id-Token"] = identity.id_token
+    return added
+
+
+async def _proxy(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    route = services.routes.choose(request.host, request.path)
+    if route is None:
+        return pages.error_response(
+            request, 404, "Not found", "No route matches this address.", request_id=request[REQUEST_ID]
+        )
+    request[ROUTE] = route
+    added: dict[str, str] = {}
+    if route.auth != "none" and services.gate is not None:
+        outcome = await services.gate.check(request, route)
+        if isinstance(outcome, web.StreamResponse):
+            return outcome
+        if outcome is not None:
+            request[USER] = outcome.sub
+            added = upstream_identity_headers(route, outcome)
+    return await services.forwarder.forward(
+        request,
+        route,
+        request_id=request[REQUEST_ID],
+        add_headers=added,
+        strip_names=services.strip_by_route[route.name],
+        strip_cookies=services.session_cookie_names,
+    )
+
+
+async def _load_metadata_until_ready(provider: ProviderClient) -> None:
+    """Discovery at start, retried with backoff: /readyz says not ready until it loads."""
+    delay = 0.5
+    while True:
+        try:
+            await provider.load_metadata()
+            await provider.load_keys()
+            LOG.info("provider metadata loaded", extra={"fields": {"issuer": provider.issuer}})
+            return
+        except ProviderUnavailable as e:
+            LOG.warning("provider discovery failed; retrying", extra={"fields": {"error": str(e), "retry_s": delay}})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, METADATA_RETRY_MAX)
+
+
+def _lifecycle(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if services.provider is not None:
+            await services.provider.start()
+            services.background.append(asyncio.create_task(_load_metadata_until_ready(services.provider)))
+        yield
+        for task in services.background:
+            task.cancel()
+        await asyncio.gather(*services.background, return_exceptions=True)
+        await services.forwarder.close()
+        if services.provider is not None:
+            await services.provider.close()
+        if services.store is not None:
+            await services.store.close()
+
+    return ctx
+
+
+def _strip_sets(config: Config) -> dict[str, frozenset[str]]:
+    """Per route: every header name the proxy could set, removed from clients' requests."""
+    in_use = set(headers.DEFAULT_IDENTITY_HEADERS) | {"X-Forwarded-Id-Token"}
+    for route in config.routes:
+        in_use |= set(route.identity_headers or {})
+    base = frozenset(name.lower() for name in in_use)
+    return {route.name: base | {"authorization"} if route.pass_access_token else base for route in config.routes}
+
+
+def build_services(config: Config, metrics: Metrics) -> Services:
+    routes = RouteTable.build([(r.match, r) for r in config.routes])
+    forwarder = Forwarder(trusted_proxies=config.server.trusted_proxies, metrics=metrics)
+    cookie = config.session.cookie
+    services = Services(
+        config=config,
+        metrics=metrics,
+        routes=routes,
+        forwarder=forwarder,
+        strip_by_route=_strip_sets(config),
+        session_cookie_names=frozenset({cookie.full_name}),
+    )
+    if config.provider is not None:
+        p = config.provider
+        private_key = Path(p.private_key_file).read_bytes() if p.private_key_file else None
+        services.store = create_store(config.session)
+        services.provider = ProviderClient(
+            issuer=p.issuer,
+            client_id=p.client_id,
+            client_secret=p.client_secret,
+            auth_method=p.client_auth_method,
+            private_key_pem=private_key,
+            allowed_algorithms=p.allowed_algorithms,
+            clock_skew=p.clock_skew,
+            timeout=p.timeout,
+            ca_file=p.ca_file,
+        )
+        services.sessions = SessionManager(
+            services.store,
+            secrets=config.session.secrets,
+            cookie=cookie,
+            idle_timeout=config.session.idle_timeout,
+            absolute_timeout=config.session.absolute_timeout,
+        )
+        refresher = Refresher(
+            services.sessions,
+            services.provider.refresh,
+            refresh_before_expiry=config.session.refresh_before_expiry,
+            wait_timeout=p.timeout + 5.0,
+            on_result=metrics.count_refresh,
+        )
+        services.gate = Gate(services.sessions, refresher, config.server.auth_prefix)
+        services.flows = LoginFlows(config, services.provider, services.sessions, metrics)
+        services.logouts = Logouts(config, services.provider, services.sessions, metrics)
+    return services
+
+
+def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Services]:
+    """The main (proxy) application and the services it holds."""
+    services = build_services(config, metrics)
+    app = web.Application(middlewares=[observe])
+    app[SERVICES] = services
+    app.cleanup_ctx.append(_lifecycle(services))
+    if services.flows is not None:
+        services.flows.add_routes(app)
+    if services.logouts is not None:
+        services.logouts.add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", _proxy)
+    return app, services
+
+
+async def readiness(services: Services) -> tuple[bool, dict[str, str]]:
+    """Provider metadata loaded and the session store answering; which part fails otherwise."""
+    parts: dict[str, str] = {}
+    if services.provider is not None:
+        parts["provider"] = "ok" if services.provider.ready else "metadata not loaded yet"
+    if services.store is not None:
+        try:
+            await services.store.ping()
+            parts["session_store"] = "ok"
+        except StoreError:
+            parts["session_store"] = "unreachable"
+    return all(v == "ok" for v in parts.values()), parts

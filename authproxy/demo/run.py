@@ -1,0 +1,119 @@
+"""``authproxy demo``: a development provider, the echo app and the proxy in one process.
+
+Everything listens on 127.0.0.1: the proxy on ``--port`` (4180), the provider, the echo upstream
+and the admin listener on free ports. The proxy uses the memory store, a session secret made at
+start and plain-http cookies. For trying authproxy out only: it says so wherever it shows.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from authproxy.config import Config
+from authproxy.demo.echo import create_echo_app
+from authproxy.demo.provider import DemoClient, DemoProvider
+from authproxy.demo.users import DEMO_USERS
+from authproxy.server import run_async, serve
+
+HOST = "127.0.0.1"
+CLIENT_ID = "authproxy-demo"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def demo_config(port: int, provider_url: str, echo_url: str, admin_port: int, client_secret: str) -> Config:
+    public_url = f"http://{HOST}:{port}"
+    tree: dict[str, Any] = {
+        "server": {
+            "listen": f"{HOST}:{port}",
+            "admin_listen": f"{HOST}:{admin_port}",
+            "public_url": public_url,
+            "shutdown_timeout": "5s",
+        },
+        "provider": {
+            "issuer": provider_url,
+            "client_id": CLIENT_ID,
+            "client_secret": client_secret,
+            "post_logout_redirect_uri": public_url + "/",
+        },
+        "session": {
+            "store": "memory",
+            "secrets": [secrets.token_urlsafe(32)],
+            "cookie": {"secure": False},
+        },
+        "routes": [
+            {"name": "public", "match": {"path_prefix": "/public"}, "upstream": echo_url, "auth": "none"},
+            {"name": "echo", "match": {"path_prefix": "/"}, "upstream": echo_url, "auth": "required"},
+        ],
+    }
+    return Config.model_validate(tree)
+
+
+def banner(public_url: str, provider_url: str, admin_url: str) -> str:
+    users = "\n".join(
+        f"    {u.username:<6} {u.email:<28} groups: {', '.join(u.groups) or '(none)'}" for u in DEMO_USERS
+    )
+    return f"""
+  authproxy demo: DEVELOPMENT ONLY (memory sessions, plain http, a throw-away provider)
+
+    open            {public_url}/
+    public page     {public_url}/public/  (no login needed)
+    sign out        {public_url}/oauth2/sign_out
+    provider        {provider_url}  (development provider, not for production)
+    admin           {admin_url}/healthz  /readyz  /metrics
+
+  Demo logins (click one on the provider's page; no password):
+{users}
+
+  Press Ctrl-C to stop.
+"""
+
+
+async def _run(port: int) -> None:
+    provider_port, echo_port, admin_port = _free_port(), _free_port(), _free_port()
+    provider_url = f"http://{HOST}:{provider_port}"
+    echo_url = f"http://{HOST}:{echo_port}"
+    public_url = f"http://{HOST}:{port}"
+    client_secret = secrets.token_urlsafe(24)
+    provider = DemoProvider(
+        provider_url,
+        [
+            DemoClient(
+                CLIENT_ID,
+                client_secret,
+                redirect_uris=[public_url + "/oauth2/callback"],
+                post_logout_redirect_uris=[public_url + "/"],
+            )
+        ],
+    )
+    runners = [web.AppRunner(provider.create_app(), access_log=None), web.AppRunner(create_echo_app(), access_log=None)]
+    for runner, site_port in zip(runners, (provider_port, echo_port), strict=True):
+        await runner.setup()
+        await web.TCPSite(runner, HOST, site_port).start()
+    config = demo_config(port, provider_url, echo_url, admin_port, client_secret)
+    try:
+        await serve(
+            config,
+            on_started=lambda: print(banner(public_url, provider_url, f"http://{HOST}:{admin_port}"), flush=True),
+        )
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def run_demo(port: int = 4180) -> int:
+    try:
+        run_async(_run(port))
+    except OSError as e:
+        print(f"authproxy demo: cannot listen on {HOST}:{port}: {e.strerror or e} (try --port)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,320 @@
+"""Header rules of the proxy (SPEC section 4), pure: values in, values out, no I/O.
+
+- Hop-by-hop fields (RFC 9110 section 7.6.1): ``Connection`` and every field it names, plus
+  the fixed set of RFC 9110 section 7.6.1 / RFC 9112 (``Keep-Alive``, ``TE``, ``Transfer-Encoding``,
+  ``Upgrade``, ``Proxy-*``, ``Trailer``), are consumed by each hop and never forwarded.
+- Anti-spoofing: every header the proxy itself could set is removed from the client's request,
+  case-insensitively, all repeated copies, and in the underscore spelling too: CGI/WSGI-style
+  upstreams map ``X-Forwarded-User`` and ``X_Forwarded_User`` to one variable
+  (RFC 3875 section 4.1.18), so leaving either spelling would let a client choose its identity.
+- ``X-Forwarded-For`` / ``-Proto`` / ``-Host`` (the de facto form of RFC 7239's ``Forwarded``):
+  values from peers inside ``trusted_proxies`` are kept (For is appended to); anything else is
+  replaced by what the proxy saw on the connection. ``Forwarded`` and the other forwarding
+  variants are dropped from untrusted peers, so an upstream cannot be fooled through them.
+- Identity headers: claim values, lists comma-joined, never with CR, LF, NUL or other control
+  characters (RFC 9110 section 5.5: such field values are invalid and enable header injection).
+
+This module is on the hot path of every proxied request: names are lower-cased and the sets are
+frozen once, at import.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final
+
+from multidict import CIMultiDict, MultiMapping
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# RFC 9110 section 7.6.1 and RFC 9112 section 7; Proxy-Connection is the pre-standard
+# spelling still sent by some clients, and equally hop-by-hop.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+DEFAULT_IDENTITY_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "X-Forwarded-User": "sub",
+        "X-Forwarded-Email": "email",
+        "X-Forwarded-Preferred-Username": "preferred_username",
+        "X-Forwarded-Groups": "groups",
+    }
+)
+
+# Whole families of names that only the proxy may set (normalised: lower case, "-" for "_").
+SPOOFABLE_PREFIXES: Final = ("x-auth-request-", "x-authproxy-")
+
+# Set by the proxy on every request, so a client's copies (any spelling) are always dropped.
+_SET_BY_PROXY: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
+
+# Other forwarding fields upstream frameworks read; believed only from trusted proxies.
+_FORWARDING_VARIANTS: Final = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-client-ip",
+    }
+)
+
+_FORWARDED_PROTOS: Final = frozenset({"http", "https"})
+_REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
+_HOST_RE: Final = re.compile(r"[A-Za-z0-9.:\[\]_-]{1,255}")
+# RFC 9110 section 5.5: CR, LF and NUL are never valid; other controls (except HTAB) are
+# obsolete and rejected by many parsers, so a value containing any of them is not emitted.
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+@functools.lru_cache(maxsize=256)
+def _normalized_set(names: frozenset[str]) -> frozenset[str]:
+    # Callers pass the same few per-route frozensets on every request: normalise each once.
+    return frozenset(_normalize(n) for n in names)
+
+
+def connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
+    """Lower-case field names listed in every ``Connection`` header (RFC 9110 section 7.6.1)."""
+    if isinstance(headers, MultiMapping):
+        values: list[str] = headers.getall("Connection", [])
+    else:
+        single = headers.get("Connection")
+        values = [single] if single else []
+    if not values:
+        return frozenset()
+    listed = {token.strip().lower() for value in values for token in value.split(",")}
+    listed.discard("")
+    return frozenset(listed)
+
+
+def strip_hop_by_hop(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` without hop-by-hop fields, including those named in ``Connection``."""
+    drop = HOP_BY_HOP | connection_listed(headers)
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in drop)
+
+
+def is_spoofable(normalized: str, names: frozenset[str]) -> bool:
+    """True for a normalised name the proxy could set: in ``names`` or in a reserved family."""
+    return normalized in names or normalized.startswith(SPOOFABLE_PREFIXES)
+
+
+def strip_spoofable(headers: Mapping[str, str], names: frozenset[str]) -> CIMultiDict[str]:
+    """A copy without any header the proxy could set (``names``, ``X-Auth-Request-*``, ``X-Authproxy-*``).
+
+    Comparison is case-insensitive with ``_`` treated as ``-``; every repeated copy goes.
+    """
+    wanted = _normalized_set(names)
+    return CIMultiDict((name, value) for name, value in headers.items() if not is_spoofable(_normalize(name), wanted))
+
+
+def remove_cookie(cookie_header: str | None, names: frozenset[str]) -> str | None:
+    """``cookie_header`` without the cookies in ``names`` nor their ``<name>_*`` variants (flow cookies).
+
+    Other cookies are kept byte for byte, in order. None when nothing is left (drop the header).
+    """
+    if not cookie_header:
+        return None
+    if not any(name in cookie_header for name in names):
+        return cookie_header
+    kept: list[str] = []
+    for pair in cookie_header.split(";"):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name = pair.split("=", 1)[0].strip()
+        if name in names or any(name.startswith(n + "_") for n in names):
+            continue
+        kept.append(pair)
+    return "; ".join(kept) if kept else None
+
+
+def peer_is_trusted(peer_ip: str | None, trusted_proxies: Sequence[IPNetwork]) -> bool:
+    """True when the connection's peer address lies in one of ``trusted_proxies``."""
+    if not peer_ip or not trusted_proxies:
+        return False
+    try:
+        address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # a dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d
+        return any(address in net or address.ipv4_mapped in net for net in trusted_proxies)
+    return any(address in net for net in trusted_proxies)
+
+
+def _first_token(value: str | None) -> str:
+    if not value:
+        return ""
+    return value.split(",", 1)[0].strip()
+
+
+def forwarded_values(
+    peer_ip: str | None,
+    existing_xff: str | None,
+    existing_proto: str | None,
+    existing_host: str | None,
+    scheme: str,
+    host: str | None,
+    *,
+    peer_trusted: bool,
+) -> dict[str, str]:
+    """``X-Forwarded-For/Proto/Host`` for a peer already judged trusted or not."""
+    values: dict[str, str] = {}
+    chain = existing_xff.strip() if peer_trusted and existing_xff else ""
+    if peer_ip:
+        values["X-Forwarded-For"] = f"{chain}, {peer_ip}" if chain else peer_ip
+    elif chain:
+        values["X-Forwarded-For"] = chain
+    proto = _first_token(existing_proto).lower() if peer_trusted else ""
+    values["X-Forwarded-Proto"] = proto if proto in _FORWARDED_PROTOS else scheme
+    forwarded_host = _first_token(existing_host) if peer_trusted else ""
+    if forwarded_host and _HOST_RE.fullmatch(forwarded_host):
+        values["X-Forwarded-Host"] = forwarded_host
+    elif host and not _CONTROL_RE.search(host):
+        values["X-Forwarded-Host"] = host
+    return values
+
+
+def forwarded_headers(
+    peer_ip: str | None,
+    existing_xff: str | None,
+    existing_proto: str | None,
+    existing_host: str | None,
+    scheme: str,
+    host: str | None,
+    trusted_proxies: Sequence[IPNetwork],
+) -> dict[str, str]:
+    """``X-Forwarded-For`` (appended for trusted peers, replaced otherwise), ``-Proto`` and ``-Host``.
+
+    Proto and Host come from the request when the peer is trusted and sent them, else from the
+    connection itself (``scheme``, the ``Host`` the client used).
+    """
+    trusted = peer_is_trusted(peer_ip, trusted_proxies)
+    return forwarded_values(peer_ip, existing_xff, existing_proto, existing_host, scheme, host, peer_trusted=trusted)
+
+
+def request_id(existing: str | None, trusted: bool) -> str:
+    """The request id: a trusted peer's sane ``X-Request-Id`` (<= 128 safe characters), else a new one.
+
+    Ids from untrusted peers are not believed, so a client cannot make its requests look like
+    someone else's in the logs.
+    """
+    if trusted and existing and _REQUEST_ID_RE.fullmatch(existing):
+        return existing
+    return secrets.token_hex(16)
+
+
+def _claim_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        text = str(value)
+        return None if _CONTROL_RE.search(text) else text
+    return None
+
+
+def identity_header_values(claims: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, str]:
+    """Header name -> value for each claim present; lists comma-joined; unsafe values never emitted."""
+    values: dict[str, str] = {}
+    for header, claim in mapping.items():
+        value = claims.get(claim)
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            parts = [text for text in (_claim_text(item) for item in value) if text]
+            if parts:
+                values[header] = ",".join(parts)
+            continue
+        text = _claim_text(value)
+        if text:
+            values[header] = text
+    return values
+
+
+def build_upstream_headers(
+    incoming: Mapping[str, str],
+    *,
+    peer_ip: str | None,
+    peer_trusted: bool,
+    scheme: str,
+    request_id: str,
+    strip_names: frozenset[str] = frozenset(),
+    strip_cookies: frozenset[str] = frozenset(),
+    add: Mapping[str, str] = MappingProxyType({}),
+    keep_host: bool = True,
+    drop: frozenset[str] = frozenset(),
+) -> CIMultiDict[str]:
+    """The request headers the upstream receives, in one pass over the client's.
+
+    Drops hop-by-hop fields (and those ``Connection`` names), everything the proxy could set
+    (``strip_names`` plus the reserved families, any spelling), forwarding fields the proxy sets
+    or does not believe, the cookies in ``strip_cookies`` and any lower-case name in ``drop``;
+    ``Host`` only when ``keep_host`` is false (the HTTP client then names the upstream). Then
+    sets ``X-Forwarded-*``, ``X-Request-Id`` and ``add`` (identity headers), replacing copies.
+    """
+    hop = HOP_BY_HOP | connection_listed(incoming)
+    wanted = _normalized_set(strip_names)
+    untrusted_forwarding = frozenset() if peer_trusted else _FORWARDING_VARIANTS
+    client_host: str | None = None
+    xff: list[str] = []
+    proto: str | None = None
+    fwd_host: str | None = None
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower in hop or lower in drop:
+            continue
+        normalized = lower.replace("_", "-")
+        if normalized in _SET_BY_PROXY:
+            # only the canonical spellings from a trusted peer feed the new values
+            if peer_trusted and lower == normalized:
+                if lower == "x-forwarded-for":
+                    xff.append(value)
+                elif lower == "x-forwarded-proto" and proto is None:
+                    proto = value
+                elif lower == "x-forwarded-host" and fwd_host is None:
+                    fwd_host = value
+            continue
+        if is_spoofable(normalized, wanted) or normalized in untrusted_forwarding:
+            continue
+        if lower == "host":
+            client_host = value
+            if not keep_host:
+                continue
+        elif lower == "cookie" and strip_cookies:
+            remaining = remove_cookie(value, strip_cookies)
+            if remaining is None:
+                continue
+            value = remaining
+        out.add(name, value)
+    forwarded = forwarded_values(
+        peer_ip, ", ".join(xff) or None, proto, fwd_host, scheme, client_host, peer_trusted=peer_trusted
+    )
+    for name, value in forwarded.items():
+        out[name] = value
+    out["X-Request-Id"] = request_id
+    for name, value in add.items():
+        out[name] = value
+    return out

@@ -1,0 +1,334 @@
+"""``/oauth2/start`` and ``/oauth2/callback``: the Authorization Code + PKCE login (SPEC section 3).
+
+OpenID Connect Core 1.0 section 3.1 with RFC 7636 PKCE (S256, always) and the state/nonce
+defences of RFC 9700 section 4.7. The flow state (state, nonce, verifier, rd) lives server-side,
+sealed under a per-flow key that only this browser's flow cookie carries; the cookie's name holds a
+digest of ``state`` so parallel logins in two tabs each find their own flow. The verifier never
+leaves the server except in the back-channel token request.
+
+Guards: a per-IP rate limit on both endpoints (429), and the login-loop guard of SPEC section 5:
+a browser (client IP + User-Agent) that starts more than 10 logins in 60 s without completing one
+gets an explanatory page instead of another redirect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+from aiohttp import web
+
+from authproxy import pages
+from authproxy.config import Config
+from authproxy.errors import FlowError, ProviderUnavailable, TokenEndpointError, TokenInvalid
+from authproxy.logs import log_event
+from authproxy.metrics import Metrics
+from authproxy.oidc.client import ProviderClient
+from authproxy.oidc.pkce import code_challenge_s256, new_code_verifier, new_nonce, new_state
+from authproxy.redirects import sanitize_redirect
+from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.record import SessionRecord, open_record, seal_record
+from authproxy.sessions.ticket import new_ticket, store_key_for
+
+FLOW_TTL: Final = 600
+FLOW_KEY_PREFIX: Final = "flow:"
+LOOP_KEY_PREFIX: Final = "loop:"
+RATE_KEY_PREFIX: Final = "rate:"
+LOOP_LIMIT: Final = 10
+LOOP_WINDOW: Final = 60.0
+# identity claims kept in the session (never the raw tokens' other content)
+KEPT_CLAIMS: Final = (
+    "sub",
+    "email",
+    "email_verified",
+    "preferred_username",
+    "name",
+    "given_name",
+    "family_name",
+    "groups",
+    "roles",
+)
+
+
+@dataclass(frozen=True)
+class LoginFlow:
+    state: str
+    nonce: str
+    code_verifier: str
+    redirect: str
+    started_at: float
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.__dict__).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LoginFlow:
+        fields = json.loads(data)
+        return cls(**{k: fields[k] for k in ("state", "nonce", "code_verifier", "redirect", "started_at")})
+
+
+def flow_cookie_name(session_cookie: str, state: str) -> str:
+    """Per-flow cookie name: a short digest of state, so parallel tabs do not collide."""
+    tag = hashlib.sha256(state.encode()).hexdigest()[:16]
+    return f"{session_cookie}_flow_{tag}"
+
+
+def browser_fingerprint(client_ip: str, user_agent: str) -> str:
+    return hashlib.sha256(f"{client_ip}\n{user_agent}".encode()).hexdigest()[:32]
+
+
+def session_claims(id_claims: dict[str, Any], userinfo: dict[str, Any] | None) -> dict[str, Any]:
+    """The identity kept in the session: ID token claims, then userinfo's (same sub only)."""
+    merged = dict(id_claims)
+    if userinfo:
+        merged.update(userinfo)
+    return {k: merged[k] for k in KEPT_CLAIMS if k in merged} | _extra_claims(merged)
+
+
+def _extra_claims(claims: dict[str, Any]) -> dict[str, Any]:
+    # other simple claims (strings, numbers, lists of strings) stay available to allow rules
+    skip = {
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "nonce",
+        "at_hash",
+        "c_hash",
+        "azp",
+        "auth_time",
+        "jti",
+        "sid",
+        "acr",
+        "amr",
+        "s_hash",
+    }
+    return {
+        k: v
+        for k, v in claims.items()
+        if k not in skip and k not in KEPT_CLAIMS and isinstance(v, str | int | float | bool | list)
+    }
+
+
+class LoginFlows:
+    """Handlers for /start and /callback."""
+
+    def __init__(
+        self,
+        config: Config,
+        provider: ProviderClient,
+        sessions: SessionManager,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        assert config.provider is not None and config.server.public_url is not None
+        self.config = config
+        self.provider_config = config.provider
+        self.provider = provider
+        self.sessions = sessions
+        self.store = sessions.store
+        self.metrics = metrics
+        self.clock = clock
+        self.prefix = config.server.auth_prefix
+        self.redirect_uri = config.server.public_url + self.prefix + "/callback"
+        self.rate_limit = config.server.rate_limit.auth_per_minute
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(self.prefix + "/start", self.start)
+        app.router.add_get(self.prefix + "/callback", self.callback)
+
+    # ------------------------------------------------------------------ guards
+
+    async def _rate_limited(self, request: web.Request) -> web.Response | None:
+        key = RATE_KEY_PREFIX + hashlib.sha256((request.remote or "").encode()).hexdigest()[:32]
+        count = await self.store.increment(key, 60.0)
+        if count <= self.rate_limit:
+            return None
+        response = pages.error_response(
+            request,
+            429,
+            "Too many sign-in attempts",
+            "Too many sign-in attempts from your address. Wait a minute and try again.",
+            request_id=pages.request_id_of(request),
+        )
+        response.headers["Retry-After"] = "60"
+        return response
+
+    def _loop_key(self, request: web.Request) -> str:
+        return LOOP_KEY_PREFIX + browser_fingerprint(request.remote or "", request.headers.get("User-Agent", ""))
+
+    # ------------------------------------------------------------------ /start
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        limited = await self._rate_limited(request)
+        if limited is not None:
+            return limited
+        redirect = sanitize_redirect(request.query.get("rd"))
+        starts = await self.store.increment(self._loop_key(request), LOOP_WINDOW)
+        if starts > LOOP_LIMIT:
+            log_event("login_failed", reason="login loop", client_ip=request.remote)
+            self.metrics.count_login("loop")
+            return pages.login_loop_page(request, self.sessions.cookie_name)
+        metadata = self.provider.metadata  # raises ProviderUnavailable (503) before discovery
+        flow = LoginFlow(new_state(), new_nonce(), new_code_verifier(), redirect, self.clock())
+        ticket = new_ticket()
+        await self.store.set(FLOW_KEY_PREFIX + store_key_for(ticket.id), seal_record(flow.to_bytes(), ticket), FLOW_TTL)
+        location = self.provider.build_authorize_url(
+            state=flow.state,
+            nonce=flow.nonce,
+            code_challenge=code_challenge_s256(flow.code_verifier),
+            redirect_uri=self.redirect_uri,
+            scopes=self.provider_config.scopes,
+            extra_params=self.provider_config.extra_authorize_params,
+        )
+        del metadata
+        response = pages.redirect(location)
+        self.sessions.set_cookie(
+            response, flow_cookie_name(self.sessions.cookie_name, flow.state), self.sessions.seal(ticket), FLOW_TTL
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    # ------------------------------------------------------------------ /callback
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        limited = await self._rate_limited(request)
+        if limited is not None:
+            return limited
+        query = request.query
+        state = query.get("state", "")
+        if "error" in query:
+            return await self._provider_error(request, state, query.get("error", ""))
+        try:
+            flow = await self._take_flow(request, state)
+        except FlowError as e:
+            log_event("login_failed", reason=e.reason, client_ip=request.remote)
+            self.metrics.count_login("bad_state")
+            return pages.login_error_page(
+                request,
+                400,
+                "This sign-in link is no longer valid",
+                "The sign-in could not be matched to this browser: it expired, was already used, or "
+                "was started elsewhere.",
+                retry_url=self._start_url("/"),
+            )
+        code = query.get("code")
+        if not code:
+            self.metrics.count_login("failed")
+            return pages.login_error_page(
+                request,
+                400,
+                "Sign-in failed",
+                "The provider sent no authorization code.",
+                retry_url=self._start_url(flow.redirect),
+            )
+        try:
+            record = await self._complete_login(code, flow)
+        except (TokenInvalid, TokenEndpointError) as e:
+            reason = e.reason if isinstance(e, TokenInvalid) else f"token endpoint: {e.error}"
+            log_event("login_failed", reason=reason, client_ip=request.remote)
+            self.metrics.count_login("failed")
+            return pages.login_error_page(
+                request,
+                401 if isinstance(e, TokenInvalid) else 400,
+                "Sign-in failed",
+                "The sign-in could not be verified.",
+                retry_url=self._start_url(flow.redirect),
+            )
+        except ProviderUnavailable:
+            log_event("login_failed", reason="provider unavailable", client_ip=request.remote)
+            self.metrics.count_login("provider_unavailable")
+            return pages.login_error_page(
+                request,
+                503,
+                "Sign-in is unavailable",
+                "The identity provider could not be reached. Try again in a moment.",
+                retry_url=self._start_url(flow.redirect),
+            )
+        # a fresh session id at every login (fixation defence); the old session, if any, ends
+        old = await self.sessions.load(request.cookies.get(self.sessions.cookie_name))
+        if old is not None:
+            await self.sessions.delete(old)
+        _session, cookie_value = await self.sessions.create(record)
+        await self.store.delete(self._loop_key(request))
+        log_event("login_ok", user=record.sub, client_ip=request.remote)
+        self.metrics.count_login("ok")
+        response = pages.redirect(flow.redirect)
+        self.sessions.set_cookie(response, self.sessions.cookie_name, cookie_value, int(self.sessions.absolute_timeout))
+        self.sessions.clear_cookie(response, flow_cookie_name(self.sessions.cookie_name, flow.state))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def _start_url(self, redirect: str) -> str:
+        return f"{self.prefix}/start?rd={quote(redirect, safe='/')}"
+
+    async def _take_flow(self, request: web.Request, state: str) -> LoginFlow:
+        if not state:
+            raise FlowError("no state")
+        ticket = self.sessions.open(request.cookies.get(flow_cookie_name(self.sessions.cookie_name, state)))
+        if ticket is None:
+            raise FlowError("no flow cookie for this state")
+        blob = await self.store.take(FLOW_KEY_PREFIX + store_key_for(ticket.id))
+        if blob is None:
+            raise FlowError("flow expired or already used")
+        plaintext = open_record(blob, ticket)
+        if plaintext is None:
+            raise FlowError("flow record does not open")
+        flow = LoginFlow.from_bytes(plaintext)
+        if not hmac.compare_digest(flow.state.encode(), state.encode()):
+            raise FlowError("state mismatch")
+        if self.clock() - flow.started_at > FLOW_TTL:
+            raise FlowError("flow expired")
+        return flow
+
+    async def _provider_error(self, request: web.Request, state: str, error: str) -> web.StreamResponse:
+        redirect = "/"
+        if state:
+            with contextlib.suppress(FlowError):
+                redirect = (await self._take_flow(request, state)).redirect
+        safe_error = error if error.replace("_", "").isalnum() and len(error) < 64 else "error"
+        log_event("login_failed", reason=f"provider error: {safe_error}", client_ip=request.remote)
+        self.metrics.count_login("provider_error")
+        status = 403 if safe_error == "access_denied" else 400
+        message = (
+            "Access was denied at the identity provider."
+            if status == 403
+            else f"The identity provider reported an error ({safe_error})."
+        )
+        return pages.login_error_page(
+            request, status, "Sign-in did not complete", message, retry_url=self._start_url(redirect)
+        )
+
+    async def _complete_login(self, code: str, flow: LoginFlow) -> SessionRecord:
+        tokens = await self.provider.exchange_code(code, self.redirect_uri, flow.code_verifier)
+        if not tokens.id_token:
+            raise TokenInvalid("no id_token in the token response")
+        claims = await self.provider.verify_id_token(tokens.id_token, flow.nonce, tokens.access_token)
+        userinfo = None
+        if self.provider_config.userinfo and tokens.access_token:
+            userinfo = await self.provider.fetch_userinfo(tokens.access_token)
+            if userinfo.get("sub") != claims["sub"]:
+                raise TokenInvalid("userinfo sub differs from the ID token's")
+        now = self.clock()
+        return SessionRecord(
+            sub=str(claims["sub"]),
+            claims=session_claims(claims, userinfo),
+            sid=str(claims["sid"]) if isinstance(claims.get("sid"), str) else None,
+            id_token=tokens.id_token,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            access_expires_at=tokens.expires_at,
+            created_at=now,
+            last_seen_at=now,
+            absolute_expires_at=now + self.sessions.absolute_timeout,
+            version=1,
+        )

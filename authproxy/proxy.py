@@ -1,0 +1,551 @@
+"""Streaming HTTP and WebSocket forwarding to upstreams (SPEC section 4).
+
+- Messages are forwarded as an intermediary per RFC 9110 section 3.7 and 7.6: hop-by-hop
+  fields dropped (see :mod:`authproxy.headers`), ``X-Forwarded-*`` and ``X-Request-Id`` set,
+  the target path built from the route (``strip_path_prefix``, the upstream's base path) with the
+  query passed byte for byte.
+- Bodies stream both ways: the request body is handed to the upstream as it arrives, the response
+  is written to the client chunk by chunk as received (server-sent events and chunked responses
+  arrive as written), never re-compressed; an upstream ``Content-Length`` is kept. Memory stays
+  flat whatever the size: only the read buffers of each side are ever held.
+- WebSocket upgrades (RFC 6455) are proxied both ways: text, binary, ping/pong and close codes.
+- One pooled keep-alive ``ClientSession`` per upstream origin, opened on first use and closed by
+  the app's lifecycle (``close()``).
+- Timeouts: the route timeout bounds connecting and waiting for response headers (504; the wait
+  restarts while the request body is still flowing), and each idle gap while reading the body.
+  A long download that keeps moving is never cut. Refused, reset or garbled answers raise
+  ``UpstreamUnavailable`` (502), timeouts ``UpstreamTimeout`` (504); once the response has
+  started, a failure can only close the client's connection, so that is what happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Final, NoReturn, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from authproxy import pages
+from authproxy.errors import UpstreamTimeout, UpstreamUnavailable
+from authproxy.headers import (
+    IPNetwork,
+    build_upstream_headers,
+    connection_listed,
+    peer_is_trusted,
+    strip_hop_by_hop,
+)
+from authproxy.metrics import Metrics
+
+LOG: Final = logging.getLogger("authproxy.proxy")
+
+# Per-connection read buffer of the upstream client: big enough that a fast download moves in
+# few large writes, small enough that thousands of streams stay cheap (the high-water mark is 2x).
+READ_BUFSIZE: Final = 256 * 1024
+# Upstream keep-alive connections idle longer than this are closed by us first; upstream servers
+# commonly keep idle connections 60-75 s, and closing first avoids racing their close.
+KEEPALIVE_TIMEOUT: Final = 30.0
+# Responses from some applications carry big cookies or CSP headers.
+MAX_HEADER_LINE: Final = 16 * 1024
+MAX_WS_MESSAGE: Final = 16 * 1024 * 1024
+WS_CLOSE_TIMEOUT: Final = 10.0
+# The client must not get headers it did not send: no default User-Agent, Accept, Content-Type.
+_SKIP_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+# aiohttp answers "Expect: 100-continue" itself before the handler runs; forwarding it would
+# make the upstream client wait for a second 100.
+_HTTP_DROP: Final = frozenset({"expect"})
+# The WebSocket client builds its own handshake (RFC 6455 section 4.1); extensions such as
+# permessage-deflate are negotiated per hop.
+_WS_DROP: Final = frozenset(
+    {
+        "expect",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+# Close codes that must not be sent in a close frame (RFC 6455 section 7.4.1).
+_UNSENDABLE_CLOSE_CODES: Final = frozenset({1004, 1005, 1006, 1015})
+_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+class RouteMatch(Protocol):
+    @property
+    def path_prefix(self) -> str: ...
+
+
+class UpstreamRoute(Protocol):
+    """What the forwarder reads from a route (``authproxy.config.RouteConfig`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def upstream(self) -> str: ...
+
+    @property
+    def match(self) -> RouteMatch: ...
+
+    @property
+    def pass_host_header(self) -> bool: ...
+
+    @property
+    def strip_path_prefix(self) -> bool: ...
+
+    @property
+    def websocket(self) -> bool: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """An upstream URL taken apart once: origin for the pool, ws origin, base path."""
+
+    origin: str
+    ws_origin: str
+    base_path: str
+
+    @classmethod
+    def parse(cls, upstream: str) -> UpstreamTarget:
+        parts = urlsplit(upstream)
+        scheme = parts.scheme.lower()
+        ws_scheme = "wss" if scheme == "https" else "ws"
+        return cls(f"{scheme}://{parts.netloc}", f"{ws_scheme}://{parts.netloc}", parts.path.rstrip("/"))
+
+
+def has_dot_segments(path: str) -> bool:
+    """True when a decoded path holds ``.`` or ``..`` segments (also ``..;x`` and with ``\\``).
+
+    Routes are chosen on the path as sent; an upstream that normalises ``/public/../admin``
+    would serve a path the gate never judged (RFC 3986 section 5.2.4), so such paths are refused.
+    """
+    if "." not in path:
+        return False
+    return any(segment.split(";", 1)[0] in (".", "..") for segment in path.replace("\\", "/").split("/"))
+
+
+def upstream_path(base_path: str, raw_path: str, prefix: str, *, strip: bool) -> str:
+    """The path sent upstream: ``raw_path`` (still percent-encoded) less the route prefix, under ``base_path``."""
+    path = raw_path or "/"
+    if strip:
+        path = _strip_prefix(path, prefix)
+    return base_path.rstrip("/") + path
+
+
+def _strip_prefix(raw_path: str, prefix: str) -> str:
+    bare = prefix.rstrip("/")
+    if not bare:
+        return raw_path
+    if raw_path.startswith(bare) and (len(raw_path) == len(bare) or raw_path[len(bare)] == "/"):
+        return raw_path[len(bare) :] or "/"
+    # The route matched the decoded path but the raw one spells the prefix with %-escapes:
+    # drop as many raw segments as the prefix has.
+    count = bare.count("/")
+    parts = raw_path.split("/")
+    return "/" + "/".join(parts[count + 1 :])
+
+
+def is_websocket_upgrade(method: str, request_headers: Mapping[str, str]) -> bool:
+    """A WebSocket opening handshake (RFC 6455 section 4.1): GET, ``Upgrade: websocket``, ``Connection: upgrade``."""
+    if method != "GET":
+        return False
+    upgrade = request_headers.get("Upgrade", "")
+    if "websocket" not in (token.strip().lower() for token in upgrade.split(",")):
+        return False
+    return "upgrade" in connection_listed(request_headers)
+
+
+def _failure_kind(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return "refused"
+    if isinstance(error, aiohttp.ClientResponseError):
+        return "bad_response"
+    return "reset"
+
+
+def _describe(error: BaseException) -> str:
+    # the class and the OS reason only: aiohttp messages may quote URLs with query strings
+    reason = getattr(error, "strerror", None)
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+
+
+class _HeaderDeadline:
+    """The route timeout until response headers, restarted whenever the request body moves.
+
+    An upload that keeps flowing must not be cut: the upstream usually answers only after it
+    has read the whole body.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.loop = asyncio.get_running_loop()
+        self.timeout = asyncio.timeout(seconds)
+        self.active = False
+
+    async def __aenter__(self) -> _HeaderDeadline:
+        await self.timeout.__aenter__()
+        self.active = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.active = False
+        await self.timeout.__aexit__(exc_type, exc, tb)
+
+    def extend(self) -> None:
+        if self.active:
+            self.timeout.reschedule(self.loop.time() + self.seconds)
+
+
+async def _body(content: aiohttp.StreamReader, deadline: _HeaderDeadline) -> AsyncIterator[bytes]:
+    async for chunk in content.iter_any():
+        deadline.extend()
+        yield chunk
+
+
+class Forwarder:
+    """Forwards requests to route upstreams over one pooled client per upstream origin."""
+
+    def __init__(
+        self,
+        *,
+        trusted_proxies: Sequence[IPNetwork] = (),
+        metrics: Metrics | None = None,
+        read_bufsize: int = READ_BUFSIZE,
+    ) -> None:
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.metrics = metrics
+        self.read_bufsize = read_bufsize
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._targets: dict[str, UpstreamTarget] = {}
+
+    async def close(self) -> None:
+        """Close every upstream pool (the app's cleanup, after in-flight requests finish)."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def _target(self, upstream: str) -> UpstreamTarget:
+        target = self._targets.get(upstream)
+        if target is None:
+            target = self._targets[upstream] = UpstreamTarget.parse(upstream)
+        return target
+
+    def _session(self, origin: str) -> aiohttp.ClientSession:
+        session = self._sessions.get(origin)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_TIMEOUT)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                read_bufsize=self.read_bufsize,
+                max_line_size=MAX_HEADER_LINE,
+                max_field_size=MAX_HEADER_LINE,
+                requote_redirect_url=False,
+                trust_env=False,
+            )
+            self._sessions[origin] = session
+        return session
+
+    async def forward(
+        self,
+        request: web.Request,
+        route: UpstreamRoute,
+        *,
+        request_id: str,
+        add_headers: Mapping[str, str] = _NO_HEADERS,
+        strip_names: frozenset[str] = frozenset(),
+        strip_cookies: frozenset[str] = frozenset(),
+    ) -> web.StreamResponse:
+        """Forward ``request`` to ``route``'s upstream and stream the answer back.
+
+        ``add_headers`` (identity headers, already safe) replace any client copies;
+        ``strip_names`` are the lower-case header names the proxy could set for this route
+        (removed in every spelling along with ``X-Auth-Request-*`` / ``X-Authproxy-*``);
+        ``strip_cookies`` the proxy's own cookie names (and their ``<name>_*`` flow cookies).
+        Raises ``UpstreamUnavailable`` / ``UpstreamTimeout`` only before the response starts.
+        """
+        if has_dot_segments(request.path):
+            return pages.error_response(
+                request, 400, "Bad request", "This request path is not accepted.", request_id=request_id
+            )
+        target = self._target(route.upstream)
+        rel = request.rel_url
+        path = upstream_path(target.base_path, rel.raw_path, route.match.path_prefix, strip=route.strip_path_prefix)
+        query = rel.raw_query_string
+        path_qs = f"{path}?{query}" if query else path
+        websocket = is_websocket_upgrade(request.method, request.headers)
+        if websocket and not route.websocket:
+            return pages.error_response(
+                request,
+                403,
+                "WebSocket not allowed",
+                "This address does not accept WebSocket connections.",
+                request_id=request_id,
+            )
+        upstream_headers = build_upstream_headers(
+            request.headers,
+            peer_ip=request.remote,
+            peer_trusted=peer_is_trusted(request.remote, self.trusted_proxies),
+            scheme=request.scheme,
+            request_id=request_id,
+            strip_names=strip_names,
+            strip_cookies=strip_cookies,
+            add=add_headers,
+            keep_host=route.pass_host_header,
+            drop=_WS_DROP if websocket else _HTTP_DROP,
+        )
+        if websocket:
+            return await self._forward_websocket(request, route, target, path_qs, upstream_headers, request_id)
+        return await self._forward_http(request, route, target, path_qs, upstream_headers, request_id)
+
+    def _failed(self, route: UpstreamRoute, request_id: str, error: BaseException, *, started: bool) -> str:
+        kind = _failure_kind(error)
+        if self.metrics is not None:
+            self.metrics.count_upstream_error(route.name, kind)
+        LOG.warning(
+            "upstream failed after the response started" if started else "upstream failed",
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "route": route.name,
+                    "kind": kind,
+                    "upstream": self._target(route.upstream).origin,
+                    "error": _describe(error),
+                }
+            },
+        )
+        return kind
+
+    def _raise_for(self, route: UpstreamRoute, request_id: str, error: BaseException, client_gone: bool) -> NoReturn:
+        if client_gone:
+            # the client hung up mid-upload: not the upstream's fault, nobody to answer
+            LOG.debug("client went away before the upstream answered", extra={"fields": {"request_id": request_id}})
+            raise UpstreamUnavailable("client disconnected") from error
+        kind = self._failed(route, request_id, error, started=False)
+        if kind == "timeout":
+            raise UpstreamTimeout(f"route {route.name}: no answer within {route.timeout:g}s") from error
+        raise UpstreamUnavailable(f"route {route.name}: {kind}") from error
+
+    async def _forward_http(
+        self,
+        request: web.Request,
+        route: UpstreamRoute,
+        target: UpstreamTarget,
+        path_qs: str,
+        upstream_headers: CIMultiDict[str],
+        request_id: str,
+    ) -> web.StreamResponse:
+        session = self._session(target.origin)
+        url = URL(target.origin + path_qs, encoded=True)
+        deadline = _HeaderDeadline(route.timeout)
+        data = _body(request.content, deadline) if request.body_exists else None
+        try:
+            async with deadline:
+                upstream = await session.request(
+                    request.method,
+                    url,
+                    headers=upstream_headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=route.timeout),
+                )
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            transport = request.transport
+            self._raise_for(route, request_id, e, client_gone=transport is None or transport.is_closing())
+        complete = False
+        try:
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=strip_hop_by_hop(upstream.headers)
+            )
+            try:
+                await response.prepare(request)
+            except ConnectionError:
+                return response
+            complete = await self._stream_body(request, route, upstream, response, request_id)
+            return response
+        finally:
+            if complete:
+                upstream.release()
+            else:
+                # an unfinished body leaves the connection in an unknown state: never reuse it
+                upstream.close()
+
+    async def _stream_body(
+        self,
+        request: web.Request,
+        route: UpstreamRoute,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        request_id: str,
+    ) -> bool:
+        """Copy the body chunk by chunk as it arrives; True when it was delivered whole."""
+        loop = asyncio.get_running_loop()
+        content = upstream.content
+        try:
+            async with asyncio.timeout(None) as idle:
+                while True:
+                    # only the wait for the upstream counts as idle, not a slow client's drain
+                    idle.reschedule(loop.time() + route.timeout)
+                    try:
+                        chunk = await content.readany()
+                    except (aiohttp.ClientError, OSError) as e:
+                        self._failed(route, request_id, e, started=True)
+                        _abort(request)
+                        return False
+                    idle.reschedule(None)
+                    if not chunk:
+                        break
+                    try:
+                        await response.write(chunk)
+                    except ConnectionError:
+                        LOG.debug("client went away mid-response", extra={"fields": {"request_id": request_id}})
+                        return False
+        except TimeoutError as e:
+            self._failed(route, request_id, e, started=True)
+            _abort(request)
+            return False
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            return False
+        return True
+
+    async def _forward_websocket(
+        self,
+        request: web.Request,
+        route: UpstreamRoute,
+        target: UpstreamTarget,
+        path_qs: str,
+        upstream_headers: CIMultiDict[str],
+        request_id: str,
+    ) -> web.StreamResponse:
+        session = self._session(target.origin)
+        url = URL(target.ws_origin + path_qs, encoded=True)
+        protocols = [
+            token.strip()
+            for value in request.headers.getall("Sec-WebSocket-Protocol", [])
+            for token in value.split(",")
+            if token.strip()
+        ]
+        try:
+            async with asyncio.timeout(route.timeout):
+                upstream_ws = await session.ws_connect(
+                    url,
+                    headers=upstream_headers,
+                    protocols=protocols,
+                    autoclose=False,
+                    autoping=False,
+                    max_msg_size=MAX_WS_MESSAGE,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=WS_CLOSE_TIMEOUT),
+                )
+        except aiohttp.WSServerHandshakeError as e:
+            if 400 <= e.status < 500:
+                # the application itself refused (auth, not found): say so with its status
+                return pages.error_response(
+                    request,
+                    e.status,
+                    "WebSocket refused",
+                    "The application refused the WebSocket connection.",
+                    request_id=request_id,
+                )
+            self._raise_for(route, request_id, e, client_gone=False)
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            self._raise_for(route, request_id, e, client_gone=False)
+        client_ws = web.WebSocketResponse(
+            protocols=(upstream_ws.protocol,) if upstream_ws.protocol else (),
+            autoclose=False,
+            autoping=False,
+            max_msg_size=MAX_WS_MESSAGE,
+            timeout=WS_CLOSE_TIMEOUT,
+        )
+        try:
+            await client_ws.prepare(request)
+            await _relay(client_ws, upstream_ws)
+        except ConnectionError:
+            LOG.debug("client went away during the WebSocket handshake", extra={"fields": {"request_id": request_id}})
+        finally:
+            await upstream_ws.close()
+        return client_ws
+
+
+def _abort(request: web.Request) -> None:
+    # The status line is gone: closing without the final chunk (or short of Content-Length)
+    # is the only way to tell the client the body is incomplete (RFC 9112 section 8).
+    transport = request.transport
+    if transport is not None:
+        pass
+
+
+WebSocketLike = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+def _close_code(code: object) -> int:
+    if isinstance(code, int) and (1000 <= code <= 4999) and code not in _UNSENDABLE_CLOSE_CODES:
+        return code
+    return int(WSCloseCode.OK)
+
+
+async def _pipe(source: WebSocketLike, sink: WebSocketLike, abnormal: int) -> None:
+    """Copy messages from ``source`` to ``sink`` until either closes; pass the close code on."""
+    while True:
+        msg = await source.receive()
+        kind = msg.type
+        if kind is WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif kind is WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        elif kind is WSMsgType.PING:
+            await sink.ping(msg.data)
+        elif kind is WSMsgType.PONG:
+            await sink.pong(msg.data)
+        elif kind is WSMsgType.CLOSE:
+            code = _close_code(msg.data)
+            reason = (msg.extra or "").encode("utf-8")[:123]  # a close reason fits in 123 bytes
+            await sink.close(code=code, message=reason)
+            await source.close(code=code, message=reason)
+            return
+        elif kind is WSMsgType.CLOSING:
+            # the other direction is closing this socket
+            return
+        else:
+            # CLOSED or ERROR: the source went away without a close frame
+            await sink.close(code=abnormal)
+            return
+
+
+async def _relay(client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Pump both directions until either side closes, then make sure both are closed."""
+    tasks = (
+        asyncio.create_task(_pipe(client_ws, upstream_ws, int(WSCloseCode.GOING_AWAY))),
+        asyncio.create_task(_pipe(upstream_ws, client_ws, int(WSCloseCode.BAD_GATEWAY))),
+    )
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, ConnectionError | aiohttp.ClientError):
+                LOG.warning("WebSocket relay failed", extra={"fields": {"error": _describe(result)}})
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await client_ws.close()

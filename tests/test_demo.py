@@ -1,0 +1,63 @@
+"""``authproxy demo`` (SPEC section 1): one command, a login that works, labelled development-only."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.net import free_port
+from tests.support.scripted_browser import ScriptedBrowser, login_demo
+
+
+@pytest.fixture
+def demo() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "authproxy", "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/public/", timeout=1):
+                break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def test_demo_login_shows_the_users_identity_on_the_echo_page(demo: tuple[str, subprocess.Popen[str]]) -> None:
+    url, process = demo
+    async with ScriptedBrowser(user_agent=f"demo-{uuid.uuid4()}") as browser:
+        page = await login_demo(browser, url + "/", "bob")
+        assert page.status == 200
+        assert "bob@example.com" in page.text and "X-Forwarded-User" in page.text
+        assert "development only" in page.text.lower()
+        json_page = await browser.get(url + "/anything?format=json")
+        identity = {name.lower(): value for name, value in json_page.json()["identity_headers"]}
+        assert identity["x-forwarded-user"] == "bob"
+        assert identity["x-forwarded-groups"] == "developers"
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "DEVELOPMENT ONLY" in output and url in output
+    assert "alice" in output and "carol" in output

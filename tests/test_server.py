@@ -1,0 +1,112 @@
+"""Serving (SPEC sections 1 and 6): admin listener, graceful shutdown, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+STARTED = web.AppKey("started", asyncio.Event)
+
+
+@pytest.fixture
+async def slow_upstream() -> AsyncIterator[TestServer]:
+    started = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        started.set()
+        await asyncio.sleep(float(request.query.get("s", "2")))
+        return web.Response(text="finished")
+
+    async def fast(request: web.Request) -> web.Response:
+        return web.Response(text="fast")
+
+    app = web.Application()
+    app[STARTED] = started
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/fast", fast)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+def public_config(upstream: TestServer, **route: Any) -> dict[str, Any]:
+    return {"routes": [{"name": "app", "upstream": str(upstream.make_url("/")).rstrip("/"), "auth": "none", **route}]}
+
+
+async def test_admin_listener_health_readiness_and_metrics(run_proxy, slow_upstream) -> None:
+    proxy = run_proxy(public_config(slow_upstream))
+    async with aiohttp.ClientSession() as client:
+        async with client.get(proxy.url + "/fast") as answer:
+            assert answer.status == 200
+        async with client.get(proxy.url + "/nowhere-but-routed") as answer:
+            assert answer.status == 404
+        async with client.get(proxy.admin_url + "/healthz") as answer:
+            assert answer.status == 200
+        async with client.get(proxy.admin_url + "/readyz") as answer:
+            assert answer.status == 200
+            assert (await answer.json())["ready"] is True
+        async with client.get(proxy.admin_url + "/metrics") as answer:
+            text = await answer.text()
+        # the admin listener never proxies
+        async with client.get(proxy.admin_url + "/fast") as answer:
+            assert answer.status == 404
+    assert 'authproxy_requests_total{code="200",route="app"' in text
+    assert "authproxy_request_duration_seconds_bucket" in text
+
+
+async def test_sigterm_lets_an_in_flight_request_finish_and_exits_0(run_proxy, slow_upstream) -> None:
+    proxy = run_proxy(public_config(slow_upstream))
+    async with aiohttp.ClientSession() as client:
+        request = asyncio.create_task(client.get(proxy.url + "/slow?s=2"))
+        await asyncio.wait_for(slow_upstream.app[STARTED].wait(), 10)
+        proxy.process.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(request, 20)
+        assert answer.status == 200
+        assert await answer.text() == "finished"
+    started = time.monotonic()
+    while proxy.process.poll() is None and time.monotonic() - started < 20:
+        await asyncio.sleep(0.05)
+    assert proxy.process.returncode == 0, proxy.logs()
+
+
+async def test_unmatched_host_gets_404(run_proxy, slow_upstream) -> None:
+    config = public_config(slow_upstream, match={"host": "app.example.com"})
+    proxy = run_proxy(config)
+    async with aiohttp.ClientSession() as client:
+        async with client.get(proxy.url + "/fast", headers={"Host": "other.example.com"}) as answer:
+            assert answer.status == 404
+            assert "Traceback" not in await answer.text()
+        async with client.get(proxy.url + "/fast", headers={"Host": "app.example.com"}) as answer:
+            assert answer.status == 200
+
+
+async def test_slowloris_connection_is_closed_after_the_client_header_timeout(run_proxy, slow_upstream) -> None:
+    proxy = run_proxy({**public_config(slow_upstream), "server": {"client_header_timeout": "1s"}})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    closed = False
+    while time.monotonic() - started < 10:
+        writer.write(b"X-Slow: 1\r\n")  # never finishes the head
+        try:
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(1024), 0.3)
+        except TimeoutError:
+            continue
+        except ConnectionError:
+            data = b""
+        if data == b"":
+            closed = True
+            break
+    writer.close()
+    assert closed, "the connection stayed open"
+    assert time.monotonic() - started < 5
