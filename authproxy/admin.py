@@ -12,7 +12,7 @@ from authproxy.metrics import CONTENT_TYPE, Metrics
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
 
 METRICS: Final = web.AppKey("metrics", Metrics)
-READINESS: Final = web.AppKey("readiness", ReadinessCheck)
+READINESS: Final[web.AppKey[ReadinessCheck]] = web.AppKey("readiness")
 
 
 async def _healthz(request: web.Request) -> web.Response:

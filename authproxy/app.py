@@ -21,7 +21,9 @@ from aiohttp import web
 from authproxy import headers, pages
 from authproxy.config import Config, RouteConfig
 from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
+from authproxy.forward_auth import IdentityEndpoints
 from authproxy.gate import Gate, Identity
+from authproxy.identity_jwt import IdentitySigner
 from authproxy.logs import ACCESS, LOG
 from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
@@ -53,6 +55,8 @@ class Services:
     gate: Gate | None = None
     flows: LoginFlows | None = None
     logouts: Logouts | None = None
+    signer: IdentitySigner | None = None
+    identity_endpoints: IdentityEndpoints | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -64,7 +68,7 @@ METADATA_RETRY_MAX: Final = 30.0
 
 
 def _route_label(request: web.Request) -> str:
-    route = request.get(ROUTE)
+    route: RouteConfig | None = request.get(ROUTE)
     if route is not None:
         return route.name
     prefix = request.app[SERVICES].config.server.auth_prefix
@@ -120,9 +124,13 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             )
 
 
-def upstream_identity_headers(route: RouteConfig, identity: Identity) -> dict[str, str]:
+def upstream_identity_headers(
+    route: RouteConfig, identity: Identity, signer: IdentitySigner | None = None
+) -> dict[str, str]:
     """The headers a route's upstream receives for a signed-in user."""
     added = headers.identity_header_values(identity.claims, route.identity_headers or headers.DEFAULT_IDENTITY_HEADERS)
+    if route.identity_jwt and signer is not None:
+        added["X-Authproxy-Identity"] = signer.sign(identity.claims, route.name, time.time())
     if route.pass_access_token and identity.access_token:
         added["Authorization"] = f"Bearer {identity.access_token}"
     if route.pass_id_token and identity.id_token:
@@ -145,7 +153,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             return outcome
         if outcome is not None:
             request[USER] = outcome.sub
-            added = upstream_identity_headers(route, outcome)
+            added = upstream_identity_headers(route, outcome, services.signer)
     return await services.forwarder.forward(
         request,
         route,
@@ -198,6 +206,21 @@ def _strip_sets(config: Config) -> dict[str, frozenset[str]]:
     return {route.name: base | {"authorization"} if route.pass_access_token else base for route in config.routes}
 
 
+def _identity_signer(config: Config) -> IdentitySigner | None:
+    """The X-Authproxy-Identity signer, when a route asks for it or a key is configured."""
+    wanted = any(route.identity_jwt for route in config.routes)
+    if not wanted and config.identity_jwt.signing_key_file is None:
+        return None
+    assert config.server.public_url is not None
+    signer = IdentitySigner.from_config(config.identity_jwt, config.server.public_url)
+    if signer.generated:
+        LOG.warning(
+            "identity_jwt: no signing_key_file, so a key was generated at start; replicas will each "
+            "have their own key and upstreams must fetch /oauth2/jwks.json from the one that signed"
+        )
+    return signer
+
+
 def build_services(config: Config, metrics: Metrics) -> Services:
     routes = RouteTable.build([(r.match, r) for r in config.routes])
     forwarder = Forwarder(trusted_proxies=config.server.trusted_proxies, metrics=metrics)
@@ -239,7 +262,22 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             wait_timeout=p.timeout + 5.0,
             on_result=metrics.count_refresh,
         )
-        services.gate = Gate(services.sessions, refresher, config.server.auth_prefix)
+        services.gate = Gate(
+            services.sessions,
+            refresher,
+            config.server.auth_prefix,
+            provider=services.provider,
+            routes=config.routes,
+            bearer_audiences=p.bearer_audiences or [p.client_id],
+        )
+        services.signer = _identity_signer(config)
+        services.identity_endpoints = IdentityEndpoints(
+            services.gate,
+            auth_prefix=config.server.auth_prefix,
+            idle_timeout=config.session.idle_timeout,
+            pass_access_token=config.forward_auth.pass_access_token,
+            signer=services.signer,
+        )
         services.flows = LoginFlows(config, services.provider, services.sessions, metrics)
         services.logouts = Logouts(config, services.provider, services.sessions, metrics)
     return services
@@ -255,6 +293,8 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         services.flows.add_routes(app)
     if services.logouts is not None:
         services.logouts.add_routes(app)
+    if services.identity_endpoints is not None:
+        services.identity_endpoints.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", _proxy)
     return app, services
 

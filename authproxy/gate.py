@@ -9,6 +9,7 @@ it fails closed with 503 on every route that looks at sessions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,9 @@ from aiohttp import web
 
 from authproxy import pages
 from authproxy.config import RouteConfig
-from authproxy.errors import SessionEnded
+from authproxy.errors import SessionEnded, TokenInvalid
+from authproxy.oidc.client import ProviderClient
+from authproxy.policy import Policy, compile_allow
 from authproxy.sessions.manager import Session, SessionManager
 from authproxy.sessions.refresh import Refresher
 
@@ -33,6 +36,14 @@ class Identity:
     @property
     def sub(self) -> str:
         return str(self.claims.get("sub", ""))
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (RFC 6750 section 2.1), or None."""
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def login_url(prefix: str, request: web.Request) -> str:
@@ -51,10 +62,22 @@ def wants_redirect(route: RouteConfig, request: web.Request) -> bool:
 class Gate:
     """Loads the session of a request and decides whether it may reach the route."""
 
-    def __init__(self, sessions: SessionManager, refresher: Refresher, auth_prefix: str) -> None:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        refresher: Refresher,
+        auth_prefix: str,
+        *,
+        provider: ProviderClient,
+        routes: Sequence[RouteConfig],
+        bearer_audiences: Sequence[str],
+    ) -> None:
         self.sessions = sessions
         self.refresher = refresher
         self.prefix = auth_prefix
+        self.provider = provider
+        self.bearer_audiences = list(bearer_audiences)
+        self.policies: dict[str, Policy] = {route.name: compile_allow(route.allow) for route in routes}
 
     async def session_of(self, request: web.Request) -> Session | None:
         """The request's session with tokens refreshed when due; None when there is none (or it ended).
@@ -74,13 +97,41 @@ class Gate:
         """An Identity to forward with, None to forward anonymously, or a response to send instead."""
         if route.auth == "none":
             return None
+        if route.bearer_tokens:
+            token = bearer_token(request)
+            if token is not None:
+                return await self._check_bearer(request, route, token)
         session = await self.session_of(request)
         if session is not None:
             record = session.record
-            return Identity(record.claims, record.access_token, record.id_token)
+            return self.authorize(request, route, Identity(record.claims, record.access_token, record.id_token))
         if route.auth == "optional":
             return None
         return self.unauthenticated(request, route)
+
+    async def _check_bearer(self, request: web.Request, route: RouteConfig, token: str) -> Identity | web.Response:
+        """API clients: a JWT access token instead of a session; a bad one is 401, never a redirect."""
+        try:
+            claims = await self.provider.verify_bearer_token(token, self.bearer_audiences)
+        except TokenInvalid:
+            response = web.json_response({"error": "invalid_token"}, status=401)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="authproxy", error="invalid_token"'
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        return self.authorize(request, route, Identity(claims, access_token=token))
+
+    def authorize(self, request: web.Request, route: RouteConfig, identity: Identity) -> Identity | web.Response:
+        """The identity when the route's allow rules admit it, else a 403 page or JSON."""
+        if self.policies[route.name].allows(identity.claims):
+            return identity
+        return pages.error_response(
+            request,
+            403,
+            "Access denied",
+            "You are signed in, but this application is not open to your account.",
+            request_id=pages.request_id_of(request),
+            code="forbidden",
+        )
 
     def unauthenticated(self, request: web.Request, route: RouteConfig) -> web.StreamResponse:
         url = login_url(self.prefix, request)

@@ -38,49 +38,49 @@ class Metrics:
     def __init__(self, worker: str = "0") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.worker = worker
-        labels = {"registry": self.registry}
+        registry = self.registry
         self.requests = Counter(
             "authproxy_requests_total",
             "Requests answered, by route and status code.",
             ["route", "code", "worker"],
-            **labels,
+            registry=registry,
         )
         self.request_duration = Histogram(
             "authproxy_request_duration_seconds",
             "Time to answer a request (to response headers for streams).",
             ["route", "worker"],
             buckets=_BUCKETS,
-            **labels,
+            registry=registry,
         )
         self.logins = Counter(
             "authproxy_logins_total",
             "Completed login callbacks, by result.",
             ["result", "worker"],
-            **labels,
+            registry=registry,
         )
         self.refreshes = Counter(
             "authproxy_refreshes_total",
             "Token refreshes, by result.",
             ["result", "worker"],
-            **labels,
+            registry=registry,
         )
         self.logouts = Counter(
             "authproxy_logouts_total",
             "Sessions ended, by kind (user, backchannel, expired, revoked).",
             ["kind", "worker"],
-            **labels,
+            registry=registry,
         )
         self.store_errors = Counter(
             "authproxy_session_store_errors_total",
             "Session store operations that failed.",
             ["worker"],
-            **labels,
+            registry=registry,
         )
         self.upstream_errors = Counter(
             "authproxy_upstream_errors_total",
             "Upstream failures, by route and kind (refused, timeout, reset).",
             ["route", "kind", "worker"],
-            **labels,
+            registry=registry,
         )
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:

@@ -1,0 +1,87 @@
+"""``/oauth2/auth``, ``/oauth2/userinfo``, ``/oauth2/jwks.json`` (SPEC section 3).
+
+``/oauth2/auth`` answers nginx ``auth_request``, Traefik ``forwardAuth`` and Envoy ``ext_authz``:
+202 with ``X-Auth-Request-*`` for a valid session (refreshed first when due), 401 without one,
+403 when ``allowed_groups`` / ``allowed_emails`` are given and not met. The names and comma-joined
+values are those of oauth2-proxy, so existing nginx snippets keep working.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+
+from authproxy import headers
+from authproxy.gate import Gate
+from authproxy.identity_jwt import IdentitySigner
+from authproxy.policy import forward_auth_allowed, parse_list
+from authproxy.sessions.record import expires_at
+
+AUTH_REQUEST_HEADERS: Final = {
+    "X-Auth-Request-User": "sub",
+    "X-Auth-Request-Email": "email",
+    "X-Auth-Request-Preferred-Username": "preferred_username",
+    "X-Auth-Request-Groups": "groups",
+}
+_NO_STORE: Final = {"Cache-Control": "no-store"}
+
+
+class IdentityEndpoints:
+    """What an authenticated browser or a front proxy may ask about the current session."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        *,
+        auth_prefix: str,
+        idle_timeout: float,
+        pass_access_token: bool,
+        signer: IdentitySigner | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.gate = gate
+        self.prefix = auth_prefix
+        self.idle_timeout = idle_timeout
+        self.pass_access_token = pass_access_token
+        self.signer = signer
+        self.clock = clock
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(self.prefix + "/auth", self.auth)
+        app.router.add_get(self.prefix + "/userinfo", self.userinfo)
+        app.router.add_get(self.prefix + "/jwks.json", self.jwks)
+
+    async def auth(self, request: web.Request) -> web.Response:
+        session = await self.gate.session_of(request)
+        if session is None:
+            return web.json_response({"error": "unauthenticated"}, status=401, headers=_NO_STORE)
+        claims = session.record.claims
+        groups = parse_list(",".join(request.query.getall("allowed_groups", [])) or None)
+        emails = parse_list(",".join(request.query.getall("allowed_emails", [])) or None)
+        if not forward_auth_allowed(claims, groups, emails):
+            return web.json_response({"error": "forbidden"}, status=403, headers=_NO_STORE)
+        answer = headers.identity_header_values(claims, AUTH_REQUEST_HEADERS)
+        if self.pass_access_token and session.record.access_token:
+            answer["X-Auth-Request-Access-Token"] = session.record.access_token
+        return web.Response(status=202, headers={**answer, **_NO_STORE})
+
+    async def userinfo(self, request: web.Request) -> web.Response:
+        session = await self.gate.session_of(request)
+        if session is None:
+            return web.json_response({"error": "unauthenticated"}, status=401, headers=_NO_STORE)
+        claims = session.record.claims
+        body = {
+            "sub": session.record.sub,
+            "email": claims.get("email"),
+            "preferred_username": claims.get("preferred_username"),
+            "groups": claims.get("groups", []),
+            "expires_at": int(expires_at(session.record, self.idle_timeout)),
+        }
+        return web.json_response(body, headers=_NO_STORE)
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        keys = self.signer.jwks() if self.signer is not None else {"keys": []}
+        return web.json_response(keys, headers={"Cache-Control": "public, max-age=300"})
