@@ -551,3 +551,16 @@ def test_redis_store_refuses_sentinel_and_cluster_at_once() -> None:
         RedisStore.from_settings(url="redis://127.0.0.1/0", sentinel_master="m", sentinel_nodes=["h:1"], cluster=True)
     with pytest.raises(ValueError):
         RedisStore.from_settings(url="redis://127.0.0.1/0", sentinel_master="m", sentinel_nodes=[])
+
+
+async def test_memory_store_is_bounded_and_refuses_new_keys_when_full() -> None:
+    clock = JumpClock()
+    store = MemoryStore(clock=clock, max_entries=3)
+    for name in ("a", "b", "c"):
+        await store.set(name, b"1", LONG)
+    await store.set("a", b"2", LONG)  # overwriting an existing key is always fine
+    with pytest.raises(StoreUnavailable):
+        await store.set("d", b"1", LONG)
+    clock.offset += LONG + 1  # everything expired: room again
+    await store.set("d", b"1", LONG)
+    assert await store.get("d") == b"1"

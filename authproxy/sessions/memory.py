@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from authproxy.errors import StoreError
+from authproxy.errors import StoreError, StoreUnavailable
 from authproxy.sessions.store import Lock, check_ttl
 
 # expired entries removed per operation at most: keeps every call O(batch log n)
@@ -27,6 +27,9 @@ SWEEP_BATCH: Final = 64
 # past this many plus twice the live entries, keeping memory proportional to what is stored
 HEAP_SLACK: Final = 1024
 LOCK_TOKEN_BYTES: Final = 16
+# a hard bound on what anonymous traffic (login flows, rate-limit counters) can make this process
+# hold; past it new keys are refused (503, fail closed) rather than evicting live sessions
+MAX_ENTRIES: Final = 200_000
 
 
 @dataclass(slots=True)
@@ -43,8 +46,9 @@ def _wrong_type(key_kind: str) -> StoreError:
 class MemoryStore:
     """:class:`~authproxy.sessions.store.SessionStore` in this process's memory."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_entries: int = MAX_ENTRIES) -> None:
         self._clock = clock
+        self._max_entries = max_entries
         self._entries: dict[str, _Entry] = {}
         self._expiries: list[tuple[float, str]] = []
 
@@ -71,6 +75,12 @@ class MemoryStore:
                 del self._entries[key]
 
     def _put(self, key: str, value: bytes | set[str], expires_at: float) -> _Entry:
+        if key not in self._entries and len(self._entries) >= self._max_entries:
+            now = self._clock()
+            for k in [k for k, e in self._entries.items() if e.expires_at <= now]:
+                del self._entries[k]
+            if len(self._entries) >= self._max_entries:
+                raise StoreUnavailable(f"the memory store is full ({self._max_entries} entries)")
         entry = _Entry(value, expires_at)
         self._entries[key] = entry
         self._schedule(key, expires_at)
