@@ -37,6 +37,9 @@ demo: $(STAMP) ## run the demo: development provider + echo app + proxy on http:
 test: $(STAMP) system-deps node-deps ## set everything up and run the whole test suite
 	$(BIN)/pytest -q -p no:cacheprovider
 
+bench: $(STAMP) system-deps node-deps ## side-by-side load figures (nginx, Apache + mod_auth_openidc, authproxy); writes bench/results.md
+	$(BIN)/python bench/run.py
+
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check authproxy tests
 	$(BIN)/ruff format --check authproxy tests
