@@ -29,7 +29,7 @@ from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.flow import LoginFlows
 from authproxy.oidc.logout import Logouts
-from authproxy.proxy import Forwarder
+from authproxy.proxy import Forwarder, has_dot_segments
 from authproxy.routing import RouteTable
 from authproxy.sessions.factory import create_store
 from authproxy.sessions.manager import SessionManager
@@ -62,7 +62,7 @@ class Services:
 
 SERVICES: Final = web.AppKey("services", Services)
 ROUTE: Final = web.RequestKey("route", RouteConfig)
-REQUEST_ID: Final = web.RequestKey("request_id", str)
+REQUEST_ID: Final = pages.REQUEST_ID
 USER: Final = web.RequestKey("user", str)
 METADATA_RETRY_MAX: Final = 30.0
 
@@ -140,6 +140,11 @@ def upstream_identity_headers(
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
+    if has_dot_segments(request.path):
+        # /public/../admin would be judged as /public but served by many upstreams as /admin
+        return pages.error_response(
+            request, 400, "Bad request", "Paths with . or .. segments are refused.", request_id=request[REQUEST_ID]
+        )
     route = services.routes.choose(request.host, request.path)
     if route is None:
         return pages.error_response(

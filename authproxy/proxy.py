@@ -491,7 +491,7 @@ def _abort(request: web.Request) -> None:
     # is the only way to tell the client the body is incomplete (RFC 9112 section 8).
     transport = request.transport
     if transport is not None:
-        pass
+        transport.abort()
 
 
 WebSocketLike = web.WebSocketResponse | aiohttp.ClientWebSocketResponse

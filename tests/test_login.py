@@ -353,3 +353,14 @@ async def test_verifier_never_reaches_the_browser(stack: Stack) -> None:
     for line in logs.splitlines():
         if line.startswith("{"):
             json.loads(line)
+
+
+async def test_dot_segments_cannot_slip_past_the_gate_via_a_public_route(stack: Stack) -> None:
+    import aiohttp
+    from yarl import URL
+
+    async with aiohttp.ClientSession() as client:
+        url = URL(stack.url + "/public/%2e%2e/app/secret", encoded=True)
+        async with client.get(url, allow_redirects=False) as answer:
+            assert answer.status == 400
+            assert "x-forwarded-user" not in (await answer.text()).lower()

@@ -13,17 +13,17 @@ Upstream routes:
   /gzip                           a gzip-encoded body with Content-Encoding and Content-Length
   /redirect                       302 to /echo
   /reset                          resets the connection (RST) instead of answering
-  /ws                             WebSocket echo: text, binary; "close:<code>" closes with that code
+  /ws                             WebSocket echo: text, binary; "close:<code>" closes with that code,
+                                  "drop" resets the connection without a close frame
 
 The proxy harness (``serve_proxy``) wires ``Forwarder`` the way ``authproxy.app`` does: request
 id from ``authproxy.headers.request_id``, ``AuthproxyError`` rendered by ``authproxy.pages``, any
-other exception a plain 500 page. ``python -m tests.support.upstream proxy ...`` runs it alone,
-for tests that need the proxy in its own process.
+other exception a plain 500 page. Tests that need the proxy in its own process (memory) use
+``tests.support.proxy_process.run_proxy``, the real ``authproxy run``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gzip
@@ -66,7 +66,6 @@ class Upstream:
         self.release = asyncio.Event()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.connections = 0
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -89,7 +88,7 @@ class Upstream:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
@@ -224,6 +223,9 @@ class Upstream:
         await ws.send_str(f"hello {ws.ws_protocol or '-'}")
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
+                if msg.data == "drop":
+                    _reset(request)
+                    break
                 if msg.data.startswith("close:"):
                     await ws.close(code=int(msg.data.split(":", 1)[1]), message=b"bye")
                     break
@@ -316,7 +318,7 @@ def build_proxy_app(
 async def serve_proxy(route: Route, **kwargs: Any) -> AsyncIterator[str]:
     """Serve ``build_proxy_app`` on a free 127.0.0.1 port; yields its base URL."""
     app, _ = build_proxy_app(route, **kwargs)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -348,18 +350,3 @@ async def raw_request(
     status = int(lines[0].split()[1])
     fields = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
     return status, fields, rest
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="the forwarder test harness, standalone")
-    parser.add_argument("command", choices=["proxy"])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--timeout", type=float, default=60.0)
-    args = parser.parse_args()
-    app, _ = build_proxy_app(Route(args.upstream, timeout=args.timeout))
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
-
-
-if __name__ == "__main__":
-    main()

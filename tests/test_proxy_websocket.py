@@ -1,0 +1,112 @@
+"""WebSocket upgrades proxied both ways (SPEC section 4, RFC 6455)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from tests.support.net import free_port
+from tests.support.upstream import Route, Upstream, serve_proxy, upstream_fixture  # noqa: F401
+
+
+async def test_websocket_echo_text_binary_and_close_code(upstream: Upstream) -> None:
+    async with serve_proxy(Route(upstream.url)) as url, aiohttp.ClientSession() as client:
+        async with client.ws_connect(url + "/ws", protocols=("chat.v1",)) as ws:
+            assert ws.protocol == "chat.v1"
+            assert await ws.receive_str(timeout=5) == "hello chat.v1"
+            await ws.send_str("ping text")
+            assert await ws.receive_str(timeout=5) == "echo:ping text"
+            await ws.send_bytes(b"\x00\x01binary\xff")
+            assert await ws.receive_bytes(timeout=5) == b"echo:\x00\x01binary\xff"
+            await ws.send_str("close:4001")
+            msg = await ws.receive(timeout=5)
+            assert msg.type is WSMsgType.CLOSE
+            assert msg.data == 4001
+            assert msg.extra == "bye"
+        assert ws.close_code == 4001
+
+
+async def test_websocket_no_subprotocol(upstream: Upstream) -> None:
+    async with (
+        serve_proxy(Route(upstream.url)) as url,
+        aiohttp.ClientSession() as client,
+        client.ws_connect(url + "/ws") as ws,
+    ):
+        assert ws.protocol is None
+        assert await ws.receive_str(timeout=5) == "hello -"
+
+
+async def test_websocket_ping_pong_relayed(upstream: Upstream) -> None:
+    async with (
+        serve_proxy(Route(upstream.url)) as url,
+        aiohttp.ClientSession() as client,
+        client.ws_connect(url + "/ws", autoping=False) as ws,
+    ):
+        assert await ws.receive_str(timeout=5) == "hello -"
+        await ws.ping(b"are-you-there")
+        msg = await ws.receive(timeout=5)
+        # the upstream's own pong, carried back with the same payload
+        assert msg.type is WSMsgType.PONG
+        assert msg.data == b"are-you-there"
+
+
+async def test_client_close_reaches_upstream_with_its_code() -> None:
+    closed: asyncio.Future[tuple[int | None, str]] = asyncio.get_running_loop().create_future()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        closed.set_result((ws.close_code, json.dumps(dict(request.headers))))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with serve_proxy(Route(f"http://127.0.0.1:{port}")) as url, aiohttp.ClientSession() as client:
+            ws = await client.ws_connect(url + "/ws", headers={"X-Forwarded-User": "x", "Origin": "https://app"})
+            await ws.close(code=4321, message=b"done")
+            code, headers_json = await asyncio.wait_for(closed, 5)
+    finally:
+        await runner.cleanup()
+    assert code == 4321
+    seen = {k.lower(): v for k, v in json.loads(headers_json).items()}
+    assert seen["origin"] == "https://app"
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert len(seen["x-request-id"]) == 32
+
+
+async def test_upstream_vanishing_closes_the_client(upstream: Upstream) -> None:
+    async with serve_proxy(Route(upstream.url)) as url, aiohttp.ClientSession() as client:
+        ws = await client.ws_connect(url + "/ws")
+        assert await ws.receive_str(timeout=5) == "hello -"
+        await ws.send_str("drop")
+        msg = await ws.receive(timeout=5)
+        assert msg.type is WSMsgType.CLOSE
+        assert msg.data == WSCloseCode.BAD_GATEWAY
+        await ws.close()
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/html"])
+async def test_websocket_refused_when_route_disallows(upstream: Upstream, accept: str) -> None:
+    async with serve_proxy(Route(upstream.url, websocket=False)) as url, aiohttp.ClientSession() as client:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await client.ws_connect(url + "/ws", headers={"Accept": accept})
+    assert info.value.status == 403
+
+
+async def test_upstream_refusing_the_upgrade_passes_its_status(upstream: Upstream) -> None:
+    # /echo answers 200 to the handshake instead of 101; not a 4xx, so the proxy reports 502
+    async with serve_proxy(Route(upstream.url)) as url, aiohttp.ClientSession() as client:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await client.ws_connect(url + "/echo")
+    assert info.value.status == 502
