@@ -110,3 +110,19 @@ async def test_slowloris_connection_is_closed_after_the_client_header_timeout(ru
     writer.close()
     assert closed, "the connection stayed open"
     assert time.monotonic() - started < 5
+
+
+async def test_two_workers_share_the_port_and_stop_cleanly(run_proxy, slow_upstream, redis_url) -> None:
+    config = {**public_config(slow_upstream), "session": {"store": "redis", "redis": {"url": redis_url}}}
+    proxy = run_proxy(config, args=("--workers", "2"))
+    pids: set[str] = set()
+    deadline = time.monotonic() + 15  # the second worker may still be starting
+    async with aiohttp.ClientSession() as client:
+        while pids != {"0", "1"} and time.monotonic() < deadline:
+            async with client.get(proxy.url + "/fast", headers={"Connection": "close"}) as answer:
+                assert answer.status == 200
+            async with client.get(proxy.admin_url + "/metrics", headers={"Connection": "close"}) as answer:
+                text = await answer.text()
+            pids |= {line.split('worker="')[1][0] for line in text.splitlines() if 'worker="' in line}
+    assert pids == {"0", "1"}, "both workers should have answered on the shared port"
+    assert proxy.terminate() == 0
