@@ -564,3 +564,18 @@ async def test_http_refresher_maps_provider_answers() -> None:
         provider.down = True
         with pytest.raises(ProviderUnavailable):
             await refresh("other")
+
+
+async def test_a_logout_during_a_refresh_is_not_undone_by_the_refresh(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    provider = RotatingProvider(clock=clock, delay=0.5)
+    session, cookie = await sessions.create(make_record(clock.now))
+    refresher = Refresher(sessions, provider.refresh, refresh_before_expiry=BEFORE, clock=clock)
+    refreshing = asyncio.create_task(refresher.ensure_fresh(session))
+    await asyncio.sleep(0.2)  # the token request is out
+    assert await sessions.end_sessions(sub=session.record.sub) == 1  # back-channel logout meanwhile
+    with pytest.raises(SessionEnded):
+        await refreshing
+    assert await stored(sessions, cookie) is None
+    assert await sessions.load(cookie) is None

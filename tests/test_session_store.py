@@ -564,3 +564,15 @@ async def test_memory_store_is_bounded_and_refuses_new_keys_when_full() -> None:
     clock.offset += LONG + 1  # everything expired: room again
     await store.set("d", b"1", LONG)
     assert await store.get("d") == b"1"
+
+
+async def test_set_if_present_never_recreates_a_deleted_key(harness: Harness) -> None:
+    store = harness.store
+    assert await store.set_if_present("session", b"v1", LONG) is False
+    assert await store.get("session") is None
+    await store.set("session", b"v1", LONG)
+    assert await store.set_if_present("session", b"v2", LONG) is True
+    assert await store.get("session") == b"v2"
+    await store.delete("session")
+    assert await store.set_if_present("session", b"v3", LONG) is False
+    assert await store.get("session") is None

@@ -154,7 +154,7 @@ class SessionManager:
             current = SessionRecord.from_bytes(plaintext)
             current.last_seen_at = now
             session.record = current
-            await self.save(session)
+            await self.save(session, only_if_present=True)
         finally:
             await lock.release()
 
@@ -169,13 +169,22 @@ class SessionManager:
             await self.store.index_add(sid_index(record.sid), session.store_key, ttl)
         return session, self.seal(session.ticket)
 
-    async def save(self, session: Session) -> None:
+    async def save(self, session: Session, *, only_if_present: bool = False) -> bool:
+        """Write the session; with ``only_if_present``, never recreate one that ended meanwhile.
+
+        Updates of an existing session (refresh, last-use) pass ``only_if_present``: a logout on
+        another replica may delete the record while the update is under way, and writing it back
+        would resurrect a session no index can reach any more. False when it was gone.
+        """
         ttl = idle_ttl(session.record, self.idle_timeout, self.clock())
         if ttl <= 0:
             await self.store.delete(session.store_key)
-            return
+            return False
         blob = seal_record(session.record.to_bytes(), session.ticket)
+        if only_if_present:
+            return await self.store.set_if_present(session.store_key, blob, ttl)
         await self.store.set(session.store_key, blob, ttl)
+        return True
 
     async def delete(self, session: Session) -> None:
         await self.store.delete(session.store_key)

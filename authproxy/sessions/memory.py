@@ -131,6 +131,14 @@ class MemoryStore:
         self._put(key, bytes(value), now + ttl)
         return True
 
+    async def set_if_present(self, key: str, value: bytes, ttl: float) -> bool:
+        check_ttl(ttl)
+        now = self._now()
+        if self._bytes(key, now) is None:
+            return False
+        self._put(key, bytes(value), now + ttl)
+        return True
+
     async def take(self, key: str) -> bytes | None:
         value = self._bytes(key, self._now())
         if value is not None:

@@ -240,6 +240,11 @@ class RedisStore:
         px = _ms(ttl)
         return bool(await self._call(lambda: self._client.set(self._key(key), value, px=px, nx=True)))
 
+    async def set_if_present(self, key: str, value: bytes, ttl: float) -> bool:
+        # SET XX: stores only over an existing key, so a write can never bring back a deleted session
+        px = _ms(ttl)
+        return bool(await self._call(lambda: self._client.set(self._key(key), value, px=px, xx=True)))
+
     async def take(self, key: str) -> bytes | None:
         return cast("bytes | None", await self._call(lambda: self._client.getdel(self._key(key))))
 

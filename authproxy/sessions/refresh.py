@@ -307,7 +307,10 @@ class Refresher:
     async def _save(self, session: Session) -> None:
         for attempt in range(1, SAVE_ATTEMPTS + 1):
             try:
-                await self._sessions.save(session)
+                if not await self._sessions.save(session, only_if_present=True):
+                    # ended (logout, back-channel) while the provider was answering
+                    self._report("ended")
+                    raise SessionEnded("the session ended during the refresh")
                 return
             except StoreUnavailable:
                 if attempt == SAVE_ATTEMPTS:

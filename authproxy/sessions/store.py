@@ -71,6 +71,10 @@ class SessionStore(Protocol):
         """Store ``value`` only if ``key`` holds nothing; True if it was stored (replay caches)."""
         ...
 
+    async def set_if_present(self, key: str, value: bytes, ttl: float) -> bool:
+        """Overwrite ``key`` only if it still exists; False when it is gone (a session ended meanwhile)."""
+        ...
+
     async def take(self, key: str) -> bytes | None:
         """Atomically read and delete ``key``: of concurrent takers, exactly one gets the value."""
         ...
