@@ -300,8 +300,16 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         services.logouts.add_routes(app)
     if services.identity_endpoints is not None:
         services.identity_endpoints.add_routes(app)
+    # the prefix is reserved: unknown endpoints under it are never forwarded upstream
+    app.router.add_route("*", config.server.auth_prefix + "/{tail:.*}", _reserved)
     app.router.add_route("*", "/{tail:.*}", _proxy)
     return app, services
+
+
+async def _reserved(request: web.Request) -> web.Response:
+    return pages.error_response(
+        request, 404, "Not found", "No such authproxy endpoint.", request_id=request[REQUEST_ID]
+    )
 
 
 async def readiness(services: Services) -> tuple[bool, dict[str, str]]:

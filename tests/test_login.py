@@ -364,3 +364,10 @@ async def test_dot_segments_cannot_slip_past_the_gate_via_a_public_route(stack: 
         async with client.get(url, allow_redirects=False) as answer:
             assert answer.status == 400
             assert "x-forwarded-user" not in (await answer.text()).lower()
+
+
+async def test_unknown_paths_under_the_auth_prefix_are_never_forwarded(stack: Stack) -> None:
+    async with browser() as b:
+        page = await b.get(stack.url + "/oauth2/unknown", headers={"Accept": "application/json"})
+        assert page.status == 404
+        assert "headers" not in page.json()  # not the upstream's echo

@@ -1,0 +1,363 @@
+"""Sign-out (SPEC section 3, ``/oauth2/sign_out``): revoke, delete everywhere, expire, send to the provider.
+
+Real proxy subprocesses (two replicas on one Redis) in front of the development provider on
+127.0.0.2, driven by the scripted browser. The upstream echoes the ID and access tokens the proxy
+holds, so the test knows the exact ``id_token_hint`` to expect and can ask the provider whether
+the grant is still alive. The pure decisions (where the browser goes, which token is revoked,
+how long a ``jti`` is remembered) have tables of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from authproxy.errors import TokenInvalid
+from authproxy.oidc.logout import (
+    MAX_LOGOUT_TOKEN_AGE,
+    MIN_REPLAY_TTL,
+    flow_cookie_names,
+    replay_key,
+    replay_ttl,
+    revocation_request,
+    sign_out_location,
+)
+from authproxy.sessions.record import SessionRecord
+from tests.support.fault_provider import CLIENT_ID
+from tests.support.logout import (
+    COOKIE,
+    SIGNED_OUT_PATH,
+    Stack,
+    browser,
+    fault_stack,
+    log_in,
+    session_cookie,
+    status_with_cookie,
+)
+
+END_SESSION = "https://op.example.com/logout"
+PUBLIC = "https://app.example.com"
+
+
+# ---------------------------------------------------------------------------------------------- pure
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "id_token", "configured", "rd", "expected"),
+    [
+        pytest.param(END_SESSION, "IDT", PUBLIC + "/bye", "/x",
+                     END_SESSION + "?id_token_hint=IDT&client_id=c&post_logout_redirect_uri=https%3A%2F%2Fapp"
+                     ".example.com%2Fbye", id="configured-uri-wins-over-rd"),
+        pytest.param(END_SESSION, None, None, "/after?x=1",
+                     END_SESSION + "?client_id=c&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fafter"
+                     "%3Fx%3D1", id="no-session-rd-becomes-post-logout-uri"),
+        pytest.param(END_SESSION, "IDT", None, "//evil.example.com",
+                     END_SESSION + "?id_token_hint=IDT&client_id=c&post_logout_redirect_uri=https%3A%2F%2Fapp"
+                     ".example.com%2F", id="rd-sanitised-before-the-provider-sees-it"),
+        pytest.param(END_SESSION, "IDT", None, None, END_SESSION + "?id_token_hint=IDT&client_id=c",
+                     id="nothing-configured-provider-page"),
+        pytest.param(END_SESSION + "?tenant=a", None, None, None, END_SESSION + "?tenant=a&client_id=c",
+                     id="endpoint-query-kept"),
+        pytest.param(None, "IDT", PUBLIC + "/bye", "/x", "/x", id="no-endpoint-rd"),
+        pytest.param(None, "IDT", PUBLIC + "/bye", None, PUBLIC + "/bye", id="no-endpoint-configured-uri"),
+        pytest.param(None, "IDT", None, None, "/", id="no-endpoint-home"),
+        pytest.param(None, None, None, "https://evil.example.com/", "/", id="no-endpoint-absolute-rd"),
+        pytest.param(None, None, None, "/\\evil.example.com", "/", id="no-endpoint-backslash-rd"),
+    ],
+)  # fmt: skip
+def test_sign_out_location(
+    endpoint: str | None, id_token: str | None, configured: str | None, rd: str | None, expected: str
+) -> None:
+    location = sign_out_location(
+        end_session_endpoint=endpoint,
+        client_id="c",
+        id_token=id_token,
+        configured_post_logout=configured,
+        public_url=PUBLIC,
+        rd=rd,
+    )
+    assert location == expected
+
+
+def _record(**tokens: str | None) -> SessionRecord:
+    return SessionRecord(sub="u", created_at=0.0, last_seen_at=0.0, absolute_expires_at=1.0, **tokens)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        pytest.param({"refresh_token": "RT", "access_token": "AT"}, ("RT", "refresh_token"), id="refresh-token"),
+        pytest.param({"access_token": "AT"}, ("AT", "access_token"), id="access-token-without-refresh"),
+        pytest.param({}, None, id="nothing-to-revoke"),
+    ],
+)
+def test_revocation_request(tokens: dict[str, str], expected: tuple[str, str] | None) -> None:
+    assert revocation_request(_record(**tokens)) == expected
+
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        pytest.param({"iat": NOW, "exp": NOW + 3600}, 3600 + 60, id="until-exp-plus-skew"),
+        pytest.param({"iat": NOW, "exp": NOW + 10}, MIN_REPLAY_TTL, id="short-exp-gets-the-minimum"),
+        pytest.param({"iat": NOW - 100}, MAX_LOGOUT_TOKEN_AGE + 60 - 100, id="no-exp-bounded-by-iat"),
+    ],
+)
+def test_replay_ttl(claims: dict[str, Any], expected: float) -> None:
+    assert replay_ttl(claims, NOW, 60.0) == pytest.approx(expected)
+
+
+def test_replay_ttl_refuses_an_old_token_without_exp() -> None:
+    with pytest.raises(TokenInvalid, match="too old"):
+        replay_ttl({"iat": NOW - MAX_LOGOUT_TOKEN_AGE - 61}, NOW, 60.0)
+
+
+def test_replay_key_hides_the_jti() -> None:
+    key = replay_key("the-jti")
+    assert key.startswith("jti:") and "the-jti" not in key and key == replay_key("the-jti")
+
+
+def test_flow_cookie_names() -> None:
+    names = ["authproxy_session", "authproxy_session_flow_ab12", "other", "x_authproxy_session_flow_1"]
+    assert flow_cookie_names(names, "authproxy_session") == ["authproxy_session_flow_ab12"]
+
+
+# ---------------------------------------------------------------------------------------------- stacks
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Two replicas on one Redis; ``post_logout_redirect_uri`` configured."""
+    with fault_stack(tmp_path_factory.mktemp("logout"), replicas=2, redis=True) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def bare_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A provider without end_session_endpoint, no post_logout_redirect_uri configured."""
+    with fault_stack(tmp_path_factory.mktemp("bare"), end_session=False, post_logout_redirect_uri=False) as started:
+        yield started
+
+
+async def _sign_out(url: str, b: Any, method: str = "GET", query: str = "") -> Any:
+    return await b.request(method, url + "/oauth2/sign_out" + query, follow_redirects=False)
+
+
+def _query(location: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(location).query)
+
+
+async def _userinfo_status(stack: Stack, access_token: str) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(stack.fault.endpoint("userinfo"), headers={"Authorization": access_token}) as answer,
+    ):
+        return answer.status
+
+
+# ---------------------------------------------------------------------------------------------- sign-out
+
+
+async def test_sign_out_revokes_ends_the_session_and_goes_to_end_session(stack: Stack) -> None:
+    provider = stack.fault
+    async with browser() as b:
+        _, seen = await log_in(stack, "alice", b)
+        cookie = session_cookie(b)
+        assert cookie is not None
+        id_token, bearer = seen["x-forwarded-id-token"], seen["authorization"]
+        assert await _userinfo_status(stack, bearer) == 200
+        revocations = provider.stats.revocations
+
+        answer = await _sign_out(stack.url, b, query="?rd=/ignored-when-configured")
+
+        assert answer.status == 302
+        location = answer.location
+        assert location is not None and location.startswith(provider.endpoint("end_session") + "?")
+        assert _query(location) == {
+            "id_token_hint": [id_token],
+            "client_id": [CLIENT_ID],
+            "post_logout_redirect_uri": [stack.public_url + SIGNED_OUT_PATH],
+        }
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert session_cookie(b) is None  # the cookie was expired
+        # RFC 7009: one revocation, of the refresh token, which revoked the whole grant
+        assert provider.stats.revocations == revocations + 1
+        assert await _userinfo_status(stack, bearer) == 401
+        # the old cookie is worthless on every replica, for APIs and browsers alike
+        for proxy in stack.proxies:
+            assert await status_with_cookie(proxy.url + "/app", cookie) == 401
+            assert await status_with_cookie(proxy.url + "/app", cookie, navigation=True) == 302
+        # following the redirect ends the provider's session too: back at the post-logout page,
+        # the proxy asks for a login and the provider shows its login form instead of SSO
+        landed = await b.get(location)
+        assert (302, stack.public_url + SIGNED_OUT_PATH) in landed.history
+        assert landed.find_form(lambda f: f.button(("username", "alice")) is not None) is not None
+
+
+async def test_sign_out_on_another_replica_ends_the_session_everywhere(stack: Stack) -> None:
+    async with browser() as b:
+        _, seen = await log_in(stack, "bob", b)
+        cookie = session_cookie(b)
+        assert cookie is not None
+        revocations = stack.fault.stats.revocations
+        answer = await _sign_out(stack.proxies[1].url, b, method="POST")  # replica B, as a form POST
+        assert answer.status == 302
+        assert _query(answer.location or "")["id_token_hint"] == [seen["x-forwarded-id-token"]]
+        assert stack.fault.stats.revocations == revocations + 1
+    for proxy in stack.proxies:
+        assert await status_with_cookie(proxy.url + "/app", cookie) == 401
+
+
+async def test_sign_out_without_a_session_expires_cookies_and_redirects(stack: Stack) -> None:
+    async with browser() as b:
+        # a login started and abandoned leaves a flow cookie; a stale session cookie is sent too
+        started = await b.get(stack.url + "/oauth2/start?rd=/x", follow_redirects=False)
+        assert started.status == 302
+        flows = [c.name for c in b.cookies.all() if c.name.startswith(COOKIE + "_flow_")]
+        assert len(flows) == 1
+        b.cookies.receive(stack.url + "/", [f"{COOKIE}=not-a-real-ticket; Path=/"])
+        revocations = stack.fault.stats.revocations
+
+        answer = await _sign_out(stack.url, b)
+
+        assert answer.status == 302
+        assert _query(answer.location or "") == {
+            "client_id": [CLIENT_ID],
+            "post_logout_redirect_uri": [stack.public_url + SIGNED_OUT_PATH],
+        }
+        expired = {header.split("=", 1)[0] for header in answer.headers.getall("Set-Cookie")}
+        assert expired == {COOKIE, flows[0]}
+        assert session_cookie(b) is None and not [c for c in b.cookies.all() if c.name.startswith(COOKIE)]
+        assert stack.fault.stats.revocations == revocations
+
+
+@pytest.mark.parametrize(
+    ("rd", "location"),
+    [
+        pytest.param("/reports?week=3", "/reports?week=3", id="local-path"),
+        pytest.param("//evil.example.com/x", "/", id="network-path"),
+        pytest.param("https://evil.example.com/", "/", id="absolute-url"),
+        pytest.param("/\\evil.example.com", "/", id="backslash"),
+        pytest.param("/%2F%2Fevil.example.com", "/", id="encoded-slashes"),
+        pytest.param("javascript:alert(1)", "/", id="scheme"),
+        pytest.param("/\t/evil.example.com", "/", id="control-character"),
+        pytest.param(None, "/", id="absent"),
+    ],
+)
+async def test_sign_out_rd_is_sanitised_without_end_session(bare_stack: Stack, rd: str | None, location: str) -> None:
+    async with browser() as b:
+        params = {} if rd is None else {"rd": rd}
+        answer = await b.session.get(bare_stack.url + "/oauth2/sign_out", params=params, allow_redirects=False)
+        assert answer.status == 302
+        assert answer.headers["Location"] == location
+
+
+async def test_sign_out_without_end_session_revokes_and_returns_to_rd(bare_stack: Stack) -> None:
+    async with browser() as b:
+        await log_in(bare_stack, "carol", b)
+        cookie = session_cookie(b)
+        assert cookie is not None
+        revocations = bare_stack.fault.stats.revocations
+        answer = await _sign_out(bare_stack.url, b, query="?rd=/goodbye")
+        assert (answer.status, answer.location) == (302, "/goodbye")
+        assert bare_stack.fault.stats.revocations == revocations + 1
+    assert await status_with_cookie(bare_stack.url + "/app", cookie) == 401
+
+
+async def test_sign_out_rd_becomes_the_post_logout_uri_when_none_is_configured(tmp_path: Path) -> None:
+    with fault_stack(tmp_path, post_logout_redirect_uri=False) as stack:
+        async with browser() as b:
+            await log_in(stack, "alice", b)
+            answer = await _sign_out(stack.url, b, query="?rd=/bye")
+            query = _query(answer.location or "")
+            assert query["post_logout_redirect_uri"] == [stack.public_url + "/bye"]
+            # the provider accepts it (registered) and sends the browser there
+            landed = await b.get(answer.location or "", follow_redirects=False)
+            assert landed.location == stack.public_url + "/bye"
+            attack = await _sign_out(stack.url, b, query="?rd=//evil.example.com")
+            assert _query(attack.location or "")["post_logout_redirect_uri"] == [stack.public_url + "/"]
+
+
+# ---------------------------------------------------------------------------------------------- provider trouble
+
+
+async def test_local_logout_succeeds_when_revocation_is_slow_or_the_provider_is_gone(tmp_path: Path) -> None:
+    with fault_stack(tmp_path, provider_options={"timeout": "1s"}) as stack:
+        slow, _ = await log_in(stack, "alice")
+        gone, _ = await log_in(stack, "bob")
+        slow_cookie, gone_cookie = session_cookie(slow), session_cookie(gone)
+        assert slow_cookie is not None and gone_cookie is not None
+
+        # a revocation slower than provider.timeout: the logout waits at most that long
+        stack.fault.revocation_delay = 3.0
+        started = time.monotonic()
+        answer = await _sign_out(stack.url, slow)
+        assert answer.status == 302 and time.monotonic() - started < 2.5
+        assert session_cookie(slow) is None
+        assert await status_with_cookie(stack.url + "/app", slow_cookie) == 401
+
+        # the provider stopped altogether (connections refused)
+        assert stack.provider_server is not None
+        stack.provider_server.stop()
+        answer = await _sign_out(stack.url, gone, query="?rd=/x")
+        assert answer.status == 302
+        assert (answer.location or "").startswith(stack.fault.endpoint("end_session"))
+        assert session_cookie(gone) is None
+        assert await status_with_cookie(stack.url + "/app", gone_cookie) == 401
+        await slow.close()
+        await gone.close()
+        logs = stack.proxies[0].logs()
+        assert logs.count('"event":"logout_revocation_failed"') == 2
+        assert logs.count('"event":"logout"') == 2
+        # nothing credential-shaped in the logs
+        assert slow_cookie not in logs and gone_cookie not in logs and "eyJ" not in logs
+
+
+async def test_revocation_refused_by_the_provider_does_not_fail_the_logout(stack: Stack) -> None:
+    stack.fault.revocation_down = True
+    try:
+        async with browser() as b:
+            await log_in(stack, "carol", b)
+            cookie = session_cookie(b)
+            assert cookie is not None
+            answer = await _sign_out(stack.url, b)
+            assert answer.status == 302
+        assert await status_with_cookie(stack.proxies[1].url + "/app", cookie) == 401
+    finally:
+        stack.fault.revocation_down = False
+
+
+async def test_session_store_outage_during_sign_out_is_503_and_the_cookie_is_expired(tmp_path: Path) -> None:
+    with fault_stack(tmp_path, redis=True) as stack:
+        async with browser() as b:
+            await log_in(stack, "alice", b)
+            assert stack.redis is not None
+            stack.redis.stop()
+            answer = await b.request(
+                "GET", stack.url + "/oauth2/sign_out", headers={"Accept": "application/json"}, follow_redirects=False
+            )
+            assert answer.status == 503 and answer.headers["Retry-After"]
+            assert answer.json()["error"] == "session_store_unavailable"
+            assert session_cookie(b) is None
+            # no cookie now: the browser is signed out even though the store is away
+            page = await b.get(stack.url + "/app", follow_redirects=False)
+            assert page.status == 302
+
+
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE"])
+async def test_sign_out_answers_only_get_and_post(stack: Stack, method: str) -> None:
+    async with browser() as b:
+        await log_in(stack, "bob", b)
+        answer = await b.request(method, stack.url + "/oauth2/sign_out", follow_redirects=False)
+        # a link prefetcher's HEAD signs nobody out, and the reserved path never reaches the upstream
+        assert answer.status == 405
+        assert (await b.request("GET", stack.url + "/app", headers={"Accept": "application/json"})).status == 200
