@@ -458,8 +458,9 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(
                 "session.secrets: at least one secret is required with a provider (authproxy gen-secret makes one)"
             )
-    if not config.routes:
-        problems.append("routes: at least one route is required")
+    if not config.routes and config.provider is None:
+        # with a provider, zero routes is a forward-auth-only deployment (nginx/Traefik proxy)
+        problems.append("routes: at least one route is required (or a provider, for forward-auth only)")
     problems += _missing_files(config)
     return problems
 

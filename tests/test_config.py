@@ -200,3 +200,8 @@ def test_public_routes_need_no_provider_or_secret() -> None:
 def test_protected_route_without_provider_is_refused() -> None:
     problems = problems_of("routes: [{name: web, upstream: 'http://127.0.0.1:1'}]")
     assert any(p.startswith("routes[0].auth:") for p in problems)
+
+
+def test_forward_auth_only_deployment_needs_no_routes() -> None:
+    text = BASE[: BASE.index("routes:")]
+    assert parse_config(text, {}).routes == []

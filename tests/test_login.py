@@ -371,3 +371,22 @@ async def test_unknown_paths_under_the_auth_prefix_are_never_forwarded(stack: St
         page = await b.get(stack.url + "/oauth2/unknown", headers={"Accept": "application/json"})
         assert page.status == 404
         assert "headers" not in page.json()  # not the upstream's echo
+
+
+async def test_start_takes_the_redirect_from_x_auth_request_redirect_like_oauth2_proxy(stack: Stack) -> None:
+    async with browser() as b:
+        start = await b.get(
+            stack.url + "/oauth2/start",
+            headers={"X-Auth-Request-Redirect": "/from/nginx?a=1&b=2"},
+            follow_redirects=False,
+        )
+        login = await b.get(start.location)
+        form = login.find_form(lambda f: f.button(("username", "bob")) is not None)
+        page = await b.submit(login, form, button=("username", "bob"))
+        assert page.url.endswith("/from/nginx?a=1&b=2")
+        evil = await b.get(
+            stack.url + "/oauth2/start",
+            headers={"X-Auth-Request-Redirect": "https://evil.example/"},
+            follow_redirects=False,
+        )
+        assert evil.status == 302  # sanitised like rd: the flow's target is "/"

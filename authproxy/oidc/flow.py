@@ -172,7 +172,9 @@ class LoginFlows:
         limited = await self._rate_limited(request)
         if limited is not None:
             return limited
-        redirect = sanitize_redirect(request.query.get("rd"))
+        # X-Auth-Request-Redirect: what oauth2-proxy's nginx snippets send, since nginx cannot
+        # URL-encode $request_uri into ?rd=; sanitised exactly like rd
+        redirect = sanitize_redirect(request.query.get("rd") or request.headers.get("X-Auth-Request-Redirect"))
         starts = await self.store.increment(self._loop_key(request), LOOP_WINDOW)
         if starts > LOOP_LIMIT:
             log_event("login_failed", reason="login loop", client_ip=request.remote)

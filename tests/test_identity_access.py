@@ -1,0 +1,477 @@
+"""Identity and access, end to end (SPEC sections 2, 3 and 4) through a real proxy process.
+
+One proxy with a route per rule: ``allow`` (emails, email_domains, groups, claims, a
+combination), ``auth: optional``, ``on_unauthenticated`` deny and redirect, passing tokens,
+bearer tokens (RFC 6750 section 2.1, RFC 9068 section 4) and the signed ``X-Authproxy-Identity``
+(RFC 7519, ES256 of RFC 7518 section 3.4, verified through ``/oauth2/jwks.json``, RFC 7517); plus
+``/oauth2/userinfo`` and ``/oauth2/auth``. A second proxy on the same provider has
+``forward_auth.pass_access_token`` on. The provider is the development provider on 127.0.0.2
+with a ``department`` claim added, so ``claims`` rules have someone to admit and refuse.
+
+Demo users: alice (admins, developers; alice@example.com; eng), bob (developers;
+bob@example.com; sales), carol (no groups; carol@partner.example.org; eng).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import jwt
+import pytest
+
+from authproxy.demo.provider import DemoClient, DemoProvider, Grant, b64url, generate_signing_key
+from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
+from tests.support.net import free_port
+from tests.support.proxy_process import ProxyProcess, start_proxy
+from tests.support.scripted_browser import Page, ScriptedBrowser, login_demo
+from tests.support.upstream import Upstream
+
+SECRET: Final = "identity-access-session-secret-0123456789abcdef"
+IDLE_TIMEOUT: Final = 3600
+IDENTITY_TTL: Final = 90
+DEPARTMENTS: Final = {"alice": "eng", "bob": "sales", "carol": "eng"}
+JSON: Final = {"Accept": "application/json"}
+HTML: Final = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+class DepartmentProvider(DemoProvider):
+    """The development provider with a ``department`` claim in ID and access tokens."""
+
+    def id_token_claims(self, grant: Grant, *, access_token: str, now: float) -> dict[str, Any]:
+        claims = super().id_token_claims(grant, access_token=access_token, now=now)
+        claims["department"] = DEPARTMENTS[grant.user.username]
+        return claims
+
+    def access_token_claims(self, grant: Grant, *, jti: str, now: float) -> dict[str, Any]:
+        claims = super().access_token_claims(grant, jti=jti, now=now)
+        claims["department"] = DEPARTMENTS[grant.user.username]
+        return claims
+
+
+def route(name: str, prefix: str, upstream: str, **options: Any) -> dict[str, Any]:
+    return {"name": name, "match": {"path_prefix": prefix}, "upstream": upstream, **options}
+
+
+def proxy_config(port: int, issuer: str, upstream: str, *, pass_access_token: bool = False) -> dict[str, Any]:
+    return {
+        "server": {
+            "listen": f"127.0.0.1:{port}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "rate_limit": {"auth_per_minute": 100000},
+        },
+        "provider": {"issuer": issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": "5s"},
+        "session": {"secrets": [SECRET], "cookie": {"secure": False}, "idle_timeout": f"{IDLE_TIMEOUT}s"},
+        "forward_auth": {"pass_access_token": pass_access_token},
+        "identity_jwt": {"ttl": f"{IDENTITY_TTL}s"},
+        "routes": [
+            route("app", "/", upstream),
+            route("emails", "/emails", upstream, allow={"emails": ["alice@example.com"]}),
+            route("domains", "/domains", upstream, allow={"email_domains": ["example.com"]}),
+            route("groups", "/groups", upstream, allow={"groups": ["admins"]}),
+            route("claims", "/claims", upstream, allow={"claims": {"department": ["eng"]}}),
+            route(
+                "combined",
+                "/combined",
+                upstream,
+                allow={"email_domains": ["example.com"], "claims": {"department": ["eng"]}},
+            ),
+            route("optional", "/optional", upstream, auth="optional"),
+            route("deny", "/deny", upstream, on_unauthenticated="deny"),
+            route("redirect", "/redirect", upstream, on_unauthenticated="redirect"),
+            route("tokens", "/tokens", upstream, pass_access_token=True, pass_id_token=True),
+            route("bearer", "/bearer", upstream, bearer_tokens=True),
+            route("bearer-admins", "/bearer-admins", upstream, bearer_tokens=True, allow={"groups": ["admins"]}),
+            route("signed", "/signed", upstream, identity_jwt=True),
+        ],
+    }
+
+
+@dataclass
+class Stack:
+    proxy: ProxyProcess
+    token_proxy: ProxyProcess  # forward_auth.pass_access_token: true
+    provider: DepartmentProvider
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+
+@contextmanager
+def start_stack(directory: Path) -> Iterator[Stack]:
+    provider_port = free_port(PROVIDER_HOST)
+    issuer = f"http://{PROVIDER_HOST}:{provider_port}"
+    provider = DepartmentProvider(issuer, [])
+    port, token_port = free_port(), free_port()
+    provider.register_client(
+        DemoClient(CLIENT_ID, CLIENT_SECRET, [f"http://127.0.0.1:{p}/oauth2/callback" for p in (port, token_port)])
+    )
+    with serve_app(provider.create_app(), PROVIDER_HOST, provider_port), serve_app(Upstream().app()) as upstream:
+        proxy = start_proxy(proxy_config(port, issuer, upstream), directory)
+        try:
+            token_proxy = start_proxy(proxy_config(token_port, issuer, upstream, pass_access_token=True), directory)
+            try:
+                yield Stack(proxy, token_proxy, provider)
+            finally:
+                token_proxy.kill()
+        finally:
+            proxy.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("identity")) as started:
+        yield started
+
+
+def browser() -> ScriptedBrowser:
+    # a User-Agent of its own: the login-loop guard counts per client IP and User-Agent
+    return ScriptedBrowser(user_agent=f"identity-test-{uuid.uuid4()}")
+
+
+@asynccontextmanager
+async def signed_in(base_url: str, username: str) -> AsyncIterator[ScriptedBrowser]:
+    """A browser signed in as ``username``; the login lands on the app route."""
+    async with browser() as b:
+        page = await login_demo(b, base_url + "/oauth2/start?rd=/landing", username)
+        assert page.status == 200 and urlsplit(page.url).path == "/landing", page
+        yield b
+
+
+def upstream_headers(page: Page) -> list[tuple[str, str]]:
+    """The header pairs the upstream received (its echo), names lower-cased, in order."""
+    assert page.status == 200, (page, page.text[:500])
+    return [(name.lower(), value) for name, value in page.json()["headers"]]
+
+
+def seen(page: Page) -> dict[str, str]:
+    return dict(upstream_headers(page))
+
+
+def is_json(page: Page) -> bool:
+    return page.headers.get("Content-Type", "").startswith("application/json")
+
+
+def is_html(page: Page) -> bool:
+    return page.headers.get("Content-Type", "").startswith("text/html")
+
+
+# ---------------------------------------------------------------------------------------------- allow rules
+
+ALLOW_CASES: Final = [
+    pytest.param("emails", "alice", 200, id="emails-listed-address"),
+    pytest.param("emails", "bob", 403, id="emails-other-address"),
+    pytest.param("domains", "bob", 200, id="domains-listed-domain"),
+    pytest.param("domains", "carol", 403, id="domains-other-domain"),
+    pytest.param("groups", "alice", 200, id="groups-member"),
+    pytest.param("groups", "bob", 403, id="groups-not-member"),
+    pytest.param("claims", "carol", 200, id="claims-value-listed"),
+    pytest.param("claims", "bob", 403, id="claims-value-not-listed"),
+    pytest.param("combined", "alice", 200, id="combined-both-kinds-pass"),
+    pytest.param("combined", "bob", 403, id="combined-domain-passes-claim-fails"),
+    pytest.param("combined", "carol", 403, id="combined-claim-passes-domain-fails"),
+]
+
+
+@pytest.mark.parametrize(("route_name", "user", "status"), ALLOW_CASES)
+async def test_allow_rule_admits_or_refuses(stack: Stack, route_name: str, user: str, status: int) -> None:
+    async with signed_in(stack.url, user) as b:
+        page = await b.get(f"{stack.url}/{route_name}/page", headers=JSON)
+        assert page.status == status, (page, page.text[:300])
+        if status == 200:
+            assert seen(page)["x-forwarded-user"] == user
+        else:
+            assert is_json(page) and page.json()["error"] == "forbidden"
+
+
+async def test_refusal_is_an_html_page_for_browsers_and_json_for_api_clients(stack: Stack) -> None:
+    async with signed_in(stack.url, "bob") as b:
+        page = await b.get(stack.url + "/groups/page", headers=HTML)
+        assert page.status == 403 and is_html(page)
+        assert "Access denied" in page.text and "x-forwarded-user" not in page.text.lower()
+        api = await b.request("GET", stack.url + "/groups/api", headers=JSON, navigation=False)
+        assert api.status == 403 and is_json(api)
+        assert api.json()["error"] == "forbidden" and api.json()["request_id"]
+
+
+# ------------------------------------------------------------------------------------------- optional, deny, redirect
+
+
+async def test_optional_route_passes_anonymous_without_identity_and_signed_in_with_it(stack: Stack) -> None:
+    async with browser() as anonymous:
+        page = await anonymous.get(stack.url + "/optional/x", headers=HTML)
+        names = {name for name, _ in upstream_headers(page)}
+        assert not names & {"x-forwarded-user", "x-forwarded-email", "x-forwarded-groups"}
+    async with signed_in(stack.url, "bob") as b:
+        headers = seen(await b.get(stack.url + "/optional/x", headers=HTML))
+        assert headers["x-forwarded-user"] == "bob"
+        assert headers["x-forwarded-email"] == "bob@example.com"
+        assert headers["x-forwarded-groups"] == "developers"
+
+
+async def test_deny_answers_401_json_even_to_a_browser_navigation(stack: Stack) -> None:
+    async with browser() as b:
+        page = await b.get(stack.url + "/deny/page?x=1", headers=HTML, follow_redirects=False)
+        assert page.status == 401 and page.location is None and is_json(page)
+        body = page.json()
+        assert body["error"] == "unauthenticated"
+        login = urlsplit(body["login_url"])
+        assert login.path == "/oauth2/start" and parse_qs(login.query)["rd"] == ["/deny/page?x=1"]
+
+
+async def test_redirect_answers_302_even_to_an_xhr_get(stack: Stack) -> None:
+    async with browser() as b:
+        xhr = {**JSON, "X-Requested-With": "XMLHttpRequest"}
+        page = await b.request(
+            "GET", stack.url + "/redirect/data?id=7", headers=xhr, follow_redirects=False, navigation=False
+        )
+        assert page.status == 302
+        location = urlsplit(page.location or "")
+        assert location.path == "/oauth2/start" and parse_qs(location.query)["rd"] == ["/redirect/data?id=7"]
+        # the same request on an auto route is an API call: 401, not a redirect
+        auto = await b.request("GET", stack.url + "/data", headers=xhr, follow_redirects=False, navigation=False)
+        assert auto.status == 401 and auto.location is None
+
+
+# ---------------------------------------------------------------------------------------------- /oauth2/userinfo
+
+
+async def test_userinfo_describes_the_session(stack: Stack) -> None:
+    async with browser() as anonymous:
+        page = await anonymous.get(stack.url + "/oauth2/userinfo", headers=JSON)
+        assert page.status == 401 and is_json(page)
+    async with signed_in(stack.url, "alice") as b:
+        before = time.time()
+        page = await b.get(stack.url + "/oauth2/userinfo", headers=JSON)
+        assert page.status == 200 and is_json(page)
+        body = page.json()
+        expires_at = body.pop("expires_at")
+        assert body == {
+            "sub": "alice",
+            "email": "alice@example.com",
+            "preferred_username": "alice",
+            "groups": ["admins", "developers"],
+        }
+        assert isinstance(expires_at, int)
+        # idle_timeout (1 h) from the last use, the login a moment ago
+        assert before + IDLE_TIMEOUT - 60 <= expires_at <= before + IDLE_TIMEOUT + 1
+
+
+# ---------------------------------------------------------------------------------------------- /oauth2/auth
+
+
+AUTH_CASES: Final = [
+    pytest.param("alice", "", 202, id="signed-in"),
+    pytest.param("alice", "?allowed_groups=admins", 202, id="group-met"),
+    pytest.param("bob", "?allowed_groups=admins", 403, id="group-not-met"),
+    pytest.param("bob", "?allowed_groups=admins,developers", 202, id="one-of-the-groups-met"),
+    pytest.param("bob", "?allowed_emails=alice@example.com", 403, id="email-not-met"),
+    pytest.param("alice", "?allowed_emails=alice@example.com", 202, id="email-met"),
+    pytest.param("alice", "?allowed_groups=admins&allowed_emails=bob@example.com", 403, id="group-met-email-not"),
+]
+
+
+@pytest.mark.parametrize(("user", "query", "status"), AUTH_CASES)
+async def test_forward_auth_check(stack: Stack, user: str, query: str, status: int) -> None:
+    async with signed_in(stack.url, user) as b:
+        page = await b.get(stack.url + "/oauth2/auth" + query, headers=JSON)
+        assert page.status == status, page
+        if status == 202:
+            assert page.headers["X-Auth-Request-User"] == user
+            assert page.headers["X-Auth-Request-Email"] == f"{user}@example.com"
+            assert page.headers["X-Auth-Request-Preferred-Username"] == user
+        else:
+            assert "X-Auth-Request-User" not in page.headers
+        # forward_auth.pass_access_token is off on this proxy
+        assert "X-Auth-Request-Access-Token" not in page.headers
+
+
+async def test_forward_auth_joins_groups_with_commas(stack: Stack) -> None:
+    async with signed_in(stack.url, "alice") as b:
+        page = await b.get(stack.url + "/oauth2/auth")
+        assert page.status == 202 and page.headers.getall("X-Auth-Request-Groups") == ["admins,developers"]
+
+
+async def test_forward_auth_is_401_without_a_session(stack: Stack) -> None:
+    async with browser() as b:
+        for headers in (HTML, JSON):
+            page = await b.get(stack.url + "/oauth2/auth", headers=headers, follow_redirects=False)
+            assert page.status == 401 and page.location is None
+            assert not [name for name in page.headers if name.lower().startswith("x-auth-request-")]
+        forged = await b.get(stack.url + "/oauth2/auth", headers={"Cookie": "authproxy_session=forged.value"})
+        assert forged.status == 401
+
+
+async def test_forward_auth_passes_the_access_token_only_when_configured(stack: Stack) -> None:
+    async with signed_in(stack.token_proxy.url, "bob") as b:
+        page = await b.get(stack.token_proxy.url + "/oauth2/auth")
+        assert page.status == 202
+        token = page.headers["X-Auth-Request-Access-Token"]
+    claims = verify_provider_jwt(stack.provider, token)
+    assert claims["sub"] == "bob" and claims["aud"] == CLIENT_ID
+
+
+def verify_provider_jwt(provider: DemoProvider, token: str) -> dict[str, Any]:
+    """Claims of a token the provider signed (the upstream's view of a passed token)."""
+    key = provider.signing_key
+    claims: dict[str, Any] = jwt.decode(
+        token, key.private_key.public_key(), algorithms=[key.alg], options={"verify_aud": False}
+    )
+    assert claims["iss"] == provider.issuer
+    return claims
+
+
+# ---------------------------------------------------------------------------------------------- passing tokens
+
+
+async def test_pass_access_token_and_pass_id_token_deliver_the_tokens_upstream(stack: Stack) -> None:
+    async with signed_in(stack.url, "carol") as b:
+        headers = upstream_headers(await b.get(stack.url + "/tokens/x"))
+        authorizations = [value for name, value in headers if name == "authorization"]
+        id_tokens = [value for name, value in headers if name == "x-forwarded-id-token"]
+        assert len(authorizations) == 1 and authorizations[0].startswith("Bearer ")
+        access = verify_provider_jwt(stack.provider, authorizations[0].removeprefix("Bearer "))
+        assert access["sub"] == "carol" and access["client_id"] == CLIENT_ID
+        assert len(id_tokens) == 1
+        id_claims = verify_provider_jwt(stack.provider, id_tokens[0])
+        assert id_claims["sub"] == "carol" and id_claims["aud"] == CLIENT_ID and id_claims["nonce"]
+        # routes without the options pass neither
+        plain = dict(upstream_headers(await b.get(stack.url + "/x")))
+        assert "authorization" not in plain and "x-forwarded-id-token" not in plain
+
+
+# ---------------------------------------------------------------------------------------------- bearer tokens
+
+
+async def access_token_of(stack: Stack, user: str) -> str:
+    """A real access token the provider issued to ``user`` (as the /tokens route passes it on)."""
+    async with signed_in(stack.url, user) as b:
+        return seen(await b.get(stack.url + "/tokens/x"))["authorization"].removeprefix("Bearer ")
+
+
+async def test_valid_bearer_token_passes_with_identity_headers(stack: Stack) -> None:
+    token = await access_token_of(stack, "alice")
+    async with browser() as api:  # no session cookie: the token alone
+        page = await api.get(stack.url + "/bearer/items", headers={**JSON, "Authorization": f"Bearer {token}"})
+        headers = seen(page)
+        assert headers["x-forwarded-user"] == "alice"
+        assert headers["x-forwarded-email"] == "alice@example.com"
+        assert headers["x-forwarded-groups"] == "admins,developers"
+        admins = await api.get(stack.url + "/bearer-admins/items", headers={**JSON, "Authorization": f"Bearer {token}"})
+        assert admins.status == 200
+        # without the token the same client is anonymous: 401
+        anonymous = await api.get(stack.url + "/bearer/items", headers=JSON, follow_redirects=False)
+        assert anonymous.status == 401
+
+
+async def test_bearer_token_identity_meets_the_allow_rules(stack: Stack) -> None:
+    token = await access_token_of(stack, "bob")
+    async with browser() as api:
+        page = await api.get(stack.url + "/bearer-admins/items", headers={**JSON, "Authorization": f"Bearer {token}"})
+        assert page.status == 403 and page.json()["error"] == "forbidden"
+
+
+def _sign(provider: DemoProvider, claims: dict[str, Any]) -> str:
+    key = provider.signing_key
+    return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"typ": "at+jwt", "kid": key.kid})
+
+
+def _expired(provider: DemoProvider, claims: dict[str, Any]) -> str:
+    now = int(time.time())
+    # far beyond the default 60 s clock skew
+    return _sign(provider, {**claims, "iat": now - 7200, "exp": now - 3600})
+
+
+def _wrong_aud(provider: DemoProvider, claims: dict[str, Any]) -> str:
+    return _sign(provider, {**claims, "aud": "some-other-api"})
+
+
+def _wrong_iss(provider: DemoProvider, claims: dict[str, Any]) -> str:
+    return _sign(provider, {**claims, "iss": "https://evil.example.com"})
+
+
+def _bad_signature(provider: DemoProvider, claims: dict[str, Any]) -> str:
+    # a key the provider never published, under the published kid
+    rogue = generate_signing_key("RS256")
+    headers = {"typ": "at+jwt", "kid": provider.signing_key.kid}
+    return jwt.encode(claims, rogue.private_key, algorithm="RS256", headers=headers)
+
+
+def _alg_none(provider: DemoProvider, claims: dict[str, Any]) -> str:
+    header = {"alg": "none", "typ": "at+jwt", "kid": provider.signing_key.kid}
+    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}."
+
+
+def _tampered(provider: DemoProvider, claims: dict[str, Any]) -> str:
+    # a genuine token whose payload was swapped for another user's
+    head, _, signature = _sign(provider, claims).split(".")
+    payload = b64url(json.dumps({**claims, "sub": "bob"}).encode())
+    return f"{head}.{payload}.{signature}"
+
+
+BAD_BEARERS: Final = [
+    pytest.param(_expired, id="expired"),
+    pytest.param(_wrong_aud, id="wrong-aud"),
+    pytest.param(_wrong_iss, id="wrong-iss"),
+    pytest.param(_bad_signature, id="bad-signature"),
+    pytest.param(_alg_none, id="alg-none"),
+    pytest.param(_tampered, id="tampered-payload"),
+]
+
+
+@pytest.mark.parametrize("forge", BAD_BEARERS)
+async def test_invalid_bearer_token_is_401_json_never_a_redirect(
+    stack: Stack, forge: Callable[[DemoProvider, dict[str, Any]], str]
+) -> None:
+    genuine = jwt.decode(await access_token_of(stack, "alice"), options={"verify_signature": False})
+    token = forge(stack.provider, genuine)
+    async with browser() as b:
+        # a browser navigation, which on this route would otherwise be sent to sign in
+        page = await b.get(
+            stack.url + "/bearer/items", headers={**HTML, "Authorization": f"Bearer {token}"}, follow_redirects=False
+        )
+        assert page.status == 401, page
+        assert page.location is None and is_json(page)
+        assert page.json()["error"] == "invalid_token"
+        assert "invalid_token" in page.headers["WWW-Authenticate"]
+
+
+# ---------------------------------------------------------------------------------------------- X-Authproxy-Identity
+
+
+async def test_upstream_verifies_the_identity_assertion_with_the_jwks_alone(stack: Stack) -> None:
+    async with signed_in(stack.url, "alice") as b:
+        before = int(time.time())
+        assertion = seen(await b.get(stack.url + "/signed/x"))["x-authproxy-identity"]
+        # the other routes do not get one
+        assert "x-authproxy-identity" not in seen(await b.get(stack.url + "/x"))
+    # what an upstream does: fetch the JWKS (no cookie, no secret), pick the key by kid, verify
+    async with aiohttp.ClientSession() as http, http.get(stack.url + "/oauth2/jwks.json") as answer:
+        assert answer.status == 200
+        jwks = jwt.PyJWKSet.from_dict(await answer.json())
+    kid = jwt.get_unverified_header(assertion)["kid"]
+    key = next(k for k in jwks.keys if k.key_id == kid)
+    claims = jwt.decode(
+        assertion,
+        key,
+        algorithms=["ES256"],
+        audience="signed",
+        issuer=stack.url,
+        options={"require": ["iss", "aud", "sub", "iat", "exp"]},
+    )
+    assert claims["sub"] == "alice" and claims["email"] == "alice@example.com"
+    assert claims["groups"] == ["admins", "developers"]
+    assert claims["exp"] - claims["iat"] == IDENTITY_TTL and before - 1 <= claims["iat"] <= time.time() + 1
+    assert jwt.get_unverified_header(assertion)["alg"] == "ES256"
+    # bound to its route: another upstream (audience) refuses it
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(assertion, key, algorithms=["ES256"], audience="app", issuer=stack.url)
