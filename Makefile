@@ -37,8 +37,9 @@ demo: $(STAMP) ## run the demo: development provider + echo app + proxy on http:
 test: $(STAMP) system-deps node-deps ## set everything up and run the whole test suite
 	$(BIN)/pytest -q -p no:cacheprovider
 
-bench: $(STAMP) system-deps node-deps ## side-by-side load figures (nginx, Apache + mod_auth_openidc, authproxy); writes bench/results.md
+bench: $(STAMP) system-deps node-deps ## load figures side by side (bench/results.md), then a 10-minute soak (bench/soak-results.md)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/soak.py
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check authproxy tests
