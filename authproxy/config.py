@@ -46,7 +46,7 @@ _HEADER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _HOST_RE: Final = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+$")
 
 # keys whose value may come from a file instead: YAML path of the parent -> key
-_SECRET_FILE_KEYS: Final = {
+SECRET_FILE_KEYS: Final = {
     ("provider",): ("client_secret",),
     ("session",): ("secrets",),
     ("session", "redis"): ("url",),
@@ -533,7 +533,7 @@ def _read_secret_file(path: str) -> str:
 
 def resolve_secret_files(tree: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     """Replace ``<key>_file`` entries with the file's content (``secrets_file``: one per line)."""
-    for parent_path, (key,) in _SECRET_FILE_KEYS.items():
+    for parent_path, (key,) in SECRET_FILE_KEYS.items():
         parent: Any = tree
         for part in parent_path:
             parent = parent.get(part) if isinstance(parent, dict) else None

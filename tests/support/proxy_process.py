@@ -121,7 +121,26 @@ def start_proxy(
     except Exception:
         proxy.kill()
         raise
+    if "provider" in config:
+        _wait_ready(proxy, READY_GRACE)
     return proxy
+
+
+# with a provider, discovery runs in the background after the listener is up: give it this long to
+# finish so tests do not race it (a test that starts the proxy with the provider down just waits)
+READY_GRACE = 5.0
+
+
+def _wait_ready(proxy: ProxyProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proxy.process.poll() is None:
+        try:
+            with urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
 
 
 @pytest.fixture
