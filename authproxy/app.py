@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from aiohttp import web
 from authproxy import headers, pages
 from authproxy.config import Config, RouteConfig
 from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
+from authproxy.factories import create_provider_client, read_private_key
 from authproxy.forward_auth import IdentityEndpoints
 from authproxy.gate import Gate, Identity
 from authproxy.identity_jwt import IdentitySigner
@@ -240,19 +240,8 @@ def build_services(config: Config, metrics: Metrics) -> Services:
     )
     if config.provider is not None:
         p = config.provider
-        private_key = Path(p.private_key_file).read_bytes() if p.private_key_file else None
         services.store = create_store(config.session)
-        services.provider = ProviderClient(
-            issuer=p.issuer,
-            client_id=p.client_id,
-            client_secret=p.client_secret,
-            auth_method=p.client_auth_method,
-            private_key_pem=private_key,
-            allowed_algorithms=p.allowed_algorithms,
-            clock_skew=p.clock_skew,
-            timeout=p.timeout,
-            ca_file=p.ca_file,
-        )
+        services.provider = create_provider_client(p, read_private_key(p))
         services.sessions = SessionManager(
             services.store,
             secrets=config.session.secrets,

@@ -94,10 +94,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for warning in config_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     if args.online:
+        from authproxy.factories import read_private_key
         from authproxy.online import check_online
 
-        key_file = config.provider.private_key_file if config.provider else None
-        private_key = Path(key_file).read_bytes() if key_file else None
+        private_key = read_private_key(config.provider) if config.provider else None
         failures = asyncio.run(check_online(config, private_key))
         for failure in failures:
             print(failure, file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from authproxy.config import Config
 from authproxy.errors import AuthproxyError
-from authproxy.oidc.client import ProviderClient
+from authproxy.factories import create_provider_client
 from authproxy.sessions.factory import create_store
 
 
@@ -13,17 +13,7 @@ async def check_online(config: Config, private_key_pem: bytes | None = None) -> 
     failures: list[str] = []
     if config.provider is not None:
         p = config.provider
-        client = ProviderClient(
-            issuer=p.issuer,
-            client_id=p.client_id,
-            client_secret=p.client_secret,
-            auth_method=p.client_auth_method,
-            private_key_pem=private_key_pem,
-            allowed_algorithms=p.allowed_algorithms,
-            clock_skew=p.clock_skew,
-            timeout=p.timeout,
-            ca_file=p.ca_file,
-        )
+        client = create_provider_client(p, private_key_pem)
         await client.start()
         try:
             await client.load_metadata()
