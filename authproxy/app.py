@@ -63,7 +63,7 @@ class Services:
 SERVICES: Final = web.AppKey("services", Services)
 ROUTE: Final = web.RequestKey("route", RouteConfig)
 REQUEST_ID: Final = pages.REQUEST_ID
-USER: Final = web.RequestKey("user", str)
+USER: Final = pages.USER
 METADATA_RETRY_MAX: Final = 30.0
 
 

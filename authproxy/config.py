@@ -15,6 +15,7 @@ No network I/O happens here: discovery and store pings belong to ``check --onlin
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,8 @@ from authproxy.errors import ConfigError
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MIN_SECRET_BYTES: Final = 32
+# no configuration nests this deep; a YAML alias cycle does, infinitely
+MAX_NESTING: Final = 32
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _ENV_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -57,12 +60,18 @@ def parse_duration(value: object) -> float:
     """``"90s"`` -> 90.0. Plain numbers are taken as seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90s, 5m, 8h or 7d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 5m, 8h, 7d)")
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+            seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        else:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 5m, 8h, 7d)")
+    except OverflowError as e:  # an integer too large for a float
+        raise ValueError("a duration too large to be useful") from e
+    # .nan and .inf are YAML floats, and "9999...9s" overflows to inf: neither is a usable timeout
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -552,6 +561,12 @@ def resolve_secret_files(tree: dict[str, Any], problems: list[str]) -> dict[str,
         except OSError as e:
             problems.append(f"{where}: cannot read {file_path}: {e.strerror or e}")
             continue
+        except UnicodeDecodeError:
+            problems.append(f"{where}: {file_path} is not UTF-8 text")
+            continue
+        except ValueError as e:  # e.g. a NUL byte in the path
+            problems.append(f"{where}: {file_path!r} is not a usable path: {e}")
+            continue
         if key == "secrets":
             parent[key] = [line.rstrip("\r") for line in content.split("\n") if line.strip()]
         else:
@@ -572,6 +587,17 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
     return problems
 
 
+def _nesting_exceeds(node: Any, limit: int) -> bool:
+    """Whether ``node`` nests mappings and lists more than ``limit`` levels deep."""
+    if limit < 0:
+        return True
+    if isinstance(node, dict):
+        return any(_nesting_exceeds(v, limit - 1) for v in node.values())
+    if isinstance(node, list):
+        return any(_nesting_exceeds(v, limit - 1) for v in node)
+    return False
+
+
 def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Config:
     """Parse and validate configuration text; raise ConfigError with every problem."""
     env = os.environ if env is None else env
@@ -581,6 +607,13 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: in
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         raise ConfigError([f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"]) from e
+    except (ValueError, RecursionError) as e:
+        # PyYAML's constructors raise plain ValueError (a date such as 2001-13-01, an integer of
+        # more than 4300 digits), and its recursive parser overflows on very deep nesting
+        raise ConfigError([f"(file): not valid YAML: {type(e).__name__}: {e}"]) from e
+    if _nesting_exceeds(tree, MAX_NESTING):
+        # also catches alias cycles (a: &x [*x]), which would recurse forever below
+        raise ConfigError([f"(file): nested deeper than {MAX_NESTING} levels (or a YAML alias refers to itself)"])
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):

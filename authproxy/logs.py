@@ -2,9 +2,22 @@
 
 Two loggers carry the product's records: ``authproxy.access`` (one line per request) and
 ``authproxy.auth`` (login, refresh, logout events). Fields travel in ``extra={"fields": {...}}``.
-A redaction filter on the handler scrubs anything shaped like a credential (JWTs, bearer values,
-``code=``/``token=`` parameters, cookie values) from every record, whoever logged it, so a
-careless message cannot leak a secret.
+
+Redaction happens in the formatters, so it covers every record whoever logged it (our modules,
+aiohttp, redis-py, asyncio, warnings) and a careless message cannot leak a secret:
+
+- a field whose *name* says credential (``refresh_token``, ``client_secret``, ``cookie``,
+  ``code``, ``state``, ``authorization`` ...) is replaced whatever its value looks like;
+- every string that reaches the output (message, field values of any type, exception text,
+  stack) is scrubbed of anything *shaped* like a credential: JWS/JWE compact serialisations
+  (RFC 7515 section 7.1, RFC 7516 section 7.1: ID, access and logout tokens), ``Bearer`` and
+  ``Basic`` credentials (RFC 6750 section 2.1, RFC 7617), OAuth parameters in query strings,
+  form bodies, JSON and Python reprs (RFC 6749 sections 4.1.2 and 5.1, RFC 7636 section 4.5),
+  ``Cookie``/``Set-Cookie`` header values, authproxy's own cookie tickets, and the password of a
+  URL's userinfo (RFC 3986 section 3.2.1, e.g. ``redis://:password@host``).
+
+Logging is configured once, by the CLI; it also routes Python warnings and uncaught exceptions
+through the same handler, so stderr stays one JSON object per line.
 """
 
 from __future__ import annotations
@@ -13,45 +26,127 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+from collections.abc import Mapping
+from types import TracebackType
 from typing import Any, Final
 
 ACCESS: Final = logging.getLogger("authproxy.access")
 AUTH: Final = logging.getLogger("authproxy.auth")
 LOG: Final = logging.getLogger("authproxy")
 
+REDACTED: Final = "[redacted]"
+LOG_FORMATS: Final = ("json", "text")
+# keys every JSON line starts with; a record's fields may not overwrite them
+_BASE_KEYS: Final = frozenset({"time", "level", "logger", "msg"})
+# a field value nested deeper than this is cut off: a self-referencing structure must not hang a log call
+_MAX_DEPTH: Final = 8
+
+# Field names that hold credentials whatever their value looks like (compared lower-cased, with
+# "-" read as "_", so header names such as X-Auth-Request-Access-Token are caught too).
+_SECRET_NAMES: Final = frozenset(
+    {
+        "code", "state", "session_state", "nonce", "token", "verifier", "code_verifier", "id_token_hint",
+        "client_assertion", "assertion", "secret", "secrets", "password", "passwd", "cookie", "cookies",
+        "set_cookie", "authorization", "proxy_authorization", "ticket", "api_key", "apikey", "private_key",
+    }
+)  # fmt: skip
+_SECRET_SUFFIXES: Final = ("_token", "_secret", "_secrets", "_password", "_cookie", "_verifier", "_assertion")
+
+# Parameter names whose value is scrubbed from free text (``name=value``, ``"name": "value"``,
+# ``'name': 'value'``, ``name%3Dvalue``): the OAuth/OIDC parameters plus anything *_token/_secret.
+_PARAM_NAMES: Final = (
+    r"code|state|session_state|code_verifier|id_token_hint|client_assertion|password|passwd|secret|"
+    r"ticket|api[_-]?key|(?:[a-z0-9]++[_-])*+(?:token|secret|password|verifier)"
+)
+# Every pattern runs over attacker-influenced text (request paths, provider answers) on every log
+# line, so none may backtrack more than linearly: runs are matched possessively (``++``, Python
+# 3.11) and anchored where a credential can start, and open-ended parts are bounded.
+_B64URL_START: Final = r"(?<![A-Za-z0-9_-])"
 _REDACTIONS: Final = (
-    # JWS/JWE compact serialisations (ID, access, logout tokens)
-    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){1,4}"), "[redacted-jwt]"),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
+    # JWS/JWE compact serialisations (ID, access, logout tokens): a base64url JSON header "eyJ"
+    (re.compile(_B64URL_START + r"eyJ[A-Za-z0-9_-]{4,}+(?:\.[A-Za-z0-9_-]*+){1,4}"), "[redacted-jwt]"),
+    # whole header lines that carry credentials, before the finer patterns cut them into pieces
+    (
+        re.compile(r"(?i)\b((?:proxy-)?authorization|cookie|set-cookie)(['\"]?\s*[:=]\s*['\"]?)[^\n'\"]++"),
+        r"\1\2" + REDACTED,
+    ),
     (
         re.compile(
-            r"(?i)\b(code|state|token|access_token|refresh_token|id_token|id_token_hint|"
-            r"code_verifier|client_secret|client_assertion|logout_token|password|secret)"
-            r"(=|\"?\s*:\s*\"?)[^&\s\"',;]+"
+            # a name starts a word, or follows an encoded "?" or "&" (a URL inside a parameter)
+            r"(?i)(?:(?<![A-Za-z0-9_-])|(?<=%3F)|(?<=%26))(" + _PARAM_NAMES + r")"
+            r"((?:['\"]?\s*[:=]\s*['\"]?)|%3D|%253D)(?!\[redacted)[^&\s\"',;)}\]]++"
         ),
-        r"\1\2[redacted]",
+        r"\1\2" + REDACTED,
     ),
-    (re.compile(r"(?i)\b(cookie|set-cookie)(\"?\s*[:=]\s*\"?)[^\n\"]+"), r"\1\2[redacted]"),
-    (re.compile(r"\bv1\.[A-Za-z0-9_-]{40,}(?:\.[A-Za-z0-9_-]+)?"), "[redacted-ticket]"),
+    # after the parameters: "Bearer code_verifier: x" must lose x, not just the name before it
+    (re.compile(r"(?i)\b(bearer|basic)(\s++)[A-Za-z0-9._~+/=-]++"), r"\1\2" + REDACTED),
+    # authproxy's cookie tickets (session and login flow): "v1." + 128 base64url characters
+    (re.compile(_B64URL_START + r"v1\.[A-Za-z0-9_-]{40,}+(?:\.[A-Za-z0-9_-]++)?"), "[redacted-ticket]"),
+    # the password in a URL's userinfo: scheme://user:password@host (schemes are short; userinfo
+    # is bounded so that a long run of colons cannot make this quadratic)
+    (
+        re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]{0,31}://[^/\s:@]{0,256}):[^/\s@]{1,256}@"),
+        r"\1:" + REDACTED + "@",
+    ),
 )
 
 
 def redact(text: str) -> str:
-    """Remove anything shaped like a credential from ``text``."""
+    """``text`` with anything shaped like a credential replaced."""
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text
 
 
-def _redact_value(value: Any) -> Any:
+def is_secret_name(name: str) -> bool:
+    """Whether a field or parameter called ``name`` holds a credential."""
+    normalized = name.strip().lower().replace("-", "_")
+    return normalized in _SECRET_NAMES or normalized.endswith(_SECRET_SUFFIXES)
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """A JSON-ready copy of ``value`` with credentials removed, by field name and by shape.
+
+    Values of other types are rendered with ``str`` first and then scrubbed: ``json.dumps``'s
+    ``default=str`` would otherwise print them after redaction had looked the other way.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= _MAX_DEPTH:
+        return "[too deep]"
     if isinstance(value, str):
         return redact(value)
-    if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
-    return value
+    if isinstance(value, bytes | bytearray):
+        return redact(bytes(value).decode("utf-8", errors="replace"))
+    if isinstance(value, Mapping):
+        return _redact_mapping(value, depth)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v, depth + 1) for v in value]
+    return redact(str(value))
+
+
+def _redact_mapping(fields: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+    return {
+        str(k): REDACTED if v is not None and is_secret_name(str(k)) else redact_value(v, depth + 1)
+        for k, v in fields.items()
+    }
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's ``fields`` (``extra={"fields": ...}``), redacted; empty when there are none."""
+    fields = getattr(record, "fields", None)
+    return _redact_mapping(fields, 0) if isinstance(fields, Mapping) else {}
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    parts = []
+    if record.exc_info:
+        parts.append(formatter.formatException(record.exc_info))
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return redact("\n".join(parts)) if parts else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,12 +159,23 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(_redact_value(fields))
-        if record.exc_info:
-            entry["error"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        for key, value in record_fields(record).items():
+            # a field called "msg" or "time" must not hide the real ones
+            entry[f"field_{key}" if key in _BASE_KEYS else key] = value
+        error = _exception_text(self, record)
+        if error is not None:
+            entry["error"] = error
+        # ensure_ascii: a line stays one line and one JSON object whatever bytes a value held
+        return json.dumps(entry, default=lambda v: redact(str(v)), separators=(",", ":"), ensure_ascii=True)
+
+
+def _text_value(value: Any) -> str:
+    """logfmt-style: bare when simple, JSON-quoted when it holds spaces, quotes or newlines."""
+    if isinstance(value, str):
+        if value and not re.search(r"[\s\"=\\]", value):
+            return value
+        return json.dumps(value)
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 
 class TextFormatter(logging.Formatter):
@@ -78,17 +184,33 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         parts = [stamp, record.levelname.lower(), record.name, redact(record.getMessage())]
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            parts += [f"{k}={_redact_value(v)}" for k, v in fields.items() if v is not None]
-        line = " ".join(str(p) for p in parts)
-        if record.exc_info:
-            line += "\n" + redact(self.formatException(record.exc_info))
+        parts += [f"{k}={_text_value(v)}" for k, v in record_fields(record).items() if v is not None]
+        line = " ".join(parts)
+        error = _exception_text(self, record)
+        if error is not None:
+            line += "\n" + error
         return line
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    # through the handler, so the traceback is one redacted JSON line instead of raw stderr text
+    LOG.critical("uncaught exception", exc_info=(kind, error, trace))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or args.exc_type is SystemExit:
+        return
+    LOG.critical(
+        "uncaught exception in a thread",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"fields": {"thread": args.thread.name if args.thread else None}},
+    )
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Send every log record to stderr in the chosen format. Called once, by the CLI."""
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
@@ -96,6 +218,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log duplicates ours and would print query strings
     logging.getLogger("aiohttp.access").disabled = True
+    # warnings.warn and uncaught exceptions would otherwise write raw, unredacted text to stderr
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -43,6 +43,8 @@ from authproxy.errors import (
 
 # The request id of the request being answered; set once by the app's outermost middleware.
 REQUEST_ID: Final = web.RequestKey("request_id", str)
+# the signed-in user (sub) of a request, for the access log
+USER: Final = web.RequestKey("user", str)
 
 RETRY_AFTER_SECONDS: Final = 5
 _TEMPLATE: Final = Template(resources.files("authproxy").joinpath("pages/error.html").read_text("utf-8"))

@@ -262,6 +262,7 @@ class LoginFlows:
             await self.sessions.delete(old)
         _session, cookie_value = await self.sessions.create(record)
         await self.store.delete(self._loop_key(request))
+        request[pages.USER] = record.sub
         log_event("login_ok", user=record.sub, client_ip=request.remote)
         self.metrics.count_login("ok")
         response = pages.redirect(flow.redirect)

@@ -1,0 +1,472 @@
+"""Logs (SPEC section 6): JSON lines on stderr, access-log fields, auth events, never a secret.
+
+A real proxy subprocess runs a login, refreshes (the provider's access tokens live 30 s and the
+proxy refreshes 60 s before expiry, so every authenticated request refreshes), a refused
+refresh, a failed login, a 502 and a sign-out. Its whole stderr must then be JSON objects, one
+per line, and must contain none of the credentials of the run: the provider records every code,
+state, verifier and token it issued or received, the browser every cookie the proxy set.
+``redact`` and the formatters are checked on their own with tables of shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from authproxy.logs import REDACTED, JsonFormatter, TextFormatter, is_secret_name, redact, redact_value
+from tests.support.ops import JSON, OpsStack, json_records, login, start_ops_stack, upstream_seen
+
+QUERY_SECRET = "q-value-that-must-not-be-logged-7f3a"
+
+
+@dataclass
+class Run:
+    """What one scripted session through the proxy left behind."""
+
+    logs: str
+    secrets: dict[str, set[str]]
+    request_id_502: str
+
+
+def _pieces(value: str) -> set[str]:
+    """``value`` and, for a JWT, its payload and signature: a log must not carry a part either."""
+    parts = value.split(".")
+    if len(parts) in (3, 5):
+        return {value} | {part for part in parts[1:] if len(part) >= 16}
+    if value.startswith("v1."):
+        return {value, value[3:]}
+    return {value}
+
+
+async def _scenario(stack: OpsStack) -> Run:
+    async with stack.browser() as b:
+        anonymous = await b.get(f"{stack.url}/app/page?q={QUERY_SECRET}", headers=JSON)
+        assert anonymous.status == 401
+        page = await login(b, stack, f"/app/page%3Fq%3D{QUERY_SECRET}")
+        assert page.status == 200 and upstream_seen(page)["x-forwarded-user"] == "alice", page
+        again = await b.get(f"{stack.url}/app/again?q={QUERY_SECRET}", headers=JSON)
+        assert again.status == 200
+        dead = await b.get(f"{stack.url}/dead/x", headers=JSON)
+        assert dead.status == 502
+        request_id = dead.headers["X-Request-Id"]
+        forged = await b.get(f"{stack.url}/oauth2/callback?code=forged-code&state=forged-state", headers=JSON)
+        assert forged.status == 400
+        stack.provider.set_fault("invalid_grant_on_refresh")
+        refused = await b.get(f"{stack.url}/app/refused", headers=JSON)
+        assert refused.status == 401
+        stack.provider.set_fault(None)
+        page = await login(b, stack, "/app/back")
+        assert page.status == 200
+        sign_out = await b.get(f"{stack.url}/oauth2/sign_out?rd=/", follow_redirects=False)
+        stack.note_cookies(b)
+        assert sign_out.status == 302, sign_out
+        after = await b.get(f"{stack.url}/app/after", headers=JSON)
+        assert after.status == 401
+    return Run(stack.proxy.logs(), stack.secrets(), request_id)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    directory = tmp_path_factory.mktemp("logs")
+    with start_ops_stack(directory, config={"session": {"refresh_before_expiry": "60s"}}, access_token_ttl=30) as stack:
+        yield asyncio.run(_scenario(stack))
+
+
+@pytest.fixture(scope="module")
+def records(run: Run) -> list[dict[str, Any]]:
+    return json_records(run.logs)
+
+
+def access_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("logger") == "authproxy.access"]
+
+
+def events(records: list[dict[str, Any]], name: str, **fields: Any) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("event") == name and all(r.get(k) == v for k, v in fields.items())]
+
+
+# ---------------------------------------------------------------------------------------------- the whole run
+
+
+def test_every_line_is_one_json_object(run: Run, records: list[dict[str, Any]]) -> None:
+    assert len(records) == len(run.logs.splitlines()) > 10
+    for record in records:
+        assert {"time", "level", "logger", "msg"} <= record.keys(), record
+
+
+def test_no_credential_of_the_run_appears_in_the_logs(run: Run) -> None:
+    secrets = run.secrets
+    # the run really produced each kind, so their absence below means something
+    minimum = {"code": 2, "state": 2, "code_verifier": 2, "access_token": 4, "refresh_token": 4, "id_token": 4}
+    for kind, count in minimum.items():
+        assert len(secrets[kind]) >= count, (kind, len(secrets[kind]))
+    assert len(secrets["cookie"]) >= 4  # two flow cookies, two session cookies
+    leaked = {
+        kind: piece[:12] + "..."
+        for kind, values in secrets.items()
+        for value in values
+        for piece in _pieces(value)
+        if piece in run.logs
+    }
+    assert not leaked, leaked
+    assert QUERY_SECRET not in run.logs
+
+
+def test_access_log_fields(records: list[dict[str, Any]]) -> None:
+    lines = access_lines(records)
+    assert lines
+    for line in lines:
+        for key in ("time", "request_id", "method", "path", "route", "status", "duration_ms", "client_ip"):
+            assert line.get(key) is not None, (key, line)
+        assert "?" not in line["path"], line
+        assert line["client_ip"] == "127.0.0.1"
+        assert isinstance(line["status"], int) and isinstance(line["duration_ms"], int | float)
+        assert line["duration_ms"] >= 0
+    signed_in = [line for line in lines if line["path"] == "/app/again"]
+    assert [(line["user"], line["status"], line["route"], line["method"]) for line in signed_in] == [
+        ("alice", 200, "app", "GET")
+    ]
+    anonymous = [line for line in lines if line["path"] == "/app/page" and line["status"] == 401]
+    assert anonymous and anonymous[0]["user"] is None
+    auth = [line for line in lines if line["path"] == "/oauth2/callback"]
+    assert auth and {line["route"] for line in auth} == {"_auth"}
+
+
+def test_access_log_request_id_is_the_one_the_client_saw(run: Run, records: list[dict[str, Any]]) -> None:
+    [line] = [line for line in access_lines(records) if line["request_id"] == run.request_id_502]
+    assert (line["path"], line["route"], line["status"]) == ("/dead/x", "dead", 502)
+    failures = [r for r in records if r.get("request_id") == run.request_id_502 and r["logger"] != "authproxy.access"]
+    assert failures and failures[0]["kind"] == "refused"
+
+
+def test_auth_events(run: Run, records: list[dict[str, Any]]) -> None:
+    assert len(events(records, "login_ok", user="alice")) == 2
+    [failed] = events(records, "login_failed")
+    assert failed["reason"] and failed["level"] in ("info", "warning")
+    assert events(records, "refresh", result="ok", user="alice")
+    assert events(records, "refresh", result="invalid_grant", user="alice")
+    assert events(records, "logout", user="alice")
+    for record in records:
+        if record.get("logger") == "authproxy.auth":
+            assert record.get("event"), record
+
+
+# ---------------------------------------------------------------------------------------------- text format
+
+
+def test_text_format_is_readable_and_redacted(tmp_path: Path) -> None:
+    with start_ops_stack(tmp_path, args=("--log-format", "text", "--log-level", "debug")) as stack:
+
+        async def session() -> None:
+            async with stack.browser() as b:
+                page = await login(b, stack, "/app/text")
+                assert page.status == 200
+                assert (await b.get(f"{stack.url}/public/x?q={QUERY_SECRET}")).status == 200
+
+        asyncio.run(session())
+        logs = stack.proxy.logs()
+        secrets = stack.secrets()
+    lines = logs.splitlines()
+    assert lines and not any(line.startswith("{") for line in lines)
+    access = [line for line in lines if " authproxy.access " in line]
+    assert any("route=public" in line and "status=200" in line and "path=/public/x" in line for line in access)
+    assert any("route=app" in line and "user=alice" in line for line in access)
+    assert any(" login_ok " in line and "user=alice" in line for line in lines)
+    assert QUERY_SECRET not in logs
+    leaked = [kind for kind, values in secrets.items() for value in values for p in _pieces(value) if p in logs]
+    assert not leaked
+
+
+# ---------------------------------------------------------------------------------------------- redact()
+
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"
+    ".eyJzdWIiOiJhbGljZSIsImF1ZCI6ImNsaWVudCJ9"
+    ".c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
+)
+TICKET = "v1." + "A1b2_C3d-" * 14 + "xy"
+
+
+@pytest.mark.parametrize(
+    ("text", "gone", "kept"),
+    [
+        (f"id_token={JWT}", [JWT, "c2lnbmF0dXJl"], ["id_token="]),
+        (f"bare jwt {JWT} in a sentence", [JWT], ["bare jwt", "in a sentence"]),
+        (f"JWE {JWT}.ZW5jcnlwdGVk.dGFn", [JWT, "ZW5jcnlwdGVk"], ["JWE"]),
+        ("Authorization: Bearer opaque-token-123", ["opaque-token-123"], ["Authorization"]),
+        ("authorization=Basic dXNlcjpwYXNzd29yZA==", ["dXNlcjpwYXNzd29yZA"], []),
+        ("sent bearer abcDEF123._~+/= to it", ["abcDEF123"], ["sent bearer", "to it"]),
+        (
+            "/oauth2/callback?code=c0de-123&state=st4te-456&iss=x",
+            ["c0de-123", "st4te-456"],
+            ["/oauth2/callback", "iss=x"],
+        ),
+        (
+            "grant_type=refresh_token&refresh_token=rt-1&client_secret=cs-2",
+            ["rt-1", "cs-2"],
+            ["grant_type=refresh_token"],
+        ),
+        ("code_verifier=" + "v" * 43, ["v" * 43], ["code_verifier="]),
+        ('{"access_token": "at-json", "expires_in": 300}', ["at-json"], ['"expires_in": 300']),
+        ('{"refresh_token":"rt-json"}', ["rt-json"], []),
+        ("{'id_token_hint': 'hint-repr', 'client_id': 'app'}", ["hint-repr"], ["'client_id': 'app'"]),
+        ("logout_token=lt-form&x=1", ["lt-form"], ["x=1"]),
+        ("client_assertion=ca-jwt-ish", ["ca-jwt-ish"], []),
+        ("X-Auth-Request-Access-Token: xarat-value", ["xarat-value"], []),
+        ("X-Forwarded-Id-Token: xfit-value", ["xfit-value"], []),
+        ("Cookie: authproxy_session=anything; theme=dark", ["anything", "theme=dark"], ["Cookie"]),
+        ("Set-Cookie: authproxy_session=val; Path=/; HttpOnly", ["val; Path"], ["Set-Cookie"]),
+        (f"cookie value {TICKET} seen", [TICKET, TICKET[3:]], ["cookie value", "seen"]),
+        ("rd=%2Fapp%3Fcode%3Dnested-code%26state%3Dnested-state", ["nested-code", "nested-state"], ["rd=%2Fapp"]),
+        ("redis://:hunter2-pass@redis:6379/0", ["hunter2-pass"], ["redis://", "@redis:6379/0"]),
+        ("https://user:pa55word@idp.example.com/x", ["pa55word"], ["https://user:", "@idp.example.com/x"]),
+        ("password=pw-123 passwd: pw-456", ["pw-123", "pw-456"], []),
+        ("session_secret=ss-1 api_key=ak-2 apikey=ak-3", ["ss-1", "ak-2", "ak-3"], []),
+        ("ticket=tk-123", ["tk-123"], []),
+    ],
+    ids=[
+        "jwt-param",
+        "jwt-bare",
+        "jwe",
+        "bearer-header",
+        "basic-form",
+        "bearer-text",
+        "callback-query",
+        "refresh-form",
+        "verifier",
+        "json-access-token",
+        "json-compact",
+        "python-repr",
+        "logout-token",
+        "client-assertion",
+        "x-auth-request-header",
+        "x-forwarded-id-token",
+        "cookie-header",
+        "set-cookie-header",
+        "ticket",
+        "encoded-url-in-rd",
+        "redis-url-password",
+        "url-userinfo",
+        "passwords",
+        "suffix-names",
+        "ticket-param",
+    ],
+)
+def test_redact_removes_credentials(text: str, gone: list[str], kept: list[str]) -> None:
+    cleaned = redact(text)
+    for secret in gone:
+        assert secret not in cleaned, cleaned
+    for part in kept:
+        assert part in cleaned, cleaned
+    assert "redacted" in cleaned
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "request GET /app/page 200",
+        "status_code=200 exitcode=1 barcode=7 unicode=8",
+        "login failed: state mismatch",
+        "no flow cookie for this state",
+        "token endpoint: invalid_grant",
+        "refresh failed: the provider answered invalid_grant",
+        "http://127.0.0.1:8080/path@x",
+        "client_auth_method=client_secret_basic",
+        "listening on 127.0.0.1:4180",
+        "",
+    ],
+    ids=["access", "code-suffixes", "state-word", "cookie-word", "token-word", "reason", "port-not-password",
+         "auth-method", "listen", "empty"],
+)  # fmt: skip
+def test_redact_keeps_ordinary_text(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_redact_is_idempotent() -> None:
+    text = f"code=abc&state=def Bearer {JWT} Cookie: a=b {TICKET}"
+    once = redact(text)
+    assert redact(once) == once
+
+
+TEMPLATES = [
+    "code={}",
+    "?state=x&code={}&iss=y",
+    "Authorization: Bearer {}",
+    "authorization: Basic {}",
+    '{{"refresh_token": "{}", "expires_in": 300}}',
+    "{{'access_token': '{}'}}",
+    "client_secret={}",
+    "code_verifier: {}",
+    "Cookie: authproxy_session={}; theme=dark",
+    "https://user:{}@idp.example.com/",
+    "eyJhbGciOiJSUzI1NiJ9.{}.c2lnbmF0dXJlLXZhbHVl",
+]
+credential = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", min_size=12, max_size=40
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@example(prefix="BEARER", suffix="", secret="0" * 12, template="code_verifier: {}")  # bearer ate the name
+@given(prefix=st.text(max_size=80), suffix=st.text(max_size=80), secret=credential, template=st.sampled_from(TEMPLATES))
+def test_redact_removes_a_credential_whatever_surrounds_it(
+    prefix: str, suffix: str, secret: str, template: str
+) -> None:
+    # the credential must be what a leak would show, not text that is there anyway
+    assume(secret not in f"{prefix} {template} {suffix} [redacted-jwt] [redacted-ticket]")
+    assert secret not in redact(f"{prefix} {template.format(secret)} {suffix}")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "a-" * 32768, "a_" * 32768 + "=", "eyJ" + "a." * 32768, "eyJaaaa" * 9362, "code=1&" * 9362,
+        "http://" + "a:" * 32768, "a://" * 16384, "a://b:" * 10922, "bearer " * 9362, "%3F" * 21845,
+        "v1.aaaa" * 9362, "cookie=\"" * 8192, " a-b-c-d_token" * 4681, "eyJaaaa." * 8192, "x" * 65536,
+    ],
+    ids=[
+        "hyphen-run", "underscore-run", "jwt-dots", "jwt-heads", "params", "url-colons", "schemes",
+        "scheme-userinfo", "bearer-words", "encoded-question", "tickets", "cookie-quotes", "token-names",
+        "jwt-segments", "plain",
+    ],
+)  # fmt: skip
+def test_redact_takes_linear_time_on_hostile_text(hostile: str) -> None:
+    # request paths and provider answers reach the log: a quadratic pattern would let one
+    # request hold the event loop for seconds
+    started = time.perf_counter()
+    redact(hostile)
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("refresh_token", True), ("Access-Token", True), ("X-Auth-Request-Access-Token", True), ("code", True),
+        ("state", True), ("code_verifier", True), ("client_secret", True), ("Cookie", True), ("set-cookie", True),
+        ("authorization", True), ("session_cookie", True), ("secrets", True), ("nonce", True),
+        ("user", False), ("status", False), ("status_code", False), ("reason", False), ("event", False),
+        ("request_id", False), ("path", False), ("client_ip", False), ("exitcode", False),
+    ],
+    ids=lambda value: value if isinstance(value, str) else ("secret" if value else "plain"),
+)  # fmt: skip
+def test_secret_field_names(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret
+
+
+def test_redact_value_handles_every_shape() -> None:
+    class Opaque:
+        def __str__(self) -> str:
+            return "object holding code=obj-code"
+
+    loop: list[Any] = []
+    loop.append(loop)
+    value = {
+        "refresh_token": "looks-harmless",
+        "user": "alice",
+        "nested": {"Cookie": "c-value", "list": [f"Bearer {JWT}", 3, None, True]},
+        "tuple": ("token=t-value",),
+        "bytes": b"client_secret=b-value",
+        "object": Opaque(),
+        "error": ValueError("access_token=e-value"),
+        "loop": loop,
+        7: "int key",
+        "empty_secret": None,
+    }
+    cleaned = redact_value(value)
+    text = json.dumps(cleaned)
+    for secret in ("looks-harmless", "c-value", JWT, "t-value", "b-value", "obj-code", "e-value"):
+        assert secret not in text
+    assert cleaned["user"] == "alice" and cleaned["7"] == "int key" and cleaned["empty_secret"] is None
+    assert cleaned["nested"]["list"][1:] == [3, None, True]
+
+
+# ---------------------------------------------------------------------------------------------- formatters
+
+
+def _record(msg: str, *args: object, fields: dict[str, Any] | None = None, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise RuntimeError(f"token endpoint said access_token=exc-token {JWT}")
+        except RuntimeError:
+            exc_info = sys.exc_info()
+    record = logging.LogRecord("authproxy.test", logging.WARNING, __file__, 1, msg, args, exc_info)
+    if fields is not None:
+        record.fields = fields
+    return record
+
+
+def test_json_formatter_redacts_message_fields_and_traceback() -> None:
+    record = _record(
+        "refresh with %s failed",
+        "refresh_token=arg-token",
+        fields={"client_secret": "f-secret", "user": "bob"},
+        exc=True,
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "warning" and entry["logger"] == "authproxy.test" and entry["user"] == "bob"
+    assert entry["client_secret"] == REDACTED
+    for secret in ("arg-token", "f-secret", "exc-token", JWT):
+        assert secret not in line
+    assert "RuntimeError" in entry["error"] and "Traceback" in entry["error"]
+
+
+def test_json_formatter_fields_cannot_hide_the_standard_keys() -> None:
+    entry = json.loads(JsonFormatter().format(_record("real", fields={"msg": "fake", "level": "debug", "x": 1})))
+    assert (entry["msg"], entry["level"], entry["field_msg"], entry["field_level"], entry["x"]) == (
+        "real", "warning", "fake", "debug", 1,
+    )  # fmt: skip
+
+
+def test_json_formatter_keeps_one_line_for_hostile_text() -> None:
+    line = JsonFormatter().format(_record("line\nbreak \x00 \u2028 \udcff", fields={"v": "a\r\nb"}))
+    assert "\n" not in line and "\r" not in line and line.isascii()
+    assert json.loads(line)["v"] == "a\r\nb"
+
+
+def test_text_formatter_quotes_and_redacts() -> None:
+    line = TextFormatter().format(
+        _record("hello", fields={"reason": "state mismatch", "code": "c-1", "user": "alice", "skipped": None})
+    )
+    assert 'reason="state mismatch"' in line and f"code={REDACTED}" in line and "user=alice" in line
+    assert "c-1" not in line and "skipped" not in line
+
+
+def test_configured_process_writes_warnings_and_crashes_as_redacted_json() -> None:
+    program = (
+        "import warnings\n"
+        "from authproxy.logs import configure_logging, LOG\n"
+        "configure_logging('info', 'json')\n"
+        "LOG.info('ready', extra={'fields': {'refresh_token': 'field-token'}})\n"
+        "warnings.warn('careless warning with code=warn-code')\n"
+        "raise RuntimeError('crash with Bearer crash-token')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    records = json_records(done.stderr)
+    assert records[0]["msg"] == "ready"
+    assert any("careless warning" in r["msg"] for r in records)
+    assert any(r["msg"] == "uncaught exception" and "RuntimeError" in r["error"] for r in records)
+    for secret in ("field-token", "warn-code", "crash-token"):
+        assert secret not in done.stderr
+
+
+def test_unknown_log_format_is_refused() -> None:
+    from authproxy.logs import configure_logging
+
+    with pytest.raises(ValueError, match="log format"):
+        configure_logging("info", "xml")

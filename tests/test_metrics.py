@@ -1,0 +1,128 @@
+"""Metrics (SPEC section 6): the counters move for what really happened, the histogram adds up.
+
+One proxy subprocess; the admin listener's /metrics is scraped before and after a scripted run
+(two logins, a failed one, refreshes, a refused refresh, a 502, a sign-out) and every counter
+must have moved by exactly what the run did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.ops import JSON, OpsStack, Samples, login, metric, scrape_metrics, start_ops_stack
+
+FAMILIES = {
+    "authproxy_requests": "counter",
+    "authproxy_request_duration_seconds": "histogram",
+    "authproxy_logins": "counter",
+    "authproxy_refreshes": "counter",
+    "authproxy_logouts": "counter",
+    "authproxy_session_store_errors": "counter",
+    "authproxy_upstream_errors": "counter",
+}
+
+
+@dataclass
+class Run:
+    before: Samples
+    after: Samples
+    app_200: int
+    metrics_text: str
+    content_type: str
+
+    def delta(self, name: str, **labels: str) -> float:
+        return metric(self.after, name, **labels) - metric(self.before, name, **labels)
+
+
+async def _scenario(stack: OpsStack) -> Run:
+    before = await scrape_metrics(stack.admin_url)
+    app_200 = 0
+    async with stack.browser() as b:
+        page = await login(b, stack, "/app/one")  # login ok, then a refresh (tokens live 30 s)
+        assert page.status == 200
+        app_200 += 1
+        for _ in range(3):
+            assert (await b.get(f"{stack.url}/app/more", headers=JSON)).status == 200
+            app_200 += 1
+        assert (await b.get(f"{stack.url}/dead/x", headers=JSON)).status == 502
+        assert (await b.get(f"{stack.url}/oauth2/callback?state=forged&code=forged", headers=JSON)).status == 400
+        stack.provider.set_fault("invalid_grant_on_refresh")
+        assert (await b.get(f"{stack.url}/app/refused", headers=JSON)).status == 401
+        stack.provider.set_fault(None)
+        page = await login(b, stack, "/app/two")
+        assert page.status == 200
+        app_200 += 1
+        assert (await b.get(f"{stack.url}/oauth2/sign_out", follow_redirects=False)).status == 302
+    async with aiohttp.ClientSession() as client, client.get(stack.admin_url + "/metrics") as answer:
+        text = await answer.text()
+        content_type = answer.headers["Content-Type"]
+    after = await scrape_metrics(stack.admin_url)
+    return Run(before, after, app_200, text, content_type)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    directory = tmp_path_factory.mktemp("metrics")
+    with start_ops_stack(directory, config={"session": {"refresh_before_expiry": "60s"}}, access_token_ttl=30) as stack:
+        yield asyncio.run(_scenario(stack))
+
+
+def test_exposition_format_and_families(run: Run) -> None:
+    assert run.content_type.startswith("text/plain")
+    families = {family.name: family.type for family in text_string_to_metric_families(run.metrics_text)}
+    for name, kind in FAMILIES.items():
+        assert families.get(name) == kind, (name, families.get(name))
+
+
+def test_logins_counted_by_result(run: Run) -> None:
+    assert run.delta("authproxy_logins_total", result="ok") == 2
+    assert run.delta("authproxy_logins_total", result="bad_state") == 1
+    assert run.delta("authproxy_logins_total") == 3
+
+
+def test_refreshes_counted_by_result(run: Run) -> None:
+    # each signed-in request refreshes (tokens live 30 s, refresh_before_expiry is 60 s): the
+    # 200s of the app route and the 502 of the dead one
+    assert run.delta("authproxy_refreshes_total", result="ok") == run.app_200 + 1
+    assert run.delta("authproxy_refreshes_total", result="invalid_grant") == 1
+
+
+def test_logouts_counted(run: Run) -> None:
+    assert run.delta("authproxy_logouts_total", kind="user") == 1
+
+
+def test_requests_counted_by_route_and_code(run: Run) -> None:
+    assert run.delta("authproxy_requests_total", route="app", code="200") == run.app_200
+    assert run.delta("authproxy_requests_total", route="app", code="401") == 1
+    assert run.delta("authproxy_requests_total", route="dead", code="502") == 1
+    assert run.delta("authproxy_requests_total", route="_auth", code="400") == 1
+    assert run.delta("authproxy_requests_total", route="_auth", code="302") >= 4  # 2 x (start, callback)
+
+
+def test_upstream_errors_counted_by_route_and_kind(run: Run) -> None:
+    assert run.delta("authproxy_upstream_errors_total", route="dead", kind="refused") == 1
+    assert run.delta("authproxy_upstream_errors_total", route="app") == 0
+    assert run.delta("authproxy_session_store_errors_total") == 0
+
+
+@pytest.mark.parametrize("route", ["app", "dead", "_auth"])
+def test_duration_histogram_adds_up(run: Run, route: str) -> None:
+    name = "authproxy_request_duration_seconds"
+    count = metric(run.after, name + "_count", route=route)
+    assert count == metric(run.after, "authproxy_requests_total", route=route) > 0
+    buckets = sorted(
+        (float(dict(labels)["le"]), value)
+        for (sample, labels), value in run.after.items()
+        if sample == name + "_bucket" and ("route", route) in labels
+    )
+    assert buckets[-1] == (math.inf, count)
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets))
+    assert 0 < metric(run.after, name + "_sum", route=route) < 30 * count
