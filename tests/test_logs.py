@@ -176,6 +176,10 @@ def test_text_format_is_readable_and_redacted(tmp_path: Path) -> None:
                 assert (await b.get(f"{stack.url}/public/x?q={QUERY_SECRET}")).status == 200
 
         asyncio.run(session())
+        # a streamed answer reaches the client before its access-log line is written: wait for it
+        deadline = time.monotonic() + 5
+        while "path=/public/x" not in stack.proxy.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
         logs = stack.proxy.logs()
         secrets = stack.secrets()
     lines = logs.splitlines()
