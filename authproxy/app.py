@@ -65,6 +65,7 @@ ROUTE: Final = web.RequestKey("route", RouteConfig)
 REQUEST_ID: Final = pages.REQUEST_ID
 USER: Final = pages.USER
 METADATA_RETRY_MAX: Final = 30.0
+CLIENT_CLOSED: Final = 499
 
 
 def _route_label(request: web.Request) -> str:
@@ -90,6 +91,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except web.HTTPException as e:
         status = e.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED  # the client went away mid-request (nginx's 499), not a server error
         raise
     except AuthproxyError as e:
         if isinstance(e, StoreError):

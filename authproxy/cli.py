@@ -28,7 +28,8 @@ EXIT_CONFIG: Final = 2
 
 def _workers(value: str) -> int:
     if value == "auto":
-        return os.cpu_count() or 1
+        # the CPUs this process may run on (taskset, cgroup cpusets), not every CPU of the host
+        return len(os.sched_getaffinity(0)) or 1
     try:
         count = int(value)
     except ValueError:

@@ -211,6 +211,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Send every log record to stderr in the chosen format. Called once, by the CLI."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
+    # no record carries thread, process or source-line details: skip collecting them per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

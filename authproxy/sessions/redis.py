@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -50,6 +50,8 @@ from authproxy.sessions.store import Lock, check_ttl
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT: Final = 2.0
+# connections to a standalone Redis per process; more concurrent operations wait for one
+MAX_CONNECTIONS: Final = 256
 DEFAULT_SENTINEL_PORT: Final = 26379
 LOCK_TOKEN_BYTES: Final = 16
 
@@ -173,7 +175,10 @@ class RedisStore:
         elif cluster:
             self._client = RedisCluster.from_url(url, **connection)
         else:
-            self._client = Redis.from_url(url, **connection)
+            # a blocking pool: past max_connections a request waits (up to the store timeout) for
+            # a free connection instead of failing at once, which under load meant spurious 503s
+            pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout, **connection)
+            self._client = Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
     @classmethod
     def from_settings(
