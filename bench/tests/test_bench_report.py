@@ -1,0 +1,84 @@
+"""The results table and the verdict on the issue's targets (bench/report.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import report
+from bench.report import Check, Download, Summary, check_targets, summarize
+from bench.wrk import Point, WrkResult
+
+
+def _point(target: str, connections: int, rps: float, p99: float = 10.0, timeouts: int = 0) -> Point:
+    wrk = WrkResult(int(rps * 5), 5.0, p99 / 2, p99, 0, timeouts, timeouts)
+    return Point(target, connections, wrk, int(rps * 5) + connections, 1.0)
+
+
+def test_summary_takes_medians_and_adds_errors_up() -> None:
+    points = [_point("a", 16, rate, timeouts=t) for rate, t in ((100, 0), (300, 2), (200, 1))]
+    summary = summarize(points)[("a", 16)]
+    assert (summary.rps, summary.rps_min, summary.rps_max) == (200, 100, 300)
+    assert summary.errors == 3 and summary.timeouts == 3 and summary.rounds == 3
+
+
+def _summaries(ap: float, oidc: float, nginx: float, ap_p99: float, oidc_p99: float) -> dict[tuple[str, int], Summary]:
+    points = []
+    for c in (16, 64):
+        points += [
+            _point(report.AUTHPROXY, c, ap, ap_p99),
+            _point(report.OIDC, c, oidc, oidc_p99),
+            _point(report.NGINX, c, nginx),
+        ]
+    return summarize(points)
+
+
+def _verdicts(checks: list[Check]) -> dict[str, bool]:
+    return {check.name: check.passed for check in checks}
+
+
+@pytest.mark.parametrize(
+    ("ap", "oidc", "nginx", "ap_p99", "oidc_p99", "expected"),
+    [
+        (3000, 1500, 8000, 5, 9, {"x2": True, "p99": True, "nginx": True}),
+        (2999, 1500, 8000, 5, 9, {"x2": False, "p99": True, "nginx": True}),
+        (3000, 1500, 8000, 9, 9, {"x2": True, "p99": False, "nginx": True}),
+        (3000, 1500, 9000, 5, 9, {"x2": True, "p99": True, "nginx": False}),
+    ],
+    ids=["all-met", "just-under-2x", "equal-p99-is-not-lower", "under-0.35x-nginx"],
+)
+def test_check_targets(
+    ap: float, oidc: float, nginx: float, ap_p99: float, oidc_p99: float, expected: dict[str, bool]
+) -> None:
+    verdicts = _verdicts(check_targets(_summaries(ap, oidc, nginx, ap_p99, oidc_p99), (16, 64), []))
+    assert verdicts["authproxy >= 2x mod_auth_openidc req/s at 16"] is expected["x2"]
+    assert verdicts["authproxy p99 < mod_auth_openidc p99 at 64"] is expected["p99"]
+    assert verdicts["authproxy (1 worker) >= 0.35x nginx proxy at 64"] is expected["nginx"]
+
+
+@pytest.mark.parametrize(
+    ("download", "fast", "flat"),
+    [
+        (Download(report.AUTHPROXY, 500.0, 70 << 20, 72 << 20, 0), True, True),
+        (Download(report.AUTHPROXY, 499.0, 70 << 20, 72 << 20, 0), False, True),
+        (Download(report.AUTHPROXY, 900.0, 70 << 20, 170 << 20, 0), True, False),
+        (Download(report.AUTHPROXY, 900.0, 70 << 20, 72 << 20, 1), False, True),
+    ],
+    ids=["half-of-nginx-and-flat", "under-half", "memory-grew-with-the-body", "a-failed-download"],
+)
+def test_download_checks(download: Download, fast: bool, flat: bool) -> None:
+    checks = _verdicts(check_targets({}, (), [Download(report.NGINX, 1000.0, 10 << 20, 11 << 20, 0), download]))
+    assert checks["authproxy, 1 worker: 100 MiB download >= 0.5x nginx MB/s"] is fast
+    assert checks["authproxy, 1 worker: flat RSS during the download"] is flat
+
+
+def test_zero_errors_check_names_timeouts() -> None:
+    summaries = summarize([_point(report.AUTHPROXY, 256, 900, timeouts=4)])
+    (check,) = check_targets(summaries, (256,), [])
+    assert not check.passed and "4 took longer than wrk's 2 s timeout" in check.detail
+
+
+def test_throughput_table_shows_ratios_only_for_authproxy() -> None:
+    table = report.throughput_table(_summaries(3000, 1500, 8000, 5, 9), [report.NGINX, report.AUTHPROXY], (16,))
+    nginx_row, authproxy_row = table.splitlines()[2:]
+    assert "2.00x" in authproxy_row and "0.38x" in authproxy_row
+    assert "x |" not in nginx_row
