@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -68,10 +69,16 @@ def new_ticket() -> Ticket:
     return Ticket(token_bytes(ID_BYTES), token_bytes(KEY_BYTES))
 
 
+@functools.lru_cache(maxsize=16)
+def _mac_key(secret: bytes) -> bytes:
+    # the configured secrets are few and fixed: derive each one's MAC key once, not per request
+    return derive_key(secret, _TICKET_MAC_PURPOSE)
+
+
 def _tag(payload: bytes, secret: bytes) -> bytes:
     # the version is authenticated too, so a future format cannot be confused with this one
     message = TICKET_PREFIX.encode() + payload
-    return hmac.new(derive_key(secret, _TICKET_MAC_PURPOSE), message, hashlib.sha256).digest()
+    return hmac.new(_mac_key(secret), message, hashlib.sha256).digest()
 
 
 def seal_ticket(ticket: Ticket, signing_secret: bytes) -> str:
