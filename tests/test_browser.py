@@ -93,6 +93,10 @@ async def test_demo_login_identity_sign_out_and_login_again(page: Page, artifact
         await expect(page.get_by_role("heading", name="GET /dashboard")).to_be_visible()
         await expect_signed_in_as(page, demo.url, "bob", "bob@example.com")
         await expect_identity(page, "X-Forwarded-Groups", "developers")
+        # the page explains what the session holds, read from /oauth2/userinfo (never a token)
+        session = page.locator("#session")
+        await expect(session).to_contain_text("session ends if unused at")
+        await expect(session).to_contain_text("bob@example.com")
         await artifacts.screenshot(page, "demo-upstream-signed-in")
 
         # 3. signing out ends both sessions: the way back to the app is the login page again

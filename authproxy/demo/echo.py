@@ -83,6 +83,22 @@ def wants_json(accept: str, query_format: str | None) -> bool:
     return "application/json" in types and "text/html" not in types
 
 
+# What the session holds, read from authproxy's /oauth2/userinfo by the browser (same origin).
+SESSION_SECTION: Final = (
+    "<section><h2>Your session at authproxy</h2>"
+    "<p>authproxy keeps your tokens server-side, encrypted; your browser holds only an opaque, signed "
+    "cookie, and this app never sees a token (unless a route sets pass_access_token). authproxy "
+    "refreshes the access token shortly before it expires (session.refresh_before_expiry), before "
+    "forwarding the request that needs it.</p>"
+    '<table id="session"><tr><td class="none">loading /oauth2/userinfo ...</td></tr></table></section>'
+    "<script>fetch('/oauth2/userinfo',{credentials:'same-origin'}).then(r=>r.ok?r.json():null).then(u=>{"
+    "const t=document.getElementById('session');if(!u){t.innerHTML='<tr><td>no session</td></tr>';return;}"
+    "const row=(k,v)=>{const tr=t.insertRow();tr.insertCell().textContent=k;tr.insertCell().textContent=v;};"
+    "t.innerHTML='';row('user (sub)',u.sub);row('email',u.email||'');row('groups',(u.groups||[]).join(', '));"
+    "row('session ends if unused at',new Date(u.expires_at*1000).toLocaleString());});</script>"
+)
+
+
 def render_html(description: dict[str, Any]) -> str:
     def rows(pairs: list[list[str]]) -> str:
         return (
@@ -115,7 +131,8 @@ def render_html(description: dict[str, Any]) -> str:
         '<a href="/oauth2/sign_out">Sign out</a></header>'
         f'<section class="identity"><h2>Set by authproxy</h2><p>{verdict}</p>'
         f"<table>{rows(identity)}</table></section>"
-        f"<section><h2>Query</h2><table>{rows(description['query'])}</table></section>"
+        + (SESSION_SECTION if identity else "")
+        + f"<section><h2>Query</h2><table>{rows(description['query'])}</table></section>"
         f"<section><h2>Other request headers</h2><table>{rows(description['headers'])}</table></section>"
         f"<section><h2>Body</h2><p>{description['body_size']} bytes</p></section>"
         "</main></body></html>"
