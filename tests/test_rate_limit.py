@@ -1,0 +1,83 @@
+"""Abuse limits (SPEC sections 2 and 5): the per-IP rate limit on /start and /callback, and
+oversized request heads, which get a 4xx and never take the proxy down."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from tests.support.ops import start_ops_stack
+from tests.support.proxy_process import start_proxy
+
+
+async def _statuses(client: aiohttp.ClientSession, url: str, count: int) -> list[int]:
+    statuses = []
+    for _ in range(count):
+        async with client.get(url, allow_redirects=False, headers={"User-Agent": f"ua-{len(statuses)}"}) as answer:
+            statuses.append(answer.status)
+            if answer.status == 429:
+                assert answer.headers["Retry-After"].isdigit()
+    return statuses
+
+
+def test_auth_endpoints_are_rate_limited_per_client_ip_and_callback_counts_too(tmp_path: Path) -> None:
+    config = {"server": {"rate_limit": {"auth_per_minute": 5}}}
+    with start_ops_stack(tmp_path, config=config) as stack:
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as client:
+                assert await _statuses(client, stack.url + "/oauth2/start?rd=/", 3) == [302, 302, 302]
+                async with client.get(stack.url + "/oauth2/callback?code=x&state=y") as answer:
+                    assert answer.status == 400  # the 4th counted attempt: a bad state, but counted
+                assert await _statuses(client, stack.url + "/oauth2/start?rd=/", 2) == [302, 429]
+                async with client.get(stack.url + "/oauth2/callback?code=x&state=y") as answer:
+                    assert answer.status == 429
+                async with client.get(stack.url + "/public/still-served") as answer:
+                    assert answer.status == 200  # only the auth endpoints are limited
+
+        asyncio.run(run())
+
+
+def test_the_rate_limit_is_shared_by_replicas_on_one_redis(tmp_path: Path, redis_url: str) -> None:
+    config = {
+        "server": {"rate_limit": {"auth_per_minute": 6}},
+        "session": {"store": "redis", "redis": {"url": redis_url}},
+    }
+    with start_ops_stack(tmp_path / "a", config=config) as stack:
+        settings = yaml.safe_load(stack.proxy.config_path.read_text())
+        settings["server"] = {k: v for k, v in settings["server"].items() if k not in ("listen", "admin_listen")}
+        other = start_proxy(settings, tmp_path / "b")
+        try:
+
+            async def run() -> None:
+                async with aiohttp.ClientSession() as client:
+                    assert await _statuses(client, stack.url + "/oauth2/start?rd=/", 3) == [302] * 3
+                    assert await _statuses(client, other.url + "/oauth2/start?rd=/", 3) == [302] * 3
+                    assert await _statuses(client, stack.url + "/oauth2/start?rd=/", 1) == [429]
+                    assert await _statuses(client, other.url + "/oauth2/start?rd=/", 1) == [429]
+
+            asyncio.run(run())
+        finally:
+            other.kill()
+
+
+def test_oversized_request_heads_get_a_4xx_and_the_proxy_keeps_serving(tmp_path: Path) -> None:
+    with start_ops_stack(tmp_path) as stack:
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as client:
+                huge = {"X-Big": "a" * 20000}
+                async with client.get(stack.url + "/public/x", headers=huge) as answer:
+                    assert 400 <= answer.status < 500
+                    assert "Traceback" not in await answer.text()
+                many = {f"X-Header-{n}": "v" for n in range(300)}
+                async with client.get(stack.url + "/public/x", headers=many) as answer:
+                    assert 400 <= answer.status < 500
+                async with client.get(stack.url + "/public/x") as answer:
+                    assert answer.status == 200
+            assert stack.proxy.process.poll() is None
+
+        asyncio.run(run())
