@@ -1,0 +1,95 @@
+"""Sentinel failover (SPEC section 5): sessions survive the loss of the Redis master.
+
+A master, a replica and a Sentinel on loopback; authproxy finds the master through the
+Sentinel. After a login the master is killed: while Sentinel fails over, requests may get 503
+(fail closed) but never 200 without the session's identity; afterwards the same cookie works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.net import free_port
+from tests.support.ops import login, start_ops_stack, upstream_seen
+from tests.support.redis_server import RedisServer, _command, start_redis_server
+
+MASTER_NAME = "authproxy-failover"
+
+
+def _start_sentinel(directory: Path, master: RedisServer) -> RedisServer:
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} 1\n"
+        f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+        f"sentinel failover-timeout {MASTER_NAME} 5000\n"
+    )
+    sentinel = RedisServer(port, directory, ("--sentinel",), config)
+    sentinel.start()
+    return sentinel
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sessions_survive_a_sentinel_failover(tmp_path: Path) -> None:
+    master = start_redis_server(tmp_path / "master")
+    replica = start_redis_server(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
+    sentinel = _start_sentinel(tmp_path / "sentinel", master)
+    try:
+        assert _wait(lambda: b"connected_slaves:1" in _command(master.port, "INFO", "replication"), 15)
+        assert _wait(
+            lambda: (
+                str(master.port).encode() in _command(sentinel.port, "SENTINEL", "get-master-addr-by-name", MASTER_NAME)
+            ),
+            15,
+        )
+        config = {
+            "session": {
+                "store": "redis",
+                "redis": {"sentinel": {"master_name": MASTER_NAME, "nodes": [f"127.0.0.1:{sentinel.port}"]}},
+            }
+        }
+        with start_ops_stack(tmp_path / "stack", config=config) as stack:
+
+            async def run() -> None:
+                async with stack.browser() as b:
+                    page = await login(b, stack, "/app/before")
+                    assert page.status == 200
+                    # the session must have reached the replica before the master dies
+                    assert _wait(lambda: int(_command(replica.port, "DBSIZE").strip()[1:] or 0) > 0, 10)
+                    time.sleep(0.5)
+                    master.kill()
+                    statuses: list[int] = []
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        answer = await b.get(
+                            stack.url + "/app/during", headers={"Accept": "application/json"}, follow_redirects=False
+                        )
+                        statuses.append(answer.status)
+                        if answer.status == 200:
+                            assert upstream_seen(answer)["x-forwarded-user"] == "alice"
+                            break
+                        assert answer.status == 503, answer  # fail closed while there is no master
+                        await asyncio.sleep(0.2)
+                    assert statuses[-1] == 200, statuses
+                    again = await b.get(stack.url + "/app/after", headers={"Accept": "application/json"})
+                    assert again.status == 200 and upstream_seen(again)["x-forwarded-user"] == "alice"
+                async with stack.browser() as fresh:
+                    assert (await login(fresh, stack, "/app/new")).status == 200
+
+            asyncio.run(run())
+    finally:
+        for server in (sentinel, replica, master):
+            server.kill()
