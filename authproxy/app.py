@@ -31,7 +31,9 @@ from authproxy.oidc.flow import LoginFlows
 from authproxy.oidc.logout import Logouts
 from authproxy.proxy import Forwarder, has_dot_segments
 from authproxy.routing import RouteTable
-from authproxy.sessions.factory import create_store
+from authproxy.sessions.cache import SessionCache
+from authproxy.sessions.factory import create_cache, create_store
+from authproxy.sessions.invalidation import InvalidationFeed
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.refresh import Refresher
 from authproxy.sessions.store import SessionStore
@@ -50,6 +52,8 @@ class Services:
     strip_by_route: dict[str, frozenset[str]]
     session_cookie_names: frozenset[str]
     store: SessionStore | None = None
+    session_cache: SessionCache | None = None
+    invalidations: InvalidationFeed | None = None
     provider: ProviderClient | None = None
     sessions: SessionManager | None = None
     gate: Gate | None = None
@@ -190,6 +194,8 @@ async def _load_metadata_until_ready(provider: ProviderClient) -> None:
 
 def _lifecycle(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if services.invalidations is not None:
+            await services.invalidations.start()
         if services.provider is not None:
             await services.provider.start()
             services.background.append(asyncio.create_task(_load_metadata_until_ready(services.provider)))
@@ -198,6 +204,8 @@ def _lifecycle(services: Services) -> Callable[[web.Application], AsyncIterator[
             task.cancel()
         await asyncio.gather(*services.background, return_exceptions=True)
         await services.forwarder.close()
+        if services.invalidations is not None:
+            await services.invalidations.close()
         if services.provider is not None:
             await services.provider.close()
         if services.store is not None:
@@ -246,12 +254,17 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         p = config.provider
         services.store = create_store(config.session)
         services.provider = create_provider_client(p, read_private_key(p))
+        cached = create_cache(config.session, services.store)
+        if cached is not None:
+            services.session_cache, services.invalidations = cached
         services.sessions = SessionManager(
             services.store,
             secrets=config.session.secrets,
             cookie=cookie,
             idle_timeout=config.session.idle_timeout,
             absolute_timeout=config.session.absolute_timeout,
+            cache=services.session_cache,
+            feed=services.invalidations,
         )
         refresher = Refresher(
             services.sessions,

@@ -323,9 +323,25 @@ def _check_secret(secret: str) -> str:
 Secret = Annotated[str, AfterValidator(_check_secret)]
 
 
+class SessionCacheConfig(_Strict):
+    """The in-process cache of decoded sessions (authproxy.sessions.cache); off unless enabled."""
+
+    enabled: bool = False
+    max_age: Duration = 10.0
+    max_entries: int = Field(default=100_000, ge=1)
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
 class SessionConfig(_Strict):
     store: Literal["memory", "redis"] = "memory"
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    cache: SessionCacheConfig = Field(default_factory=SessionCacheConfig)
     secrets: list[Secret] = Field(default_factory=list)
     cookie: CookieConfig = Field(default_factory=CookieConfig)
     idle_timeout: Duration = 8 * 3600.0

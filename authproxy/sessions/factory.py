@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from authproxy.config import SessionConfig
+from authproxy.sessions.cache import SessionCache
+from authproxy.sessions.invalidation import InvalidationFeed, LocalFeed, RedisFeed, channel_name
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.store import SessionStore
@@ -20,3 +22,20 @@ def create_store(config: SessionConfig) -> SessionStore:
         key_prefix=redis.key_prefix,
         timeout=redis.timeout,
     )
+
+
+def create_cache(config: SessionConfig, store: SessionStore) -> tuple[SessionCache, InvalidationFeed] | None:
+    """The session cache and the feed that keeps it in step, when ``session.cache.enabled``."""
+    if not config.cache.enabled:
+        return None
+    cache = SessionCache(max_age=config.cache.max_age, max_entries=config.cache.max_entries)
+    if isinstance(store, RedisStore):
+        feed: InvalidationFeed = RedisFeed(
+            cache,
+            channel=channel_name(config.redis.key_prefix),
+            endpoint=store.subscriber_endpoint,
+            publish=store.publish,
+        )
+    else:
+        feed = LocalFeed(cache)
+    return cache, feed

@@ -19,6 +19,8 @@ from typing import Final
 from aiohttp import web
 
 from authproxy.config import CookieConfig
+from authproxy.sessions.cache import SessionCache
+from authproxy.sessions.invalidation import InvalidationFeed
 from authproxy.sessions.record import SessionRecord, idle_ttl, is_expired, open_record, seal_record
 from authproxy.sessions.store import SessionStore
 from authproxy.sessions.ticket import Ticket, new_ticket, open_ticket, seal_ticket, store_key_for
@@ -71,8 +73,14 @@ class SessionManager:
         idle_timeout: float,
         absolute_timeout: float,
         clock: Callable[[], float] = time.time,
+        cache: SessionCache | None = None,
+        feed: InvalidationFeed | None = None,
     ) -> None:
+        """``cache`` (with the ``feed`` that keeps it in step across replicas) serves repeat
+        requests of a session from memory; see :mod:`authproxy.sessions.cache`."""
         self.store = store
+        self.cache = cache
+        self.feed = feed
         self._secrets = [s.encode() for s in secrets]
         self.cookie = cookie
         self.cookie_name = cookie.full_name
@@ -118,6 +126,27 @@ class SessionManager:
         if ticket is None:
             return None
         session_key = SESSION_KEY_PREFIX + store_key_for(ticket.id)
+        now = self.clock()
+        cache = self.cache
+        record = cache.get(session_key, ticket.key, now) if cache is not None else None
+        if record is None:
+            generation = cache.generation if cache is not None else 0
+            record = await self._read(session_key, ticket)
+            if record is None:
+                return None
+            if cache is not None and not is_expired(record, self.idle_timeout, now):
+                cache.put(session_key, ticket.key, record, generation=generation, now=now)
+        if is_expired(record, self.idle_timeout, now):
+            await self.store.delete(session_key)
+            if cache is not None:
+                cache.invalidate(session_key)
+            return None
+        session = Session(ticket, record)
+        if now - record.last_seen_at >= TOUCH_INTERVAL:
+            await self._touch(session, now)
+        return session
+
+    async def _read(self, session_key: str, ticket: Ticket) -> SessionRecord | None:
         blob = await self.store.get(session_key)
         if blob is None:
             return None
@@ -125,17 +154,18 @@ class SessionManager:
         if plaintext is None:
             return None
         try:
-            record = SessionRecord.from_bytes(plaintext)
+            return SessionRecord.from_bytes(plaintext)
         except ValueError:
             return None
-        now = self.clock()
-        if is_expired(record, self.idle_timeout, now):
-            await self.store.delete(session_key)
-            return None
-        session = Session(ticket, record)
-        if now - record.last_seen_at >= TOUCH_INTERVAL:
-            await self._touch(session, now)
-        return session
+
+    async def _invalidate(self, *keys: str) -> None:
+        """After a write or delete: drop ``keys`` from this process's cache and every replica's."""
+        if self.cache is None:
+            return
+        for key in keys:
+            self.cache.invalidate(key)
+        if self.feed is not None:
+            await self.feed.publish(keys)
 
     async def _touch(self, session: Session, now: float) -> None:
         """Slide the idle expiry without ever writing back a record a refresh has replaced.
@@ -179,15 +209,19 @@ class SessionManager:
         ttl = idle_ttl(session.record, self.idle_timeout, self.clock())
         if ttl <= 0:
             await self.store.delete(session.store_key)
+            await self._invalidate(session.store_key)
             return False
         blob = seal_record(session.record.to_bytes(), session.ticket)
         if only_if_present:
-            return await self.store.set_if_present(session.store_key, blob, ttl)
+            stored = await self.store.set_if_present(session.store_key, blob, ttl)
+            await self._invalidate(session.store_key)
+            return stored
         await self.store.set(session.store_key, blob, ttl)
         return True
 
     async def delete(self, session: Session) -> None:
         await self.store.delete(session.store_key)
+        await self._invalidate(session.store_key)
         if session.record.sub:
             await self.store.index_remove(sub_index(session.record.sub), session.store_key)
         if session.record.sid:
@@ -209,6 +243,7 @@ class SessionManager:
             live = [m for m in members if await self.store.get(m) is not None]
             if live:
                 await self.store.delete(*live)
+                await self._invalidate(*live)
             await self.store.index_remove(index, *members)
             ended += len(live)
         return ended

@@ -26,6 +26,7 @@ import builtins
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -45,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authproxy.errors import StoreError, StoreUnavailable
+from authproxy.sessions.invalidation import Endpoint
 from authproxy.sessions.store import Lock, check_ttl
 
 T = TypeVar("T")
@@ -150,6 +152,8 @@ class RedisStore:
         if sentinel_master is not None and cluster:
             raise ValueError("choose either sentinel or cluster, not both")
         self._prefix = key_prefix
+        self._url = url
+        self._sentinel_master = sentinel_master
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("the Redis timeout must be a positive number of seconds")
         self._timeout = timeout
@@ -282,6 +286,20 @@ class RedisStore:
 
     async def ping(self) -> None:
         await self._call(lambda: cast("Awaitable[Any]", self._client.ping()))
+
+    async def publish(self, channel: str, message: str) -> None:
+        """PUBLISH ``message`` on ``channel`` (not prefixed: the caller names the whole channel)."""
+        await self._call(lambda: cast("Awaitable[Any]", self._client.publish(channel, message)))
+
+    async def subscriber_endpoint(self) -> Endpoint:
+        """Where a pub/sub subscriber connects: the URL's server, or the master Sentinel names now."""
+        endpoint = Endpoint.from_url(self._url)
+        if self._sentinel is None or self._sentinel_master is None:
+            return endpoint
+        name = self._sentinel_master
+        sentinel = self._sentinel
+        host, port = await self._call(lambda: cast("Awaitable[tuple[str, int]]", sentinel.discover_master(name)))
+        return replace(endpoint, host=host, port=int(port), path=None)
 
     async def close(self) -> None:
         try:

@@ -1,0 +1,273 @@
+"""Cross-replica invalidation of the session cache, over Redis pub/sub.
+
+Every process subscribes to one channel (``<key_prefix>session-invalidations``); whoever writes or
+deletes a session record publishes its store key there before answering the request that caused
+it. Redis confirms a ``PUBLISH`` in the same write-out in which it sends the message to every
+subscriber, so by the time a logout's answer leaves one replica the invalidation is already on
+the wire to every other (on one host: in their socket buffers within microseconds), well before
+the browser's next request can reach any of them. The subscriber applies messages synchronously
+in ``data_received``, with no task in between, so the cache it guards is updated as soon as the
+bytes are read.
+
+The subscriber speaks RESP (https://redis.io/docs/latest/develop/reference/protocol-spec/)
+directly over an asyncio connection, parsed by ``hiredis``. It PINGs every ``PING_INTERVAL``; a
+connection that does not answer within ``LIVENESS_TIMEOUT``, closes, or fails its handshake
+switches the cache off (every request reads the store again, so a hung Redis is a 503) until a
+fresh subscription is confirmed. Pub/sub is not tied to a database, and under Redis Cluster a
+``PUBLISH`` reaches the subscribers of every node, so one subscription per process suffices in
+all three topologies (standalone, Sentinel: the current master, Cluster: the configured node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+from authproxy.sessions.cache import SessionCache
+
+log = logging.getLogger(__name__)
+
+CHANNEL_SUFFIX: Final = "session-invalidations"
+PING_INTERVAL: Final = 0.5
+LIVENESS_TIMEOUT: Final = 1.5
+RECONNECT_MIN: Final = 0.1
+RECONNECT_MAX: Final = 2.0
+CONNECT_TIMEOUT: Final = 2.0
+# store keys never contain a space (``session:`` + base64url), so one message can carry several
+KEY_SEPARATOR: Final = " "
+
+
+class InvalidationFeed(Protocol):
+    """Keeps a :class:`SessionCache` in step with writes made anywhere."""
+
+    async def start(self) -> None:
+        """Begin receiving invalidations (returns at once; the cache goes live when they flow)."""
+        ...
+
+    async def publish(self, keys: Sequence[str]) -> None:
+        """Tell every other process that ``keys`` were written or deleted."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalFeed:
+    """One process, no other replica (the memory store): the cache is live from the start."""
+
+    def __init__(self, cache: SessionCache) -> None:
+        self._cache = cache
+
+    async def start(self) -> None:
+        self._cache.set_live(True)
+
+    async def publish(self, keys: Sequence[str]) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._cache.set_live(False)
+
+
+# ---------------------------------------------------------------------- pure RESP pieces
+
+
+def encode_command(*args: str | bytes) -> bytes:
+    """A command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def message_keys(payload: bytes) -> list[str]:
+    """The store keys of one invalidation message."""
+    return [key for key in payload.decode("utf-8", errors="replace").split(KEY_SEPARATOR) if key]
+
+
+def channel_name(key_prefix: str) -> str:
+    return key_prefix + CHANNEL_SUFFIX
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how the subscriber connects: a TCP host and port, or a Unix socket path."""
+
+    host: str | None = None
+    port: int = 6379
+    path: str | None = None
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        parts = urlsplit(url)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        if parts.scheme == "unix":
+            return cls(path=parts.path, username=username, password=password)
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 6379,
+            tls=parts.scheme == "rediss",
+            username=username,
+            password=password,
+        )
+
+    def handshake(self, channel: str) -> bytes:
+        """AUTH when credentials are configured, then SUBSCRIBE."""
+        commands = []
+        if self.password is not None:
+            auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+            commands.append(encode_command(*auth))
+        commands.append(encode_command("SUBSCRIBE", channel))
+        return b"".join(commands)
+
+
+# ---------------------------------------------------------------------- the subscriber
+
+
+class _Subscriber(asyncio.Protocol):
+    """One subscription connection; applies invalidations as their bytes arrive."""
+
+    def __init__(self, cache: SessionCache, channel: bytes, handshake: bytes) -> None:
+        self._cache = cache
+        self._channel = channel
+        self._handshake = handshake
+        self._reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last_answer = asyncio.get_running_loop().time()
+        self.subscribed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast("asyncio.Transport", transport)
+        self.transport.write(self._handshake)
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError:
+                self._fail("garbled answer")
+                return
+            if reply is False:
+                return
+            self._handle(reply)
+
+    def _handle(self, reply: object) -> None:
+        self.last_answer = asyncio.get_running_loop().time()
+        if isinstance(reply, hiredis.ReplyError):
+            # AUTH refused, or a server that does not allow SUBSCRIBE: no feed, no cache
+            self._fail("Redis refused the subscription")
+            return
+        if not isinstance(reply, list) or not reply:
+            return  # +OK of AUTH
+        kind = reply[0]
+        if kind == b"message" and len(reply) == 3 and reply[1] == self._channel:
+            for key in message_keys(reply[2]):
+                self._cache.invalidate(key)
+        elif kind == b"subscribe" and len(reply) >= 2 and reply[1] == self._channel:
+            self.subscribed = True
+            self._cache.set_live(True)
+        # b"pong": last_answer is all a pong is for
+
+    def ping(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode_command("PING"))
+
+    def _fail(self, reason: str) -> None:
+        self._cache.set_live(False)
+        log.warning("session cache invalidation feed failed: %s", reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cache.set_live(False)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+AddressSource = Callable[[], Awaitable[Endpoint]]
+Publish = Callable[[str, str], Awaitable[object]]
+
+
+class RedisFeed:
+    """The Redis pub/sub feed: subscribes from a background task, publishes through the store."""
+
+    def __init__(self, cache: SessionCache, *, channel: str, endpoint: AddressSource, publish: Publish) -> None:
+        self._cache = cache
+        self._channel = channel
+        self._endpoint = endpoint
+        self._publish = publish
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def publish(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._publish(self._channel, KEY_SEPARATOR.join(keys))
+
+    async def close(self) -> None:
+        self._cache.set_live(False)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = RECONNECT_MIN
+        while True:
+            subscribed = False
+            try:
+                subscribed = await self._subscribe_once()
+            except (OSError, TimeoutError, ssl.SSLError) as e:
+                log.warning("session cache invalidation feed cannot connect: %s", type(e).__name__)
+            finally:
+                self._cache.set_live(False)
+            delay = RECONNECT_MIN if subscribed else min(delay * 2, RECONNECT_MAX)
+            await asyncio.sleep(delay)
+
+    async def _subscribe_once(self) -> bool:
+        """One connection's life; True when it had subscribed before it ended."""
+        loop = asyncio.get_running_loop()
+        endpoint = await self._endpoint()
+        channel = self._channel.encode()
+
+        def protocol() -> _Subscriber:
+            return _Subscriber(self._cache, channel, endpoint.handshake(self._channel))
+
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            if endpoint.path is not None:
+                _, subscriber = await loop.create_unix_connection(protocol, endpoint.path)
+            else:
+                assert endpoint.host is not None  # the configuration refuses a URL without a host
+                context = ssl.create_default_context() if endpoint.tls else None
+                _, subscriber = await loop.create_connection(protocol, endpoint.host, endpoint.port, ssl=context)
+        try:
+            while not subscriber.closed.done():
+                subscriber.ping()
+                await asyncio.wait([subscriber.closed], timeout=PING_INTERVAL)
+                if loop.time() - subscriber.last_answer > LIVENESS_TIMEOUT:
+                    # hung or cut off without a reset: invalidations may be lost, so stop trusting
+                    self._cache.set_live(False)
+                    log.warning("session cache invalidation feed stopped answering; reconnecting")
+                    break
+            return subscriber.subscribed
+        finally:
+            if subscriber.transport is not None:
+                subscriber.transport.abort()
+            await subscriber.closed

@@ -1,0 +1,360 @@
+"""The in-process session cache and its cross-replica invalidation (issue: a fast authenticated path).
+
+Pure tables for the cache's rules and the RESP pieces; then two "replicas" (two session managers,
+each with its own cache and Redis pub/sub feed) on one real redis-server: whatever one writes or
+deletes, the other stops serving from memory at once, and while the feed is not known to be live
+(Redis hung or gone) nothing is served from memory, so a store outage still fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+
+import pytest
+
+from authproxy.config import CookieConfig, SessionConfig, parse_config
+from authproxy.errors import ConfigError, StoreUnavailable
+from authproxy.sessions.cache import SessionCache
+from authproxy.sessions.factory import create_cache
+from authproxy.sessions.invalidation import (
+    LIVENESS_TIMEOUT,
+    PING_INTERVAL,
+    Endpoint,
+    LocalFeed,
+    RedisFeed,
+    channel_name,
+    encode_command,
+    message_keys,
+)
+from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.memory import MemoryStore
+from authproxy.sessions.record import SessionRecord
+from authproxy.sessions.redis import RedisStore
+from tests.support.redis_server import RedisServer
+
+SECRET = "s" * 40
+NOW = 1_800_000_000.0
+KEY_A = b"a" * 32
+KEY_B = b"b" * 32
+PREFIX = "cachetest:"
+
+
+def _record(**changes: object) -> SessionRecord:
+    base = SessionRecord(
+        sub="alice",
+        claims={"sub": "alice"},
+        access_token="at-1",
+        access_expires_at=NOW + 3600,
+        created_at=NOW,
+        last_seen_at=NOW,
+        absolute_expires_at=NOW + 86400,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _live_cache(**options: float) -> SessionCache:
+    cache = SessionCache(max_age=options.get("max_age", 10.0), max_entries=int(options.get("max_entries", 100)))
+    cache.set_live(True)
+    return cache
+
+
+# ---------------------------------------------------------------------------------------------- pure
+
+
+def test_a_cached_record_is_served_to_its_own_ticket() -> None:
+    cache = _live_cache()
+    record = _record()
+    assert cache.put("k", KEY_A, record, generation=cache.generation, now=NOW)
+    assert cache.get("k", KEY_A, NOW + 1) is record
+
+
+def test_another_ticket_key_never_gets_the_record() -> None:
+    cache = _live_cache()
+    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    assert cache.get("k", KEY_B, NOW) is None
+    assert cache.get("k", KEY_A, NOW) is None, "a mismatch drops the entry"
+
+
+@pytest.mark.parametrize(
+    ("age", "served"),
+    [pytest.param(9.99, True, id="younger-than-max-age"), pytest.param(10.0, False, id="at-max-age")],
+)
+def test_entries_live_at_most_max_age(age: float, served: bool) -> None:
+    cache = _live_cache(max_age=10.0)
+    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    assert (cache.get("k", KEY_A, NOW + age) is not None) is served
+
+
+def test_invalidation_drops_the_entry() -> None:
+    cache = _live_cache()
+    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.invalidate("k")
+    assert cache.get("k", KEY_A, NOW) is None
+
+
+def test_a_read_that_an_invalidation_overtook_is_not_kept() -> None:
+    cache = _live_cache()
+    generation = cache.generation  # a load starts reading the store...
+    cache.invalidate("k")  # ...a logout somewhere deletes the record meanwhile
+    assert not cache.put("k", KEY_A, _record(), generation=generation, now=NOW)
+    assert cache.get("k", KEY_A, NOW) is None
+
+
+def test_invalidation_of_another_key_also_refuses_reads_started_before_it() -> None:
+    cache = _live_cache()
+    generation = cache.generation
+    cache.invalidate("other")
+    assert not cache.put("k", KEY_A, _record(), generation=generation, now=NOW)
+
+
+@pytest.mark.parametrize("turn_to", [pytest.param(False, id="going-off"), pytest.param(True, id="coming-back")])
+def test_switching_liveness_forgets_everything(turn_to: bool) -> None:
+    cache = _live_cache()
+    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.set_live(turn_to)
+    cache.set_live(True)
+    assert cache.get("k", KEY_A, NOW) is None and len(cache) == 0
+
+
+def test_a_cache_that_is_not_live_serves_and_keeps_nothing() -> None:
+    cache = SessionCache(max_age=10.0)
+    assert not cache.live
+    assert not cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    assert cache.get("k", KEY_A, NOW) is None
+
+
+def test_the_least_recently_used_entry_goes_first() -> None:
+    cache = _live_cache(max_entries=2)
+    for key in ("a", "b"):
+        cache.put(key, KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.get("a", KEY_A, NOW)
+    cache.put("c", KEY_A, _record(), generation=cache.generation, now=NOW)
+    assert [key for key in ("a", "b", "c") if cache.get(key, KEY_A, NOW)] == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    ("args", "wire"),
+    [
+        pytest.param(("PING",), b"*1\r\n$4\r\nPING\r\n", id="ping"),
+        pytest.param(("SUBSCRIBE", "p:ch"), b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\np:ch\r\n", id="subscribe"),
+        pytest.param(("AUTH", "p\r\nw"), b"*2\r\n$4\r\nAUTH\r\n$4\r\np\r\nw\r\n", id="binary-safe"),
+    ],
+)
+def test_commands_are_resp_arrays_of_bulk_strings(args: tuple[str, ...], wire: bytes) -> None:
+    assert encode_command(*args) == wire
+
+
+def test_one_message_may_name_several_keys() -> None:
+    assert message_keys(b"session:a session:b") == ["session:a", "session:b"]
+    assert message_keys(b"") == []
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        pytest.param("redis://127.0.0.1:6390/2", Endpoint(host="127.0.0.1", port=6390), id="plain"),
+        pytest.param("rediss://r.example:6380", Endpoint(host="r.example", port=6380, tls=True), id="tls"),
+        pytest.param("redis://:p%40ss@h/0", Endpoint(host="h", port=6379, password="p@ss"), id="password"),
+        pytest.param("redis://u:pw@h:1", Endpoint(host="h", port=1, username="u", password="pw"), id="acl-user"),
+        pytest.param("unix:///run/redis.sock", Endpoint(path="/run/redis.sock"), id="unix"),
+    ],
+)
+def test_subscriber_endpoint_from_the_store_url(url: str, endpoint: Endpoint) -> None:
+    assert Endpoint.from_url(url) == endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "first"),
+    [
+        pytest.param(Endpoint(host="h"), b"*2\r\n$9\r\nSUBSCRIBE", id="no-auth"),
+        pytest.param(Endpoint(host="h", password="pw"), b"*2\r\n$4\r\nAUTH\r\n$2\r\npw", id="password"),
+        pytest.param(Endpoint(host="h", username="u", password="pw"), b"*3\r\n$4\r\nAUTH\r\n$1\r\nu", id="acl"),
+    ],
+)
+def test_the_handshake_authenticates_before_it_subscribes(endpoint: Endpoint, first: bytes) -> None:
+    wire = endpoint.handshake("c")
+    assert wire.startswith(first) and wire.endswith(encode_command("SUBSCRIBE", "c"))
+
+
+def test_the_cache_is_off_unless_enabled() -> None:
+    assert create_cache(SessionConfig(), MemoryStore()) is None
+    enabled = SessionConfig.model_validate({"cache": {"enabled": True, "max_age": "3s"}})
+    made = create_cache(enabled, MemoryStore())
+    assert made is not None and made[0].max_age == 3.0 and isinstance(made[1], LocalFeed)
+
+
+@pytest.mark.parametrize(
+    ("cache", "problem"),
+    [
+        pytest.param("{enabled: true, max_age: 0s}", "session.cache.max_age", id="zero-max-age"),
+        pytest.param("{enabled: true, max_entries: 0}", "session.cache.max_entries", id="no-entries"),
+        pytest.param("{enable: true}", "session.cache.enable", id="typo"),
+    ],
+)
+def test_cache_settings_are_checked_with_their_yaml_path(cache: str, problem: str) -> None:
+    text = f"server: {{public_url: https://a.example.com}}\nsession: {{secrets: ['{SECRET}'], cache: {cache}}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    assert any(line.startswith(problem) for line in info.value.problems), info.value.problems
+
+
+# ---------------------------------------------------------------------------------------------- two replicas
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Replica:
+    store: RedisStore
+    cache: SessionCache
+    feed: RedisFeed
+    sessions: SessionManager
+
+
+async def _replica(url: str, clock: Callable[[], float], *, timeout: float = 2.0) -> Replica:
+    store = RedisStore(url, key_prefix=PREFIX, timeout=timeout)
+    cache = SessionCache(max_age=60.0)
+    feed = RedisFeed(cache, channel=channel_name(PREFIX), endpoint=store.subscriber_endpoint, publish=store.publish)
+    sessions = SessionManager(
+        store,
+        secrets=[SECRET],
+        cookie=CookieConfig(),
+        idle_timeout=3600.0,
+        absolute_timeout=86400.0,
+        clock=clock,
+        cache=cache,
+        feed=feed,
+    )
+    await feed.start()
+    return Replica(store, cache, feed, sessions)
+
+
+async def _until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+async def replicas(redis_server: RedisServer) -> AsyncIterator[tuple[Replica, Replica]]:
+    clock = Clock()
+    pair = (await _replica(redis_server.url, clock, timeout=0.5), await _replica(redis_server.url, clock, timeout=0.5))
+    try:
+        for replica in pair:
+            assert await _until(lambda r=replica: r.cache.live, 5.0), "the feed never subscribed"
+        yield pair
+    finally:
+        for replica in pair:
+            await replica.feed.close()
+            await replica.store.close()
+
+
+async def _answer_reaches_the_next_request() -> None:
+    """The time between one replica's answer and the browser's next request reaching another.
+
+    Both replicas share this test's event loop, so that request/response round trip (at least
+    a couple of loopback hops in reality) is stood in for by a pause of one such round trip.
+    """
+    await asyncio.sleep(0.002)
+
+
+async def _cached_everywhere(pair: tuple[Replica, Replica], cookie: str) -> None:
+    for replica in pair:
+        for _ in range(2):  # the first load reads the store and fills the cache
+            assert await replica.sessions.load(cookie) is not None
+        assert len(replica.cache) == 1
+
+
+async def test_repeat_loads_are_served_from_memory(
+    replicas: tuple[Replica, Replica], redis_server: RedisServer
+) -> None:
+    a, _ = replicas
+    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    first = await a.sessions.load(cookie)
+    redis_server.freeze()
+    try:
+        # the store hangs, but the feed was live a moment ago: the cached record answers at once
+        again = await a.sessions.load(cookie)
+        assert first is not None and again is not None and again.record is first.record
+    finally:
+        redis_server.thaw()
+
+
+async def test_a_logout_on_one_replica_ends_the_session_on_the_other_at_once(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    await _cached_everywhere(replicas, cookie)
+    await b.sessions.delete(session)
+    await _answer_reaches_the_next_request()
+    assert await a.sessions.load(cookie) is None
+    assert await b.sessions.load(cookie) is None
+
+
+async def test_ending_a_users_sessions_on_one_replica_ends_them_on_the_other_at_once(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    _, cookie = await a.sessions.create(_record(sid="op-sid", last_seen_at=time.time(), created_at=time.time()))
+    await _cached_everywhere(replicas, cookie)
+    assert await b.sessions.end_sessions(sid="op-sid") == 1  # what a back-channel logout does
+    await _answer_reaches_the_next_request()
+    assert await a.sessions.load(cookie) is None
+
+
+async def test_a_refresh_on_one_replica_is_seen_by_the_other_at_once(replicas: tuple[Replica, Replica]) -> None:
+    a, b = replicas
+    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    await _cached_everywhere(replicas, cookie)
+    session.record = replace(session.record, access_token="at-2", version=2)
+    assert await b.sessions.save(session, only_if_present=True)
+    await _answer_reaches_the_next_request()
+    loaded = await a.sessions.load(cookie)
+    assert loaded is not None and loaded.record.access_token == "at-2"
+
+
+async def test_a_hung_store_switches_the_cache_off_and_requests_fail_closed(
+    replicas: tuple[Replica, Replica], redis_server: RedisServer
+) -> None:
+    a, _ = replicas
+    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    assert await a.sessions.load(cookie) is not None
+    redis_server.freeze()
+    try:
+        assert await _until(lambda: not a.cache.live, LIVENESS_TIMEOUT + PING_INTERVAL + 2.0)
+        assert len(a.cache) == 0
+        with pytest.raises(StoreUnavailable):
+            await a.sessions.load(cookie)
+    finally:
+        redis_server.thaw()
+    # the feed resubscribes by itself, and the session is served again
+    assert await _until(lambda: a.cache.live, 5.0)
+    assert await a.sessions.load(cookie) is not None
+
+
+async def test_a_restarted_store_resubscribes_and_forgets_what_was_cached(
+    replicas: tuple[Replica, Replica], redis_server: RedisServer
+) -> None:
+    a, _ = replicas
+    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    assert await a.sessions.load(cookie) is not None
+    assert len(a.cache) == 1
+    redis_server.stop()
+    assert await _until(lambda: not a.cache.live, 3.0)
+    redis_server.start()
+    assert await _until(lambda: a.cache.live, 5.0)
+    # nothing persisted: the session is gone, and no cached copy outlived it
+    assert await a.sessions.load(cookie) is None
