@@ -76,6 +76,8 @@ class Metrics:
             ["worker"],
             registry=registry,
         )
+        self._request_series: dict[tuple[str, int], Counter] = {}
+        self._duration_series: dict[str, Histogram] = {}
         self.upstream_errors = Counter(
             "authproxy_upstream_errors_total",
             "Upstream failures, by route and kind (refused, timeout, reset).",
@@ -84,8 +86,15 @@ class Metrics:
         )
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
-        self.requests.labels(route, str(code), self.worker).inc()
-        self.request_duration.labels(route, self.worker).observe(seconds)
+        # once per request: keep each label set's series instead of looking it up every time
+        counter = self._request_series.get((route, code))
+        if counter is None:
+            counter = self._request_series[(route, code)] = self.requests.labels(route, str(code), self.worker)
+        histogram = self._duration_series.get(route)
+        if histogram is None:
+            histogram = self._duration_series[route] = self.request_duration.labels(route, self.worker)
+        counter.inc()
+        histogram.observe(seconds)
 
     def count_login(self, result: str) -> None:
         self.logins.labels(result, self.worker).inc()
