@@ -9,8 +9,10 @@
   arrive as written), never re-compressed; an upstream ``Content-Length`` is kept. Memory stays
   flat whatever the size: only the read buffers of each side are ever held.
 - WebSocket upgrades (RFC 6455) are proxied both ways: text, binary, ping/pong and close codes.
-- One pooled keep-alive ``ClientSession`` per upstream origin, opened on first use and closed by
-  the app's lifecycle (``close()``).
+- Plain HTTP goes over :mod:`authproxy.upstream_http`, a lean pooled keep-alive HTTP/1.1 client
+  (RFC 9112) on asyncio protocols and the llhttp parser: a fraction of aiohttp's client CPU per
+  request. WebSockets use one aiohttp ``ClientSession`` per upstream origin. Both are opened on
+  first use and closed by the app's lifecycle (``close()``).
 - Timeouts: the route timeout bounds connecting and waiting for response headers (504; the wait
   restarts while the request body is still flowing), and each idle gap while reading the body.
   A long download that keeps moving is never cut. Refused, reset or garbled answers raise
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Final, NoReturn, Protocol
@@ -44,17 +46,20 @@ from authproxy.headers import (
     strip_hop_by_hop,
 )
 from authproxy.metrics import Metrics
+from authproxy.upstream_http import (
+    KEEPALIVE_TIMEOUT,
+    MAX_LINE,
+    READ_BUFSIZE,
+    UpstreamClient,
+    UpstreamHTTPError,
+    UpstreamResponse,
+)
 
 LOG: Final = logging.getLogger("authproxy.proxy")
 
-# Per-connection read buffer of the upstream client: big enough that a fast download moves in
-# few large writes, small enough that thousands of streams stay cheap (the high-water mark is 2x).
-READ_BUFSIZE: Final = 256 * 1024
-# Upstream keep-alive connections idle longer than this are closed by us first; upstream servers
-# commonly keep idle connections 60-75 s, and closing first avoids racing their close.
-KEEPALIVE_TIMEOUT: Final = 30.0
-# Responses from some applications carry big cookies or CSP headers.
-MAX_HEADER_LINE: Final = 16 * 1024
+# READ_BUFSIZE, KEEPALIVE_TIMEOUT and the header line limit are shared with the HTTP client
+# (see authproxy.upstream_http for why each is what it is), so both paths behave alike.
+MAX_HEADER_LINE: Final = MAX_LINE
 MAX_WS_MESSAGE: Final = 16 * 1024 * 1024
 WS_CLOSE_TIMEOUT: Final = 10.0
 # The client must not get headers it did not send: no default User-Agent, Accept, Content-Type.
@@ -170,6 +175,8 @@ def is_websocket_upgrade(method: str, request_headers: Mapping[str, str]) -> boo
 def _failure_kind(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "timeout"
+    if isinstance(error, UpstreamHTTPError):
+        return error.kind
     if isinstance(error, aiohttp.ClientConnectorError):
         return "refused"
     if isinstance(error, aiohttp.ClientResponseError):
@@ -212,12 +219,6 @@ class _HeaderDeadline:
             self.timeout.reschedule(self.loop.time() + self.seconds)
 
 
-async def _body(content: aiohttp.StreamReader, deadline: _HeaderDeadline) -> AsyncIterator[bytes]:
-    async for chunk in content.iter_any():
-        deadline.extend()
-        yield chunk
-
-
 class Forwarder:
     """Forwards requests to route upstreams over one pooled client per upstream origin."""
 
@@ -231,11 +232,13 @@ class Forwarder:
         self.trusted_proxies = tuple(trusted_proxies)
         self.metrics = metrics
         self.read_bufsize = read_bufsize
+        self._http = UpstreamClient(read_bufsize=read_bufsize)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._targets: dict[str, UpstreamTarget] = {}
 
     async def close(self) -> None:
         """Close every upstream pool (the app's cleanup, after in-flight requests finish)."""
+        self._http.close()
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
@@ -353,21 +356,18 @@ class Forwarder:
         upstream_headers: CIMultiDict[str],
         request_id: str,
     ) -> web.StreamResponse:
-        session = self._session(target.origin)
-        url = URL(target.origin + path_qs, encoded=True)
         deadline = _HeaderDeadline(route.timeout)
-        data = _body(request.content, deadline) if request.body_exists else None
         try:
             async with deadline:
-                upstream = await session.request(
+                upstream = await self._http.request(
+                    target.origin,
                     request.method,
-                    url,
-                    headers=upstream_headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=route.timeout),
+                    path_qs,
+                    upstream_headers,
+                    body=request.content if request.body_exists else None,
+                    on_progress=deadline.extend,
                 )
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+        except (TimeoutError, UpstreamHTTPError) as e:
             transport = request.transport
             self._raise_for(route, request_id, e, client_gone=transport is None or transport.is_closing())
         complete = False
@@ -382,51 +382,42 @@ class Forwarder:
             complete = await self._stream_body(request, route, upstream, response, request_id)
             return response
         finally:
-            if complete:
-                upstream.release()
-            else:
-                # an unfinished body leaves the connection in an unknown state: never reuse it
-                upstream.close()
+            # an unfinished body leaves the connection in an unknown state: never reuse it
+            upstream.release(delivered=complete)
 
     async def _stream_body(
         self,
         request: web.Request,
         route: UpstreamRoute,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         response: web.StreamResponse,
         request_id: str,
     ) -> bool:
         """Copy the body chunk by chunk as it arrives; True when it was delivered whole."""
-        loop = asyncio.get_running_loop()
-        content = upstream.content
-        try:
-            async with asyncio.timeout(None) as idle:
-                while True:
-                    # only the wait for the upstream counts as idle, not a slow client's drain
-                    idle.reschedule(loop.time() + route.timeout)
-                    try:
-                        chunk = await content.readany()
-                    except (aiohttp.ClientError, OSError) as e:
-                        self._failed(route, request_id, e, started=True)
-                        _abort(request)
-                        return False
-                    idle.reschedule(None)
-                    if not chunk:
-                        break
-                    try:
-                        await response.write(chunk)
-                    except ConnectionError:
-                        LOG.debug("client went away mid-response", extra={"fields": {"request_id": request_id}})
-                        return False
-        except TimeoutError as e:
-            self._failed(route, request_id, e, started=True)
-            _abort(request)
-            return False
-        try:
-            await response.write_eof()
-        except ConnectionError:
-            return False
-        return True
+        while True:
+            try:
+                chunk = upstream.read_nowait()
+                if chunk is None:
+                    # only the wait for the upstream counts as idle, not a slow client's drain;
+                    # the timer is armed only when there is nothing to send yet
+                    async with asyncio.timeout(route.timeout):
+                        chunk = await upstream.read()
+            except (TimeoutError, UpstreamHTTPError) as e:
+                self._failed(route, request_id, e, started=True)
+                _abort(request)
+                return False
+            try:
+                if not chunk:
+                    await response.write_eof()
+                    return True
+                if upstream.at_eof():
+                    # the common small response: its last bytes and the end in one write
+                    await response.write_eof(chunk)
+                    return True
+                await response.write(chunk)
+            except ConnectionError:
+                LOG.debug("client went away mid-response", extra={"fields": {"request_id": request_id}})
+                return False
 
     async def _forward_websocket(
         self,
