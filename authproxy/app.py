@@ -111,25 +111,49 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             request, 500, "Internal error", "Something went wrong in authproxy.", request_id=request_id
         )
     finally:
-        elapsed = time.perf_counter() - started
-        route = _route_label(request)
-        services.metrics.observe_request(route, status, elapsed)
-        if ACCESS.isEnabledFor(logging.INFO):
-            ACCESS.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "method": request.method,
-                        "path": request.path,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "user": request.get(USER),
-                        "client_ip": request.remote,
-                    }
-                },
-            )
+        record_request(
+            services,
+            route=_route_label(request),
+            status=status,
+            elapsed=time.perf_counter() - started,
+            request_id=request_id,
+            method=request.method,
+            path=request.path,
+            user=request.get(USER),
+            client_ip=request.remote,
+        )
+
+
+def record_request(
+    services: Services,
+    *,
+    route: str,
+    status: int,
+    elapsed: float,
+    request_id: str,
+    method: str,
+    path: str,
+    user: str | None,
+    client_ip: str | None,
+) -> None:
+    """The access log line and the request metrics of one answered request (SPEC section 6)."""
+    services.metrics.observe_request(route, status, elapsed)
+    if ACCESS.isEnabledFor(logging.INFO):
+        ACCESS.info(
+            "request",
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "user": user,
+                    "client_ip": client_ip,
+                }
+            },
+        )
 
 
 def upstream_identity_headers(

@@ -319,6 +319,36 @@ class Forwarder:
             return await self._forward_websocket(request, route, target, path_qs, upstream_headers, request_id)
         return await self._forward_http(request, route, target, path_qs, upstream_headers, request_id)
 
+    async def open_plain(
+        self,
+        route: UpstreamRoute,
+        method: str,
+        raw_path: str,
+        query: str,
+        upstream_headers: CIMultiDict[str],
+        *,
+        request_id: str,
+    ) -> UpstreamResponse:
+        """Send a body-less request to ``route``'s upstream and wait for the response head.
+
+        The path and query are the client's, still percent-encoded; failures are logged and
+        counted as for :meth:`forward` and raise ``UpstreamUnavailable`` / ``UpstreamTimeout``.
+        The caller streams the body and must ``release`` the response (the fast path).
+        """
+        target = self._target(route.upstream)
+        path = upstream_path(target.base_path, raw_path, route.match.path_prefix, strip=route.strip_path_prefix)
+        try:
+            async with asyncio.timeout(route.timeout):
+                return await self._http.request(
+                    target.origin, method, f"{path}?{query}" if query else path, upstream_headers
+                )
+        except (TimeoutError, UpstreamHTTPError) as e:
+            self._raise_for(route, request_id, e, client_gone=False)
+
+    def body_failed(self, route: UpstreamRoute, request_id: str, error: BaseException) -> None:
+        """Log and count an upstream that failed after the response had started."""
+        self._failed(route, request_id, error, started=True)
+
     def _failed(self, route: UpstreamRoute, request_id: str, error: BaseException, *, started: bool) -> str:
         kind = _failure_kind(error)
         if self.metrics is not None:

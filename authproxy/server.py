@@ -22,6 +22,7 @@ from aiohttp import web
 from authproxy.admin import create_admin_app
 from authproxy.app import create_app, readiness
 from authproxy.config import Config, load_config
+from authproxy.fast_path import FastSite
 from authproxy.logs import LOG, configure_logging
 from authproxy.metrics import Metrics
 
@@ -61,7 +62,18 @@ async def serve(
     await admin_runner.setup()
     try:
         host, port = config.server.listen_host_port()
-        site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(config), reuse_port=reuse_port, backlog=1024)
+        # simple GET/HEAD requests are answered by the fast path, everything else by aiohttp
+        site = FastSite(
+            runner,
+            host,
+            port,
+            services=services,
+            header_timeout=config.server.client_header_timeout,
+            shutdown_timeout=timeout,
+            ssl_context=_ssl_context(config),
+            reuse_port=reuse_port,
+            backlog=1024,
+        )
         await site.start()
         admin_host, admin_port = config.server.admin_host_port()
         await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port).start()

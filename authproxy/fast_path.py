@@ -1,0 +1,671 @@
+"""The fast path: plain GET and HEAD requests served without aiohttp's web layer.
+
+Most of the proxy's traffic is the same request over and over: a signed-in user (or anyone, on
+a public route) asking for a page or an API resource with no body. For those, aiohttp's request
+and response machinery costs more CPU than everything authproxy itself does. The main listener
+therefore speaks to each connection through :class:`FastConnection` first: it reads a request
+head, parses it with ``httptools`` (llhttp), and serves it itself only when it is the simple
+case; anything else, and everything after it on that connection, goes to aiohttp exactly as if
+the fast path did not exist.
+
+Served here (all must hold): HTTP/1.1, GET or HEAD, no body (no ``Content-Length``, no
+``Transfer-Encoding``), no ``Upgrade`` or ``Expect``, one ``Host``, an ASCII head of at most
+``MAX_HEAD`` bytes, an origin-form target without ``%``, ``\\``, ``#``, ``//`` or dot segments,
+outside ``auth_prefix``, on a route that exists; and either a public route, an ``optional``
+route without a session cookie, or a valid session whose access token is not due for refresh
+and whose user the route's ``allow`` rules admit. The session is loaded by the same
+:class:`~authproxy.sessions.manager.SessionManager` as on the aiohttp path (its cache included),
+the headers the upstream gets are built by the same :func:`authproxy.headers.build_upstream_headers`
+and :func:`authproxy.app.upstream_identity_headers`, and the same access log line and metrics
+are written. Every refusal (401, 302 to the login, 403, bearer tokens, refreshes, 404, 400)
+happens on the aiohttp path: when the fast path sees anything it does not serve, it hands the
+connection over, bytes and all, so no check exists in two places.
+
+Handing over: the connection's transport is given to a fresh aiohttp ``RequestHandler`` (the
+protocol the listener would have created), which receives the bytes read so far as if they had
+just arrived. That happens only between requests, never while a response is being written.
+
+The rest follows aiohttp's behaviour so that clients cannot tell the paths apart: the same
+``client_header_timeout`` for a complete request head (slowloris), ``Date`` and ``Server``
+headers, chunked responses when the upstream gave no length, ``Connection: close`` when the
+connection ends, 499 in the access log when the client goes away, error pages by
+:mod:`authproxy.pages`, and a graceful drain on shutdown (:class:`FastSite`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any, Final, cast
+
+import httptools
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+from multidict import CIMultiDict
+
+from authproxy import headers, pages
+from authproxy.app import Services, record_request, upstream_identity_headers
+from authproxy.config import RouteConfig
+from authproxy.errors import AuthproxyError, StoreError
+from authproxy.gate import Identity
+from authproxy.proxy import has_dot_segments
+from authproxy.upstream_http import UpstreamHTTPError, UpstreamResponse
+
+LOG: Final = logging.getLogger("authproxy.fast_path")
+
+# aiohttp's own request-line and field-line limit: a head above it goes to aiohttp, which answers it
+MAX_HEAD: Final = 8190
+MAX_FIELDS: Final = 100
+# bytes read ahead while a response is being written, before the connection stops reading
+MAX_READ_AHEAD: Final = 64 * 1024
+CLIENT_CLOSED: Final = 499
+_CRLFCRLF: Final = b"\r\n\r\n"
+_EMPTY_BODY_STATUSES: Final = frozenset({204, 304, *range(100, 200)})
+# aiohttp answers "Expect: 100-continue" itself, and never forwards it
+_HTTP_DROP: Final = frozenset({"expect"})
+_NO_BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
+_COOKIE_VALUE_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+# ---------------------------------------------------------------------- pure pieces
+
+
+@dataclass
+class RequestHead:
+    """What llhttp read from one request head."""
+
+    method: str
+    target: str
+    version: str
+    fields: list[tuple[str, str]]
+    keep_alive: bool
+
+
+class _HeadCollector:
+    """httptools callbacks for one head (the parser calls these by name)."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def parse_head(head: bytes) -> RequestHead | None:
+    """The request in ``head`` (request line and fields up to the blank line), or None if not simple.
+
+    None for anything llhttp refuses, a protocol switch, non-ASCII bytes, too many fields: such
+    requests are for aiohttp to judge.
+    """
+    if len(head) > MAX_HEAD or not head.isascii():
+        return None
+    collector = _HeadCollector()
+    parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(head)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    if not collector.complete or len(collector.fields) > MAX_FIELDS:
+        return None
+    fields = [(name.decode("ascii"), value.decode("ascii")) for name, value in collector.fields]
+    connection: set[str] = set()
+    for name, value in fields:
+        lower = name.lower()
+        if lower in _NO_BODY_FIELDS:
+            return None
+        if lower == "connection":
+            connection.update(token.strip().lower() for token in value.split(","))
+    version = parser.get_http_version()
+    return RequestHead(
+        method=parser.get_method().decode("ascii"),
+        target=collector.url.decode("ascii"),
+        version=version,
+        fields=fields,
+        # RFC 9112 section 9.3: HTTP/1.1 persists unless either side says close
+        keep_alive=version == "1.1" and "close" not in connection,
+    )
+
+
+def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
+    """``(path, query)`` of an origin-form target the fast path may route on, or None.
+
+    Without ``%`` the decoded path (what routes and the dot-segment check see on the aiohttp
+    path) is the raw one, byte for byte.
+    """
+    if not target.startswith("/") or target.startswith("//"):
+        return None
+    path, _, query = target.partition("?")
+    if "%" in path or "\\" in path or "#" in target or "//" in path or has_dot_segments(path):
+        return None
+    if path == auth_prefix or path.startswith(auth_prefix + "/"):
+        return None
+    return path, query
+
+
+def find_cookie(cookie_fields: list[str], name: str) -> tuple[bool, str | None]:
+    """``(clear, value)`` of cookie ``name`` in the ``Cookie`` fields.
+
+    ``clear`` is False when the answer is not obvious (the name twice, or a value in a form the
+    session ticket never takes, such as quoted): aiohttp's cookie parser decides those.
+    """
+    found: str | None = None
+    for field in cookie_fields:
+        for pair in field.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if key.strip() != name or not sep:
+                continue
+            if found is not None or not value or not set(value) <= _COOKIE_VALUE_CHARS:
+                return False, None
+            found = value
+    return True, found
+
+
+def response_head(status: int, reason: str, fields: CIMultiDict[str]) -> bytes:
+    """The status line and field lines of a response, with the blank line that ends them."""
+    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in fields.items()]
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def frame_response(method: str, status: int, fields: CIMultiDict[str], *, keep_alive: bool, date: str) -> bool:
+    """Complete ``fields`` as aiohttp would for this answer; True when its body goes chunked."""
+    empty = method == "HEAD" or status in _EMPTY_BODY_STATUSES
+    chunked = False
+    if status in _EMPTY_BODY_STATUSES:
+        fields.popall("Content-Length", None)
+    if not empty:
+        if "Content-Length" not in fields:
+            chunked = True
+            fields["Transfer-Encoding"] = "chunked"
+        if fields.get("Content-Length") != "0":
+            fields.setdefault("Content-Type", "application/octet-stream")
+    if "Date" not in fields:
+        fields["Date"] = date
+    fields.setdefault("Server", SERVER_SOFTWARE)
+    if "Connection" not in fields and not keep_alive:
+        fields["Connection"] = "close"
+    return chunked
+
+
+class _Clock:
+    """The HTTP ``Date`` value, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def http_date(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True)
+        return self._value
+
+
+_CLOCK: Final = _Clock()
+
+
+# ---------------------------------------------------------------------- the connection
+
+
+class _ErrorRequest:
+    """The part of a request :mod:`authproxy.pages` reads to pick HTML or JSON."""
+
+    def __init__(self, fields: CIMultiDict[str], request_id: str) -> None:
+        self.headers = fields
+        self.method = "GET"
+        self._values: dict[Any, Any] = {pages.REQUEST_ID: request_id}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._values[key] = value
+
+
+class _HandOff(Exception):
+    """This request is for aiohttp."""
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its answer was complete."""
+
+
+HandlerFactory = Callable[[], asyncio.Protocol]
+
+
+class FastConnection(asyncio.Protocol):
+    """One client connection: fast-path requests served here, the rest handed to aiohttp."""
+
+    def __init__(self, site: FastSite) -> None:
+        self._site = site
+        self._services = site.services
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self.task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading = True
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._closing = False
+        self.busy = False
+        self.peer_ip: str | None = None
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast("asyncio.Transport", transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) and peer else None
+        self._site.connections.add(self)
+        self._arm_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._site.connections.discard(self)
+        self._cancel_timer()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self.busy:
+            if len(self._buffer) > MAX_READ_AHEAD and self._reading and self.transport is not None:
+                self._reading = False
+                self.transport.pause_reading()
+            return
+        self._next()
+
+    def eof_received(self) -> bool | None:
+        # a half-closed client gets its answer, then the connection closes
+        self._closing = True
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+        return True
+
+    # -- request by request
+
+    def _next(self) -> None:
+        """Start on the next request in the buffer, if its head is complete."""
+        end = self._buffer.find(_CRLFCRLF)
+        if end < 0:
+            if len(self._buffer) > MAX_HEAD:
+                self._hand_off()
+            return
+        self._cancel_timer()
+        head = self._buffer[: end + 4]
+        parsed = parse_head(head)
+        if parsed is None:
+            self._hand_off()
+            return
+        self.busy = True
+        self.task = self._loop.create_task(self._handle(parsed, head))
+
+    async def _handle(self, head: RequestHead, raw: bytes) -> None:
+        try:
+            keep_alive = await self._serve(head)
+        except _HandOff:
+            self.busy = False
+            self._hand_off()
+            return
+        except asyncio.CancelledError:
+            return  # the client went away; connection_lost has cleaned up
+        self._buffer = self._buffer[len(raw) :]
+        self.busy = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not keep_alive or self._closing:
+            self.transport.close()
+            return
+        if not self._reading:
+            self._reading = True
+            self.transport.resume_reading()
+        self._arm_timer()
+        if self._buffer:
+            self._next()
+
+    def _hand_off(self) -> None:
+        """From now on aiohttp serves this connection, starting with the bytes not yet answered."""
+        transport = self.transport
+        self._cancel_timer()
+        self._site.connections.discard(self)
+        if transport is None or transport.is_closing():
+            return
+        handler = self._site.aiohttp_protocol()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if not self._reading:
+            self._reading = True
+            transport.resume_reading()
+        data, self._buffer = self._buffer, b""
+        if data:
+            handler.data_received(data)
+
+    # -- header timeout (slowloris), as aiohttp's keep-alive timer
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        timeout = self._site.header_timeout
+        if timeout:
+            self._timer = self._loop.call_later(timeout, self._header_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _header_timeout(self) -> None:
+        self._timer = None
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    def close_when_idle(self) -> None:
+        """Shutdown: close now if no request is being answered, else after its answer."""
+        self._closing = True
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    # -- serving one request
+
+    def _plan(self, head: RequestHead) -> tuple[RouteConfig, str, str, CIMultiDict[str], list[str]] | None:
+        """Route, path, query, fields and the ``Cookie`` values of a request the fast path may take."""
+        if head.version != "1.1" or head.method not in ("GET", "HEAD"):
+            return None
+        services = self._services
+        routed = simple_path(head.target, services.config.server.auth_prefix)
+        if routed is None:
+            return None
+        fields: CIMultiDict[str] = CIMultiDict()
+        hosts = 0
+        cookies: list[str] = []
+        for name, value in head.fields:
+            lower = name.lower()
+            if lower == "host":
+                hosts += 1
+            elif lower == "cookie":
+                cookies.append(value)
+            fields.add(name, value)
+        if hosts != 1:
+            return None
+        path, query = routed
+        route = services.routes.choose(fields["Host"], path)
+        if route is None:
+            return None
+        return route, path, query, fields, cookies
+
+    async def _identity(
+        self, route: RouteConfig, fields: CIMultiDict[str], cookies: list[str]
+    ) -> tuple[Identity | None, bool]:
+        """``(identity, served_here)``: the signed-in identity to forward with, or anonymous."""
+        services = self._services
+        gate, sessions = services.gate, services.sessions
+        if route.auth == "none" or gate is None or sessions is None:
+            return None, True
+        if route.bearer_tokens and "Authorization" in fields:
+            return None, False
+        clear, cookie = find_cookie(cookies, sessions.cookie_name)
+        if not clear:
+            return None, False
+        if cookie is None:
+            return None, route.auth == "optional"
+        session = await sessions.load(cookie)
+        if session is None or gate.refresher.is_due(session.record, time.time()):
+            return None, False
+        record = session.record
+        identity = Identity(record.claims, record.access_token, record.id_token)
+        if not gate.policies[route.name].allows(identity.claims):
+            return None, False
+        return identity, True
+
+    async def _serve(self, head: RequestHead) -> bool:
+        """Answer one request; True when the connection may stay open. Raises _HandOff."""
+        plan = self._plan(head)
+        if plan is None:
+            raise _HandOff
+        route, path, query, fields, cookies = plan
+        services = self._services
+        started = time.perf_counter()
+        trusted = headers.peer_is_trusted(self.peer_ip, services.config.server.trusted_proxies)
+        request_id = headers.request_id(fields.get("X-Request-Id"), trusted)
+        status = 500
+        user: str | None = None
+        handed_off = False
+        try:
+            try:
+                identity, served = await self._identity(route, fields, cookies)
+            except StoreError:
+                services.metrics.count_store_error()
+                raise
+            if not served:
+                raise _HandOff
+            added: dict[str, str] = {}
+            if identity is not None:
+                user = identity.sub
+                added = upstream_identity_headers(route, identity, services.signer)
+            upstream_headers = headers.build_upstream_headers(
+                fields,
+                peer_ip=self.peer_ip,
+                peer_trusted=trusted,
+                scheme=self._site.scheme,
+                request_id=request_id,
+                strip_names=services.strip_by_route[route.name],
+                strip_cookies=services.session_cookie_names,
+                add=added,
+                keep_host=route.pass_host_header,
+                drop=_HTTP_DROP,
+            )
+            upstream = await services.forwarder.open_plain(
+                route, head.method, path, query, upstream_headers, request_id=request_id
+            )
+            status = upstream.status
+            return await self._relay(head, route, upstream, request_id)
+        except _HandOff:
+            handed_off = True
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        except _ClientGone:
+            status = CLIENT_CLOSED
+            return False
+        except AuthproxyError as e:
+            status = self._answer_page(head, fields, request_id, e, keep_alive=head.keep_alive)
+            return head.keep_alive
+        except Exception:
+            LOG.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+            status = self._answer_page(head, fields, request_id, None, keep_alive=False)
+            return False
+        finally:
+            if not handed_off:
+                record_request(
+                    services,
+                    route=route.name,
+                    status=status,
+                    elapsed=time.perf_counter() - started,
+                    request_id=request_id,
+                    method=head.method,
+                    path=path,
+                    user=user,
+                    client_ip=self.peer_ip,
+                )
+
+    async def _relay(self, head: RequestHead, route: RouteConfig, upstream: UpstreamResponse, request_id: str) -> bool:
+        """Stream the upstream's answer to the client; True when the connection may stay open."""
+        delivered = False
+        try:
+            fields = headers.strip_hop_by_hop(upstream.headers)
+            keep_alive = head.keep_alive and not self._closing
+            chunked = frame_response(
+                head.method, upstream.status, fields, keep_alive=keep_alive, date=_CLOCK.http_date()
+            )
+            transport = self.transport
+            if transport is None:
+                return False
+            start = response_head(upstream.status, upstream.reason, fields)
+            empty = head.method == "HEAD" or upstream.status in _EMPTY_BODY_STATUSES
+            if empty:
+                transport.write(start)
+                delivered = True
+                return keep_alive
+            delivered = await self._copy_body(route, upstream, start, chunked, request_id)
+            return keep_alive and delivered
+        finally:
+            upstream.release(delivered=delivered)
+
+    async def _copy_body(
+        self, route: RouteConfig, upstream: UpstreamResponse, start: bytes, chunked: bool, request_id: str
+    ) -> bool:
+        """Copy the body as it arrives (chunked when the upstream gave no length); True when whole."""
+        transport = self.transport
+        assert transport is not None
+        pending = start
+        while True:
+            try:
+                chunk = upstream.read_nowait()
+                if chunk is None:
+                    if pending:
+                        transport.write(pending)
+                        pending = b""
+                    # only the wait for the upstream counts as idle, not a slow client's drain
+                    async with asyncio.timeout(route.timeout):
+                        chunk = await upstream.read()
+            except (TimeoutError, UpstreamHTTPError) as e:
+                self._services.forwarder.body_failed(route, request_id, e)
+                # the status line is gone: closing short is the only way to say "incomplete"
+                transport.abort()
+                return False
+            if transport.is_closing():
+                raise _ClientGone
+            if not chunk:
+                transport.write(pending + b"0\r\n\r\n" if chunked else pending)
+                return True
+            if chunked:
+                pending += b"%x\r\n%b\r\n" % (len(chunk), chunk)
+            else:
+                pending += chunk
+            if upstream.at_eof():
+                transport.write(pending + b"0\r\n\r\n" if chunked else pending)
+                return True
+            transport.write(pending)
+            pending = b""
+            if self._write_paused:
+                await self._drain()
+
+    async def _drain(self) -> None:
+        while self._write_paused and not self._closing:
+            self._drained = self._loop.create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+
+    def _answer_page(
+        self,
+        head: RequestHead,
+        fields: CIMultiDict[str],
+        request_id: str,
+        error: AuthproxyError | None,
+        *,
+        keep_alive: bool,
+    ) -> int:
+        """An error page from :mod:`authproxy.pages`, written whole; its status."""
+        request = cast("web.BaseRequest", _ErrorRequest(fields, request_id))
+        if error is not None:
+            page = pages.error_for_exception(request, error, request_id=request_id)
+        else:
+            page = pages.error_response(
+                request, 500, "Internal error", "Something went wrong in authproxy.", request_id=request_id
+            )
+        body = page.body if isinstance(page.body, bytes) else b""
+        out: CIMultiDict[str] = CIMultiDict(page.headers)
+        out["Content-Length"] = str(len(body))
+        frame_response(head.method, page.status, out, keep_alive=keep_alive, date=_CLOCK.http_date())
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(
+                response_head(page.status, page.reason, out) + (b"" if head.method == "HEAD" else body)
+            )
+        return page.status
+
+
+# ---------------------------------------------------------------------- the listener
+
+
+class FastSite(web.TCPSite):
+    """aiohttp's TCP site with :class:`FastConnection` in front of its request handler."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        services: Services,
+        header_timeout: float,
+        shutdown_timeout: float,
+        ssl_context: Any = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port, backlog=backlog)
+        self.services = services
+        self.header_timeout = header_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.scheme = "https" if ssl_context is not None else "http"
+        self.connections: set[FastConnection] = set()
+
+    def aiohttp_protocol(self) -> asyncio.Protocol:
+        server = self._runner.server
+        assert server is not None
+        return cast("asyncio.Protocol", server())
+
+    async def start(self) -> None:
+        # BaseSite.start registers the site; TCPSite.start would create aiohttp's own server
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: FastConnection(self),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, then let answers in progress finish (bounded) before aiohttp drains."""
+        await super().stop()
+        for connection in list(self.connections):
+            connection.close_when_idle()
+        answering = [c.task for c in self.connections if c.busy and c.task is not None]
+        if answering:
+            await asyncio.wait(answering, timeout=self.shutdown_timeout)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                with contextlib.suppress(Exception):
+                    connection.transport.abort()

@@ -1,0 +1,392 @@
+"""The fast path (``authproxy.fast_path``): simple GET/HEAD served without aiohttp's web layer.
+
+Pure tables for what it takes (and leaves to aiohttp); then the real ``authproxy run`` in front
+of the test upstream, driven over raw keep-alive sockets, proving that a client cannot tell the
+two paths apart: the same headers reach the upstream, the same answers come back, streaming,
+timeouts and error pages behave as on the aiohttp path, and a connection that asks for
+something else is handed to aiohttp mid-stream without losing a byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+
+from authproxy.fast_path import MAX_HEAD, find_cookie, frame_response, parse_head, response_head, simple_path
+from tests.support.proxy_process import ProxyProcess
+from tests.support.upstream import MIB, Upstream, upstream_fixture  # noqa: F401
+
+DATE = "Thu, 03 Dec 2026 08:00:00 GMT"
+
+
+# ---------------------------------------------------------------------------------------------- pure
+
+
+@pytest.mark.parametrize(
+    ("head", "method", "target"),
+    [
+        pytest.param(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/a?b=1", id="get"),
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n", "HEAD", "/", id="head"),
+    ],
+)
+def test_simple_heads_are_parsed(head: bytes, method: str, target: str) -> None:
+    parsed = parse_head(head)
+    assert parsed is not None and (parsed.method, parsed.target, parsed.version) == (method, target, "1.1")
+    assert ("Host", "x") in parsed.fields and parsed.keep_alive
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX: \xc3\xa9\r\n\r\n", id="non-ascii"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n", id="too-big"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost x\r\n\r\n", id="garbled-field"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", id="upgrade"),
+        pytest.param(b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * 101 + b"\r\n", id="too-many-fields"),
+    ],
+)
+def test_unusual_heads_are_left_to_aiohttp(head: bytes) -> None:
+    assert parse_head(head) is None
+
+
+def test_connection_close_is_seen() -> None:
+    parsed = parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert parsed is not None and not parsed.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        pytest.param("/app/x?q=1&r", ("/app/x", "q=1&r"), id="path-and-query"),
+        pytest.param("/", ("/", ""), id="root"),
+        pytest.param("/oauth2x", ("/oauth2x", ""), id="prefix-lookalike"),
+        pytest.param("/a%2Fb", None, id="percent-encoded"),
+        pytest.param("/public/../admin", None, id="dot-segments"),
+        pytest.param("/a/./b", None, id="dot-segment"),
+        pytest.param("/a\\b", None, id="backslash"),
+        pytest.param("//evil/x", None, id="double-slash-start"),
+        pytest.param("/a//b", None, id="double-slash"),
+        pytest.param("/oauth2/start", None, id="auth-endpoint"),
+        pytest.param("/oauth2", None, id="auth-prefix"),
+        pytest.param("http://h/x", None, id="absolute-form"),
+        pytest.param("*", None, id="asterisk"),
+        pytest.param("/x#frag", None, id="fragment"),
+    ],
+)
+def test_only_plain_paths_outside_the_auth_prefix_take_the_fast_path(
+    target: str, expected: tuple[str, str] | None
+) -> None:
+    assert simple_path(target, "/oauth2") == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(["a=1; s=v1.abc-_; b=2"], (True, "v1.abc-_"), id="among-others"),
+        pytest.param(["a=1", "s=v1.x"], (True, "v1.x"), id="second-field"),
+        pytest.param(["a=1"], (True, None), id="absent"),
+        pytest.param([], (True, None), id="no-cookie-field"),
+        pytest.param(["s=v1.a; s=v1.b"], (False, None), id="twice"),
+        pytest.param(['s="v1.a"'], (False, None), id="quoted"),
+        pytest.param(["s="], (False, None), id="empty"),
+        pytest.param(["s_flow=v1.a"], (True, None), id="other-name-with-prefix"),
+    ],
+)
+def test_the_session_cookie_is_found_only_when_unambiguous(
+    fields: list[str], expected: tuple[bool, str | None]
+) -> None:
+    assert find_cookie(fields, "s") == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "given", "keep_alive", "chunked", "expected"),
+    [
+        pytest.param("GET", 200, {"Content-Length": "5"}, True, False,
+                     {"Content-Length": "5", "Content-Type": "application/octet-stream"}, id="length"),
+        pytest.param("GET", 200, {"Content-Type": "text/plain"}, True, True,
+                     {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"}, id="no-length-chunked"),
+        pytest.param("HEAD", 200, {"Content-Length": "5"}, True, False, {"Content-Length": "5"}, id="head"),
+        pytest.param("GET", 204, {"Content-Length": "0"}, True, False, {}, id="no-content"),
+        pytest.param("GET", 304, {}, True, False, {}, id="not-modified"),
+        pytest.param("GET", 200, {"Content-Length": "0"}, False, False,
+                     {"Content-Length": "0", "Connection": "close"}, id="closing"),
+    ],
+)  # fmt: skip
+def test_responses_are_framed_as_aiohttp_frames_them(
+    method: str, status: int, given: dict[str, str], keep_alive: bool, chunked: bool, expected: dict[str, str]
+) -> None:
+    fields = CIMultiDict(given)
+    assert frame_response(method, status, fields, keep_alive=keep_alive, date=DATE) is chunked
+    assert fields.pop("Date") == DATE and fields.pop("Server").startswith("Python/")
+    assert dict(fields) == expected
+
+
+def test_an_upstream_date_and_server_are_kept() -> None:
+    fields = CIMultiDict({"Date": "then", "Server": "app/1", "Content-Length": "0"})
+    frame_response("GET", 200, fields, keep_alive=True, date=DATE)
+    assert fields["Date"] == "then" and fields["Server"] == "app/1"
+
+
+def test_response_head_keeps_repeated_fields() -> None:
+    fields = CIMultiDict([("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+    assert response_head(200, "OK", fields) == b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
+
+
+# ---------------------------------------------------------------------------------------------- real proxy
+
+
+class Connection:
+    """One keep-alive client connection that reads answers one at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self, method: str = "GET", timeout: float = 10.0) -> tuple[int, CIMultiDict[str], bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields: CIMultiDict[str] = CIMultiDict()
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                fields.add(name.strip(), value.strip())
+        if method == "HEAD" or status in (204, 304):
+            return status, fields, b""
+        if "Content-Length" in fields:
+            return (
+                status,
+                fields,
+                await asyncio.wait_for(self.reader.readexactly(int(fields["Content-Length"])), timeout),
+            )
+        if fields.get("Transfer-Encoding") == "chunked":
+            body = b""
+            while True:
+                size = int((await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)).strip(), 16)
+                data = await asyncio.wait_for(self.reader.readexactly(size + 2), timeout)
+                if size == 0:
+                    return status, fields, body
+                body += data[:-2]
+        return status, fields, await asyncio.wait_for(self.reader.read(), timeout)
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        try:
+            return await asyncio.wait_for(self.reader.read(1), timeout) == b""
+        except (TimeoutError, ConnectionError):
+            return False
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str) -> AsyncIterator[Connection]:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    connection = Connection(reader, writer)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def get(path: str, *extra: str, method: str = "GET") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: app.test", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def seen(body: bytes) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+HEADER_TIMEOUT = 1.0
+
+
+@pytest.fixture
+async def proxy(run_proxy: Callable[..., ProxyProcess], upstream: Upstream) -> ProxyProcess:
+    config = {
+        "server": {"client_header_timeout": f"{HEADER_TIMEOUT}s"},
+        "routes": [
+            {"name": "app", "upstream": upstream.url, "auth": "none", "timeout": "1s"},
+            {
+                "name": "stripped",
+                "match": {"path_prefix": "/strip"},
+                "upstream": upstream.url + "/base",
+                "auth": "none",
+                "strip_path_prefix": True,
+                "pass_host_header": False,
+            },
+        ],
+    }
+    return await asyncio.to_thread(run_proxy, config)
+
+
+def _comparable(fields: list[list[str]]) -> list[tuple[str, str]]:
+    # the request id is new for every request, the upstream's peer port differs per connection
+    return [(k.lower(), v) for k, v in fields if k.lower() != "x-request-id"]
+
+
+async def test_both_paths_send_the_upstream_the_same_headers_and_answer_alike(proxy: ProxyProcess) -> None:
+    spoofing = ("X-Forwarded-User: mallory", "X_Forwarded_User: mallory", "X-Auth-Request-Email: m@x", "Accept: */*")
+    async with connect(proxy.url) as fast:
+        await fast.send(get("/echo?a=1", *spoofing))
+        fast_status, fast_fields, fast_body = await fast.answer()
+    async with connect(proxy.url) as slow:
+        # a request with a body hands the connection to aiohttp; the GET after it stays there
+        await slow.send(get("/echo", "Content-Length: 0", method="POST"))
+        assert (await slow.answer())[0] == 200
+        await slow.send(get("/echo?a=1", *spoofing))
+        slow_status, slow_fields, slow_body = await slow.answer()
+    assert fast_status == slow_status == 200
+    fast_seen, slow_seen = seen(fast_body), seen(slow_body)
+    assert _comparable(fast_seen["headers"]) == _comparable(slow_seen["headers"])
+    assert (fast_seen["path"], fast_seen["query"]) == (slow_seen["path"], slow_seen["query"]) == ("/echo", "a=1")
+    names = {k.lower() for k, _ in fast_seen["headers"]}
+    assert not names & {"x-forwarded-user", "x_forwarded_user", "x-auth-request-email"}
+    for fields in (fast_fields, slow_fields):
+        fields.popall("Date")
+    assert sorted(fast_fields.items()) == sorted(slow_fields.items())
+
+
+async def test_keep_alive_serves_many_requests_and_hands_over_mid_connection(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        for i in range(3):
+            await connection.send(get(f"/echo?i={i}"))
+            status, _, body = await connection.answer()
+            assert status == 200 and seen(body)["query"] == f"i={i}"
+        # an unknown auth endpoint, a dot segment and an encoded path: aiohttp's answers
+        await connection.send(get("/oauth2/nothing-here"))
+        assert (await connection.answer())[0] == 404
+        await connection.send(get("/a/../b"))
+        assert (await connection.answer())[0] == 400
+        await connection.send(get("/echo%2Fx"))
+        status, _, body = await connection.answer()
+        assert status == 200 and seen(body)["path"] == "/echo%2Fx"
+
+
+async def test_pipelined_requests_are_answered_in_order(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/echo?n=1") + get("/echo?n=2") + get("/echo?n=3", "Content-Length: 0", method="PUT"))
+        answers = [await connection.answer() for _ in range(3)]
+    assert [seen(body)["query"] for _, _, body in answers] == ["n=1", "n=2", "n=3"]
+    assert seen(answers[2][2])["method"] == "PUT"
+
+
+async def test_strip_prefix_and_upstream_host(proxy: ProxyProcess, upstream: Upstream) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/strip/echo?x"))
+        _, _, body = await connection.answer()
+    answer = seen(body)
+    assert answer["path"] == "/base/echo" and answer["query"] == "x"
+    assert dict((k.lower(), v) for k, v in answer["headers"])["host"] == upstream.url.removeprefix("http://")
+
+
+async def test_head_and_chunked_and_length_delimited_bodies(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/big?mb=1", method="HEAD"))
+        status, fields, body = await connection.answer("HEAD")
+        assert status == 200 and fields["Content-Length"] == str(MIB) and body == b""
+        await connection.send(get("/big?mb=2"))
+        status, fields, body = await connection.answer()
+        assert fields["Content-Length"] == str(2 * MIB) and len(body) == 2 * MIB
+        await connection.send(get("/big?mb=2&chunked=1"))
+        status, fields, body = await connection.answer()
+        assert fields["Transfer-Encoding"] == "chunked" and len(body) == 2 * MIB
+
+
+async def test_chunks_reach_the_client_as_the_upstream_writes_them(proxy: ProxyProcess, upstream: Upstream) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/sse"))
+        head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+        assert b" 200 " in head
+        first = await asyncio.wait_for(connection.reader.readuntil(b"\n\n"), 5)
+        assert b"data:" in first  # before the upstream has finished
+        upstream.release.set()
+
+
+async def test_upstream_failures_are_502_and_504_pages(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/reset", "Accept: application/json"))
+        status, fields, body = await connection.answer()
+        assert status == 502 and json.loads(body)["error"] and "Traceback" not in body.decode()
+        assert fields["X-Request-Id"] == json.loads(body)["request_id"]
+        await connection.send(get("/slow?s=3", "Accept: text/html"))
+        status, fields, body = await connection.answer(timeout=5)
+        assert status == 504 and fields["Content-Type"].startswith("text/html") and b"<html" in body.lower()
+        # the connection is still good
+        await connection.send(get("/echo"))
+        assert (await connection.answer())[0] == 200
+
+
+async def test_an_upstream_going_silent_mid_body_cuts_the_answer_short(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/stall"))
+        started = time.monotonic()
+        head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+        assert b" 200 " in head
+        # the idle timeout (the route's 1 s) ends the connection without the final chunk
+        data = await asyncio.wait_for(connection.reader.read(), 5)
+        assert not data.endswith(b"0\r\n\r\n") and time.monotonic() - started < 4
+
+
+async def test_connection_close_is_honoured(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/echo", "Connection: close"))
+        status, fields, _ = await connection.answer()
+        assert status == 200 and fields["Connection"] == "close"
+        assert await connection.closed()
+
+
+async def test_a_head_that_never_completes_is_cut_off(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(b"GET /echo HTTP/1.1\r\nHost: app.test\r\n")
+        started = time.monotonic()
+        assert await connection.closed(timeout=HEADER_TIMEOUT + 3)
+        assert time.monotonic() - started >= HEADER_TIMEOUT * 0.8
+    async with connect(proxy.url) as idle:
+        await idle.send(get("/echo"))
+        assert (await idle.answer())[0] == 200
+        # idle after an answer: the same clock runs again
+        assert await idle.closed(timeout=HEADER_TIMEOUT + 3)
+
+
+async def test_a_client_that_leaves_mid_download_is_logged_as_499(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/big?mb=64"))
+        await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+    deadline = time.monotonic() + 5
+    while '"status":499' not in proxy.logs() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    line = next(line for line in proxy.logs().splitlines() if '"status":499' in line)
+    assert '"path":"/big"' in line and "mb=64" not in line
+    # the proxy serves on
+    async with connect(proxy.url) as again:
+        await again.send(get("/echo"))
+        assert (await again.answer())[0] == 200
+
+
+async def test_fast_path_answers_are_logged_and_counted(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/echo?secret_token=abc"))
+        await connection.answer()
+    deadline = time.monotonic() + 5
+    while '"path":"/echo"' not in proxy.logs() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    line = next(line for line in proxy.logs().splitlines() if '"path":"/echo"' in line)
+    entry = json.loads(line)
+    assert entry["route"] == "app" and entry["status"] == 200 and entry["client_ip"] == "127.0.0.1"
+    assert "abc" not in line
