@@ -258,6 +258,7 @@ class FastConnection(asyncio.Protocol):
         self._buffer = b""
         self.task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since: float | None = None
         self._reading = True
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -317,7 +318,7 @@ class FastConnection(asyncio.Protocol):
             if len(self._buffer) > MAX_HEAD:
                 self._hand_off()
             return
-        self._cancel_timer()
+        self._pause_timer()
         head = self._buffer[: end + 4]
         parsed = parse_head(head)
         if parsed is None:
@@ -367,19 +368,35 @@ class FastConnection(asyncio.Protocol):
             handler.data_received(data)
 
     # -- header timeout (slowloris), as aiohttp's keep-alive timer
+    #
+    # One timer per connection, moved lazily: arming and disarming only note the time, and the
+    # timer, when it fires early, goes back to sleep for what is left. Cancelling and scheduling
+    # a timer per request would cost more than the rest of this class.
 
     def _arm_timer(self) -> None:
-        self._cancel_timer()
         timeout = self._site.header_timeout
-        if timeout:
-            self._timer = self._loop.call_later(timeout, self._header_timeout)
+        if not timeout:
+            return
+        self._waiting_since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(timeout, self._check_timer)
+
+    def _pause_timer(self) -> None:
+        self._waiting_since = None
 
     def _cancel_timer(self) -> None:
+        self._waiting_since = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _header_timeout(self) -> None:
+    def _check_timer(self) -> None:
+        timeout = self._site.header_timeout
+        since = self._waiting_since
+        left = timeout if since is None else since + timeout - self._loop.time()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._check_timer)
+            return
         self._timer = None
         if not self.busy and self.transport is not None:
             self.transport.close()

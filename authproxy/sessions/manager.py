@@ -34,6 +34,8 @@ TOUCH_INTERVAL: Final = 60.0
 # the per-session lock the refresher holds (authproxy.sessions.refresh uses the same name)
 LOCK_PREFIX: Final = "lock:"
 TOUCH_LOCK_LEASE: Final = 5.0
+# cookie values whose signature was checked, kept per process (emptied whole when full)
+OPENED_TICKETS_MAX: Final = 10_000
 
 
 def _index_key(prefix: str, value: str) -> str:
@@ -82,6 +84,7 @@ class SessionManager:
         self.cache = cache
         self.feed = feed
         self._secrets = [s.encode() for s in secrets]
+        self._opened: dict[str, tuple[Ticket, str]] = {}
         self.cookie = cookie
         self.cookie_name = cookie.full_name
         self.idle_timeout = idle_timeout
@@ -95,9 +98,24 @@ class SessionManager:
 
     def open(self, value: str | None) -> Ticket | None:
         """The ticket in a cookie value, or None when absent, malformed or not ours."""
+        opened = self._open_keyed(value)
+        return opened[0] if opened is not None else None
+
+    def _open_keyed(self, value: str | None) -> tuple[Ticket, str] | None:
+        """The ticket in a cookie value and its session's store key, or None."""
         if not value:
             return None
-        return open_ticket(value, self._secrets)
+        # the same cookie comes with every request of a session: check its MAC once. Only
+        # valid values are kept, so the cache holds nothing an attacker chose but could not sign
+        opened = self._opened.get(value)
+        if opened is None:
+            ticket = open_ticket(value, self._secrets)
+            if ticket is None:
+                return None
+            if len(self._opened) >= OPENED_TICKETS_MAX:
+                self._opened.clear()
+            opened = self._opened[value] = (ticket, SESSION_KEY_PREFIX + store_key_for(ticket.id))
+        return opened
 
     def cookie_attributes(self, max_age: int | None) -> dict[str, object]:
         attributes: dict[str, object] = {
@@ -122,10 +140,10 @@ class SessionManager:
 
     async def load(self, cookie_value: str | None) -> Session | None:
         """The session a cookie names, or None (tampered, unknown, expired: no session)."""
-        ticket = self.open(cookie_value)
-        if ticket is None:
+        opened = self._open_keyed(cookie_value)
+        if opened is None:
             return None
-        session_key = SESSION_KEY_PREFIX + store_key_for(ticket.id)
+        ticket, session_key = opened
         now = self.clock()
         cache = self.cache
         record = cache.get(session_key, ticket.key, now) if cache is not None else None
