@@ -137,11 +137,45 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return redact(str(value))
 
 
+_PLAIN_TYPES: Final = frozenset({int, float, bool, type(None)})
+
+
+def _is_plainly_clean(fields: Mapping[Any, Any]) -> bool:
+    """No field is named like a secret, all are flat, and no text could hold a credential.
+
+    One scan over all the texts joined, instead of one per text: a pattern that matches one of
+    them matches the joined string too (a match across a join only costs the slow path).
+    """
+    texts = []
+    for k, v in fields.items():
+        if type(k) is not str or is_secret_name(k):
+            return False
+        if type(v) is str:
+            texts.append(v)
+        elif type(v) not in _PLAIN_TYPES:
+            return False
+    return not _MAY_HOLD_CREDENTIAL.search("\x00".join(texts))
+
+
 def _redact_mapping(fields: Mapping[Any, Any], depth: int) -> dict[str, Any]:
-    return {
-        str(k): REDACTED if v is not None and is_secret_name(str(k)) else redact_value(v, depth + 1)
-        for k, v in fields.items()
-    }
+    if _is_plainly_clean(fields):
+        return dict(fields)
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        key = k if type(k) is str else str(k)
+        kind = type(v)
+        # the common field types first: this runs for every field of every access log line
+        if v is None:
+            out[key] = None
+        elif is_secret_name(key):
+            out[key] = REDACTED
+        elif kind is int or kind is float or kind is bool:
+            out[key] = v
+        elif kind is str:
+            out[key] = redact(v)
+        else:
+            out[key] = redact_value(v, depth + 1)
+    return out
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -159,12 +193,23 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return redact("\n".join(parts)) if parts else None
 
 
+# ensure_ascii: a line stays one line and one JSON object whatever bytes a value held. Built once:
+# json.dumps with any option builds a new encoder per call.
+_JSON_ENCODER: Final = json.JSONEncoder(default=lambda v: redact(str(v)), separators=(",", ":"), ensure_ascii=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    # records come many to a second: format each second once
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, then the record's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": redact(record.getMessage()),
@@ -175,8 +220,7 @@ class JsonFormatter(logging.Formatter):
         error = _exception_text(self, record)
         if error is not None:
             entry["error"] = error
-        # ensure_ascii: a line stays one line and one JSON object whatever bytes a value held
-        return json.dumps(entry, default=lambda v: redact(str(v)), separators=(",", ":"), ensure_ascii=True)
+        return _JSON_ENCODER.encode(entry)
 
 
 def _text_value(value: Any) -> str:

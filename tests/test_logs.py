@@ -25,6 +25,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from authproxy import logs as logs_module
 from authproxy.logs import REDACTED, JsonFormatter, TextFormatter, is_secret_name, redact, redact_value
 from tests.support.ops import JSON, OpsStack, json_records, login, start_ops_stack, upstream_seen
 
@@ -474,3 +475,16 @@ def test_unknown_log_format_is_refused() -> None:
 
     with pytest.raises(ValueError, match="log format"):
         configure_logging("info", "xml")
+
+
+_FRAGMENTS = [
+    *("eyJhbGciOi", "J9.eyJzdWIi", ".sig", "code", "state", "=", ":", "%3D", "%253D", "Bearer ", "basic "),
+    *("v1.", "A" * 40, "redis://", "u:", "@h", "Cookie", "refresh_token", " ", "/", "?", "&", "x", "'", '"'),
+]
+
+
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12))
+def test_the_cheap_pre_scan_never_passes_text_a_redaction_would_change(parts: list[str]) -> None:
+    text = "".join(parts)
+    if logs_module._MAY_HOLD_CREDENTIAL.search(text) is None:
+        assert all(pattern.sub(replacement, text) == text for pattern, replacement in logs_module._REDACTIONS)
