@@ -315,7 +315,8 @@ class FastConnection(asyncio.Protocol):
         """Start on the next request in the buffer, if its head is complete."""
         end = self._buffer.find(_CRLFCRLF)
         if end < 0:
-            if len(self._buffer) > MAX_HEAD:
+            # bare-LF line endings, or a head too long for the fast path: aiohttp judges those
+            if len(self._buffer) > MAX_HEAD or b"\n\n" in self._buffer:
                 self._hand_off()
             return
         self._pause_timer()

@@ -111,8 +111,9 @@ def connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
 
 def strip_hop_by_hop(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """A copy of ``headers`` without hop-by-hop fields, including those named in ``Connection``."""
-    drop = HOP_BY_HOP | connection_listed(headers)
-    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in drop)
+    listed = connection_listed(headers)
+    drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
+    return CIMultiDict([(name, value) for name, value in headers.items() if name.lower() not in drop])
 
 
 def is_spoofable(normalized: str, names: frozenset[str]) -> bool:

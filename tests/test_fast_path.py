@@ -278,6 +278,14 @@ async def test_keep_alive_serves_many_requests_and_hands_over_mid_connection(pro
         assert status == 200 and seen(body)["path"] == "/echo%2Fx"
 
 
+async def test_a_head_with_bare_line_feeds_is_answered_like_aiohttp_answers_it(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(b"GET /echo HTTP/1.1\nHost: app.test\nConnection: close\n\n")
+        data = await asyncio.wait_for(connection.reader.read(), 5)
+    # aiohttp refuses it (400), and at once, not after the head timeout
+    assert data.startswith(b"HTTP/1.") and b" 400 " in data.split(b"\r\n", 1)[0]
+
+
 async def test_pipelined_requests_are_answered_in_order(proxy: ProxyProcess) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(get("/echo?n=1") + get("/echo?n=2") + get("/echo?n=3", "Content-Length: 0", method="PUT"))
