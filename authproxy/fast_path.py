@@ -39,183 +39,36 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from email.utils import formatdate
 from typing import Any, Final, cast
 
-import httptools
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
 from authproxy import headers, pages
 from authproxy.app import Services, record_request, upstream_identity_headers
 from authproxy.config import RouteConfig
 from authproxy.errors import AuthproxyError, StoreError
+from authproxy.fast_requests import (
+    CLOCK,
+    EMPTY_BODY_STATUSES,
+    MAX_HEAD,
+    RequestHead,
+    answer_head,
+    find_cookie,
+    parse_head,
+    simple_path,
+)
 from authproxy.gate import Identity
-from authproxy.proxy import has_dot_segments
 from authproxy.upstream_http import UpstreamHTTPError, UpstreamResponse
 
 LOG: Final = logging.getLogger("authproxy.fast_path")
 
-# aiohttp's own request-line and field-line limit: a head above it goes to aiohttp, which answers it
-MAX_HEAD: Final = 8190
-MAX_FIELDS: Final = 100
 # bytes read ahead while a response is being written, before the connection stops reading
 MAX_READ_AHEAD: Final = 64 * 1024
 CLIENT_CLOSED: Final = 499
 _CRLFCRLF: Final = b"\r\n\r\n"
-_EMPTY_BODY_STATUSES: Final = frozenset({204, 304, *range(100, 200)})
 # aiohttp answers "Expect: 100-continue" itself, and never forwards it
 _HTTP_DROP: Final = frozenset({"expect"})
-_NO_BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
-_COOKIE_VALUE_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
-
-
-# ---------------------------------------------------------------------- pure pieces
-
-
-@dataclass
-class RequestHead:
-    """What llhttp read from one request head."""
-
-    method: str
-    target: str
-    version: str
-    fields: list[tuple[str, str]]
-    keep_alive: bool
-
-
-class _HeadCollector:
-    """httptools callbacks for one head (the parser calls these by name)."""
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.fields: list[tuple[bytes, bytes]] = []
-        self.complete = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.complete = True
-
-
-def parse_head(head: bytes) -> RequestHead | None:
-    """The request in ``head`` (request line and fields up to the blank line), or None if not simple.
-
-    None for anything llhttp refuses, a protocol switch, non-ASCII bytes, too many fields: such
-    requests are for aiohttp to judge.
-    """
-    if len(head) > MAX_HEAD or not head.isascii():
-        return None
-    collector = _HeadCollector()
-    parser = httptools.HttpRequestParser(collector)
-    try:
-        parser.feed_data(head)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-        return None
-    if not collector.complete or len(collector.fields) > MAX_FIELDS:
-        return None
-    fields = [(name.decode("ascii"), value.decode("ascii")) for name, value in collector.fields]
-    connection: set[str] = set()
-    for name, value in fields:
-        lower = name.lower()
-        if lower in _NO_BODY_FIELDS:
-            return None
-        if lower == "connection":
-            connection.update(token.strip().lower() for token in value.split(","))
-    version = parser.get_http_version()
-    return RequestHead(
-        method=parser.get_method().decode("ascii"),
-        target=collector.url.decode("ascii"),
-        version=version,
-        fields=fields,
-        # RFC 9112 section 9.3: HTTP/1.1 persists unless either side says close
-        keep_alive=version == "1.1" and "close" not in connection,
-    )
-
-
-def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
-    """``(path, query)`` of an origin-form target the fast path may route on, or None.
-
-    Without ``%`` the decoded path (what routes and the dot-segment check see on the aiohttp
-    path) is the raw one, byte for byte.
-    """
-    if not target.startswith("/") or target.startswith("//"):
-        return None
-    path, _, query = target.partition("?")
-    if "%" in path or "\\" in path or "#" in target or "//" in path or has_dot_segments(path):
-        return None
-    if path == auth_prefix or path.startswith(auth_prefix + "/"):
-        return None
-    return path, query
-
-
-def find_cookie(cookie_fields: list[str], name: str) -> tuple[bool, str | None]:
-    """``(clear, value)`` of cookie ``name`` in the ``Cookie`` fields.
-
-    ``clear`` is False when the answer is not obvious (the name twice, or a value in a form the
-    session ticket never takes, such as quoted): aiohttp's cookie parser decides those.
-    """
-    found: str | None = None
-    for field in cookie_fields:
-        for pair in field.split(";"):
-            key, sep, value = pair.strip().partition("=")
-            if key.strip() != name or not sep:
-                continue
-            if found is not None or not value or not set(value) <= _COOKIE_VALUE_CHARS:
-                return False, None
-            found = value
-    return True, found
-
-
-def response_head(status: int, reason: str, fields: CIMultiDict[str]) -> bytes:
-    """The status line and field lines of a response, with the blank line that ends them."""
-    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in fields.items()]
-    lines.append("\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")
-
-
-def frame_response(method: str, status: int, fields: CIMultiDict[str], *, keep_alive: bool, date: str) -> bool:
-    """Complete ``fields`` as aiohttp would for this answer; True when its body goes chunked."""
-    empty = method == "HEAD" or status in _EMPTY_BODY_STATUSES
-    chunked = False
-    if status in _EMPTY_BODY_STATUSES:
-        fields.popall("Content-Length", None)
-    if not empty:
-        if "Content-Length" not in fields:
-            chunked = True
-            fields["Transfer-Encoding"] = "chunked"
-        if fields.get("Content-Length") != "0":
-            fields.setdefault("Content-Type", "application/octet-stream")
-    if "Date" not in fields:
-        fields["Date"] = date
-    fields.setdefault("Server", SERVER_SOFTWARE)
-    if "Connection" not in fields and not keep_alive:
-        fields["Connection"] = "close"
-    return chunked
-
-
-class _Clock:
-    """The HTTP ``Date`` value, formatted once per second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = ""
-
-    def http_date(self) -> str:
-        now = int(time.time())
-        if now != self._second:
-            self._second, self._value = now, formatdate(now, usegmt=True)
-        return self._value
-
-
-_CLOCK: Final = _Clock()
 
 
 # ---------------------------------------------------------------------- the connection
@@ -536,16 +389,19 @@ class FastConnection(asyncio.Protocol):
         """Stream the upstream's answer to the client; True when the connection may stay open."""
         delivered = False
         try:
-            fields = headers.strip_hop_by_hop(upstream.headers)
             keep_alive = head.keep_alive and not self._closing
-            chunked = frame_response(
-                head.method, upstream.status, fields, keep_alive=keep_alive, date=_CLOCK.http_date()
+            start, chunked = answer_head(
+                head.method,
+                upstream.status,
+                upstream.reason,
+                upstream.headers,
+                keep_alive=keep_alive,
+                date=CLOCK.http_date(),
             )
             transport = self.transport
             if transport is None:
                 return False
-            start = response_head(upstream.status, upstream.reason, fields)
-            empty = head.method == "HEAD" or upstream.status in _EMPTY_BODY_STATUSES
+            empty = head.method == "HEAD" or upstream.status in EMPTY_BODY_STATUSES
             if empty:
                 transport.write(start)
                 delivered = True
@@ -622,11 +478,11 @@ class FastConnection(asyncio.Protocol):
         body = page.body if isinstance(page.body, bytes) else b""
         out: CIMultiDict[str] = CIMultiDict(page.headers)
         out["Content-Length"] = str(len(body))
-        frame_response(head.method, page.status, out, keep_alive=keep_alive, date=_CLOCK.http_date())
+        start, _ = answer_head(
+            head.method, page.status, page.reason, out, keep_alive=keep_alive, date=CLOCK.http_date()
+        )
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(
-                response_head(page.status, page.reason, out) + (b"" if head.method == "HEAD" else body)
-            )
+            self.transport.write(start + (b"" if head.method == "HEAD" else body))
         return page.status
 
 

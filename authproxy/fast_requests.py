@@ -1,0 +1,197 @@
+"""What the fast path takes, and how it frames its answers (pure; see :mod:`authproxy.fast_path`).
+
+- :func:`parse_head`: a request head as llhttp reads it (RFC 9112 sections 2-5), or None for
+  anything unusual (refused by llhttp, non-ASCII, a body, an upgrade, too big).
+- :func:`simple_path`: an origin-form target (RFC 9112 section 3.2.1) whose raw path is also its
+  decoded path, outside the auth prefix.
+- :func:`find_cookie`: the session cookie when its value is unambiguous (RFC 6265 section 5.4).
+- :func:`answer_head`: the status line and fields of an answer,
+  completed the way aiohttp completes them (RFC 9112 section 6: Content-Length or chunked; no
+  body for HEAD, 1xx, 204 and 304; ``Date`` per RFC 9110 section 6.6.1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Final
+
+import httptools
+from aiohttp.http import SERVER_SOFTWARE
+
+from authproxy.headers import HOP_BY_HOP, connection_listed
+from authproxy.proxy import has_dot_segments
+
+# aiohttp's own request-line and field-line limit: a head above it goes to aiohttp, which answers it
+MAX_HEAD: Final = 8190
+MAX_FIELDS: Final = 100
+EMPTY_BODY_STATUSES: Final = frozenset({204, 304, *range(100, 200)})
+_NO_BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
+_COOKIE_VALUE_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+@dataclass
+class RequestHead:
+    """What llhttp read from one request head."""
+
+    method: str
+    target: str
+    version: str
+    fields: list[tuple[str, str]]
+    keep_alive: bool
+
+
+class _HeadCollector:
+    """httptools callbacks for one head (the parser calls these by name)."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def parse_head(head: bytes) -> RequestHead | None:
+    """The request in ``head`` (request line and fields up to the blank line), or None if not simple.
+
+    None for anything llhttp refuses, a protocol switch, non-ASCII bytes, too many fields: such
+    requests are for aiohttp to judge.
+    """
+    if len(head) > MAX_HEAD or not head.isascii():
+        return None
+    collector = _HeadCollector()
+    parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(head)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    if not collector.complete or len(collector.fields) > MAX_FIELDS:
+        return None
+    fields = [(name.decode("ascii"), value.decode("ascii")) for name, value in collector.fields]
+    connection: set[str] = set()
+    for name, value in fields:
+        lower = name.lower()
+        if lower in _NO_BODY_FIELDS:
+            return None
+        if lower == "connection":
+            connection.update(token.strip().lower() for token in value.split(","))
+    version = parser.get_http_version()
+    return RequestHead(
+        method=parser.get_method().decode("ascii"),
+        target=collector.url.decode("ascii"),
+        version=version,
+        fields=fields,
+        # RFC 9112 section 9.3: HTTP/1.1 persists unless either side says close
+        keep_alive=version == "1.1" and "close" not in connection,
+    )
+
+
+def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
+    """``(path, query)`` of an origin-form target the fast path may route on, or None.
+
+    Without ``%`` the decoded path (what routes and the dot-segment check see on the aiohttp
+    path) is the raw one, byte for byte.
+    """
+    if not target.startswith("/") or target.startswith("//"):
+        return None
+    path, _, query = target.partition("?")
+    if "%" in path or "\\" in path or "#" in target or "//" in path or has_dot_segments(path):
+        return None
+    if path == auth_prefix or path.startswith(auth_prefix + "/"):
+        return None
+    return path, query
+
+
+def find_cookie(cookie_fields: list[str], name: str) -> tuple[bool, str | None]:
+    """``(clear, value)`` of cookie ``name`` in the ``Cookie`` fields.
+
+    ``clear`` is False when the answer is not obvious (the name twice, or a value in a form the
+    session ticket never takes, such as quoted): aiohttp's cookie parser decides those.
+    """
+    found: str | None = None
+    for field in cookie_fields:
+        for pair in field.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if key.strip() != name or not sep:
+                continue
+            if found is not None or not value or not set(value) <= _COOKIE_VALUE_CHARS:
+                return False, None
+            found = value
+    return True, found
+
+
+def answer_head(
+    method: str, status: int, reason: str, fields: Mapping[str, str], *, keep_alive: bool, date: str
+) -> tuple[bytes, bool]:
+    """The status line and field lines of an answer, and whether its body goes chunked.
+
+    ``fields`` (the upstream's, or an error page's) lose their hop-by-hop members (RFC 9110
+    section 7.6.1) and are completed as aiohttp completes a response: ``Content-Length`` dropped
+    for 1xx, 204 and 304; chunked when a body has no length; a default ``Content-Type`` for a
+    body; ``Date`` and ``Server`` unless given; ``Connection: close`` when the connection ends.
+    One pass over the fields: this runs for every answer of the fast path.
+    """
+    listed = connection_listed(fields)
+    drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
+    no_body_status = status in EMPTY_BODY_STATUSES
+    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+    length: str | None = None
+    typed = dated = named = False
+    for name, value in fields.items():
+        lower = name.lower()
+        if lower in drop:
+            continue
+        if lower == "content-length":
+            if no_body_status:
+                continue
+            if length is None:
+                length = value
+        elif lower == "content-type":
+            typed = True
+        elif lower == "date":
+            dated = True
+        elif lower == "server":
+            named = True
+        lines.append(f"{name}: {value}\r\n")
+    chunked = False
+    if not (method == "HEAD" or no_body_status):
+        if length is None:
+            chunked = True
+            lines.append("Transfer-Encoding: chunked\r\n")
+        if length != "0" and not typed:
+            lines.append("Content-Type: application/octet-stream\r\n")
+    if not dated:
+        lines.append(f"Date: {date}\r\n")
+    if not named:
+        lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape"), chunked
+
+
+class _Clock:
+    """The HTTP ``Date`` value, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def http_date(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True)
+        return self._value
+
+
+CLOCK: Final = _Clock()
