@@ -9,7 +9,6 @@ Shared clients (upstream pools, the provider client, the session store) are open
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from authproxy.factories import create_provider_client, read_private_key
 from authproxy.forward_auth import IdentityEndpoints
 from authproxy.gate import Gate, Identity
 from authproxy.identity_jwt import IdentitySigner
-from authproxy.logs import ACCESS, LOG
+from authproxy.logs import LOG, log_access
 from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.flow import LoginFlows
@@ -138,22 +137,18 @@ def record_request(
 ) -> None:
     """The access log line and the request metrics of one answered request (SPEC section 6)."""
     services.metrics.observe_request(route, status, elapsed)
-    if ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info(
-            "request",
-            extra={
-                "fields": {
-                    "request_id": request_id,
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "user": user,
-                    "client_ip": client_ip,
-                }
-            },
-        )
+    log_access(
+        {
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "user": user,
+            "client_ip": client_ip,
+        }
+    )
 
 
 def upstream_identity_headers(

@@ -22,6 +22,7 @@ through the same handler, so stderr stays one JSON object per line.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -208,19 +209,68 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, then the record's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": redact(record.getMessage()),
-        }
-        for key, value in record_fields(record).items():
-            # a field called "msg" or "time" must not hide the real ones
-            entry[f"field_{key}" if key in _BASE_KEYS else key] = value
+        fields = record_fields(record)
         error = _exception_text(self, record)
         if error is not None:
-            entry["error"] = error
-        return _JSON_ENCODER.encode(entry)
+            fields["\x00error"] = error
+        return json_line(record.created, record.levelname.lower(), record.name, redact(record.getMessage()), fields)
+
+
+def json_line(created: float, level: str, logger: str, msg: str, fields: Mapping[str, Any]) -> str:
+    """One JSON log line from already-redacted parts (``\\x00error`` becomes ``error``)."""
+    entry: dict[str, Any] = {
+        "time": _utc_second(int(created)) + f".{int((created - int(created)) * 1000):03d}Z",
+        "level": level,
+        "logger": logger,
+        "msg": msg,
+    }
+    for key, value in fields.items():
+        if key == "\x00error":
+            entry["error"] = value
+        else:
+            # a field called "msg" or "time" must not hide the real ones
+            entry[f"field_{key}" if key in _BASE_KEYS else key] = value
+    return _JSON_ENCODER.encode(entry)
+
+
+# the handler configure_logging installed, while it is the only one access lines reach
+_ACCESS_HANDLER: logging.StreamHandler | None = None  # type: ignore[type-arg]
+
+
+def log_access(fields: Mapping[str, Any]) -> None:
+    """One access log line (``authproxy.access``, "request", ``fields``), as ``ACCESS.info`` writes it.
+
+    Written straight to the JSON handler when that is where the line would go anyway (logging
+    configured by the CLI, nothing added since): the same redaction and the same JSON, without
+    building a LogRecord and walking the logger tree for every request. Anything else (text
+    format, extra handlers or filters, a test's log capture) takes the ordinary path.
+    """
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    handler = _ACCESS_HANDLER
+    root = logging.root
+    if (
+        handler is None
+        or handler.level > logging.INFO
+        or not (ACCESS.propagate and LOG.propagate)
+        or ACCESS.handlers
+        or ACCESS.filters
+        or LOG.handlers
+        or LOG.filters
+        or root.filters
+        or handler.filters
+        or len(root.handlers) != 1
+        or root.handlers[0] is not handler
+    ):
+        ACCESS.info("request", extra={"fields": fields})
+        return
+    line = json_line(time.time(), "info", ACCESS.name, "request", _redact_mapping(fields, 0))
+    with handler.lock if handler.lock is not None else contextlib.nullcontext():
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.stream.flush()
+        except Exception:
+            handler.handleError(logging.makeLogRecord({"msg": "access log write failed"}))
 
 
 def _text_value(value: Any) -> str:
@@ -271,8 +321,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global _ACCESS_HANDLER
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    _ACCESS_HANDLER = handler if fmt == "json" else None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -488,3 +489,67 @@ def test_the_cheap_pre_scan_never_passes_text_a_redaction_would_change(parts: li
     text = "".join(parts)
     if logs_module._MAY_HOLD_CREDENTIAL.search(text) is None:
         assert all(pattern.sub(replacement, text) == text for pattern, replacement in logs_module._REDACTIONS)
+
+
+@pytest.fixture
+def configured_json_logging() -> Iterator[Any]:
+    """configure_logging as the CLI calls it, writing to a buffer; everything restored after."""
+    import io
+
+    root = logging.getLogger()
+    saved = (
+        root.handlers[:],
+        root.level,
+        sys.excepthook,
+        logs_module._ACCESS_HANDLER,
+        logging.getLogger("py.warnings"),
+    )
+    logs_module.configure_logging("info", "json")
+    buffer = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        root.handlers[:], level, sys.excepthook, logs_module._ACCESS_HANDLER, threading.excepthook = saved
+        root.setLevel(level)
+        logging.captureWarnings(False)
+
+
+ACCESS_FIELDS = {
+    "request_id": "r1",
+    "method": "GET",
+    "path": "/a?code=secret-code",
+    "route": "app",
+    "status": 200,
+    "duration_ms": 1.5,
+    "user": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+    "client_ip": "127.0.0.1",
+}
+
+
+def test_the_direct_access_line_is_the_line_the_logging_path_writes(configured_json_logging: Any) -> None:
+    logs_module.log_access(dict(ACCESS_FIELDS))
+    logs_module.ACCESS.info("request", extra={"fields": dict(ACCESS_FIELDS)})
+    direct, logged = (json.loads(line) for line in configured_json_logging.getvalue().splitlines())
+    direct.pop("time"), logged.pop("time")
+    assert direct == logged
+    assert direct["path"] == "/a?code=[redacted]" and direct["user"] == "[redacted-jwt]"
+
+
+def test_access_lines_take_the_logging_path_when_someone_else_listens(configured_json_logging: Any) -> None:
+    seen: list[logging.LogRecord] = []
+
+    class Listener(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    listener = Listener()
+    logging.getLogger().addHandler(listener)
+    try:
+        logs_module.log_access(dict(ACCESS_FIELDS))
+    finally:
+        logging.getLogger().removeHandler(listener)
+    assert len(seen) == 1 and seen[0].name == "authproxy.access"
+    assert len(configured_json_logging.getvalue().splitlines()) == 1
