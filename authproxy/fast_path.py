@@ -118,6 +118,7 @@ class FastConnection(asyncio.Protocol):
         self._closing = False
         self.busy = False
         self.peer_ip: str | None = None
+        self.peer_trusted = False
 
     # -- asyncio.Protocol
 
@@ -126,6 +127,8 @@ class FastConnection(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) and peer else None
+        # the peer of a connection does not change: judge it once, not per request
+        self.peer_trusted = headers.peer_is_trusted(self.peer_ip, self._services.config.server.trusted_proxies)
         self._site.connections.add(self)
         self._arm_timer()
 
@@ -321,7 +324,7 @@ class FastConnection(asyncio.Protocol):
         route, path, query, fields, cookies = plan
         services = self._services
         started = time.perf_counter()
-        trusted = headers.peer_is_trusted(self.peer_ip, services.config.server.trusted_proxies)
+        trusted = self.peer_trusted
         request_id = headers.request_id(fields.get("X-Request-Id"), trusted)
         status = 500
         user: str | None = None
