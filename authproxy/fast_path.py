@@ -75,18 +75,10 @@ _HTTP_DROP: Final = frozenset({"expect"})
 
 
 class _ErrorRequest:
-    """The part of a request :mod:`authproxy.pages` reads to pick HTML or JSON."""
+    """The part of a request :mod:`authproxy.pages` reads for an error page: ``Accept``."""
 
-    def __init__(self, fields: CIMultiDict[str], request_id: str) -> None:
+    def __init__(self, fields: CIMultiDict[str]) -> None:
         self.headers = fields
-        self.method = "GET"
-        self._values: dict[Any, Any] = {pages.REQUEST_ID: request_id}
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self._values.get(key, default)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._values[key] = value
 
 
 class _HandOff(Exception):
@@ -471,7 +463,7 @@ class FastConnection(asyncio.Protocol):
         keep_alive: bool,
     ) -> int:
         """An error page from :mod:`authproxy.pages`, written whole; its status."""
-        request = cast("web.BaseRequest", _ErrorRequest(fields, request_id))
+        request = cast("web.BaseRequest", _ErrorRequest(fields))
         if error is not None:
             page = pages.error_for_exception(request, error, request_id=request_id)
         else:

@@ -98,11 +98,15 @@ class SessionManager:
 
     def open(self, value: str | None) -> Ticket | None:
         """The ticket in a cookie value, or None when absent, malformed or not ours."""
-        opened = self._open_keyed(value)
-        return opened[0] if opened is not None else None
+        if not value:
+            return None
+        return open_ticket(value, self._secrets)
 
     def _open_keyed(self, value: str | None) -> tuple[Ticket, str] | None:
-        """The ticket in a cookie value and its session's store key, or None."""
+        """The ticket in a session cookie and its session's store key, or None.
+
+        Only session cookies come this way (``load``); single-use flow cookies use ``open``.
+        """
         if not value:
             return None
         # the same cookie comes with every request of a session: check its MAC once. Only
