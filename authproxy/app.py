@@ -18,6 +18,7 @@ from aiohttp import web
 
 from authproxy import headers, pages
 from authproxy.config import Config, RouteConfig
+from authproxy.cross_origin import cross_origin_refusal
 from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
 from authproxy.factories import create_provider_client, read_private_key
 from authproxy.forward_auth import IdentityEndpoints
@@ -178,6 +179,9 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             request, 404, "Not found", "No route matches this address.", request_id=request[REQUEST_ID]
         )
     request[ROUTE] = route
+    refused = cross_origin_refusal(request, route)
+    if refused is not None:
+        return refused
     added: dict[str, str] = {}
     if route.auth != "none" and services.gate is not None:
         outcome = await services.gate.check(request, route)
