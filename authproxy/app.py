@@ -17,6 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from authproxy import headers, pages
+from authproxy.account_pages import SignedOutPage
 from authproxy.config import Config, RouteConfig
 from authproxy.cross_origin import cross_origin_refusal
 from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
@@ -329,6 +330,8 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         services.logouts.add_routes(app)
     if services.identity_endpoints is not None:
         services.identity_endpoints.add_routes(app)
+    if config.provider is not None:
+        SignedOutPage(config.server.auth_prefix).add_routes(app)
     # the prefix is reserved: unknown endpoints under it are never forwarded upstream
     app.router.add_route("*", config.server.auth_prefix + "/{tail:.*}", _reserved)
     app.router.add_route("*", "/{tail:.*}", _proxy)

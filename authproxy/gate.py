@@ -17,6 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from authproxy import pages
+from authproxy.account_pages import forbidden_response
 from authproxy.config import RouteConfig
 from authproxy.errors import SessionEnded, TokenInvalid
 from authproxy.oidc.client import ProviderClient
@@ -122,15 +123,11 @@ class Gate:
 
     def authorize(self, request: web.Request, route: RouteConfig, identity: Identity) -> Identity | web.Response:
         """The identity when the route's allow rules admit it, else a 403 page or JSON."""
-        if self.policies[route.name].allows(identity.claims):
+        policy = self.policies[route.name]
+        if policy.allows(identity.claims):
             return identity
-        return pages.error_response(
-            request,
-            403,
-            "Access denied",
-            "You are signed in, but this application is not open to your account.",
-            request_id=pages.request_id_of(request),
-            code="forbidden",
+        return forbidden_response(
+            request, prefix=self.prefix, route=route.name, user=identity.sub, refusal=policy.refusal(identity.claims)
         )
 
     def unauthenticated(self, request: web.Request, route: RouteConfig) -> web.StreamResponse:

@@ -26,6 +26,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from authproxy import pages
+from authproxy.account_pages import authorize_prompt
 from authproxy.config import Config
 from authproxy.errors import FlowError, ProviderUnavailable, TokenEndpointError, TokenInvalid
 from authproxy.logs import log_event
@@ -190,7 +191,8 @@ class LoginFlows:
             code_challenge=code_challenge_s256(flow.code_verifier),
             redirect_uri=self.redirect_uri,
             scopes=self.provider_config.scopes,
-            extra_params=self.provider_config.extra_authorize_params,
+            # "sign in with another account" links ask for prompt=login (account_pages)
+            extra_params=authorize_prompt(self.provider_config.extra_authorize_params, request.query.get("prompt")),
         )
         del metadata
         response = pages.redirect(location)
