@@ -30,6 +30,7 @@ from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.flow import LoginFlows
 from authproxy.oidc.logout import Logouts
+from authproxy.preserved_post import PostKeeper
 from authproxy.proxy import Forwarder, has_dot_segments
 from authproxy.routing import RouteTable
 from authproxy.sessions.cache import SessionCache
@@ -62,6 +63,7 @@ class Services:
     logouts: Logouts | None = None
     signer: IdentitySigner | None = None
     identity_endpoints: IdentityEndpoints | None = None
+    post_keeper: PostKeeper | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -305,6 +307,9 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             routes=config.routes,
             bearer_audiences=p.bearer_audiences or [p.client_id],
         )
+        if any(route.preserve_post for route in config.routes):
+            services.post_keeper = PostKeeper(services.sessions, config.server.auth_prefix)
+            services.gate.post_keeper = services.post_keeper
         services.signer = _identity_signer(config)
         services.identity_endpoints = IdentityEndpoints(
             services.gate,
@@ -332,6 +337,8 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         services.identity_endpoints.add_routes(app)
     if config.provider is not None:
         SignedOutPage(config.server.auth_prefix).add_routes(app)
+    if services.post_keeper is not None:
+        services.post_keeper.add_routes(app)
     # the prefix is reserved: unknown endpoints under it are never forwarded upstream
     app.router.add_route("*", config.server.auth_prefix + "/{tail:.*}", _reserved)
     app.router.add_route("*", "/{tail:.*}", _proxy)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -24,6 +24,9 @@ from authproxy.oidc.client import ProviderClient
 from authproxy.policy import Policy, compile_allow
 from authproxy.sessions.manager import Session, SessionManager
 from authproxy.sessions.refresh import Refresher
+
+if TYPE_CHECKING:
+    from authproxy.preserved_post import PostKeeper
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Gate:
         self.provider = provider
         self.bearer_audiences = list(bearer_audiences)
         self.policies: dict[str, Policy] = {route.name: compile_allow(route.allow) for route in routes}
+        # keeps browser form POSTs across a re-login (routes[].preserve_post); set by the app
+        self.post_keeper: PostKeeper | None = None
 
     async def session_of(self, request: web.Request) -> Session | None:
         """The request's session with tokens refreshed when due; None when there is none (or it ended).
@@ -108,6 +113,10 @@ class Gate:
             return self.authorize(request, route, Identity(record.claims, record.access_token, record.id_token))
         if route.auth == "optional":
             return None
+        if self.post_keeper is not None:
+            kept = await self.post_keeper.keep(request, route)
+            if kept is not None:
+                return kept
         return self.unauthenticated(request, route)
 
     async def _check_bearer(self, request: web.Request, route: RouteConfig, token: str) -> Identity | web.Response:
