@@ -134,7 +134,7 @@ STYLE: Final = (
     # unbroken token (a long cookie list, a fingerprint) would not fit otherwise
     "th{width:1%;white-space:nowrap;padding-right:1.5rem;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;"
     "font-weight:500}"
-    "td{overflow-wrap:anywhere}"
+    "td{overflow-wrap:anywhere}section.form td{white-space:pre-wrap}"
     ".none{color:#7b8794}"
     "pre.json{margin:0;padding:.75rem 1rem;background:#0d1117;color:#c9d1d9;border-radius:8px;overflow-x:auto;"
     "font:.85rem/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}"
