@@ -28,6 +28,8 @@ from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.flow import LoginFlows
 from authproxy.oidc.logout import Logouts
+from authproxy.oidc.sso import SingleSignOn
+from authproxy.origins import Origins
 from authproxy.proxy import Forwarder, has_dot_segments
 from authproxy.routing import RouteTable
 from authproxy.sessions.cache import SessionCache
@@ -58,6 +60,7 @@ class Services:
     gate: Gate | None = None
     flows: LoginFlows | None = None
     logouts: Logouts | None = None
+    sso: SingleSignOn | None = None
     signer: IdentitySigner | None = None
     identity_endpoints: IdentityEndpoints | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -276,6 +279,8 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         cached = create_cache(config.session, services.store)
         if cached is not None:
             services.session_cache, services.invalidations = cached
+        assert config.server.public_url is not None
+        origins = Origins.build(config.server.public_url, config.server.sso_origins, cookie.domain)
         services.sessions = SessionManager(
             services.store,
             secrets=config.session.secrets,
@@ -284,6 +289,7 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             absolute_timeout=config.session.absolute_timeout,
             cache=services.session_cache,
             feed=services.invalidations,
+            origins=origins,
         )
         refresher = Refresher(
             services.sessions,
@@ -310,6 +316,8 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         )
         services.flows = LoginFlows(config, services.provider, services.sessions, metrics)
         services.logouts = Logouts(config, services.provider, services.sessions, metrics)
+        if origins.several:
+            services.sso = SingleSignOn(services.flows, services.sessions, origins, metrics)
     return services
 
 
@@ -323,6 +331,8 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         services.flows.add_routes(app)
     if services.logouts is not None:
         services.logouts.add_routes(app)
+    if services.sso is not None:
+        services.sso.add_routes(app)
     if services.identity_endpoints is not None:
         services.identity_endpoints.add_routes(app)
     # the prefix is reserved: unknown endpoints under it are never forwarded upstream
