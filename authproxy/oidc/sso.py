@@ -76,6 +76,10 @@ class SingleSignOn:
     # ------------------------------------------------------------------ /sso/authorize
 
     async def authorize(self, request: web.Request) -> web.StreamResponse:
+        # counted with /start and /callback: each grant costs a store entry
+        limited = await self.flows.rate_limited(request)
+        if limited is not None:
+            return limited
         if self.origins.satellite_of(request.host) is not None:
             return self._page(request, 404, "Not found", "This endpoint is served on the sign-in origin only.")
         origin = self.origins.configured_satellite(request.query.get("origin"))
