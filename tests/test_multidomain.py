@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
@@ -265,3 +266,15 @@ async def test_back_channel_logout_from_the_provider_ends_both_domains_on_every_
             # the other provider session (another sid) was not part of this logout
             assert await alive(other, stack.app_url(replica) + "/app")
             assert await alive(other, stack.wiki_url(replica) + "/wiki")
+
+
+async def test_the_handoff_endpoints_count_in_the_sign_in_rate_limit(tmp_path: Path) -> None:
+    with sso_stack(tmp_path, replicas=1, auth_per_minute=3) as limited:
+        authorize = limited.central + "/oauth2/sso/authorize?" + urlencode({"origin": limited.wiki, "state": "s"})
+        callback = limited.wiki + "/oauth2/sso/callback?code=x&state=y"
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for url in (authorize, callback, authorize, callback):
+                async with http.get(url, allow_redirects=False) as answer:
+                    statuses.append(answer.status)
+        assert statuses == [302, 400, 302, 429]

@@ -62,7 +62,13 @@ class SsoStack:
 
 
 def sso_config(
-    port: int, ports: list[int], op: NodeProvider, redis: RedisServer, upstream_url: str, session: Mapping[str, Any]
+    port: int,
+    ports: list[int],
+    op: NodeProvider,
+    redis: RedisServer,
+    upstream_url: str,
+    session: Mapping[str, Any],
+    auth_per_minute: int = 100000,
 ) -> dict[str, Any]:
     central = f"http://{APP_HOST}:{ports[0]}"
     client = op.client("basic")
@@ -71,7 +77,7 @@ def sso_config(
             "listen": f"127.0.0.1:{port}",
             "public_url": central,
             "sso_origins": [f"http://{WIKI_HOST}:{ports[0]}"],
-            "rate_limit": {"auth_per_minute": 100000},
+            "rate_limit": {"auth_per_minute": auth_per_minute},
         },
         "provider": {
             "issuer": op.issuer,
@@ -95,7 +101,9 @@ def sso_config(
 
 
 @contextmanager
-def sso_stack(directory: Path, *, replicas: int = 2, session: Mapping[str, Any] | None = None) -> Iterator[SsoStack]:
+def sso_stack(
+    directory: Path, *, replicas: int = 2, session: Mapping[str, Any] | None = None, auth_per_minute: int = 100000
+) -> Iterator[SsoStack]:
     with ExitStack() as cleanup:
         ports = [free_port() for _ in range(replicas)]
         central = f"http://{APP_HOST}:{ports[0]}"
@@ -114,7 +122,8 @@ def sso_stack(directory: Path, *, replicas: int = 2, session: Mapping[str, Any] 
         cleanup.callback(redis.kill)
         proxies = []
         for port in ports:
-            proxy = start_proxy(sso_config(port, ports, op, redis, upstream_url, session or {}), directory)
+            config = sso_config(port, ports, op, redis, upstream_url, session or {}, auth_per_minute)
+            proxy = start_proxy(config, directory)
             cleanup.callback(proxy.kill)
             proxies.append(proxy)
         yield SsoStack(proxies, op, redis, ports)
