@@ -30,6 +30,8 @@ from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.flow import LoginFlows
 from authproxy.oidc.logout import Logouts
+from authproxy.oidc.sso import SingleSignOn
+from authproxy.origins import Origins
 from authproxy.preserved_post import PostKeeper
 from authproxy.proxy import Forwarder, has_dot_segments
 from authproxy.routing import RouteTable
@@ -61,6 +63,7 @@ class Services:
     gate: Gate | None = None
     flows: LoginFlows | None = None
     logouts: Logouts | None = None
+    sso: SingleSignOn | None = None
     signer: IdentitySigner | None = None
     identity_endpoints: IdentityEndpoints | None = None
     post_keeper: PostKeeper | None = None
@@ -283,6 +286,8 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         cached = create_cache(config.session, services.store)
         if cached is not None:
             services.session_cache, services.invalidations = cached
+        assert config.server.public_url is not None
+        origins = Origins.build(config.server.public_url, config.server.sso_origins, cookie.domain)
         services.sessions = SessionManager(
             services.store,
             secrets=config.session.secrets,
@@ -291,6 +296,7 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             absolute_timeout=config.session.absolute_timeout,
             cache=services.session_cache,
             feed=services.invalidations,
+            origins=origins,
         )
         refresher = Refresher(
             services.sessions,
@@ -320,6 +326,8 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         )
         services.flows = LoginFlows(config, services.provider, services.sessions, metrics)
         services.logouts = Logouts(config, services.provider, services.sessions, metrics)
+        if origins.several:
+            services.sso = SingleSignOn(services.flows, services.sessions, origins, metrics)
     return services
 
 
@@ -333,6 +341,8 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         services.flows.add_routes(app)
     if services.logouts is not None:
         services.logouts.add_routes(app)
+    if services.sso is not None:
+        services.sso.add_routes(app)
     if services.identity_endpoints is not None:
         services.identity_endpoints.add_routes(app)
     if config.provider is not None:

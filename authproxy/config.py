@@ -35,8 +35,8 @@ from pydantic import (
     model_validator,
 )
 
-from authproxy.csrf import normalize_origin
 from authproxy.errors import ConfigError
+from authproxy.origins import host_name, normalize_origin, origin_host, within_cookie_domain
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -120,6 +120,7 @@ class ServerConfig(_Strict):
     listen: str = "127.0.0.1:4180"
     admin_listen: str = "127.0.0.1:9180"
     public_url: str | None = None
+    sso_origins: list[str] = Field(default_factory=list)
     auth_prefix: str = "/oauth2"
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     tls: TLSConfig | None = None
@@ -139,6 +140,24 @@ class ServerConfig(_Strict):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("public_url is an origin such as https://app.example.com (no path)")
         return value.rstrip("/")
+
+    @field_validator("sso_origins")
+    @classmethod
+    def _sso_origins(cls, value: list[str]) -> list[str]:
+        origins: list[str] = []
+        hosts: set[str] = set()
+        for item in value:
+            origin = normalize_origin(item)
+            if origin is None:
+                raise ValueError(
+                    f"{item!r} is not an origin such as https://wiki.example.org (scheme and host, no path)"
+                )
+            host = origin_host(origin)
+            if host in hosts:
+                raise ValueError(f"{host} is listed twice (cookies ignore ports, so one host is one origin)")
+            hosts.add(host)
+            origins.append(origin)
+        return origins
 
     @field_validator("auth_prefix")
     @classmethod
@@ -511,10 +530,44 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(
                 "session.secrets: at least one secret is required with a provider (authproxy gen-secret makes one)"
             )
+    problems += _origin_checks(config)
     if not config.routes and config.provider is None:
         # with a provider, zero routes is a forward-auth-only deployment (nginx/Traefik proxy)
         problems.append("routes: at least one route is required (or a provider, for forward-auth only)")
     problems += _missing_files(config)
+    return problems
+
+
+def _origin_checks(config: Config) -> list[str]:
+    """``server.sso_origins`` against the authenticating origin, the cookie domain and the routes."""
+    server = config.server
+    if not server.sso_origins:
+        return []
+    if server.public_url is None or config.provider is None:
+        return ["server.sso_origins: SSO origins share the sign-in of server.public_url, which needs a provider"]
+    problems: list[str] = []
+    central_host = host_name(server.public_url.split("://", 1)[1])
+    domain = config.session.cookie.domain
+    satellites = set()
+    for i, origin in enumerate(server.sso_origins):
+        host = origin_host(origin)
+        satellites.add(host)
+        if host == central_host:
+            problems.append(f"server.sso_origins[{i}]: {host} is the host of server.public_url itself")
+        elif within_cookie_domain(host, domain):
+            problems.append(
+                f"server.sso_origins[{i}]: {host} already shares the session cookie of session.cookie.domain "
+                f"{domain}; list only origins outside it"
+            )
+    for i, route in enumerate(config.routes):
+        route_host = route.match.host
+        if route_host is None or route_host.startswith("*.") or route.auth == "none":
+            continue
+        if route_host != central_host and route_host not in satellites and not within_cookie_domain(route_host, domain):
+            problems.append(
+                f"routes[{i}].match.host: {route_host} is neither the host of server.public_url nor in "
+                "server.sso_origins, so nobody could sign in there; add its origin to server.sso_origins"
+            )
     return problems
 
 

@@ -20,6 +20,8 @@ not send it:
 Requests authenticated with a bearer token are exempt; the caller decides that (the token, not
 a cookie, is what authenticates them, and a cross-site page cannot set ``Authorization``).
 
+Origins are compared in the normal form of :func:`authproxy.origins.normalize_origin`.
+
 Pure: values in, a verdict out; no I/O.
 """
 
@@ -29,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
+
+from authproxy.origins import normalize_origin
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
@@ -40,26 +44,6 @@ class CrossOriginVerdict:
 
     allowed: bool
     reason: str
-
-
-def normalize_origin(value: str) -> str | None:
-    """``scheme://host[:port]`` lower-cased, the default port dropped; None if not a tuple origin."""
-    parts = urlsplit(value.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:  # an IPv6 literal keeps its brackets in an origin
-        host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
 
 
 def trusted_origin_set(origins: Iterable[str]) -> frozenset[str]:

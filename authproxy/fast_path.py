@@ -299,7 +299,7 @@ class FastConnection(asyncio.Protocol):
             return None, False
         if cookie is None:
             return None, route.auth == "optional"
-        session = await sessions.load(cookie)
+        session = await sessions.load(cookie, fields["Host"])
         if session is None or gate.refresher.is_due(session.record, time.time()):
             return None, False
         record = session.record

@@ -91,7 +91,7 @@ class Gate:
         A provider outage with an expired access token raises ProviderUnavailable (503); a store
         outage raises StoreUnavailable (503): neither is ever taken as "anonymous".
         """
-        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name))
+        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name), request.host)
         if session is None:
             return None
         try:

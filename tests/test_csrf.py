@@ -10,7 +10,8 @@ from typing import Final
 
 import pytest
 
-from authproxy.csrf import judge_cross_origin, normalize_origin, trusted_origin_set
+from authproxy.csrf import judge_cross_origin, trusted_origin_set
+from authproxy.origins import normalize_origin
 
 HOST: Final = "app.example.com"
 TRUSTED: Final = trusted_origin_set(["https://admin.example.com", "http://127.0.0.1:8080"])

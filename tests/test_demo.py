@@ -43,6 +43,8 @@ def demo() -> Iterator[tuple[str, subprocess.Popen[str]]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 async def test_demo_login_shows_the_users_identity_on_the_echo_page(demo: tuple[str, subprocess.Popen[str]]) -> None:
@@ -61,3 +63,22 @@ async def test_demo_login_shows_the_users_identity_on_the_echo_page(demo: tuple[
     assert process.returncode == 0
     assert "DEVELOPMENT ONLY" in output and url in output
     assert "alice" in output and "carol" in output
+
+
+async def test_demo_second_app_on_another_host_name_shares_the_sign_in(
+    demo: tuple[str, subprocess.Popen[str]],
+) -> None:
+    url, _ = demo
+    wiki = url.replace("127.0.0.1", "localhost")
+    async with ScriptedBrowser(user_agent=f"demo-{uuid.uuid4()}") as browser:
+        page = await login_demo(browser, url + "/", "alice")
+        assert page.status == 200 and "alice@example.com" in page.text
+        page = await browser.get(wiki + "/notes?format=json")
+        assert page.status == 200, page
+        assert not page.find_form(lambda form: form.button("username") is not None)  # no second login
+        identity = {name.lower(): value for name, value in page.json()["identity_headers"]}
+        assert identity["x-forwarded-user"] == "alice"
+        # signing out of the second app signs out of the first
+        await browser.get(wiki + "/oauth2/sign_out", follow_redirects=False)
+        page = await browser.get(url + "/", headers={"Accept": "application/json"}, follow_redirects=False)
+        assert page.status == 401

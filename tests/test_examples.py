@@ -97,6 +97,12 @@ KEYS: Final[dict[str, Key]] = {
         "`/callback`. Required with a `provider`.",
         "https://app.example.com",
     ),
+    "server.sso_origins": Key(
+        "Further origins, on other domains, whose routes share the sign-in of `public_url` (SSO with single "
+        "logout: [multi-domain SSO](multi-domain.md)). Each gets a session cookie of its own, linked to the "
+        "one on `public_url`; the provider only ever sees `public_url`'s callback.",
+        "[https://wiki.example.org, https://tickets.example.net]",
+    ),
     "server.auth_prefix": Key(
         "Path prefix reserved for authproxy's own endpoints (`/start`, `/callback`, `/sign_out`, `/auth`, ...). "
         "No route may use it.",
@@ -114,7 +120,8 @@ KEYS: Final[dict[str, Key]] = {
     "server.tls.key_file": Key("PEM private key.", "/etc/authproxy/tls/tls.key"),
     "server.rate_limit": Key("Limits on the login endpoints."),
     "server.rate_limit.auth_per_minute": Key(
-        "Requests per minute per client IP to `/start` and `/callback`; more get 429.", "120"
+        "Requests per minute per client IP to `/start`, `/callback` and the `/sso/` handoff endpoints; more get 429.",
+        "120",
     ),
     "server.client_header_timeout": Key("A client must send its request headers within this.", "10s"),
     "server.shutdown_timeout": Key(

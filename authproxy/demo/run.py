@@ -3,6 +3,11 @@
 Everything listens on 127.0.0.1: the proxy on ``--port`` (4180), the provider, the echo upstream
 and the admin listener on free ports. The proxy uses the memory store, a session secret made at
 start and plain-http cookies. For trying authproxy out only: it says so wherever it shows.
+
+Two apps on two host names share one sign-in (``server.sso_origins``, docs/multi-domain.md): the
+echo app at ``http://127.0.0.1:PORT`` (the authenticating origin) and the same app as "wiki" at
+``http://localhost:PORT`` (an SSO origin; another host name, so another cookie jar, as another
+domain would be). Both names reach 127.0.0.1 without any DNS set-up.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from authproxy.demo.users import DEMO_USERS
 from authproxy.server import run_async, serve
 
 HOST = "127.0.0.1"
+# the second app's host name: every system resolves it to loopback, and browsers keep its cookies
+# apart from 127.0.0.1's
+WIKI_HOST = "localhost"
 CLIENT_ID = "authproxy-demo"
 
 
@@ -37,6 +45,7 @@ def demo_config(port: int, provider_url: str, echo_url: str, admin_port: int, cl
             "listen": f"{HOST}:{port}",
             "admin_listen": f"{HOST}:{admin_port}",
             "public_url": public_url,
+            "sso_origins": [wiki_url(port)],
             "shutdown_timeout": "5s",
         },
         "provider": {
@@ -62,12 +71,22 @@ def demo_config(port: int, provider_url: str, echo_url: str, admin_port: int, cl
                 "csrf_protection": True,
                 "preserve_post": True,
             },
+            {
+                "name": "wiki",
+                "match": {"host": WIKI_HOST, "path_prefix": "/"},
+                "upstream": echo_url,
+                "csrf_protection": True,
+            },
         ],
     }
     return Config.model_validate(tree)
 
 
-def banner(public_url: str, provider_url: str, admin_url: str) -> str:
+def wiki_url(port: int) -> str:
+    return f"http://{WIKI_HOST}:{port}"
+
+
+def banner(public_url: str, provider_url: str, admin_url: str, wiki: str) -> str:
     users = "\n".join(
         f"    {u.username:<6} {u.email:<28} groups: {', '.join(u.groups) or '(none)'}" for u in DEMO_USERS
     )
@@ -75,6 +94,7 @@ def banner(public_url: str, provider_url: str, admin_url: str) -> str:
   authproxy demo: DEVELOPMENT ONLY (memory sessions, plain http, a throw-away provider)
 
     open            {public_url}/
+    second app      {wiki}/  (another host name: signed in once, signed in on both)
     public page     {public_url}/public/  (no login needed)
     sign out        {public_url}/oauth2/sign_out
     provider        {provider_url}  (development provider, not for production)
@@ -112,7 +132,9 @@ async def _run(port: int) -> None:
     try:
         await serve(
             config,
-            on_started=lambda: print(banner(public_url, provider_url, f"http://{HOST}:{admin_port}"), flush=True),
+            on_started=lambda: print(
+                banner(public_url, provider_url, f"http://{HOST}:{admin_port}", wiki_url(port)), flush=True
+            ),
         )
     finally:
         for runner in runners:

@@ -9,6 +9,11 @@ leaves the server except in the back-channel token request.
 Guards: a per-IP rate limit on both endpoints (429), and the login-loop guard of SPEC section 5:
 a browser (client IP + User-Agent) that starts more than 10 logins in 60 s without completing one
 gets an explanatory page instead of another redirect.
+
+On an SSO origin (``server.sso_origins``), ``/start`` does not go to the provider: it begins the
+handoff of :mod:`authproxy.oidc.handoff` to the authenticating origin (whose own ``/start`` then
+runs this login if needed). With SSO origins configured, ``/start`` on a host the configuration
+does not know is refused with a page that says so: such a sign-in could never complete.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from authproxy.errors import FlowError, ProviderUnavailable, TokenEndpointError,
 from authproxy.logs import log_event
 from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
+from authproxy.oidc.handoff import HANDOFF_FLOW_KEY_PREFIX, HANDOFF_FLOW_TTL, HandoffFlow, authorize_url
 from authproxy.oidc.pkce import code_challenge_s256, new_code_verifier, new_nonce, new_state
 from authproxy.redirects import sanitize_redirect
 from authproxy.sessions.manager import SessionManager
@@ -79,6 +85,12 @@ def flow_cookie_name(session_cookie: str, state: str) -> str:
     """Per-flow cookie name: a short digest of state, so parallel tabs do not collide."""
     tag = hashlib.sha256(state.encode()).hexdigest()[:16]
     return f"{session_cookie}_flow_{tag}"
+
+
+def handoff_cookie_name(session_cookie: str, state: str) -> str:
+    """The binding cookie of a handoff on an SSO origin (a flow cookie: sign-out clears it too)."""
+    tag = hashlib.sha256(state.encode()).hexdigest()[:16]
+    return f"{session_cookie}_flow_sso_{tag}"
 
 
 def browser_fingerprint(client_ip: str, user_agent: str) -> str:
@@ -142,6 +154,8 @@ class LoginFlows:
         self.prefix = config.server.auth_prefix
         self.redirect_uri = config.server.public_url + self.prefix + "/callback"
         self.rate_limit = config.server.rate_limit.auth_per_minute
+        self.central = config.server.public_url
+        self.origins = sessions.origins
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(self.prefix + "/start", self.start)
@@ -149,7 +163,7 @@ class LoginFlows:
 
     # ------------------------------------------------------------------ guards
 
-    async def _rate_limited(self, request: web.Request) -> web.Response | None:
+    async def rate_limited(self, request: web.Request) -> web.Response | None:
         key = RATE_KEY_PREFIX + hashlib.sha256((request.remote or "").encode()).hexdigest()[:32]
         count = await self.store.increment(key, 60.0)
         if count <= self.rate_limit:
@@ -164,23 +178,39 @@ class LoginFlows:
         response.headers["Retry-After"] = "60"
         return response
 
-    def _loop_key(self, request: web.Request) -> str:
+    def loop_key(self, request: web.Request) -> str:
         return LOOP_KEY_PREFIX + browser_fingerprint(request.remote or "", request.headers.get("User-Agent", ""))
 
     # ------------------------------------------------------------------ /start
 
     async def start(self, request: web.Request) -> web.StreamResponse:
-        limited = await self._rate_limited(request)
+        limited = await self.rate_limited(request)
         if limited is not None:
             return limited
         # X-Auth-Request-Redirect: what oauth2-proxy's nginx snippets send, since nginx cannot
         # URL-encode $request_uri into ?rd=; sanitised exactly like rd
         redirect = sanitize_redirect(request.query.get("rd") or request.headers.get("X-Auth-Request-Redirect"))
-        starts = await self.store.increment(self._loop_key(request), LOOP_WINDOW)
+        starts = await self.store.increment(self.loop_key(request), LOOP_WINDOW)
         if starts > LOOP_LIMIT:
             log_event("login_failed", reason="login loop", client_ip=request.remote)
             self.metrics.count_login("loop")
             return pages.login_loop_page(request, self.sessions.cookie_name)
+        if self.origins is not None:
+            if not self.origins.can_sign_in(request.host):
+                log_event("login_failed", reason="sign-in on an unconfigured host", client_ip=request.remote)
+                self.metrics.count_login("unknown_host")
+                return pages.error_response(
+                    request,
+                    400,
+                    "Sign-in is not set up for this address",
+                    "This address is not one of the origins authproxy signs in for. If you run this site, add "
+                    "its origin to server.sso_origins.",
+                    request_id=pages.request_id_of(request),
+                    code="unknown_origin",
+                )
+            origin = self.origins.satellite_of(request.host)
+            if origin is not None:
+                return await self._start_handoff(request, origin, redirect)
         metadata = self.provider.metadata  # raises ProviderUnavailable (503) before discovery
         flow = LoginFlow(new_state(), new_nonce(), new_code_verifier(), redirect, self.clock())
         ticket = new_ticket()
@@ -202,10 +232,26 @@ class LoginFlows:
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    async def _start_handoff(self, request: web.Request, origin: str, redirect: str) -> web.StreamResponse:
+        """On an SSO origin: remember ``redirect`` for this browser, ask the authenticating origin."""
+        flow = HandoffFlow(new_state(), origin, redirect, self.clock())
+        ticket = new_ticket()
+        sealed = seal_record(flow.to_bytes(), ticket)
+        await self.store.set(HANDOFF_FLOW_KEY_PREFIX + store_key_for(ticket.id), sealed, HANDOFF_FLOW_TTL)
+        response = pages.redirect(authorize_url(self.central, self.prefix, origin=origin, state=flow.state))
+        self.sessions.set_cookie(
+            response,
+            handoff_cookie_name(self.sessions.cookie_name, flow.state),
+            self.sessions.seal(ticket),
+            HANDOFF_FLOW_TTL,
+            host=request.host,
+        )
+        return response
+
     # ------------------------------------------------------------------ /callback
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
-        limited = await self._rate_limited(request)
+        limited = await self.rate_limited(request)
         if limited is not None:
             return limited
         query = request.query
@@ -263,7 +309,7 @@ class LoginFlows:
         if old is not None:
             await self.sessions.delete(old)
         _session, cookie_value = await self.sessions.create(record)
-        await self.store.delete(self._loop_key(request))
+        await self.store.delete(self.loop_key(request))
         request[pages.USER] = record.sub
         log_event("login_ok", user=record.sub, client_ip=request.remote)
         self.metrics.count_login("ok")

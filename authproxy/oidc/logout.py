@@ -254,7 +254,7 @@ class Logouts:
             value = (await request.post()).get("rd")
             rd = value if isinstance(value, str) else None
         try:
-            session = await self._delete_session(request.cookies.get(self.sessions.cookie_name))
+            session = await self._delete_session(request.cookies.get(self.sessions.cookie_name), request.host)
         except StoreError as e:
             self.metrics.count_store_error()
             log_event(
@@ -288,7 +288,7 @@ class Logouts:
             client_id=self.client_id,
             id_token=id_token,
             configured_post_logout=self.post_logout_redirect_uri,
-            public_url=self.public_url,
+            public_url=self.sessions.origins.origin_of(request.host) if self.sessions.origins else self.public_url,
             rd=rd,
             auth_prefix=self.prefix,
         )
@@ -296,9 +296,12 @@ class Logouts:
         self._expire_cookies(request, response)
         return response
 
-    async def _delete_session(self, cookie_value: str | None) -> Session | None:
-        """Delete the cookie's session; the record as it was last stored, or None without one."""
-        session = await self.sessions.load(cookie_value)
+    async def _delete_session(self, cookie_value: str | None, host: str | None) -> Session | None:
+        """Delete the cookie's session; the record as it was last stored, or None without one.
+
+        On an SSO origin that is the central session: the sign-out ends every origin's session.
+        """
+        session = await self.sessions.load(cookie_value, host)
         if session is None:
             return None
         store = self.sessions.store
@@ -334,7 +337,7 @@ class Logouts:
     def _expire_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
         name = self.sessions.cookie_name
         for cookie in [name, *flow_cookie_names(request.cookies.keys(), name)]:
-            self.sessions.clear_cookie(response, cookie)
+            self.sessions.clear_cookie(response, cookie, host=request.host)
 
     # ------------------------------------------------------------------ /backchannel_logout
 

@@ -6,6 +6,10 @@ therefore reveals no token and yields no usable cookie. Each login gets a brand-
 (fixation defence). Records slide their idle expiry on use and never outlive the absolute one.
 Sessions are indexed by ``sub`` and by the provider's ``sid`` so back-channel logout can end them
 on every replica.
+
+On an SSO origin (:mod:`authproxy.origins`) the cookie names a link to the central session
+instead (:mod:`authproxy.sessions.link`): :meth:`SessionManager.load` follows it, so what callers
+get is always the central session, and ending that ends every origin's.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Final
 from aiohttp import web
 
 from authproxy.config import CookieConfig
+from authproxy.origins import Origins
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.invalidation import InvalidationFeed
+from authproxy.sessions.link import LINK_KEY_PREFIX, SessionLink
 from authproxy.sessions.record import SessionRecord, idle_ttl, is_expired, open_record, seal_record
 from authproxy.sessions.store import SessionStore
 from authproxy.sessions.ticket import Ticket, new_ticket, open_ticket, seal_ticket, store_key_for
@@ -53,10 +59,15 @@ def sid_index(sid: str) -> str:
 
 @dataclass
 class Session:
-    """A live session: its ticket (from the cookie) and its decrypted record."""
+    """A live session: its ticket (from the cookie) and its decrypted record.
+
+    Loaded on an SSO origin, it is the central session, and ``link_key`` names the store entry of
+    the origin's own cookie.
+    """
 
     ticket: Ticket
     record: SessionRecord
+    link_key: str | None = None
 
     @property
     def store_key(self) -> str:
@@ -77,10 +88,13 @@ class SessionManager:
         clock: Callable[[], float] = time.time,
         cache: SessionCache | None = None,
         feed: InvalidationFeed | None = None,
+        origins: Origins | None = None,
     ) -> None:
         """``cache`` (with the ``feed`` that keeps it in step across replicas) serves repeat
-        requests of a session from memory; see :mod:`authproxy.sessions.cache`."""
+        requests of a session from memory; see :mod:`authproxy.sessions.cache`. ``origins`` tells
+        which request hosts are SSO origins, whose cookies name links."""
         self.store = store
+        self.origins = origins
         self.cache = cache
         self.feed = feed
         self._secrets = [s.encode() for s in secrets]
@@ -121,33 +135,75 @@ class SessionManager:
             opened = self._opened[value] = (ticket, SESSION_KEY_PREFIX + store_key_for(ticket.id))
         return opened
 
-    def cookie_attributes(self, max_age: int | None) -> dict[str, object]:
+    def satellite_of(self, host: str | None) -> str | None:
+        """The SSO origin of a request ``Host``, or None on the authenticating origin."""
+        return self.origins.satellite_of(host) if self.origins is not None else None
+
+    def cookie_attributes(self, max_age: int | None, host: str | None = None) -> dict[str, object]:
+        """Cookie attributes for a response to ``host``; an SSO origin's cookies are host-only."""
         attributes: dict[str, object] = {
             "path": "/",
             "httponly": True,
             "secure": self.cookie.secure,
             "samesite": self.cookie.same_site.capitalize(),
         }
-        if self.cookie.domain:
+        if self.cookie.domain and self.satellite_of(host) is None:
             attributes["domain"] = self.cookie.domain
         if max_age is not None:
             attributes["max_age"] = max_age
         return attributes
 
-    def set_cookie(self, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
-        response.set_cookie(name, value, **self.cookie_attributes(max_age))  # type: ignore[arg-type]
+    def set_cookie(
+        self, response: web.StreamResponse, name: str, value: str, max_age: int, *, host: str | None = None
+    ) -> None:
+        response.set_cookie(name, value, **self.cookie_attributes(max_age, host))  # type: ignore[arg-type]
 
-    def clear_cookie(self, response: web.StreamResponse, name: str) -> None:
-        response.set_cookie(name, "", expires="Thu, 01 Jan 1970 00:00:00 GMT", **self.cookie_attributes(0))  # type: ignore[arg-type]
+    def clear_cookie(self, response: web.StreamResponse, name: str, *, host: str | None = None) -> None:
+        attributes = self.cookie_attributes(0, host)
+        response.set_cookie(name, "", expires="Thu, 01 Jan 1970 00:00:00 GMT", **attributes)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ sessions
 
-    async def load(self, cookie_value: str | None) -> Session | None:
-        """The session a cookie names, or None (tampered, unknown, expired: no session)."""
+    async def load(self, cookie_value: str | None, host: str | None = None) -> Session | None:
+        """The session a cookie names, or None (tampered, unknown, expired: no session).
+
+        ``host`` is the request's ``Host``: on an SSO origin the cookie names a link, which is
+        followed to the central session (and honoured only on the origin it was issued to).
+        """
         opened = self._open_keyed(cookie_value)
         if opened is None:
             return None
         ticket, session_key = opened
+        origin = self.satellite_of(host)
+        if origin is not None:
+            return await self._load_linked(ticket, origin)
+        return await self._load_session(ticket, session_key)
+
+    async def _load_linked(self, ticket: Ticket, origin: str) -> Session | None:
+        link_key = LINK_KEY_PREFIX + store_key_for(ticket.id)
+        blob = await self.store.get(link_key)
+        plaintext = open_record(blob, ticket) if blob is not None else None
+        if plaintext is None:
+            return None
+        try:
+            link = SessionLink.from_bytes(plaintext)
+        except ValueError:
+            return None
+        if link.origin != origin:
+            return None
+        session = await self.load_ticket(link.central)
+        if session is None:
+            # the central session ended (sign-out elsewhere, back-channel logout): so has this one
+            await self.store.delete(link_key)
+            return None
+        session.link_key = link_key
+        return session
+
+    async def load_ticket(self, ticket: Ticket) -> Session | None:
+        """The session of ``ticket`` on the authenticating origin (as a link or grant names it)."""
+        return await self._load_session(ticket, SESSION_KEY_PREFIX + store_key_for(ticket.id))
+
+    async def _load_session(self, ticket: Ticket, session_key: str) -> Session | None:
         now = self.clock()
         cache = self.cache
         record = cache.get(session_key, ticket.key, now) if cache is not None else None
@@ -241,7 +297,31 @@ class SessionManager:
         await self.store.set(session.store_key, blob, ttl)
         return True
 
+    async def create_link(self, central: Session, origin: str) -> str | None:
+        """A session on SSO origin ``origin`` linked to ``central``: its cookie value.
+
+        The link lives as long as the central session may (its absolute expiry); the central
+        session's idle expiry, refresh and end govern it meanwhile. None when ``central`` is over.
+        """
+        now = self.clock()
+        ttl = central.record.absolute_expires_at - now
+        if ttl <= 0:
+            return None
+        ticket = new_ticket()
+        link = SessionLink(central.ticket, origin, now)
+        await self.store.set(LINK_KEY_PREFIX + store_key_for(ticket.id), seal_record(link.to_bytes(), ticket), ttl)
+        return self.seal(ticket)
+
+    async def forget_link(self, cookie_value: str | None) -> None:
+        """Delete the link a (replaced) SSO origin cookie names; its central session stays."""
+        ticket = self.open(cookie_value)
+        if ticket is not None:
+            await self.store.delete(LINK_KEY_PREFIX + store_key_for(ticket.id))
+
     async def delete(self, session: Session) -> None:
+        """End ``session`` (for a linked one, the central session: every origin's ends with it)."""
+        if session.link_key is not None:
+            await self.store.delete(session.link_key)
         await self.store.delete(session.store_key)
         await self._invalidate(session.store_key)
         if session.record.sub:

@@ -138,13 +138,13 @@ async def reload_session(sessions: SessionManager, session: Session) -> Session 
         return None
     if is_expired(record, sessions.idle_timeout, sessions.clock()):
         return None
-    return Session(session.ticket, record)
+    return Session(session.ticket, record, session.link_key)
 
 
 def _copy(session: Session) -> Session:
     # every caller of one flight gets its own record: a handler that touches it (last_seen_at)
     # must not change what the other callers see
-    return Session(session.ticket, replace(session.record, claims=dict(session.record.claims)))
+    return Session(session.ticket, replace(session.record, claims=dict(session.record.claims)), session.link_key)
 
 
 class Refresher:
@@ -298,7 +298,7 @@ class Refresher:
                 extra={"fields": {"event": "refresh", "result": "ended", "user": sub}},
             )
             raise SessionEnded(f"the refreshed tokens failed validation: {e.reason}") from e
-        refreshed = Session(current.ticket, build_refreshed_record(current.record, tokens))
+        refreshed = Session(current.ticket, build_refreshed_record(current.record, tokens), current.link_key)
         await self._save(refreshed)
         self._report("ok")
         AUTH.info("refresh ok", extra={"fields": {"event": "refresh", "result": "ok", "user": sub}})

@@ -1,0 +1,130 @@
+"""Linked sessions on SSO origins (authproxy.sessions.manager + link), over both stores.
+
+An SSO origin's cookie names a link to the central session: loading it gives the central session,
+only on the origin the link was issued to; ending the central session ends the link; ending the
+session through the link ends the central one (single logout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from authproxy.config import CookieConfig
+from authproxy.origins import Origins
+from authproxy.sessions.link import LINK_KEY_PREFIX
+from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.memory import MemoryStore
+from authproxy.sessions.redis import RedisStore
+from authproxy.sessions.store import SessionStore
+from tests.test_sessions import ABSOLUTE, IDLE, NEW_SECRET, Clock, record
+
+ORIGINS = Origins.build("https://app.example.com", ["https://wiki.example.org", "https://tickets.example.net"])
+A, B, C = "app.example.com", "wiki.example.org", "tickets.example.net"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        backend: SessionStore = MemoryStore()
+    else:
+        backend = RedisStore(request.getfixturevalue("redis_url"), key_prefix="links:")
+    yield backend
+    await backend.close()
+
+
+def manager(store: SessionStore, clock: Clock) -> SessionManager:
+    return SessionManager(
+        store,
+        secrets=[NEW_SECRET],
+        cookie=CookieConfig(),
+        idle_timeout=IDLE,
+        absolute_timeout=ABSOLUTE,
+        clock=clock,
+        origins=ORIGINS,
+    )
+
+
+async def test_a_link_opens_the_central_session_on_its_own_origin_only(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    central, central_cookie = await sessions.create(record(clock))
+    link_cookie = await sessions.create_link(central, "https://wiki.example.org")
+    assert link_cookie is not None and link_cookie != central_cookie
+
+    linked = await sessions.load(link_cookie, B + ":443")
+    assert linked is not None and linked.store_key == central.store_key and linked.record.sub == "alice"
+    assert linked.link_key is not None and linked.link_key.startswith(LINK_KEY_PREFIX)
+    # the link's cookie is no session on the authenticating origin, nor on another SSO origin
+    assert await sessions.load(link_cookie, A) is None
+    assert await sessions.load(link_cookie, C) is None
+    # and the central cookie is no link on an SSO origin
+    assert await sessions.load(central_cookie, B) is None
+    assert await sessions.load(central_cookie, A) is not None
+
+
+async def test_ending_the_central_session_ends_every_link(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    central, _ = await sessions.create(record(clock))
+    wiki = await sessions.create_link(central, "https://wiki.example.org")
+    tickets = await sessions.create_link(central, "https://tickets.example.net")
+    assert await sessions.end_sessions(sid="provider-sid-1") == 1  # back-channel logout of the provider session
+    assert await sessions.load(wiki, B) is None
+    assert await sessions.load(tickets, C) is None
+
+
+async def test_sign_out_through_a_link_ends_the_central_session_and_its_other_links(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    central, central_cookie = await sessions.create(record(clock))
+    wiki = await sessions.create_link(central, "https://wiki.example.org")
+    tickets = await sessions.create_link(central, "https://tickets.example.net")
+    linked = await sessions.load(wiki, B)
+    assert linked is not None
+    await sessions.delete(linked)
+    assert await sessions.load(central_cookie, A) is None
+    assert await sessions.load(wiki, B) is None
+    assert await sessions.load(tickets, C) is None
+    assert linked.link_key is not None and await store.get(linked.link_key) is None
+
+
+async def test_a_replaced_link_is_forgotten_but_the_central_session_stays(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    central, central_cookie = await sessions.create(record(clock))
+    old = await sessions.create_link(central, "https://wiki.example.org")
+    await sessions.forget_link(old)
+    assert await sessions.load(old, B) is None
+    assert await sessions.load(central_cookie, A) is not None
+
+
+async def test_a_link_ends_when_the_central_session_expires(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    central, _ = await sessions.create(record(clock))
+    wiki = await sessions.create_link(central, "https://wiki.example.org")
+    clock.now += IDLE + 1  # the central session is idle-expired (its record says so)
+    assert await sessions.load(wiki, B) is None
+
+
+async def test_no_link_for_a_session_past_its_absolute_expiry(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    central, _ = await sessions.create(record(clock))
+    clock.now += ABSOLUTE + 1
+    assert await sessions.create_link(central, "https://wiki.example.org") is None
+
+
+def test_cookies_on_an_sso_origin_are_host_only() -> None:
+    sessions = SessionManager(
+        MemoryStore(),
+        secrets=[NEW_SECRET],
+        cookie=CookieConfig(domain="example.com", secure=True),
+        idle_timeout=IDLE,
+        absolute_timeout=ABSOLUTE,
+        origins=ORIGINS,
+    )
+    assert sessions.cookie_attributes(60, A)["domain"] == "example.com"
+    assert "domain" not in sessions.cookie_attributes(60, B)
