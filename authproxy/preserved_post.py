@@ -227,7 +227,8 @@ class PostKeeper:
         ticket = self.sessions.open(request.cookies.get(cookie)) if is_valid_tag(tag) else None
         if ticket is None:
             return self._gone(request, "no kept form for this browser")
-        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name))
+        # the host: on an SSO origin the cookie names a link to the central session
+        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name), request.host)
         if session is None:
             # not signed in (yet): the form stays kept for the login this sends the browser to
             return pages.redirect(start_url(self.prefix, request.raw_path))

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from authproxy.demo.echo import create_echo_app
 from authproxy.demo.provider import DemoClient, DemoProvider
-from tests.support.browser import Artifacts, open_chromium
+from tests.support.browser import Artifacts, open_chromium, run_demo
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
@@ -260,3 +260,23 @@ async def test_forbidden_page_names_the_rule_and_signed_out_page_offers_sign_in(
     await artifacts.screenshot(page, "signed-out-page")
     await page.get_by_role("link", name="Sign in again").click()
     await expect(page.get_by_role("button", name=re.compile("^Alice Admin"))).to_be_visible()
+
+
+async def test_kept_form_on_a_second_domain_arrives_after_the_single_sign_on_handoff(
+    page: Page, artifacts: Artifacts, tmp_path: Path
+) -> None:
+    """``authproxy demo``'s wiki on ``localhost`` signs in through the central origin; a kept form survives it."""
+    from playwright.async_api import expect
+
+    with run_demo(tmp_path / "demo") as demo:
+        wiki = demo.url.replace("127.0.0.1", "localhost")
+        await page.goto(wiki + "/notes/new")
+        await page.get_by_role("button", name=re.compile("^Carol")).click()
+        await expect(page).to_have_url(wiki + "/notes/new")
+        # the wiki's own session ends; the central one (on 127.0.0.1) lives on
+        await page.context.clear_cookies(name=COOKIE, domain="localhost")
+        await post_form_from(page, "/notes", [("text", "kept across domains")])
+        await expect(page.get_by_role("heading", name="POST /notes")).to_be_visible()
+        assert page.url == wiki + "/notes"
+        assert await form_fields_shown(page) == [("text", "kept across domains")]
+        await artifacts.screenshot(page, "kept-form-on-second-domain")

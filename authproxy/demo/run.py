@@ -76,6 +76,7 @@ def demo_config(port: int, provider_url: str, echo_url: str, admin_port: int, cl
                 "match": {"host": WIKI_HOST, "path_prefix": "/"},
                 "upstream": echo_url,
                 "csrf_protection": True,
+                "preserve_post": True,
             },
         ],
     }
