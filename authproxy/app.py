@@ -323,6 +323,7 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             idle_timeout=config.session.idle_timeout,
             pass_access_token=config.forward_auth.pass_access_token,
             signer=services.signer,
+            trusted_proxies=config.server.trusted_proxies,
         )
         services.flows = LoginFlows(config, services.provider, services.sessions, metrics)
         services.logouts = Logouts(config, services.provider, services.sessions, metrics)

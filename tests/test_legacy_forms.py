@@ -317,3 +317,15 @@ async def test_api_post_without_session_still_gets_401_json(stack: Stack) -> Non
             stack.url + "/orders/new", [("a", "1")], headers={"Accept": "application/json"}, follow_redirects=False
         )
         assert page.status == 401 and page.json()["error"] == "unauthenticated"
+
+
+async def test_forward_auth_csrf_check_believes_the_forwarded_method_only_from_trusted_proxies(stack: Stack) -> None:
+    b = await signed_in(stack)
+    async with b:
+        plain = await b.get(stack.url + "/oauth2/auth", headers={"Accept": "application/json"})
+        assert plain.status == 202
+        # no trusted_proxies here: a client's own X-Forwarded-Method cannot vouch for the request
+        asked = await b.get(
+            stack.url + "/oauth2/auth?csrf=1", headers={"Accept": "application/json", "X-Forwarded-Method": "GET"}
+        )
+        assert asked.status == 403 and asked.json()["error"] == "cross_origin_request"
