@@ -136,6 +136,7 @@ STYLE: Final = (
     "font-weight:500}"
     "td{overflow-wrap:anywhere}section.form td{white-space:pre-wrap}"
     ".none{color:#7b8794}"
+    "#session td:first-child{width:1%;white-space:nowrap;padding-right:1.5rem;color:#52606d}"
     "pre.json{margin:0;padding:.75rem 1rem;background:#0d1117;color:#c9d1d9;border-radius:8px;overflow-x:auto;"
     "font:.85rem/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}"
     "pre.json .key{color:#79c0ff;font-weight:600}pre.json .str{color:#7ee787}pre.json .num{color:#ffa657}"
