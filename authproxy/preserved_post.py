@@ -47,13 +47,14 @@ from authproxy.account_pages import start_url
 from authproxy.config import RouteConfig
 from authproxy.cross_origin import verdict_for
 from authproxy.logs import log_event
+from authproxy.oidc.flow import FLOW_TTL
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.record import open_record, seal_record
 from authproxy.sessions.ticket import new_ticket, store_key_for
 
 KEEP_KEY_PREFIX: Final = "post:"
-# as long as a login flow lives (authproxy.oidc.flow.FLOW_TTL): the form is for that login only
-KEEP_TTL: Final = 600
+# as long as a login flow lives: the form is for that login only
+KEEP_TTL: Final = FLOW_TTL
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
 MAX_FIELDS: Final = 1000
 CHUNK: Final = 16 * 1024
