@@ -238,7 +238,10 @@ class LoginFlows:
         ticket = new_ticket()
         sealed = seal_record(flow.to_bytes(), ticket)
         await self.store.set(HANDOFF_FLOW_KEY_PREFIX + store_key_for(ticket.id), sealed, HANDOFF_FLOW_TTL)
-        response = pages.redirect(authorize_url(self.central, self.prefix, origin=origin, state=flow.state))
+        prompt = authorize_prompt({}, request.query.get("prompt")).get("prompt")  # switch-account links
+        response = pages.redirect(
+            authorize_url(self.central, self.prefix, origin=origin, state=flow.state, prompt=prompt)
+        )
         self.sessions.set_cookie(
             response,
             handoff_cookie_name(self.sessions.cookie_name, flow.state),
