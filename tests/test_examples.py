@@ -164,8 +164,10 @@ KEYS: Final[dict[str, Key]] = {
     ),
     "provider.clock_skew": Key("Tolerance for `iat`, `exp` and similar time checks.", "30s"),
     "provider.post_logout_redirect_uri": Key(
-        "Where the provider sends the browser after `/oauth2/sign_out`. Register it at the provider exactly.",
-        "https://app.example.com/",
+        "Where the provider sends the browser after `/oauth2/sign_out`. Register it at the provider exactly. "
+        '`<public_url>/oauth2/signed_out` is authproxy\'s own "signed out" page '
+        "([legacy-apps.md](legacy-apps.md#where-sign-out-lands)).",
+        "https://app.example.com/oauth2/signed_out",
     ),
     "provider.bearer_audiences": Key(
         "`aud` values accepted on bearer tokens (routes with `bearer_tokens`). Empty: `client_id`.",
