@@ -17,7 +17,9 @@ from typing import Final
 from aiohttp import web
 
 from authproxy import headers, pages
+from authproxy.account_pages import SignedOutPage
 from authproxy.config import Config, RouteConfig
+from authproxy.cross_origin import cross_origin_refusal
 from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
 from authproxy.factories import create_provider_client, read_private_key
 from authproxy.forward_auth import IdentityEndpoints
@@ -30,6 +32,7 @@ from authproxy.oidc.flow import LoginFlows
 from authproxy.oidc.logout import Logouts
 from authproxy.oidc.sso import SingleSignOn
 from authproxy.origins import Origins
+from authproxy.preserved_post import PostKeeper
 from authproxy.proxy import Forwarder, has_dot_segments
 from authproxy.routing import RouteTable
 from authproxy.sessions.cache import SessionCache
@@ -63,6 +66,7 @@ class Services:
     sso: SingleSignOn | None = None
     signer: IdentitySigner | None = None
     identity_endpoints: IdentityEndpoints | None = None
+    post_keeper: PostKeeper | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -181,6 +185,9 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             request, 404, "Not found", "No route matches this address.", request_id=request[REQUEST_ID]
         )
     request[ROUTE] = route
+    refused = cross_origin_refusal(request, route)
+    if refused is not None:
+        return refused
     added: dict[str, str] = {}
     if route.auth != "none" and services.gate is not None:
         outcome = await services.gate.check(request, route)
@@ -306,6 +313,9 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             routes=config.routes,
             bearer_audiences=p.bearer_audiences or [p.client_id],
         )
+        if any(route.preserve_post for route in config.routes):
+            services.post_keeper = PostKeeper(services.sessions, config.server.auth_prefix)
+            services.gate.post_keeper = services.post_keeper
         services.signer = _identity_signer(config)
         services.identity_endpoints = IdentityEndpoints(
             services.gate,
@@ -313,6 +323,7 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             idle_timeout=config.session.idle_timeout,
             pass_access_token=config.forward_auth.pass_access_token,
             signer=services.signer,
+            trusted_proxies=config.server.trusted_proxies,
         )
         services.flows = LoginFlows(config, services.provider, services.sessions, metrics)
         services.logouts = Logouts(config, services.provider, services.sessions, metrics)
@@ -335,6 +346,10 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         services.sso.add_routes(app)
     if services.identity_endpoints is not None:
         services.identity_endpoints.add_routes(app)
+    if config.provider is not None:
+        SignedOutPage(config.server.auth_prefix).add_routes(app)
+    if services.post_keeper is not None:
+        services.post_keeper.add_routes(app)
     # the prefix is reserved: unknown endpoints under it are never forwarded upstream
     app.router.add_route("*", config.server.auth_prefix + "/{tail:.*}", _reserved)
     app.router.add_route("*", "/{tail:.*}", _proxy)

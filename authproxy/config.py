@@ -80,6 +80,10 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+# a kept form lives in the session store for the length of a login: small by design
+DEFAULT_PRESERVE_POST_MAX_BYTES: Final = 64 * 1024
+MAX_PRESERVE_POST_BYTES: Final = 1024 * 1024
+
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
@@ -430,6 +434,27 @@ class RouteConfig(_Strict):
     strip_path_prefix: bool = False
     websocket: bool = True
     timeout: Duration = 60.0
+    # cross-origin guard for unsafe methods (authproxy.csrf); absent = off, as before it existed
+    csrf_protection: bool = False
+    csrf_trusted_origins: list[str] = Field(default_factory=list)
+    # keep a browser form POST across a re-login (authproxy.preserved_post)
+    preserve_post: bool = False
+    preserve_post_max_bytes: int = DEFAULT_PRESERVE_POST_MAX_BYTES
+
+    @field_validator("csrf_trusted_origins")
+    @classmethod
+    def _trusted_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if normalize_origin(origin) is None:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return value
+
+    @field_validator("preserve_post_max_bytes")
+    @classmethod
+    def _preserve_post_max_bytes(cls, value: int) -> int:
+        if not 1 <= value <= MAX_PRESERVE_POST_BYTES:
+            raise ValueError(f"must be between 1 and {MAX_PRESERVE_POST_BYTES} bytes")
+        return value
 
     @field_validator("upstream")
     @classmethod
@@ -494,6 +519,8 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"{where}.auth: auth {route.auth!r} needs a provider section")
         if route.auth == "none" and (route.allow or route.pass_access_token or route.pass_id_token):
             problems.append(f"{where}.auth: a public route (auth: none) cannot have allow rules or pass tokens")
+        if route.preserve_post and route.auth != "required":
+            problems.append(f"{where}.preserve_post: only an auth: required route sends browsers to a login")
     if config.provider is not None:
         if config.server.public_url is None:
             problems.append(

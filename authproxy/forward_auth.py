@@ -2,19 +2,22 @@
 
 ``/oauth2/auth`` answers nginx ``auth_request``, Traefik ``forwardAuth`` and Envoy ``ext_authz``:
 202 with ``X-Auth-Request-*`` for a valid session (refreshed first when due), 401 without one,
-403 when ``allowed_groups`` / ``allowed_emails`` are given and not met. The names and comma-joined
+403 when ``allowed_groups`` / ``allowed_emails`` are given and not met, or when ``csrf=1`` is
+given and the request asked about is cross-origin (docs/legacy-apps.md). The names and comma-joined
 values are those of oauth2-proxy, so existing nginx snippets keep working.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from aiohttp import web
 
 from authproxy import headers
+from authproxy.config import IPNetwork
+from authproxy.cross_origin import forward_auth_refusal
 from authproxy.gate import Gate
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.policy import forward_auth_allowed, parse_list
@@ -40,6 +43,7 @@ class IdentityEndpoints:
         idle_timeout: float,
         pass_access_token: bool,
         signer: IdentitySigner | None,
+        trusted_proxies: Sequence[IPNetwork] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.gate = gate
@@ -47,6 +51,7 @@ class IdentityEndpoints:
         self.idle_timeout = idle_timeout
         self.pass_access_token = pass_access_token
         self.signer = signer
+        self.trusted_proxies = trusted_proxies
         self.clock = clock
 
     def add_routes(self, app: web.Application) -> None:
@@ -55,6 +60,10 @@ class IdentityEndpoints:
         app.router.add_get(self.prefix + "/jwks.json", self.jwks)
 
     async def auth(self, request: web.Request) -> web.Response:
+        # ?csrf=1: the cross-origin guard on the request being asked about (authproxy.cross_origin)
+        refused = forward_auth_refusal(request, self.trusted_proxies)
+        if refused is not None:
+            return refused
         session = await self.gate.session_of(request)
         if session is None:
             return web.json_response({"error": "unauthenticated"}, status=401, headers=_NO_STORE)

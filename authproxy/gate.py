@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from authproxy import pages
+from authproxy.account_pages import forbidden_response
 from authproxy.config import RouteConfig
 from authproxy.errors import SessionEnded, TokenInvalid
 from authproxy.oidc.client import ProviderClient
 from authproxy.policy import Policy, compile_allow
 from authproxy.sessions.manager import Session, SessionManager
 from authproxy.sessions.refresh import Refresher
+
+if TYPE_CHECKING:
+    from authproxy.preserved_post import PostKeeper
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class Gate:
         self.provider = provider
         self.bearer_audiences = list(bearer_audiences)
         self.policies: dict[str, Policy] = {route.name: compile_allow(route.allow) for route in routes}
+        # keeps browser form POSTs across a re-login (routes[].preserve_post); set by the app
+        self.post_keeper: PostKeeper | None = None
 
     async def session_of(self, request: web.Request) -> Session | None:
         """The request's session with tokens refreshed when due; None when there is none (or it ended).
@@ -107,6 +113,10 @@ class Gate:
             return self.authorize(request, route, Identity(record.claims, record.access_token, record.id_token))
         if route.auth == "optional":
             return None
+        if self.post_keeper is not None:
+            kept = await self.post_keeper.keep(request, route)
+            if kept is not None:
+                return kept
         return self.unauthenticated(request, route)
 
     async def _check_bearer(self, request: web.Request, route: RouteConfig, token: str) -> Identity | web.Response:
@@ -122,15 +132,11 @@ class Gate:
 
     def authorize(self, request: web.Request, route: RouteConfig, identity: Identity) -> Identity | web.Response:
         """The identity when the route's allow rules admit it, else a 403 page or JSON."""
-        if self.policies[route.name].allows(identity.claims):
+        policy = self.policies[route.name]
+        if policy.allows(identity.claims):
             return identity
-        return pages.error_response(
-            request,
-            403,
-            "Access denied",
-            "You are signed in, but this application is not open to your account.",
-            request_id=pages.request_id_of(request),
-            code="forbidden",
+        return forbidden_response(
+            request, prefix=self.prefix, route=route.name, user=identity.sub, refusal=policy.refusal(identity.claims)
         )
 
     def unauthenticated(self, request: web.Request, route: RouteConfig) -> web.StreamResponse:

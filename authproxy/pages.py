@@ -213,18 +213,21 @@ def render_html(
     request_id: str,
     link: tuple[str, str] | None = None,
     hints: Sequence[str] = (),
+    links: Sequence[tuple[str, str]] = (),
+    kicker: str | None = None,
 ) -> str:
-    """The HTML error page, every value escaped."""
+    """The HTML error page, every value escaped; ``link`` first, then ``links``, as buttons."""
     esc = html.escape
     hint_html = "".join(f"<li>{esc(h)}</li>" for h in hints)
-    action = ""
-    if link is not None:
-        label, url = link
+    buttons = []
+    for label, url in ([link] if link is not None else []) + list(links):
         href = _safe_href(url)
         if href is not None:
-            action = f'<p><a class="action" href="{esc(href, quote=True)}">{esc(label)}</a></p>\n'
+            buttons.append(f'<a class="action" href="{esc(href, quote=True)}">{esc(label)}</a>')
+    action = f'<p class="actions">{" ".join(buttons)}</p>\n' if buttons else ""
     return _TEMPLATE.substitute(
-        status=status,
+        kicker=esc(kicker or f"Error {status}"),
+        head_title=esc(title if kicker else f"{status} {title}"),
         title=esc(title),
         message=esc(message),
         hints=f"<ul>{hint_html}</ul>\n" if hint_html else "",
@@ -244,15 +247,20 @@ def error_response(
     code: str | None = None,
     link: tuple[str, str] | None = None,
     hints: Sequence[str] = (),
+    links: Sequence[tuple[str, str]] = (),
+    kicker: str | None = None,
 ) -> web.Response:
     """A short error answer: HTML for browsers, JSON for everything else (see module docstring).
 
-    ``extra`` adds keys to the JSON body; ``link`` (label, URL) and ``hints`` show on the HTML page.
+    ``extra`` adds keys to the JSON body; ``link`` and ``links`` (label, URL) and ``hints`` show on
+    the HTML page.
     """
     error_code = code or _CODE_BY_STATUS.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
     response_headers = {**_SECURITY_HEADERS, "X-Request-Id": request_id}
     if prefers_html(request.headers.get("Accept")):
-        body = render_html(status, title, message, request_id=request_id, link=link, hints=hints)
+        body = render_html(
+            status, title, message, request_id=request_id, link=link, hints=hints, links=links, kicker=kicker
+        )
         return web.Response(status=status, text=body, content_type="text/html", headers=response_headers)
     payload: dict[str, Any] = {"error": error_code, "message": message, "request_id": request_id}
     for key, value in (extra or {}).items():

@@ -123,6 +123,49 @@ class Policy:
             name in claims and not wanted.isdisjoint(_claim_strings(claims[name])) for name, wanted in self.claims
         )
 
+    def refusal(self, claims: Mapping[str, Any]) -> Refusal | None:
+        """Which listed kind refuses these claims (the first, in the order ``allows`` checks), or None.
+
+        The requirement names what the rule asks for without echoing other users' data: the
+        allowed email addresses are never listed (they are other people's), domains, groups and
+        claim values are (they are the rule, not anyone's identity).
+        """
+        if self.emails is not None or self.email_domains is not None:
+            email = _email_is_usable(claims)
+            if email is None:
+                return Refusal("email", "requires a verified email address")
+            if self.emails is not None and email not in self.emails:
+                return Refusal("emails", "requires one of the email addresses this application allows")
+            if self.email_domains is not None:
+                local, at, domain = email.rpartition("@")
+                if not (at and local) or domain not in self.email_domains:
+                    return Refusal("email_domains", f"requires an email address at {_one_of(self.email_domains)}")
+        if self.groups is not None and self.groups.isdisjoint(_claim_strings(claims.get("groups"))):
+            if not self.groups:
+                return Refusal("groups", "admits no group")
+            return Refusal("groups", f"requires group {_one_of(self.groups)}")
+        for name, wanted in self.claims:
+            if name not in claims or wanted.isdisjoint(_claim_strings(claims[name])):
+                if not wanted:
+                    return Refusal("claims", f"admits no value of claim {name}")
+                return Refusal("claims", f"requires claim {name} to be {_one_of(wanted)}")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The allow kind that refused a user, and what it requires, in words for the 403 page."""
+
+    kind: str
+    requirement: str
+
+
+def _one_of(values: frozenset[str]) -> str:
+    ordered = sorted(values)
+    if not ordered:
+        return "nothing (the list is empty)"
+    return ordered[0] if len(ordered) == 1 else "one of " + ", ".join(ordered)
+
 
 ALLOW_ANY: Final = Policy()
 

@@ -2,11 +2,11 @@
 
 Headless Debian ``chromium`` driven by Playwright (tests/support/browser.py) does what a person
 does: opens the app, is sent to the provider's login page, signs in, sees the upstream page with
-the identity authproxy vouched for, signs out, and is asked to log in again, since sign-out also
-ends the provider's single sign-on session (SPEC section 3, ``/oauth2/sign_out``). Once with
-``authproxy demo`` (its development provider), once through the real ``oidc-provider`` (npm)
-login form in front of the demo's echo app. The demo run ends on authproxy's own error page (a
-forged callback), so that page is looked at too. Each step leaves a screenshot in
+the identity authproxy vouched for, signs out (to authproxy's "signed out" page), and is asked to
+log in again, since sign-out also ends the provider's single sign-on session (SPEC section 3,
+``/oauth2/sign_out``). Once with ``authproxy demo`` (its development provider), once through the
+real ``oidc-provider`` (npm) login form in front of the demo's echo app. The demo run ends on
+authproxy's own error page (a forged callback), so that page is looked at too. Each step leaves a screenshot in
 ``test-artifacts/browser/<test>/``.
 """
 
@@ -99,12 +99,16 @@ async def test_demo_login_identity_sign_out_and_login_again(page: Page, artifact
         await expect(session).to_contain_text("bob@example.com")
         await artifacts.screenshot(page, "demo-upstream-signed-in")
 
-        # 3. signing out ends both sessions: the way back to the app is the login page again
+        # 3. signing out ends both sessions and lands on authproxy's "signed out" page (not on a
+        #    protected path that would start a new login at once); signing in again asks for a login
         await page.get_by_role("link", name="Sign out").click()
-        await expect(page).to_have_url(starts_with(demo.provider_url + "/"))
-        await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        await expect(page).to_have_url(demo.url + "/oauth2/signed_out")
+        await expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
         assert await session_cookies(page, demo.url) == []
         await artifacts.screenshot(page, "demo-after-sign-out")
+        await page.get_by_role("link", name="Sign in again").click()
+        await expect(page).to_have_url(starts_with(demo.provider_url + "/"))
+        await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
         # 4. opening the app again asks for a login (no silent single sign-on as bob) ...
         await page.goto(demo.url + "/dashboard")

@@ -35,6 +35,12 @@ def test_minimal_config_is_valid_and_fills_defaults() -> None:
     assert config.provider is not None and config.provider.scopes[0] == "openid"
 
 
+def test_legacy_protection_keys_default_to_todays_behaviour() -> None:
+    route = parse_config(BASE, {}).routes[0]
+    assert (route.csrf_protection, route.csrf_trusted_origins) == (False, [])
+    assert (route.preserve_post, route.preserve_post_max_bytes) == (False, 64 * 1024)
+
+
 def test_example_config_is_valid() -> None:
     load_config(Path(__file__).parent.parent / "config" / "authproxy.example.yaml", {})
 
@@ -114,6 +120,20 @@ def test_example_config_is_valid() -> None:
             BASE.replace("client_secret: x", "client_secret: x, ca_file: /nonexistent/ca.pem"),
             "provider.ca_file: /nonexistent/ca.pem is not a readable file",
             id="missing-ca-file",
+        ),
+        pytest.param(
+            BASE + "    csrf_trusted_origins: [https://ok.example, 'https://x.example/path']\n",
+            "routes[0].csrf_trusted_origins:",
+            id="trusted-origin-with-path",
+        ),
+        pytest.param(
+            BASE + "    auth: optional\n    preserve_post: true\n",
+            "routes[0].preserve_post: only an auth: required route",
+            id="preserve-post-needs-required",
+        ),
+        pytest.param(BASE + "    preserve_post_max_bytes: 0\n", "routes[0].preserve_post_max_bytes:", id="kept-size-0"),
+        pytest.param(
+            BASE + "    preserve_post_max_bytes: 2000000\n", "routes[0].preserve_post_max_bytes:", id="kept-size-huge"
         ),
         pytest.param("routes: [", "line ", id="broken-yaml"),
         pytest.param("- a\n- b\n", "(top level)", id="not-a-mapping"),

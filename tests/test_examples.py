@@ -164,8 +164,10 @@ KEYS: Final[dict[str, Key]] = {
     ),
     "provider.clock_skew": Key("Tolerance for `iat`, `exp` and similar time checks.", "30s"),
     "provider.post_logout_redirect_uri": Key(
-        "Where the provider sends the browser after `/oauth2/sign_out`. Register it at the provider exactly.",
-        "https://app.example.com/",
+        "Where the provider sends the browser after `/oauth2/sign_out`. Register it at the provider exactly. "
+        '`<public_url>/oauth2/signed_out` is authproxy\'s own "signed out" page '
+        "([legacy-apps.md](legacy-apps.md#where-sign-out-lands)).",
+        "https://app.example.com/oauth2/signed_out",
     ),
     "provider.bearer_audiences": Key(
         "`aud` values accepted on bearer tokens (routes with `bearer_tokens`). Empty: `client_id`.",
@@ -302,6 +304,25 @@ KEYS: Final[dict[str, Key]] = {
     "routes[].websocket": Key("Proxy WebSocket upgrades.", "false"),
     "routes[].timeout": Key(
         "Connect and wait for response headers; also the idle time allowed between body chunks.", "5m"
+    ),
+    "routes[].csrf_protection": Key(
+        "Refuse cross-site `POST`/`PUT`/`PATCH`/`DELETE` and WebSocket upgrades (403) by `Sec-Fetch-Site` and "
+        "`Origin`; bearer-token requests are exempt. Absent means off, as before the key existed; new configs "
+        "should turn it on. See [legacy-apps.md](legacy-apps.md#cross-origin-guard).",
+        "true",
+    ),
+    "routes[].csrf_trusted_origins": Key(
+        "Other origins (`scheme://host[:port]`) whose unsafe requests pass the guard.",
+        "[https://admin.example.com]",
+    ),
+    "routes[].preserve_post": Key(
+        "Keep a browser's form POST that arrives without a live session and send it again after the login "
+        "(like mod_auth_openidc's `OIDCPreservePost`); `auth: required` routes only. See "
+        "[legacy-apps.md](legacy-apps.md#keeping-forms-across-a-re-login).",
+        "true",
+    ),
+    "routes[].preserve_post_max_bytes": Key(
+        "Largest form body kept, in bytes (at most 1048576); larger forms get a 413 page.", "131072"
     ),
 }
 

@@ -188,6 +188,32 @@ async def test_group_rule_gives_403_to_bob_and_passes_alice(stack: Stack) -> Non
         assert start.path == "/oauth2/start" and parse_qs(start.query)["rd"] == ["/admin/panel"]
 
 
+async def test_cross_site_post_is_refused_by_the_guarded_location(stack: Stack) -> None:
+    cross_site = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    async with signed_in(stack, "bob") as b:
+        refused = await b.post(stack.url + "/app/transfer", [("amount", "100")], headers=cross_site)
+        assert refused.status == 403 and b'"headers"' not in refused.body
+        same_origin = {"Origin": stack.url, "Sec-Fetch-Site": "same-origin"}
+        passed = await b.post(stack.url + "/app/transfer", [("amount", "1")], headers=same_origin)
+        assert passed.status == 200 and passed.json()["method"] == "POST"
+        # the /api/ location asks without csrf=1: unchanged
+        api = await b.post(stack.url + "/api/items", [("a", "1")], headers={**JSON, **cross_site})
+        assert api.status == 200
+    assert '"cross_origin_refused"' in stack.proxy.logs()
+
+
+async def test_forward_auth_csrf_check_fails_closed_without_the_forwarded_method(stack: Stack) -> None:
+    async with signed_in(stack, "bob") as b:
+        # straight to authproxy, as a front proxy that does not send X-Forwarded-Method would
+        direct = f"http://127.0.0.1:{stack.proxy.port}/oauth2/auth?csrf=1"
+        assert (await b.get(direct, headers=JSON)).status == 403
+        # this peer is in trusted_proxies, so its X-Forwarded-Method is believed
+        # (tests/test_legacy_forms.py: from an untrusted peer it is not)
+        assert (await b.get(direct, headers={**JSON, "X-Forwarded-Method": "GET"})).status == 202
+        spoof = {**JSON, "X-Forwarded-Method": "POST", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+        assert (await b.get(direct, headers=spoof)).status == 403
+
+
 async def test_client_sent_identity_headers_never_reach_the_application(stack: Stack) -> None:
     spoofed: CIMultiDict[str] = CIMultiDict()
     for name in ("X-Auth-Request-User", "x-auth-request-groups", "X-Auth-Request-Access-Token"):

@@ -14,7 +14,9 @@ bob@example.com; sales), carol (no groups; carol@partner.example.org; eng).
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -201,6 +203,38 @@ async def test_refusal_is_an_html_page_for_browsers_and_json_for_api_clients(sta
         api = await b.request("GET", stack.url + "/groups/api", headers=JSON, navigation=False)
         assert api.status == 403 and is_json(api)
         assert api.json()["error"] == "forbidden" and api.json()["request_id"]
+
+
+async def test_refusal_names_the_rule_and_offers_sign_out_and_another_account(stack: Stack) -> None:
+    async with signed_in(stack.url, "bob") as b:
+        page = await b.get(stack.url + "/groups/page?x=1", headers=HTML)
+        assert page.status == 403 and is_html(page)
+        assert "requires group admins" in page.text
+        links = re.findall(r'href="([^"]+)"', page.text)
+        assert "/oauth2/sign_out" in links
+        switch = next(link for link in links if link.startswith("/oauth2/start"))
+        assert parse_qs(urlsplit(html.unescape(switch)).query) == {"rd": ["/groups/page?x=1"], "prompt": ["login"]}
+        api = await b.request("GET", stack.url + "/groups/api", headers=JSON, navigation=False)
+        assert api.json()["rule"] == "groups" and api.json()["requirement"] == "requires group admins"
+        # an emails rule says what it needs without naming whom it admits
+        emails = await b.request("GET", stack.url + "/emails/api", headers=JSON, navigation=False)
+        assert emails.status == 403 and emails.json()["rule"] == "emails"
+        assert "alice" not in emails.text
+    lines = [json.loads(line) for line in stack.proxy.logs().splitlines() if '"access_denied"' in line]
+    assert any(line.get("user") == "bob" and line.get("kind") == "groups" for line in lines), lines
+
+
+async def test_switch_account_link_asks_the_provider_for_a_new_login(stack: Stack) -> None:
+    async with signed_in(stack.url, "bob") as b:
+        refused = await b.request("GET", stack.url + "/groups/api", headers=JSON, navigation=False)
+        # the provider is asked to log in again (prompt=login), not to reuse bob's provider session
+        start = await b.get(stack.url + refused.json()["switch_account_url"], follow_redirects=False)
+        assert parse_qs(urlsplit(start.location or "").query)["prompt"] == ["login"]
+        page = await login_demo(b, stack.url + refused.json()["switch_account_url"], "alice")
+        assert page.status == 200 and seen(page)["x-forwarded-user"] == "alice"
+        # other prompt values are not passed on from /start's query
+        other = await b.get(stack.url + "/oauth2/start?rd=/&prompt=none", follow_redirects=False)
+        assert "prompt" not in parse_qs(urlsplit(other.location or "").query)
 
 
 # ------------------------------------------------------------------------------------------- optional, deny, redirect

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 import pytest
@@ -64,11 +64,11 @@ PUBLIC = "https://app.example.com"
                      id="nothing-configured-provider-page"),
         pytest.param(END_SESSION + "?tenant=a", None, None, None, END_SESSION + "?tenant=a&client_id=c",
                      id="endpoint-query-kept"),
-        pytest.param(None, "IDT", PUBLIC + "/bye", "/x", "/x", id="no-endpoint-rd"),
+        pytest.param(None, "IDT", PUBLIC + "/bye", "/x", "/oauth2/signed_out?rd=/x", id="no-endpoint-rd"),
         pytest.param(None, "IDT", PUBLIC + "/bye", None, PUBLIC + "/bye", id="no-endpoint-configured-uri"),
-        pytest.param(None, "IDT", None, None, "/", id="no-endpoint-home"),
-        pytest.param(None, None, None, "https://evil.example.com/", "/", id="no-endpoint-absolute-rd"),
-        pytest.param(None, None, None, "/\\evil.example.com", "/", id="no-endpoint-backslash-rd"),
+        pytest.param(None, "IDT", None, None, "/oauth2/signed_out", id="no-endpoint-signed-out-page"),
+        pytest.param(None, None, None, "https://evil.example.com/", "/oauth2/signed_out", id="no-endpoint-absolute-rd"),
+        pytest.param(None, None, None, "/\\evil.example.com", "/oauth2/signed_out", id="no-endpoint-backslash-rd"),
     ],
 )  # fmt: skip
 def test_sign_out_location(
@@ -258,7 +258,12 @@ async def test_sign_out_rd_is_sanitised_without_end_session(bare_stack: Stack, r
         params = {} if rd is None else {"rd": rd}
         answer = await b.session.get(bare_stack.url + "/oauth2/sign_out", params=params, allow_redirects=False)
         assert answer.status == 302
-        assert answer.headers["Location"] == location
+        # the proxy's signed-out page, whose "Sign in again" link returns to the sanitised rd
+        signed_out = answer.headers["Location"]
+        assert signed_out.startswith("/oauth2/signed_out")
+        page = await b.session.get(bare_stack.url + signed_out, headers={"Accept": "application/json"})
+        assert page.status == 200
+        assert (await page.json())["login_url"] == "/oauth2/start?rd=" + quote(location, safe="/")
 
 
 async def test_sign_out_without_end_session_revokes_and_returns_to_rd(bare_stack: Stack) -> None:
@@ -268,7 +273,7 @@ async def test_sign_out_without_end_session_revokes_and_returns_to_rd(bare_stack
         assert cookie is not None
         revocations = bare_stack.fault.stats.revocations
         answer = await _sign_out(bare_stack.url, b, query="?rd=/goodbye")
-        assert (answer.status, answer.location) == (302, "/goodbye")
+        assert (answer.status, answer.location) == (302, "/oauth2/signed_out?rd=/goodbye")
         assert bare_stack.fault.stats.revocations == revocations + 1
     assert await status_with_cookie(bare_stack.url + "/app", cookie) == 401
 

@@ -111,6 +111,35 @@ async def test_the_callback_answer_hides_its_url_and_goes_to_a_local_path(stack:
         assert "no-store" in page.headers["Cache-Control"]
 
 
+async def test_switch_account_on_the_wiki_asks_the_provider_again_and_signs_in_the_other_user(
+    stack: SsoStack,
+) -> None:
+    async with browser() as b:
+        await sign_in_on_app(stack, b, "alice")
+        assert upstream_seen(await b.get(stack.wiki_url(0) + "/wiki"))["x-forwarded-user"] == "alice"
+        # the 403 page's "sign in with another account" link, followed on the wiki
+        page = await b.get(stack.wiki_url(0) + "/oauth2/start?rd=/wiki&prompt=login")
+        asked_to_log_in = False
+        for _ in range(6):
+            # oidc-provider: its login form, then it ends alice's provider session in a page that
+            # submits itself, then it may ask for the login and consent again
+            login = page.find_form(lambda form: form.field("prompt") == "login")
+            ending = page.find_form(lambda form: form.action.endswith("/session/end/confirm"))
+            consent = page.find_form(lambda form: form.field("prompt") == "consent")
+            if login is not None:
+                asked_to_log_in = True
+                page = await b.submit(page, login, fields={"login": "bob", "password": "any-password"})
+            elif ending is not None or consent is not None:
+                page = await b.submit(page, ending or consent)
+            else:
+                break
+        assert asked_to_log_in  # the provider asked, rather than reusing alice's session
+        assert page.status == 200 and upstream_seen(page)["x-forwarded-user"] == "bob", page
+        assert urlsplit(page.url).hostname == WIKI_HOST
+        page = await b.get(stack.app_url(0) + "/app")
+        assert upstream_seen(page)["x-forwarded-user"] == "bob"
+
+
 # ---------------------------------------------------------------------------------------------- refusals
 
 

@@ -175,6 +175,72 @@ def test_allow_rules(allow: AllowConfig | None, user: dict[str, Any], expected: 
     assert compile_allow(allow).allows(user) is expected
 
 
+@pytest.mark.parametrize(("allow", "user", "expected"), CASES)
+def test_refusal_is_given_exactly_when_the_rule_refuses(
+    allow: AllowConfig | None, user: dict[str, Any], expected: bool
+) -> None:
+    refusal = compile_allow(allow).refusal(user)
+    assert (refusal is None) is expected, refusal
+
+
+@pytest.mark.parametrize(
+    ("allow", "user", "kind", "requirement"),
+    [
+        pytest.param(
+            AllowConfig(groups=["admins"]), claims(groups=["dev"]), "groups", "requires group admins", id="group"
+        ),
+        pytest.param(
+            AllowConfig(groups=["ops", "admins"]),
+            claims(groups=...),
+            "groups",
+            "requires group one of admins, ops",
+            id="groups-missing",
+        ),
+        pytest.param(
+            AllowConfig(email_domains=["corp.example"]),
+            ALICE,
+            "email_domains",
+            "requires an email address at corp.example",
+            id="domain",
+        ),
+        pytest.param(
+            AllowConfig(emails=["bob@example.com"]),
+            ALICE,
+            "emails",
+            "requires one of the email addresses this application allows",
+            id="emails-not-listed-by-name",
+        ),
+        pytest.param(
+            AllowConfig(emails=["alice@example.com"]),
+            claims(email_verified=False),
+            "email",
+            "requires a verified email address",
+            id="unverified",
+        ),
+        pytest.param(
+            AllowConfig(claims={"department": ["ops"]}),
+            ALICE,
+            "claims",
+            "requires claim department to be ops",
+            id="claim",
+        ),
+        pytest.param(
+            AllowConfig(email_domains=["example.com"], groups=["auditors"]),
+            ALICE,
+            "groups",
+            "requires group auditors",
+            id="names-the-kind-that-failed",
+        ),
+    ],
+)
+def test_refusal_names_the_failed_kind(allow: AllowConfig, user: dict[str, Any], kind: str, requirement: str) -> None:
+    refusal = compile_allow(allow).refusal(user)
+    assert refusal is not None
+    assert (refusal.kind, refusal.requirement) == (kind, requirement)
+    # never another user's address
+    assert "bob@" not in refusal.requirement
+
+
 def test_rules_from_yaml_config_behave_like_the_models() -> None:
     text = """
 provider: {issuer: https://idp.example.com, client_id: c, client_secret: s}

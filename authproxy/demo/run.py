@@ -52,7 +52,8 @@ def demo_config(port: int, provider_url: str, echo_url: str, admin_port: int, cl
             "issuer": provider_url,
             "client_id": CLIENT_ID,
             "client_secret": client_secret,
-            "post_logout_redirect_uri": public_url + "/",
+            # the proxy's own signed-out page: landing on / would start a new login at once
+            "post_logout_redirect_uri": public_url + "/oauth2/signed_out",
         },
         "session": {
             "store": "memory",
@@ -61,8 +62,22 @@ def demo_config(port: int, provider_url: str, echo_url: str, admin_port: int, cl
         },
         "routes": [
             {"name": "public", "match": {"path_prefix": "/public"}, "upstream": echo_url, "auth": "none"},
-            {"name": "echo", "match": {"path_prefix": "/"}, "upstream": echo_url, "auth": "required"},
-            {"name": "wiki", "match": {"host": WIKI_HOST, "path_prefix": "/"}, "upstream": echo_url},
+            {
+                "name": "echo",
+                "match": {"path_prefix": "/"},
+                "upstream": echo_url,
+                "auth": "required",
+                # new configs turn these on: refuse cross-site form posts, keep forms across re-login
+                "csrf_protection": True,
+                "preserve_post": True,
+            },
+            {
+                "name": "wiki",
+                "match": {"host": WIKI_HOST, "path_prefix": "/"},
+                "upstream": echo_url,
+                "csrf_protection": True,
+                "preserve_post": True,
+            },
         ],
     }
     return Config.model_validate(tree)
@@ -106,7 +121,7 @@ async def _run(port: int) -> None:
                 CLIENT_ID,
                 client_secret,
                 redirect_uris=[public_url + "/oauth2/callback"],
-                post_logout_redirect_uris=[public_url + "/"],
+                post_logout_redirect_uris=[public_url + "/oauth2/signed_out"],
             )
         ],
     )

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from authproxy import pages
+from authproxy.account_pages import authorize_prompt
 from authproxy.config import Config
 from authproxy.errors import FlowError, ProviderUnavailable, TokenEndpointError, TokenInvalid
 from authproxy.logs import log_event
@@ -220,7 +221,8 @@ class LoginFlows:
             code_challenge=code_challenge_s256(flow.code_verifier),
             redirect_uri=self.redirect_uri,
             scopes=self.provider_config.scopes,
-            extra_params=self.provider_config.extra_authorize_params,
+            # "sign in with another account" links ask for prompt=login (account_pages)
+            extra_params=authorize_prompt(self.provider_config.extra_authorize_params, request.query.get("prompt")),
         )
         del metadata
         response = pages.redirect(location)
@@ -236,7 +238,10 @@ class LoginFlows:
         ticket = new_ticket()
         sealed = seal_record(flow.to_bytes(), ticket)
         await self.store.set(HANDOFF_FLOW_KEY_PREFIX + store_key_for(ticket.id), sealed, HANDOFF_FLOW_TTL)
-        response = pages.redirect(authorize_url(self.central, self.prefix, origin=origin, state=flow.state))
+        prompt = authorize_prompt({}, request.query.get("prompt")).get("prompt")  # switch-account links
+        response = pages.redirect(
+            authorize_url(self.central, self.prefix, origin=origin, state=flow.state, prompt=prompt)
+        )
         self.sessions.set_cookie(
             response,
             handoff_cookie_name(self.sessions.cookie_name, flow.state),

@@ -125,9 +125,14 @@ def grant_refusal(grant: HandoffGrant, flow: HandoffFlow, *, origin: str, state:
     return None
 
 
-def authorize_url(central: str, prefix: str, *, origin: str, state: str) -> str:
-    """Where origin B sends the browser: the authenticating origin's ``/sso/authorize``."""
-    return f"{central}{prefix}/sso/authorize?{urlencode({'origin': origin, 'state': state})}"
+def authorize_url(central: str, prefix: str, *, origin: str, state: str, prompt: str | None = None) -> str:
+    """Where origin B sends the browser: the authenticating origin's ``/sso/authorize``.
+
+    ``prompt`` (``login``, from a "sign in with another account" link on B) makes the
+    authenticating origin run a new provider login even when it has a session.
+    """
+    params = {"origin": origin, "state": state} | ({"prompt": prompt} if prompt else {})
+    return f"{central}{prefix}/sso/authorize?{urlencode(params)}"
 
 
 def callback_url(origin: str, prefix: str, *, code: str, state: str) -> str:

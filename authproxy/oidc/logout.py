@@ -27,8 +27,10 @@ Where the browser lands, as operators migrating from mod_auth_openidc and oauth2
 - Not configured, ``rd`` given: ``public_url`` + the sanitised ``rd`` is sent as
   ``post_logout_redirect_uri`` (mod_auth_openidc's ``?logout=<url>``); register the URLs you use.
 - Neither: no ``post_logout_redirect_uri``; the provider shows its own signed-out page.
-- No ``end_session_endpoint``: the sanitised ``rd`` (only local paths, as for ``/start``), else the
-  configured ``post_logout_redirect_uri``, else ``/`` (oauth2-proxy's ``/oauth2/sign_out?rd=``).
+- No ``end_session_endpoint``: with ``rd``, the proxy's ``/oauth2/signed_out?rd=<sanitised rd>``
+  page, whose "Sign in again" link returns to ``rd`` (landing on a protected ``rd`` itself would
+  start a new login at once); else the configured ``post_logout_redirect_uri``; else
+  ``/oauth2/signed_out`` (see authproxy.account_pages).
 
 A session store outage during sign-out is a 503 with ``Retry-After``; the cookie is expired
 anyway, since the person at the keyboard asked to be signed out of this browser.
@@ -70,6 +72,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 from authproxy import pages
+from authproxy.account_pages import signed_out_location
 from authproxy.config import Config
 from authproxy.errors import ProviderError, ProviderUnavailable, StoreError, TokenInvalid
 from authproxy.logs import log_event
@@ -122,12 +125,14 @@ def sign_out_location(
     configured_post_logout: str | None,
     public_url: str,
     rd: str | None,
+    auth_prefix: str = "/oauth2",
 ) -> str:
     """Where the browser goes after a local sign-out (RP-Initiated Logout 1.0 sections 2-3)."""
     if end_session_endpoint is None:
-        if rd:
-            return sanitize_redirect(rd)
-        return configured_post_logout or "/"
+        # the proxy's signed-out page, not rd itself: a protected rd would start a new login at once
+        if rd or not configured_post_logout:
+            return signed_out_location(auth_prefix, rd)
+        return configured_post_logout
     params: dict[str, str] = {}
     if id_token:
         params["id_token_hint"] = id_token
@@ -285,6 +290,7 @@ class Logouts:
             configured_post_logout=self.post_logout_redirect_uri,
             public_url=self.sessions.origins.origin_of(request.host) if self.sessions.origins else self.public_url,
             rd=rd,
+            auth_prefix=self.prefix,
         )
         response = pages.redirect(location)
         self._expire_cookies(request, response)

@@ -26,6 +26,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from authproxy import pages
+from authproxy.account_pages import authorize_prompt, start_url
 from authproxy.logs import log_event
 from authproxy.metrics import Metrics
 from authproxy.oidc.flow import LoginFlows, handoff_cookie_name
@@ -35,6 +36,7 @@ from authproxy.oidc.handoff import (
     HANDOFF_FLOW_KEY_PREFIX,
     HandoffFlow,
     HandoffGrant,
+    authorize_url,
     callback_url,
     grant_refusal,
     state_digest,
@@ -98,10 +100,12 @@ class SingleSignOn:
             self.metrics.count_login("sso_refused")
             return self._page(request, 400, "Bad request", "The sign-in request is incomplete.")
         session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name), request.host)
-        if session is None:
-            # sign in here first; the ordinary login comes back to this very URL
-            back = sanitize_redirect(request.raw_path)
-            return pages.redirect(f"{self.prefix}/start?rd={quote(back, safe='/')}")
+        prompt = authorize_prompt({}, request.query.get("prompt")).get("prompt")
+        if session is None or prompt is not None:
+            # sign in here first (again, for a switch-account prompt); the ordinary login comes
+            # back to this very URL, without the prompt
+            back = sanitize_redirect(authorize_url("", self.prefix, origin=origin, state=state))
+            return pages.redirect(start_url(self.prefix, back, prompt=prompt))
         code = new_ticket()
         grant = HandoffGrant(session.ticket, origin, state_digest(state), self.clock())
         await self.store.set(GRANT_KEY_PREFIX + store_key_for(code.id), seal_record(grant.to_bytes(), code), GRANT_TTL)

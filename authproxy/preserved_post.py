@@ -1,0 +1,274 @@
+"""Keeping a browser's form POST across a re-login (``routes[].preserve_post``), like mod_auth_openidc's
+``OIDCPreservePost``.
+
+When a session has ended (or never existed) and a browser posts a form to an ``auth: required``
+route with ``preserve_post: true``:
+
+1. The cross-origin verdict of :mod:`authproxy.csrf` is taken first, whether or not the route
+   enables ``csrf_protection``: a cross-site POST is never kept, so it can never come back as a
+   same-origin one after the victim signs in.
+2. Only ``application/x-www-form-urlencoded`` bodies of at most ``preserve_post_max_bytes``
+   (default 64 KiB) whose fields decode as UTF-8 are kept; anything else gets a 413 or 415 page
+   saying the form could not be kept, with a link to sign in.
+3. The form (host, path and query, fields) is sealed like a login flow record (AES-GCM under a
+   key only this browser's cookie carries) and stored for ``KEEP_TTL``, the lifetime of a login
+   flow; the browser gets a host-only HttpOnly cookie naming it and a 303 to ``/oauth2/start``,
+   whose ``rd`` is ``/oauth2/resubmit?p=<tag>``.
+4. After the login, ``GET /oauth2/resubmit`` (on the route host, where the cookie lives) takes the
+   record once (delete on read), checks it was kept for this host, and answers with a page whose
+   form posts the fields back to the original URL. The page auto-submits through one inline
+   script allowed by a per-response CSP nonce; everything in it is HTML-escaped (mod_auth_openidc's
+   CVE-2021-32792 was an XSS in exactly this page), ``form-action 'self'`` keeps the form on this
+   origin, and a button submits it where scripts do not run.
+
+The resubmitted POST is an ordinary same-origin request: the gate, the allow rules and the
+cross-origin guard judge it like any other.
+
+The pure parts (record, parsing, page) take values and return values; :class:`PostKeeper` does
+the I/O.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, quote
+
+from aiohttp import web
+
+from authproxy import pages
+from authproxy.account_pages import start_url
+from authproxy.config import RouteConfig
+from authproxy.cross_origin import verdict_for
+from authproxy.logs import log_event
+from authproxy.oidc.flow import FLOW_TTL
+from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.record import open_record, seal_record
+from authproxy.sessions.ticket import new_ticket, store_key_for
+
+KEEP_KEY_PREFIX: Final = "post:"
+# as long as a login flow lives: the form is for that login only
+KEEP_TTL: Final = FLOW_TTL
+FORM_TYPE: Final = "application/x-www-form-urlencoded"
+MAX_FIELDS: Final = 1000
+CHUNK: Final = 16 * 1024
+_TAG_BYTES: Final = 8
+
+
+@dataclass(frozen=True)
+class KeptForm:
+    """A form POST waiting for its user to sign in again."""
+
+    host: str
+    target: str  # path and query, as the browser sent them
+    fields: tuple[tuple[str, str], ...]
+    kept_at: float
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"host": self.host, "target": self.target, "fields": self.fields, "kept_at": self.kept_at}
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeptForm:
+        value = json.loads(data)
+        fields = tuple((str(name), str(field)) for name, field in value["fields"])
+        return cls(str(value["host"]), str(value["target"]), fields, float(value["kept_at"]))
+
+
+def parse_form(body: bytes) -> tuple[tuple[str, str], ...] | None:
+    """The fields of an urlencoded body in order (repeats kept), or None if they are not UTF-8."""
+    try:
+        text = body.decode("ascii")  # browsers percent-escape everything else in this encoding
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return tuple(pairs)
+
+
+def cookie_name_for(session_cookie: str, tag: str) -> str:
+    return f"{session_cookie}_post_{tag}"
+
+
+def is_valid_tag(tag: str) -> bool:
+    return len(tag) == 2 * _TAG_BYTES and all(c in "0123456789abcdef" for c in tag)
+
+
+def _attr(value: str) -> str:
+    # CR and LF as references: the HTML parser would normalise raw CR LF in an attribute to LF
+    return html.escape(value, quote=True).replace("\r", "&#13;").replace("\n", "&#10;")
+
+
+def render_resubmit_page(target: str, fields: Sequence[tuple[str, str]], nonce: str) -> str:
+    """The page that posts ``fields`` back to ``target``; every value escaped, one nonce'd script."""
+    inputs = "".join(f'<input type="hidden" name="{_attr(name)}" value="{_attr(value)}">' for name, value in fields)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="robots" content="noindex">'
+        "<title>Sending your form</title><style>"
+        "body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#f4f5f7;"
+        "color:#1f2328}main{max-width:34rem;margin:12vh auto;padding:2rem 2.25rem;background:#fff;"
+        "border:1px solid #d8dee4;border-radius:8px}h1{margin:0 0 1rem;font-size:1.45rem}"
+        "button{padding:.45rem 1.1rem;border:0;border-radius:6px;background:#0969da;color:#fff;font:inherit}"
+        "</style></head><body><main><h1>Sending your form</h1>"
+        "<p>You are signed in again. The form you sent before your sign-in ended is being sent now.</p>"
+        f'<form id="kept" method="post" action="{_attr(target)}" accept-charset="utf-8">{inputs}'
+        '<button type="submit">Send the form</button></form></main>'
+        f'<script nonce="{_attr(nonce)}">document.getElementById("kept").submit();</script>'
+        "</body></html>"
+    )
+
+
+def resubmit_headers(nonce: str) -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        # same-origin: an application that checks Referer sees its own origin on the resubmitted POST
+        "Referrer-Policy": "same-origin",
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        ),
+    }
+
+
+def wants_preservation(route: RouteConfig, request: web.Request) -> bool:
+    """A browser form POST to a route that keeps forms (``on_unauthenticated: deny`` never redirects)."""
+    return (
+        route.preserve_post
+        and request.method == "POST"
+        and route.on_unauthenticated != "deny"
+        and pages.prefers_html(request.headers.get("Accept"))
+    )
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` bytes (the rest is not read into memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class PostKeeper:
+    """Keeps form POSTs at the gate and serves ``GET /oauth2/resubmit``."""
+
+    def __init__(self, sessions: SessionManager, auth_prefix: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.sessions = sessions
+        self.store = sessions.store
+        self.prefix = auth_prefix
+        self.clock = clock
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(self.prefix + "/resubmit", self.resubmit)
+
+    def _cannot_keep(self, request: web.Request, status: int, why: str, route: RouteConfig) -> web.Response:
+        log_event("post_not_kept", route=route.name, reason=why, client_ip=request.remote)
+        login = start_url(self.prefix, request.raw_path)
+        return pages.error_response(
+            request,
+            status,
+            "Your form could not be kept",
+            f"Your sign-in ended before this form was sent, and the form could not be kept while "
+            f"you sign in again ({why}). Sign in, then fill in the form again.",
+            request_id=pages.request_id_of(request),
+            code="form_not_kept",
+            extra={"login_url": login},
+            link=("Sign in", login),
+        )
+
+    async def keep(self, request: web.Request, route: RouteConfig) -> web.StreamResponse | None:
+        """Keep this POST and send the browser to sign in; None when it is not for keeping."""
+        if not wants_preservation(route, request):
+            return None
+        verdict = verdict_for(request, route)
+        if not verdict.allowed:
+            log_event(
+                "post_not_kept", logging.WARNING, route=route.name, reason=verdict.reason, client_ip=request.remote
+            )
+            return None  # the ordinary 401: a cross-site POST is never replayed
+        if request.content_type != FORM_TYPE:
+            return self._cannot_keep(
+                request, 415, "only simple forms (application/x-www-form-urlencoded) are kept", route
+            )
+        limit = route.preserve_post_max_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._cannot_keep(request, 413, f"it is larger than {limit} bytes", route)
+        body = await _read_limited(request, limit)
+        if body is None:
+            return self._cannot_keep(request, 413, f"it is larger than {limit} bytes", route)
+        fields = parse_form(body)
+        if fields is None:
+            return self._cannot_keep(request, 415, "its fields are not UTF-8 text", route)
+        form = KeptForm(request.host.lower(), request.raw_path, fields, self.clock())
+        ticket = new_ticket()
+        await self.store.set(KEEP_KEY_PREFIX + store_key_for(ticket.id), seal_record(form.to_bytes(), ticket), KEEP_TTL)
+        tag = secrets.token_hex(_TAG_BYTES)
+        log_event("post_kept", route=route.name, fields=len(fields), bytes=len(body), client_ip=request.remote)
+        response = pages.redirect(start_url(self.prefix, login_target_of(tag, self.prefix)), status=303)
+        self.sessions.set_cookie(
+            response, cookie_name_for(self.sessions.cookie_name, tag), self.sessions.seal(ticket), KEEP_TTL
+        )
+        return response
+
+    async def resubmit(self, request: web.Request) -> web.StreamResponse:
+        """The auto-submitting page that posts a kept form back, once, after the login."""
+        tag = request.query.get("p", "")
+        cookie = cookie_name_for(self.sessions.cookie_name, tag)
+        ticket = self.sessions.open(request.cookies.get(cookie)) if is_valid_tag(tag) else None
+        if ticket is None:
+            return self._gone(request, "no kept form for this browser")
+        # the host: on an SSO origin the cookie names a link to the central session
+        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name), request.host)
+        if session is None:
+            # not signed in (yet): the form stays kept for the login this sends the browser to
+            return pages.redirect(start_url(self.prefix, request.raw_path))
+        blob = await self.store.take(KEEP_KEY_PREFIX + store_key_for(ticket.id))
+        plaintext = open_record(blob, ticket) if blob is not None else None
+        if plaintext is None:
+            response = self._gone(request, "the kept form expired or was already sent")
+            self.sessions.clear_cookie(response, cookie)
+            return response
+        form = KeptForm.from_bytes(plaintext)
+        if form.host != request.host.lower() or self.clock() - form.kept_at > KEEP_TTL:
+            response = self._gone(request, "the kept form belongs to another host or expired")
+            self.sessions.clear_cookie(response, cookie)
+            return response
+        request[pages.USER] = session.record.sub
+        log_event("post_resubmitted", user=session.record.sub, fields=len(form.fields), client_ip=request.remote)
+        nonce = secrets.token_urlsafe(16)
+        response = web.Response(
+            text=render_resubmit_page(form.target, form.fields, nonce),
+            content_type="text/html",
+            headers=resubmit_headers(nonce),
+        )
+        self.sessions.clear_cookie(response, cookie)
+        return response
+
+    def _gone(self, request: web.Request, why: str) -> web.Response:
+        log_event("post_not_resubmitted", reason=why, client_ip=request.remote)
+        return pages.error_response(
+            request,
+            410,
+            "This form is no longer kept",
+            "The form sent before your sign-in ended was already sent, expired, or was kept in "
+            "another browser. Fill in the form again.",
+            request_id=pages.request_id_of(request),
+            code="form_gone",
+            link=("Continue", "/"),
+        )
+
+
+def login_target_of(tag: str, prefix: str) -> str:
+    """``/oauth2/resubmit?p=<tag>``: where a login that keeps a form returns to."""
+    return f"{prefix}/resubmit?p={quote(tag)}"
