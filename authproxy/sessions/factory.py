@@ -25,7 +25,7 @@ def create_store(config: SessionConfig) -> SessionStore:
 
 
 def create_cache(config: SessionConfig, store: SessionStore) -> tuple[SessionCache, InvalidationFeed] | None:
-    """The session cache and the feed that keeps it in step, when ``session.cache.enabled``."""
+    """The session cache and the feed that keeps it in step, unless ``session.cache.enabled`` is false."""
     if not config.cache.enabled:
         return None
     cache = SessionCache(max_age=config.cache.max_age, max_entries=config.cache.max_entries)
