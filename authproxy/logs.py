@@ -250,13 +250,11 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending: list[str] = []
         # the loop whose next turn will write the pending lines, if one was asked to
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        self._known_loop: tuple[asyncio.AbstractEventLoop | None, int] = (None, 0)
 
     def write_line(self, line: str) -> None:
         """Write ``line`` (without terminator) before this turn of the event loop ends."""
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = self._running_loop()
         with self._locked():
             scheduled = self._scheduled_on
             if scheduled is not None and scheduled is not loop:
@@ -268,6 +266,23 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             elif self._scheduled_on is None:
                 self._scheduled_on = loop
                 loop.call_soon(self.flush)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """This thread's running loop, without a lookup when it is the one seen last.
+
+        ``asyncio.get_running_loop`` costs a getpid system call on Python 3.11; a loop that is
+        running in the thread that last found it running is that thread's running loop (one
+        thread runs at most one loop at a time).
+        """
+        known, thread = self._known_loop
+        if known is not None and thread == threading.get_ident() and known.is_running():
+            return known
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._known_loop = (loop, threading.get_ident())
+        return loop
 
     def flush(self) -> None:
         with self._locked():
