@@ -36,7 +36,7 @@ from authproxy.preserved_post import PostKeeper
 from authproxy.proxy import Forwarder, has_dot_segments
 from authproxy.routing import RouteTable
 from authproxy.sessions.cache import SessionCache
-from authproxy.sessions.factory import create_cache, create_store
+from authproxy.sessions.factory import create_cache, create_publisher, create_store
 from authproxy.sessions.invalidation import InvalidationFeed
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.refresh import Refresher
@@ -286,6 +286,8 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         cached = create_cache(config.session, services.store)
         if cached is not None:
             services.session_cache, services.invalidations = cached
+        else:
+            services.invalidations = create_publisher(config.session, services.store)
         assert config.server.public_url is not None
         origins = Origins.build(config.server.public_url, config.server.sso_origins, cookie.domain)
         services.sessions = SessionManager(

@@ -348,9 +348,9 @@ Secret = Annotated[str, AfterValidator(_check_secret)]
 
 
 class SessionCacheConfig(_Strict):
-    """The in-process cache of decoded sessions (authproxy.sessions.cache); off unless enabled."""
+    """The in-process cache of decoded sessions (authproxy.sessions.cache); on unless disabled."""
 
-    enabled: bool = False
+    enabled: bool = True
     max_age: Duration = 10.0
     max_entries: int = Field(default=100_000, ge=1)
 

@@ -59,6 +59,7 @@ from authproxy.fast_requests import (
     simple_path,
 )
 from authproxy.gate import Identity
+from authproxy.listener import serve_in_batches
 from authproxy.upstream_http import UpstreamHTTPError, UpstreamResponse
 
 LOG: Final = logging.getLogger("authproxy.fast_path")
@@ -515,16 +516,16 @@ class FastSite(web.TCPSite):
     async def start(self) -> None:
         # BaseSite.start registers the site; TCPSite.start would create aiohttp's own server
         await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: FastConnection(self),
+        # our own accept loop: uvloop's accepts one connection per loop turn (see listener.py)
+        server = serve_in_batches(
             self._host,
             self._port,
-            ssl=self._ssl_context,
+            lambda: FastConnection(self),
             backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
+            reuse_port=bool(self._reuse_port),
+            ssl_context=self._ssl_context,
         )
+        self._server = cast("asyncio.AbstractServer", server)
 
     async def stop(self) -> None:
         """Stop accepting, then let answers in progress finish (bounded) before aiohttp drains."""

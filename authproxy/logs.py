@@ -22,6 +22,7 @@ through the same handler, so stderr stays one JSON object per line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -233,8 +234,78 @@ def json_line(created: float, level: str, logger: str, msg: str, fields: Mapping
     return _JSON_ENCODER.encode(entry)
 
 
+class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that gathers the access lines of one event-loop turn into one write.
+
+    Under load many requests end in the same turn of the loop; writing (and flushing) each
+    access line by itself costs a system call per request. :meth:`write_line` keeps lines until
+    the loop has run the callbacks it had ready, then writes them together, so a line reaches
+    the stream within the turn that produced it. Without a running loop a line is written at
+    once. Ordinary records (:meth:`emit`) and :meth:`flush` (also called by ``logging.shutdown``
+    at exit) write the gathered lines first, so the stream keeps the order lines were made in.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        # the loop whose next turn will write the pending lines, if one was asked to
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        self._known_loop: tuple[asyncio.AbstractEventLoop | None, int] = (None, 0)
+
+    def write_line(self, line: str) -> None:
+        """Write ``line`` (without terminator) before this turn of the event loop ends."""
+        loop = self._running_loop()
+        with self._locked():
+            scheduled = self._scheduled_on
+            if scheduled is not None and scheduled is not loop:
+                # asked of a loop that has stopped (or of another thread's): write those now
+                self.flush()
+            self._pending.append(line + self.terminator)
+            if loop is None:
+                self.flush()
+            elif self._scheduled_on is None:
+                self._scheduled_on = loop
+                loop.call_soon(self.flush)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """This thread's running loop, without a lookup when it is the one seen last.
+
+        ``asyncio.get_running_loop`` costs a getpid system call on Python 3.11; a loop that is
+        running in the thread that last found it running is that thread's running loop (one
+        thread runs at most one loop at a time).
+        """
+        known, thread = self._known_loop
+        if known is not None and thread == threading.get_ident() and known.is_running():
+            return known
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._known_loop = (loop, threading.get_ident())
+        return loop
+
+    def flush(self) -> None:
+        with self._locked():
+            self._scheduled_on = None
+            if self._pending:
+                text, self._pending = "".join(self._pending), []
+                try:
+                    self.stream.write(text)
+                except Exception:
+                    self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+            super().flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._pending:
+            self.flush()
+        super().emit(record)
+
+    def _locked(self) -> Any:
+        return self.lock if self.lock is not None else contextlib.nullcontext()
+
+
 # the handler configure_logging installed, while it is the only one access lines reach
-_ACCESS_HANDLER: logging.StreamHandler | None = None  # type: ignore[type-arg]
+_ACCESS_HANDLER: CoalescingStreamHandler | None = None
 
 
 def log_access(fields: Mapping[str, Any]) -> None:
@@ -242,8 +313,9 @@ def log_access(fields: Mapping[str, Any]) -> None:
 
     Written straight to the JSON handler when that is where the line would go anyway (logging
     configured by the CLI, nothing added since): the same redaction and the same JSON, without
-    building a LogRecord and walking the logger tree for every request. Anything else (text
-    format, extra handlers or filters, a test's log capture) takes the ordinary path.
+    building a LogRecord and walking the logger tree for every request, and gathered with the
+    other lines of the same event-loop turn into one write. Anything else (text format, extra
+    handlers or filters, a test's log capture) takes the ordinary path.
     """
     if not ACCESS.isEnabledFor(logging.INFO):
         return
@@ -264,13 +336,7 @@ def log_access(fields: Mapping[str, Any]) -> None:
     ):
         ACCESS.info("request", extra={"fields": fields})
         return
-    line = json_line(time.time(), "info", ACCESS.name, "request", _redact_mapping(fields, 0))
-    with handler.lock if handler.lock is not None else contextlib.nullcontext():
-        try:
-            handler.stream.write(line + handler.terminator)
-            handler.stream.flush()
-        except Exception:
-            handler.handleError(logging.makeLogRecord({"msg": "access log write failed"}))
+    handler.write_line(json_line(time.time(), "info", ACCESS.name, "request", _redact_mapping(fields, 0)))
 
 
 def _text_value(value: Any) -> str:
@@ -322,7 +388,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     global _ACCESS_HANDLER
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CoalescingStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     _ACCESS_HANDLER = handler if fmt == "json" else None
     root = logging.getLogger()

@@ -214,9 +214,7 @@ def authproxy_config(
         "cookie": {"secure": False},
         "idle_timeout": f"{IDLE_TIMEOUT_S}s",
         "absolute_timeout": f"{ABSOLUTE_TIMEOUT_S}s",
-        # the in-process session cache, invalidated across replicas by Redis pub/sub: repeat
-        # requests need no Redis round trip (mod_auth_openidc makes two per request)
-        "cache": {"enabled": True},
+        # session.cache is left at its default (on): what a new user gets
     }
     if refresh_every_request:
         session["refresh_before_expiry"] = f"{REFRESH_EVERY_REQUEST_S}s"

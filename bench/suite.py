@@ -444,7 +444,7 @@ async def run(settings: Settings) -> int:
         idle_rss = {server.name: rss_bytes(server.started.tree()) for server in stack.targets()}
     finally:
         processes.stop_all()
-    checks = report.check_targets(summaries, settings.connections, download_results)
+    checks = report.check_targets(summaries, settings.connections, download_results, login_results, refresh_results)
     machine.append(f"- Load average when the run ended: {load_average()}")
     machine.append(
         "- RSS after the run (process trees): "

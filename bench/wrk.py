@@ -21,9 +21,9 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'BENCH-RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"p50_us":%d,"p99_us":%d,'
-    .. '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\\n',
+    .. '"max_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\\n',
     summary.requests, summary.duration, summary.bytes, latency:percentile(50), latency:percentile(99),
-    e.connect, e.read, e.write, e.status, e.timeout))
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
 
@@ -36,6 +36,7 @@ class WrkResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    max_ms: float  # the slowest request that completed (timeouts are counted, not timed)
     status_errors: int
     socket_errors: int  # connect, read and write errors, and timeouts
     timeouts: int  # no answer within wrk's timeout (2 s); part of socket_errors
@@ -72,6 +73,7 @@ def parse_wrk_output(output: str) -> WrkResult:
                 seconds=raw["duration_us"] / 1e6,
                 p50_ms=raw["p50_us"] / 1000,
                 p99_ms=raw["p99_us"] / 1000,
+                max_ms=raw["max_us"] / 1000,
                 status_errors=int(raw["status"]),
                 socket_errors=int(raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]),
                 timeouts=int(raw["timeout"]),

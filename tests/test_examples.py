@@ -205,10 +205,11 @@ KEYS: Final[dict[str, Key]] = {
         "(see docs/performance.md): repeat requests of a session need no store round trip."
     ),
     "session.cache.enabled": Key(
-        "`true`: serve repeat requests from memory. A logout, back-channel logout or refresh on any "
-        "replica drops the session from every replica's cache before it is answered; a store outage "
-        "is noticed within ~1.5 s (the feed's ping) instead of on the next request.",
-        "true",
+        "On by default: repeat requests are served from memory. A logout, back-channel logout or "
+        "refresh on any replica drops the session from every replica's cache before it is answered; "
+        "a store outage is noticed within ~1.5 s (the feed's ping) instead of on the next request. "
+        "`false`: read the store on every request.",
+        "false",
     ),
     "session.cache.max_age": Key("A cached session is read from the store again after this long.", "5s"),
     "session.cache.max_entries": Key("Sessions kept per process; the least recently used go first.", "20000"),

@@ -334,3 +334,21 @@ def test_build_upstream_headers_trusted() -> None:
         ("x-forwarded-host", "app.example.com"),
         ("x-request-id", "rid"),
     ]
+
+
+def test_a_forked_child_makes_request_ids_its_parent_never_made() -> None:
+    import os
+
+    request_id(None, False)  # the parent holds a block of random bytes not yet used
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "".join(request_id(None, False) for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1024).decode()
+    os.close(read)
+    parent = "".join(request_id(None, False) for _ in range(4))
+    assert len(child) == len(parent) == 128
+    assert child != parent

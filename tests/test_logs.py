@@ -553,3 +553,71 @@ def test_access_lines_take_the_logging_path_when_someone_else_listens(configured
         logging.getLogger().removeHandler(listener)
     assert len(seen) == 1 and seen[0].name == "authproxy.access"
     assert len(configured_json_logging.getvalue().splitlines()) == 1
+
+
+class CountingBuffer:
+    """A text stream that remembers each write it was given."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+    def lines(self) -> list[str]:
+        return "".join(self.writes).splitlines()
+
+
+def test_access_lines_of_one_loop_turn_are_written_together_before_the_next() -> None:
+    stream = CountingBuffer()
+    handler = logs_module.CoalescingStreamHandler(stream)
+
+    async def one_turn() -> list[str]:
+        for n in range(5):
+            handler.write_line(f"line {n}")
+        assert stream.writes == []  # not yet: the turn is not over
+        await asyncio.sleep(0)
+        return stream.writes[:]
+
+    writes = asyncio.run(one_turn())
+    assert writes == ["".join(f"line {n}\n" for n in range(5))]
+
+
+def test_an_ordinary_record_comes_after_the_access_lines_written_before_it() -> None:
+    stream = CountingBuffer()
+    handler = logs_module.CoalescingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    async def mixed() -> None:
+        handler.write_line("access 1")
+        handler.emit(logging.makeLogRecord({"msg": "warning"}))
+        handler.write_line("access 2")
+        await asyncio.sleep(0)
+
+    asyncio.run(mixed())
+    assert stream.lines() == ["access 1", "warning", "access 2"]
+
+
+def test_no_line_is_held_back_when_the_loop_ends_before_writing_it() -> None:
+    stream = CountingBuffer()
+    handler = logs_module.CoalescingStreamHandler(stream)
+
+    async def last_line() -> None:
+        handler.write_line("written as the loop stops")
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(last_line())
+    loop.close()  # its scheduled write never ran
+    handler.write_line("after the loop")  # no loop now: written at once, the stranded line first
+    assert stream.lines() == ["written as the loop stops", "after the loop"]
+
+    async def next_loop() -> None:
+        handler.write_line("on a new loop")
+        await asyncio.sleep(0)
+
+    asyncio.run(next_loop())
+    assert stream.lines()[-1] == "on a new loop"

@@ -179,10 +179,12 @@ def test_the_handshake_authenticates_before_it_subscribes(endpoint: Endpoint, fi
     assert wire.startswith(first) and wire.endswith(encode_command("SUBSCRIBE", "c"))
 
 
-def test_the_cache_is_off_unless_enabled() -> None:
-    assert create_cache(SessionConfig(), MemoryStore()) is None
-    enabled = SessionConfig.model_validate({"cache": {"enabled": True, "max_age": "3s"}})
-    made = create_cache(enabled, MemoryStore())
+def test_the_cache_is_on_unless_disabled() -> None:
+    assert create_cache(SessionConfig.model_validate({"cache": {"enabled": False}}), MemoryStore()) is None
+    default = create_cache(SessionConfig(), MemoryStore())
+    assert default is not None and default[0].max_age == 10.0
+    tuned = SessionConfig.model_validate({"cache": {"max_age": "3s"}})
+    made = create_cache(tuned, MemoryStore())
     assert made is not None and made[0].max_age == 3.0 and isinstance(made[1], LocalFeed)
 
 

@@ -40,8 +40,15 @@ RECOVERY_GRACE = 1.0  # after Redis answers again, the proxy may take this long 
 
 
 @contextmanager
-def redis_stack(directory: Path, redis: RedisServer) -> Iterator[OpsStack]:
-    config = {"session": {"store": "redis", "redis": {"url": redis.url, "timeout": f"{int(STORE_TIMEOUT * 1000)}ms"}}}
+def redis_stack(directory: Path, redis: RedisServer, *, cache: bool = False) -> Iterator[OpsStack]:
+    """A proxy on ``redis``; without the session cache unless asked (these tests are about the store)."""
+    session: dict[str, Any] = {
+        "store": "redis",
+        "redis": {"url": redis.url, "timeout": f"{int(STORE_TIMEOUT * 1000)}ms"},
+    }
+    if not cache:
+        session["cache"] = {"enabled": False}
+    config = {"session": session}
     with start_ops_stack(directory, config=config) as stack:
         yield stack
 
@@ -181,4 +188,30 @@ async def test_hung_redis_gives_503_within_the_store_timeout(tmp_path: Path, red
             while (back := await probe(b, f"{stack.url}/app/back")).status == 503 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert back.status == 200 and back.user == "alice", back
+        assert_proxy_alive(stack)
+
+
+async def test_with_the_default_session_cache_a_hung_redis_still_fails_closed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The cache (on by default) may answer from memory only until its feed stops answering."""
+    with redis_stack(tmp_path, redis_server, cache=True) as stack:
+        async with stack.browser() as b:
+            assert user_of(await login(b, stack, "/app/start")) == "alice"
+            redis_server.freeze()
+            samples: list[Sample] = []
+            try:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    samples.append(await probe(b, f"{stack.url}/app/hung{len(samples)}"))
+                    if samples[-1].status == 503:
+                        break
+                    await asyncio.sleep(0.1)
+                # once failed closed, it stays closed while Redis hangs
+                after = [await probe(b, f"{stack.url}/app/still{i}") for i in range(3)]
+            finally:
+                redis_server.thaw()
+            assert_never_open(samples + after)
+            assert samples[-1].status == 503 and samples[-1].retry_after, samples[-1]
+            assert all(sample.status == 503 for sample in after), after
         assert_proxy_alive(stack)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from authproxy.config import SessionConfig
 from authproxy.sessions.cache import SessionCache
-from authproxy.sessions.invalidation import InvalidationFeed, LocalFeed, RedisFeed, channel_name
+from authproxy.sessions.invalidation import InvalidationFeed, LocalFeed, PublishOnlyFeed, RedisFeed, channel_name
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.store import SessionStore
@@ -25,7 +25,7 @@ def create_store(config: SessionConfig) -> SessionStore:
 
 
 def create_cache(config: SessionConfig, store: SessionStore) -> tuple[SessionCache, InvalidationFeed] | None:
-    """The session cache and the feed that keeps it in step, when ``session.cache.enabled``."""
+    """The session cache and the feed that keeps it in step, unless ``session.cache.enabled`` is false."""
     if not config.cache.enabled:
         return None
     cache = SessionCache(max_age=config.cache.max_age, max_entries=config.cache.max_entries)
@@ -39,3 +39,10 @@ def create_cache(config: SessionConfig, store: SessionStore) -> tuple[SessionCac
     else:
         feed = LocalFeed(cache)
     return cache, feed
+
+
+def create_publisher(config: SessionConfig, store: SessionStore) -> InvalidationFeed | None:
+    """Without a cache of its own, a process on Redis still publishes its invalidations."""
+    if not isinstance(store, RedisStore):
+        return None
+    return PublishOnlyFeed(channel=channel_name(config.redis.key_prefix), publish=store.publish)

@@ -75,6 +75,26 @@ class LocalFeed:
         self._cache.set_live(False)
 
 
+class PublishOnlyFeed:
+    """A process without a cache (``session.cache.enabled: false``) on Redis: it still tells the
+    replicas that keep one, so turning the cache off on some replicas never leaves the others
+    serving a session that was ended here."""
+
+    def __init__(self, *, channel: str, publish: Callable[[str, str], Awaitable[object]]) -> None:
+        self._channel = channel
+        self._publish = publish
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._publish(self._channel, KEY_SEPARATOR.join(keys))
+
+    async def close(self) -> None:
+        return None
+
+
 # ---------------------------------------------------------------------- pure RESP pieces
 
 

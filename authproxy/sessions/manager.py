@@ -238,10 +238,10 @@ class SessionManager:
 
     async def _invalidate(self, *keys: str) -> None:
         """After a write or delete: drop ``keys`` from this process's cache and every replica's."""
-        if self.cache is None:
-            return
-        for key in keys:
-            self.cache.invalidate(key)
+        if self.cache is not None:
+            for key in keys:
+                self.cache.invalidate(key)
+        # published even when this process keeps no cache: other replicas may keep one
         if self.feed is not None:
             await self.feed.publish(keys)
 

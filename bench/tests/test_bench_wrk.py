@@ -15,7 +15,7 @@ from tests.support.net import free_port
 
 
 def _line(**overrides: int) -> str:
-    raw = {"requests": 5000, "duration_us": 2_000_000, "bytes": 1, "p50_us": 1500, "p99_us": 9000}
+    raw = {"requests": 5000, "duration_us": 2_000_000, "bytes": 1, "p50_us": 1500, "p99_us": 9000, "max_us": 30_000}
     raw |= {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0} | overrides
     return RESULT_MARKER + json.dumps(raw)
 
@@ -23,12 +23,12 @@ def _line(**overrides: int) -> str:
 @pytest.mark.parametrize(
     ("output", "expected"),
     [
-        (_line(), WrkResult(5000, 2.0, 1.5, 9.0, 0, 0, 0)),
+        (_line(), WrkResult(5000, 2.0, 1.5, 9.0, 30.0, 0, 0, 0)),
         (
             "Running 2s test @ http://127.0.0.1:1/\n  1 threads and 16 connections\n" + _line(status=7) + "\n",
-            WrkResult(5000, 2.0, 1.5, 9.0, 7, 0, 0),
+            WrkResult(5000, 2.0, 1.5, 9.0, 30.0, 7, 0, 0),
         ),
-        (_line(connect=1, read=2, write=3, timeout=4), WrkResult(5000, 2.0, 1.5, 9.0, 0, 10, 4)),
+        (_line(connect=1, read=2, write=3, timeout=4), WrkResult(5000, 2.0, 1.5, 9.0, 30.0, 0, 10, 4)),
     ],
     ids=["bare-line", "amid-wrk-output", "socket-errors-include-timeouts"],
 )
@@ -43,7 +43,7 @@ def test_missing_result_line_is_an_error_not_zero() -> None:
 
 
 def _point(requests: int, upstream: int, status: int = 0, socket: int = 0) -> Point:
-    return Point("t", 16, WrkResult(requests, 1.0, 1.0, 2.0, status, socket, 0), upstream, 0.5)
+    return Point("t", 16, WrkResult(requests, 1.0, 1.0, 2.0, 3.0, status, socket, 0), upstream, 0.5)
 
 
 @pytest.mark.parametrize(

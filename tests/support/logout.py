@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,12 +162,14 @@ def _start_replicas(
     provider: dict[str, Any],
     session: dict[str, Any],
     ports: list[int],
+    per_replica: Sequence[Mapping[str, Any]] = (),
 ) -> list[ProxyProcess]:
     public_url = f"http://127.0.0.1:{ports[0]}"
     started = []
     try:
-        for port in ports[:replicas]:
-            started.append(start_proxy(proxy_config(port, public_url, upstream_url, provider, session), directory))
+        for index, port in enumerate(ports[:replicas]):
+            own = {**session, **(per_replica[index] if index < len(per_replica) else {})}
+            started.append(start_proxy(proxy_config(port, public_url, upstream_url, provider, own), directory))
     except BaseException:
         for proxy in started:
             proxy.kill()
@@ -186,8 +188,12 @@ def fault_stack(
     provider_options: Mapping[str, Any] | None = None,
     session_options: Mapping[str, Any] | None = None,
     post_logout_redirect_uri: bool = True,
+    replica_session_options: Sequence[Mapping[str, Any]] = (),
 ) -> Iterator[Stack]:
-    """The development provider (``LogoutProvider``) on 127.0.0.2 and ``replicas`` proxies."""
+    """The development provider (``LogoutProvider``) on 127.0.0.2 and ``replicas`` proxies.
+
+    ``replica_session_options[i]`` is merged over ``session_options`` for replica ``i``.
+    """
     with ExitStack() as cleanup:
         provider_port = free_port(PROVIDER_HOST)
         issuer = f"http://{PROVIDER_HOST}:{provider_port}"
@@ -219,7 +225,13 @@ def fault_stack(
         if post_logout_redirect_uri:
             settings.setdefault("post_logout_redirect_uri", public_url + SIGNED_OUT_PATH)
         proxies = _start_replicas(
-            directory, replicas, upstream_url, settings, _session_options(store, session_options or {}), ports
+            directory,
+            replicas,
+            upstream_url,
+            settings,
+            _session_options(store, session_options or {}),
+            ports,
+            replica_session_options,
         )
         for proxy in proxies:
             cleanup.callback(proxy.kill)
