@@ -169,8 +169,8 @@ class RedisStore:
         if sentinel_master is not None:
             if not sentinel_nodes:
                 raise ValueError("a Sentinel master name needs at least one Sentinel node")
-            # redis-py leaves Sentinel's constructor unannotated
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            # older redis-py releases leave Sentinel's constructor unannotated
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
                 [_split_node(node) for node in sentinel_nodes],
                 sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": _retry()},
                 **connection,
