@@ -1,0 +1,69 @@
+"""Startup failures an operator can act on: one clear line naming the config key, no traceback."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from authproxy.server import describe_bind_error
+from tests.support.net import free_port
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another process (this test) already listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def run(tmp_path: Path, listen: int, admin: int, *args: str) -> subprocess.CompletedProcess[str]:
+    config = {
+        "server": {"listen": f"127.0.0.1:{listen}", "admin_listen": f"127.0.0.1:{admin}"},
+        "session": {"store": "redis", "redis": {"url": "redis://127.0.0.1:9/0"}},
+        "routes": [{"name": "app", "upstream": "http://127.0.0.1:9", "auth": "none"}],
+    }
+    path = tmp_path / "authproxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "authproxy", "run", "-c", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("key", ["server.listen", "server.admin_listen"])
+def test_a_port_in_use_is_one_line_naming_the_key_and_exit_1(
+    tmp_path: Path, taken_port: int, key: str, workers: str
+) -> None:
+    other = free_port()
+    listen, admin = (taken_port, other) if key == "server.listen" else (other, taken_port)
+    result = run(tmp_path, listen, admin, "--workers", workers, "--log-format", "text")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{key}: cannot listen on 127.0.0.1:{taken_port}: the address is already in use" in lines[0]
+    assert "Traceback" not in result.stderr and "Errno" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        pytest.param(OSError(errno.EADDRINUSE, "Address in use"), "already in use", id="in-use"),
+        pytest.param(OSError(errno.EACCES, "Permission denied"), "permission denied (ports below 1024", id="perm"),
+        pytest.param(OSError(errno.EADDRNOTAVAIL, "Cannot assign"), "no network interface", id="no-such-address"),
+        pytest.param(socket.gaierror(socket.EAI_NONAME, "Name unknown"), "does not resolve", id="bad-host"),
+    ],
+)
+def test_bind_failures_are_described_in_plain_words(error: OSError, words: str) -> None:
+    assert words in describe_bind_error(error)
