@@ -67,3 +67,73 @@ def test_a_port_in_use_is_one_line_naming_the_key_and_exit_1(
 )
 def test_bind_failures_are_described_in_plain_words(error: OSError, words: str) -> None:
     assert words in describe_bind_error(error)
+
+
+# ---------------------------------------------------------------- provider discovery
+
+
+def check_online(tmp_path: Path, issuer: str) -> subprocess.CompletedProcess[str]:
+    config = {
+        "server": {"public_url": "https://app.example.com"},
+        "provider": {"issuer": issuer, "client_id": "app", "client_secret": "x", "timeout": "2s"},
+        "session": {"secrets": ["k" * 32]},
+        "routes": [{"name": "app", "upstream": "http://127.0.0.1:9"}],
+    }
+    path = tmp_path / "authproxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "authproxy", "check", "-c", str(path), "--online"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_discovery_failure_names_the_url_and_says_connection_refused(tmp_path: Path) -> None:
+    issuer = f"http://127.0.0.1:{free_port()}"
+    result = check_online(tmp_path, issuer)
+    assert result.returncode == 1
+    problem = next(line for line in result.stderr.splitlines() if line.startswith("provider.issuer:"))
+    assert f"{issuer}/.well-known/openid-configuration" in problem
+    assert "connection refused" in problem
+    assert "Error" not in problem, "a Python class name is no explanation"
+
+
+@pytest.fixture
+def hanging_up_server() -> Iterator[int]:
+    """A loopback server that accepts each connection and closes it without a word."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    stopped = threading.Event()
+
+    def serve() -> None:
+        while not stopped.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stopped.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_discovery_failure_when_the_server_hangs_up_says_so_in_words(tmp_path: Path, hanging_up_server: int) -> None:
+    issuer = f"http://127.0.0.1:{hanging_up_server}"
+    result = check_online(tmp_path, issuer)
+    assert result.returncode == 1
+    problem = next(line for line in result.stderr.splitlines() if line.startswith("provider.issuer:"))
+    assert f"{issuer}/.well-known/openid-configuration" in problem
+    assert "closed the connection without answering" in problem
+    assert "Error" not in problem
