@@ -74,6 +74,7 @@ class ProviderClient:
         clock_skew: float,
         timeout: float,
         ca_file: str | None,
+        refresh_before_expiry: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if auth_method not in AUTH_METHODS:
@@ -94,6 +95,8 @@ class ProviderClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = _ssl_context(ca_file)
         self._clock = clock
+        self._refresh_before_expiry = refresh_before_expiry
+        self._lifetime_checked = False
         self._session: aiohttp.ClientSession | None = None
         self._metadata: ProviderMetadata | None = None
         self._keys: KeySet | None = None
@@ -220,7 +223,26 @@ class ProviderClient:
         status, body, _ = await self._request("POST", self.metadata.token_endpoint, what, data=data, headers=headers)
         if status != 200:
             raise _error_answer(status, body, what)
-        return tokens.parse_token_response(_parse_json(body, what), self._clock())
+        now = self._clock()
+        token_set = tokens.parse_token_response(_parse_json(body, what), now)
+        if not self._lifetime_checked and token_set.expires_at is not None:
+            self._lifetime_checked = True  # the first answer with a lifetime tells; once is enough
+            lifetime = token_set.expires_at - now
+            if self._refresh_before_expiry is not None and refreshes_on_every_request(
+                lifetime, self._refresh_before_expiry
+            ):
+                LOG.warning(
+                    "the provider's access tokens live no longer than session.refresh_before_expiry, so every "
+                    "request would refresh its session's token: lower session.refresh_before_expiry or give "
+                    "access tokens a longer lifetime at the provider",
+                    extra={
+                        "fields": {
+                            "access_token_lifetime_s": round(lifetime),
+                            "refresh_before_expiry_s": self._refresh_before_expiry,
+                        }
+                    },
+                )
+        return token_set
 
     def _authenticate(self, form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """The request body and headers with this client's authentication added."""
@@ -431,6 +453,11 @@ class ProviderClient:
             raise ProviderUnavailable(f"{what} failed: no answer from {url} within {seconds:g}s (timed out)") from e
         except (aiohttp.ClientError, OSError) as e:
             raise ProviderUnavailable(f"{what} failed: {url}: {describe_transport_error(e)}") from e
+
+
+def refreshes_on_every_request(access_token_lifetime: float, refresh_before_expiry: float) -> bool:
+    """Whether a fresh access token is already due for refresh: each use would refresh it again."""
+    return access_token_lifetime <= refresh_before_expiry
 
 
 _ERRNO_WORDS: Final = {
