@@ -689,7 +689,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: in
     except (ValueError, RecursionError) as e:
         # PyYAML's constructors raise plain ValueError (a date such as 2001-13-01, an integer of
         # more than 4300 digits), and its recursive parser overflows on very deep nesting
-        raise ConfigError([f"(file): not valid YAML: {type(e).__name__}: {e}"]) from e
+        raise ConfigError([f"(file): not valid YAML: {e or 'nested too deeply'}"]) from e
     if _nesting_exceeds(tree, MAX_NESTING):
         # also catches alias cycles (a: &x [*x]), which would recurse forever below
         raise ConfigError([f"(file): nested deeper than {MAX_NESTING} levels (or a YAML alias refers to itself)"])

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
+from authproxy.oidc.client import describe_transport_error
 from authproxy.server import describe_bind_error
 from tests.support.net import free_port
 
@@ -137,3 +142,45 @@ def test_discovery_failure_when_the_server_hangs_up_says_so_in_words(tmp_path: P
     assert f"{issuer}/.well-known/openid-configuration" in problem
     assert "closed the connection without answering" in problem
     assert "Error" not in problem
+
+
+def _key() -> Any:
+    # what aiohttp's connector errors carry about the connection; only its host and port matter here
+    return SimpleNamespace(host="idp.example.com", port=443, ssl=True)
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        pytest.param(
+            aiohttp.ClientConnectorError(_key(), ConnectionRefusedError(errno.ECONNREFUSED, "refused")),
+            "connection refused",
+            id="refused",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorError(_key(), socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
+            "the host name does not resolve",
+            id="dns",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorCertificateError(_key(), ssl.SSLCertVerificationError("self-signed certificate")),
+            "TLS certificate is not trusted (for a private CA, set provider.ca_file)",
+            id="untrusted-certificate",
+        ),
+        pytest.param(aiohttp.ServerDisconnectedError(), "closed the connection without answering", id="hang-up"),
+        pytest.param(aiohttp.ClientPayloadError("cut"), "the answer was cut off", id="cut-off"),
+    ],
+)
+def test_provider_transport_failures_are_described_in_plain_words(error: BaseException, words: str) -> None:
+    assert words in describe_transport_error(error)
+
+
+def test_a_yaml_error_is_reported_without_a_python_class_name(tmp_path: Path) -> None:
+    path = tmp_path / "authproxy.yaml"
+    path.write_text("server: {listen: 127.0.0.1:1}\nwhen: 2001-13-01\n")  # month 13: PyYAML's ValueError
+    result = subprocess.run(
+        [sys.executable, "-m", "authproxy", "check", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("(file): not valid YAML:"), result.stderr
+    assert "ValueError" not in result.stderr and "Traceback" not in result.stderr

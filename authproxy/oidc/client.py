@@ -460,6 +460,10 @@ def refreshes_on_every_request(access_token_lifetime: float, refresh_before_expi
     return access_token_lifetime <= refresh_before_expiry
 
 
+# aiohttp 3.11 and later raise a subclass of their own for a failed name lookup
+_DNS_ERRORS: Final[tuple[type[BaseException], ...]] = tuple(
+    error for error in (getattr(aiohttp, "ClientConnectorDNSError", None),) if isinstance(error, type)
+)
 _ERRNO_WORDS: Final = {
     errno.ECONNREFUSED: "connection refused (nothing listens at that address and port)",
     errno.ECONNRESET: "the connection was reset",
@@ -477,7 +481,7 @@ def describe_transport_error(error: BaseException) -> str:
         return "the TLS handshake failed"
     if isinstance(error, aiohttp.ClientConnectorError):
         cause: BaseException = error.os_error
-        if isinstance(cause, socket.gaierror) or "dns" in type(error).__name__.lower():
+        if isinstance(cause, socket.gaierror) or isinstance(error, _DNS_ERRORS):
             return "the host name does not resolve"
         return _ERRNO_WORDS.get(getattr(cause, "errno", None) or -1, "cannot connect")
     if isinstance(error, aiohttp.ServerDisconnectedError):
