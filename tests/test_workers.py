@@ -6,6 +6,7 @@ Every check is on real processes, by PID: the parent's children are read from /p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,8 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from authproxy.workers import clean_exit
 from tests.support.net import free_port
@@ -144,3 +148,32 @@ def test_sigterm_while_the_workers_are_still_starting_leaves_none_behind(tmp_pat
 )
 def test_which_worker_exits_count_as_a_clean_stop(returncode: int, stop_sent: bool, clean: bool) -> None:
     assert clean_exit(returncode, stop_sent=stop_sent) is clean
+
+
+async def test_an_in_flight_request_finishes_when_the_parent_is_told_to_stop(run_proxy, redis_url) -> None:
+    started = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        started.set()
+        await asyncio.sleep(2)
+        return web.Response(text="finished")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    upstream = TestServer(app, host="127.0.0.1")
+    await upstream.start_server()
+    try:
+        config = {
+            "session": {"store": "redis", "redis": {"url": redis_url}},
+            "routes": [{"name": "app", "upstream": str(upstream.make_url("/")).rstrip("/"), "auth": "none"}],
+        }
+        proxy = run_proxy(config, args=("--workers", "2"))
+        async with aiohttp.ClientSession() as client:
+            request = asyncio.create_task(client.get(proxy.url + "/slow"))
+            await asyncio.wait_for(started.wait(), 15)
+            proxy.process.send_signal(signal.SIGTERM)
+            answer = await asyncio.wait_for(request, 20)
+            assert answer.status == 200 and await answer.text() == "finished"
+        assert await asyncio.to_thread(proxy.process.wait, WAIT) == 0, proxy.logs()
+    finally:
+        await upstream.close()
