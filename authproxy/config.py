@@ -62,15 +62,23 @@ SECRET_FILE_KEYS: Final = {
 DURATION_FORM: Final = "90s, 5m, 8h or 7d"
 
 
+def bare_number_problem(value: object) -> str:
+    """The message for a duration written as a bare number."""
+    number = str(value).strip()
+    return f"{number} has no unit: write the duration with one, such as {number}s, 5m, 8h or 7d"
+
+
 def parse_duration(value: object) -> float:
-    """``"90s"`` -> 90.0. A bare number is refused: ``90`` could mean seconds or minutes."""
+    """``"90s"`` -> 90.0. Numbers passed from Python code are seconds; in a configuration file a
+    bare number is refused before this runs (``parse_config``), and so is the text ``"90"``."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as {DURATION_FORM}")
-    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().replace(".", "", 1).isdigit()):
-        number = str(value).strip()
-        raise ValueError(f"{number} has no unit: write the duration with one, such as {number}s, 5m, 8h or 7d")
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        raise ValueError(bare_number_problem(value))
     try:
-        if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
             seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         else:
             raise ValueError(f"{value!r} is not a duration (write it as e.g. {DURATION_FORM})")
@@ -625,6 +633,33 @@ def _keys_at(path: tuple[str | int, ...]) -> list[str]:
     return keys
 
 
+def _is_duration(field: Any) -> bool:
+    return any(isinstance(m, BeforeValidator) and m.func is parse_duration for m in field.metadata)
+
+
+def bare_number_durations(node: Any, model: type[BaseModel] = Config, path: tuple[str | int, ...] = ()) -> list[str]:
+    """A problem for each duration the file gives as a bare number: is ``90`` seconds or minutes?"""
+    problems: list[str] = []
+    if not isinstance(node, dict):
+        return problems
+    for key, value in node.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            continue
+        where = (*path, str(key))
+        if _is_duration(field):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                problems.append(f"{_path_str(where)}: {bare_number_problem(value)}")
+            continue
+        inner = _inner_model(field.annotation)
+        if inner is None:
+            continue
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            problems += bare_number_durations(item, inner, where if index is None else (*where, index))
+    return problems
+
+
 def unknown_key_message(path: tuple[str | int, ...]) -> str:
     """The message for an unknown key at ``path``, with the closest valid key when one is close."""
     key = str(path[-1]) if path else ""
@@ -700,6 +735,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: in
     problems: list[str] = []
     tree = interpolate_env(tree, env, problems)
     tree = resolve_secret_files(tree, problems)
+    problems += bare_number_durations(tree)
     try:
         config = Config.model_validate(tree)
     except ValidationError as e:
