@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_PROVIDER := tests/support/oidc_provider
 
-.PHONY: help demo test lint format typecheck bench system-deps node-deps clean
+.PHONY: help demo test lint format typecheck bench soak system-deps node-deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test: $(STAMP) system-deps node-deps ## set everything up and run the whole test
 bench: $(STAMP) system-deps node-deps ## load figures side by side (bench/results.md), then a 10-minute soak (bench/soak-results.md)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/soak.py
+
+soak: $(STAMP) system-deps ## faults under load: Redis (standalone, Cluster, Sentinel) restarts, provider outage, upstream resets
+	$(BIN)/python bench/soak_faults.py
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check authproxy tests

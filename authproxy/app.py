@@ -282,7 +282,9 @@ def build_services(config: Config, metrics: Metrics) -> Services:
     if config.provider is not None:
         p = config.provider
         services.store = create_store(config.session)
-        services.provider = create_provider_client(p, read_private_key(p))
+        services.provider = create_provider_client(
+            p, read_private_key(p), refresh_before_expiry=config.session.refresh_before_expiry
+        )
         cached = create_cache(config.session, services.store)
         if cached is not None:
             services.session_cache, services.invalidations = cached

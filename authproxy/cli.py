@@ -18,7 +18,7 @@ from typing import Final
 
 from authproxy import __version__
 from authproxy.config import Config, config_warnings, load_config, summarize
-from authproxy.errors import ConfigError
+from authproxy.errors import ConfigError, ListenError
 from authproxy.logs import LOG, configure_logging
 
 EXIT_OK: Final = 0
@@ -116,14 +116,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _report_config_error(e)
     for warning in config_warnings(config):
         LOG.warning(warning)
-    from authproxy import server
+    from authproxy import server, workers
 
     try:
         if args.workers > 1:
-            return server.run_workers(Path(args.config), args.workers, args.log_level, args.log_format)
+            # one clear line for a port in use, before N workers each fail on it
+            server.check_listeners(config)
+            return workers.run_workers(
+                Path(args.config), args.workers, args.log_level, args.log_format, config.server.shutdown_timeout
+            )
         server.run_worker(config)
-    except OSError as e:
-        LOG.error("cannot serve", extra={"fields": {"error": str(e)}})
+    except ListenError as e:
+        LOG.error(str(e))
         return EXIT_FAILURE
     return EXIT_OK
 

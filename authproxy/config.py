@@ -9,18 +9,21 @@ Loading is three pure-ish steps over the parsed YAML tree, each reporting proble
 3. schema validation (pydantic, unknown keys forbidden) and cross-field rules.
 
 No network I/O happens here: discovery and store pings belong to ``check --online`` and
-``/readyz``. Durations are strings such as ``90s``, ``5m``, ``8h``, ``7d`` and become seconds.
+``/readyz``. Durations are strings such as ``90s``, ``5m``, ``8h``, ``7d`` and become seconds; a
+bare number is refused (is ``90`` seconds or minutes?). Problems are worded for operators: an
+unknown key gets a "did you mean" suggestion (difflib) among the keys valid at that place.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -57,20 +60,32 @@ SECRET_FILE_KEYS: Final = {
 }
 
 
+DURATION_FORM: Final = "90s, 5m, 8h or 7d"
+
+
+def bare_number_problem(value: object) -> str:
+    """The message for a duration written as a bare number."""
+    number = str(value).strip()
+    return f"{number} has no unit: write the duration with one, such as {number}s, 5m, 8h or 7d"
+
+
 def parse_duration(value: object) -> float:
-    """``"90s"`` -> 90.0. Plain numbers are taken as seconds."""
+    """``"90s"`` -> 90.0. Numbers passed from Python code are seconds; in a configuration file a
+    bare number is refused before this runs (``parse_config``), and so is the text ``"90"``."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 90s, 5m, 8h or 7d")
+        raise ValueError(f"expected a duration such as {DURATION_FORM}")
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        raise ValueError(bare_number_problem(value))
     try:
         if isinstance(value, int | float):
             seconds = float(value)
         elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
             seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         else:
-            raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 5m, 8h, 7d)")
+            raise ValueError(f"{value!r} is not a duration (write it as e.g. {DURATION_FORM})")
     except OverflowError as e:  # an integer too large for a float
         raise ValueError("a duration too large to be useful") from e
-    # .nan and .inf are YAML floats, and "9999...9s" overflows to inf: neither is a usable timeout
+    # "9999...9s" overflows to inf: not a usable timeout
     if not math.isfinite(seconds):
         raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
@@ -671,15 +686,98 @@ def resolve_secret_files(tree: dict[str, Any], problems: list[str]) -> dict[str,
     return tree
 
 
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``Model``, ``Model | None`` or ``list[Model]``; None for plain values."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        model = _inner_model(argument)
+        if model is not None:
+            return model
+    return None
+
+
+def _keys_at(path: tuple[str | int, ...]) -> list[str]:
+    """The keys valid in the mapping at ``path`` (its ``<key>_file`` spellings included)."""
+    model: type[BaseModel] | None = Config
+    for part in path:
+        if isinstance(part, int):
+            continue  # a list item: the item's model was chosen by its field already
+        field = model.model_fields.get(part) if model is not None else None
+        model = _inner_model(field.annotation) if field is not None else None
+        if model is None:
+            return []
+    assert model is not None
+    keys = list(model.model_fields)
+    for key in SECRET_FILE_KEYS.get(tuple(str(p) for p in path if isinstance(p, str)), ()):
+        keys.append(f"{key}_file")
+    return keys
+
+
+def _is_duration(field: Any) -> bool:
+    return any(isinstance(m, BeforeValidator) and m.func is parse_duration for m in field.metadata)
+
+
+def bare_number_durations(node: Any, model: type[BaseModel] = Config, path: tuple[str | int, ...] = ()) -> list[str]:
+    """A problem for each duration the file gives as a bare number: is ``90`` seconds or minutes?"""
+    problems: list[str] = []
+    if not isinstance(node, dict):
+        return problems
+    for key, value in node.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            continue
+        where = (*path, str(key))
+        if _is_duration(field):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                problems.append(f"{_path_str(where)}: {bare_number_problem(value)}")
+            continue
+        inner = _inner_model(field.annotation)
+        if inner is None:
+            continue
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            problems += bare_number_durations(item, inner, where if index is None else (*where, index))
+    return problems
+
+
+def unknown_key_message(path: tuple[str | int, ...]) -> str:
+    """The message for an unknown key at ``path``, with the closest valid key when one is close."""
+    key = str(path[-1]) if path else ""
+    message = "unknown key"
+    close = difflib.get_close_matches(key, _keys_at(path[:-1]), n=1, cutoff=0.6)
+    if close:
+        message += f" (did you mean {close[0]!r}?)"
+    return message + "; unknown keys are refused so that a typo cannot silently disable a setting"
+
+
+# pydantic's wording for a few common errors, put the way an operator reads a config file
+_PLAIN_MESSAGES: Final = {
+    "missing": "required, but not given",
+    "dict_type": "expected a mapping of keys (key: value)",
+    "model_type": "expected a mapping of keys (key: value)",
+    "list_type": "expected a list ([a, b] or one '- item' per line)",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected a text value",
+    "int_parsing": "expected a whole number",
+    "int_type": "expected a whole number",
+}
+
+
 def _pydantic_problems(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; unknown keys are refused so a typo cannot disable a setting)"
+            message = unknown_key_message(loc)
+        elif item["type"] in _PLAIN_MESSAGES:
+            message = _PLAIN_MESSAGES[item["type"]]
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
+        elif message.startswith("Input should be "):
+            message = "expected " + message.removeprefix("Input should be ")
         problems.append(f"{_path_str(loc)}: {message}")
     return problems
 
@@ -707,7 +805,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: in
     except (ValueError, RecursionError) as e:
         # PyYAML's constructors raise plain ValueError (a date such as 2001-13-01, an integer of
         # more than 4300 digits), and its recursive parser overflows on very deep nesting
-        raise ConfigError([f"(file): not valid YAML: {type(e).__name__}: {e}"]) from e
+        raise ConfigError([f"(file): not valid YAML: {e or 'nested too deeply'}"]) from e
     if _nesting_exceeds(tree, MAX_NESTING):
         # also catches alias cycles (a: &x [*x]), which would recurse forever below
         raise ConfigError([f"(file): nested deeper than {MAX_NESTING} levels (or a YAML alias refers to itself)"])
@@ -718,6 +816,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: in
     problems: list[str] = []
     tree = interpolate_env(tree, env, problems)
     tree = resolve_secret_files(tree, problems)
+    problems += bare_number_durations(tree)
     try:
         config = Config.model_validate(tree)
     except ValidationError as e:

@@ -6,6 +6,7 @@ module that calls them and never travel further. Each kind maps to one HTTP stat
 
     AuthproxyError
      +-- ConfigError            invalid configuration; carries every problem (exit 2)
+     +-- ListenError            a listener cannot bind (port in use, permission); names the key (exit 1)
      +-- ProviderError          anything wrong on the OpenID provider's side
      |    +-- ProviderUnavailable     unreachable, timed out, 5xx, unparsable answer  (503)
      |    +-- TokenEndpointError      an OAuth error answer, e.g. invalid_grant       (401/400)
@@ -36,6 +37,16 @@ class ConfigError(AuthproxyError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class ListenError(AuthproxyError):
+    """A listener could not be opened; the message names the config key, address and cause in words."""
+
+    def __init__(self, key: str, address: str, cause: str) -> None:
+        self.key = key
+        self.address = address
+        self.cause = cause
+        super().__init__(f"{key}: cannot listen on {address}: {cause}")
 
 
 class ProviderError(AuthproxyError):

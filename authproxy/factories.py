@@ -13,7 +13,10 @@ def read_private_key(config: ProviderConfig) -> bytes | None:
     return Path(config.private_key_file).read_bytes() if config.private_key_file else None
 
 
-def create_provider_client(config: ProviderConfig, private_key_pem: bytes | None) -> ProviderClient:
+def create_provider_client(
+    config: ProviderConfig, private_key_pem: bytes | None, *, refresh_before_expiry: float | None = None
+) -> ProviderClient:
+    """The provider client; with ``refresh_before_expiry`` it warns once when tokens are too short-lived."""
     return ProviderClient(
         issuer=config.issuer,
         client_id=config.client_id,
@@ -24,4 +27,5 @@ def create_provider_client(config: ProviderConfig, private_key_pem: bytes | None
         clock_skew=config.clock_skew,
         timeout=config.timeout,
         ca_file=config.ca_file,
+        refresh_before_expiry=refresh_before_expiry,
     )

@@ -19,7 +19,7 @@ async def check_online(config: Config, private_key_pem: bytes | None = None) -> 
             await client.load_metadata()
             await client.load_keys()
         except AuthproxyError as e:
-            failures.append(f"provider.issuer: discovery failed: {e}")
+            failures.append(f"provider.issuer: {e}")
         finally:
             await client.close()
         store = create_store(config.session)

@@ -28,6 +28,7 @@ from authproxy.errors import (
     AuthproxyError,
     ConfigError,
     FlowError,
+    ListenError,
     ProviderError,
     ProviderUnavailable,
     SessionEnded,
@@ -114,6 +115,7 @@ ERROR_TEXT: Final[Mapping[type[AuthproxyError], ErrorText]] = {
         503, "session_store_error", "Service unavailable", "Sessions are unavailable. Try again in a moment."
     ),
     ConfigError: ErrorText(500, "internal_error", "Internal error", "Something went wrong in authproxy."),
+    ListenError: ErrorText(500, "internal_error", "Internal error", "Something went wrong in authproxy."),
     AuthproxyError: ErrorText(500, "internal_error", "Internal error", "Something went wrong in authproxy."),
 }
 

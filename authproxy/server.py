@@ -1,29 +1,31 @@
 """Serving: listeners, worker processes, graceful shutdown (SPEC sections 1 and 6).
 
 One worker runs both listeners in one event loop. ``--workers N`` starts N such processes that
-bind the same ports with SO_REUSEPORT; the parent only supervises them and passes SIGTERM on.
-On SIGTERM a worker stops accepting, lets in-flight requests finish (bounded by
-``server.shutdown_timeout``), closes its clients and exits 0.
+bind the same ports with SO_REUSEPORT (``authproxy.workers`` supervises them). On SIGTERM a
+worker stops accepting, lets in-flight requests finish (bounded by ``server.shutdown_timeout``),
+closes its clients and exits 0. A listener that cannot open raises ``ListenError``, which names
+the config key (``server.listen``, ``server.admin_listen``) and the cause in words.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import errno
 import os
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 
 from authproxy.admin import create_admin_app
 from authproxy.app import create_app, readiness
-from authproxy.config import Config, load_config
+from authproxy.config import Config
+from authproxy.errors import ListenError
 from authproxy.fast_path import FastSite
-from authproxy.logs import LOG, configure_logging
+from authproxy.logs import LOG
 from authproxy.metrics import Metrics
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
@@ -34,12 +36,68 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     if tls is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls.cert_file, tls.key_file)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as e:
+        # ssl.SSLError is an OSError: say what it is about before it could pass for a bind failure
+        raise ListenError("server.tls", config.server.listen, f"cannot load the certificate or key: {e}") from e
     return context
 
 
+_BIND_CAUSES: Final = {
+    errno.EADDRINUSE: "the address is already in use (another process listens on that port)",
+    errno.EACCES: "permission denied (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability)",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+}
+
+
+def describe_bind_error(error: OSError) -> str:
+    """Why a listener could not open, in words an operator can act on."""
+    if isinstance(error, socket.gaierror):
+        return "the host name does not resolve"
+    if error.errno in _BIND_CAUSES:
+        return _BIND_CAUSES[error.errno]
+    return error.strerror or str(error)
+
+
+def check_listeners(config: Config) -> None:
+    """Bind both addresses once and let go: a port in use or not permitted gets one clear error.
+
+    ``--workers N`` runs this in the parent before any worker starts, so the operator reads one
+    line naming the key instead of one failure per worker. SO_REUSEPORT is set as the workers set
+    it, so another authproxy sharing the port on purpose does not count as a conflict.
+    """
+    for key, (host, port) in (
+        ("server.listen", config.server.listen_host_port()),
+        ("server.admin_listen", config.server.admin_host_port()),
+    ):
+        address = f"{host}:{port}"
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, sockaddr in infos:
+                with socket.socket(family, kind, proto) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if hasattr(socket, "SO_REUSEPORT"):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.bind(sockaddr)
+        except OSError as e:
+            raise ListenError(key, address, describe_bind_error(e)) from e
+
+
+async def _start_site(site: web.BaseSite, key: str, address: str) -> None:
+    try:
+        await site.start()
+    except OSError as e:
+        raise ListenError(key, address, describe_bind_error(e)) from e
+
+
 async def serve(
-    config: Config, *, worker: int = 0, reuse_port: bool = False, on_started: Callable[[], None] | None = None
+    config: Config,
+    *,
+    worker: int = 0,
+    reuse_port: bool = False,
+    on_started: Callable[[], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> None:
     """Run both listeners until SIGTERM or SIGINT, then drain and return."""
     metrics = Metrics(worker=str(worker))
@@ -74,9 +132,10 @@ async def serve(
             reuse_port=reuse_port,
             backlog=1024,
         )
-        await site.start()
+        await _start_site(site, "server.listen", config.server.listen)
         admin_host, admin_port = config.server.admin_host_port()
-        await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port).start()
+        admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port)
+        await _start_site(admin_site, "server.admin_listen", config.server.admin_listen)
         LOG.info(
             "listening",
             extra={
@@ -94,6 +153,8 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
+        if stop_requested is not None and stop_requested():
+            stop.set()  # a signal arrived while starting, before the handlers above existed
         await stop.wait()
         LOG.info(
             "shutting down: draining in-flight requests", extra={"fields": {"worker": worker, "timeout_s": timeout}}
@@ -114,48 +175,7 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-def run_worker(config: Config, worker: int = 0, reuse_port: bool = False) -> None:
-    run_async(serve(config, worker=worker, reuse_port=reuse_port))
-
-
-def _child(config_path: str, worker: int, log_level: str, log_format: str) -> None:
-    configure_logging(log_level, log_format)
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    config = load_config(config_path)
-    run_worker(config, worker=worker, reuse_port=True)
-
-
-def run_workers(config_path: Path, workers: int, log_level: str, log_format: str) -> int:
-    """Start ``workers`` processes on the same ports; return the exit code for the CLI."""
-    context = multiprocessing.get_context("spawn")
-    children = [
-        context.Process(target=_child, args=(str(config_path), i, log_level, log_format), name=f"authproxy-worker-{i}")
-        for i in range(workers)
-    ]
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signal.SIGTERM)
-
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, forward)
-    for child in children:
-        child.start()
-    LOG.info("workers started", extra={"fields": {"workers": workers}})
-    failed = False
-    while any(child.is_alive() for child in children):
-        for child in children:
-            child.join(timeout=0.5)
-            if not child.is_alive() and child.exitcode not in (0, None) and not stopping:
-                LOG.error(
-                    "worker exited unexpectedly; stopping the others",
-                    extra={"fields": {"worker": child.name, "exitcode": child.exitcode}},
-                )
-                failed = True
-                forward(signal.SIGTERM, None)
-    return 1 if failed or any(c.exitcode != 0 for c in children) else 0
+def run_worker(
+    config: Config, worker: int = 0, reuse_port: bool = False, stop_requested: Callable[[], bool] | None = None
+) -> None:
+    run_async(serve(config, worker=worker, reuse_port=reuse_port, stop_requested=stop_requested))

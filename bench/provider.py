@@ -6,7 +6,7 @@ Every authenticating proxy of the benchmark logs in through this one provider (O
 Core 1.0 section 3.1, Authorization Code with RFC 7636 PKCE). It runs in its own process, pinned
 with the load generators, so its RSA signing never competes with the servers under test. It
 listens on 127.0.0.2 because cookies ignore ports: on 127.0.0.1 its SSO cookie would reach the
-proxies (TESTING.md). ``GET /bench/stats`` answers its counters (refresh grants, logins ...) so
+proxies (docs/testing.md). ``GET /bench/stats`` answers its counters (refresh grants, logins ...) so
 the benchmark can prove that a "refreshing" request really refreshed.
 """
 

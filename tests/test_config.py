@@ -198,7 +198,6 @@ def test_secret_file_problems_name_the_path(tmp_path: Path) -> None:
         ("8h", 28800),
         ("7d", 604800),
         ("500ms", 0.5),
-        (30, 30),
         ("1.5s", 1.5),
     ],
 )
@@ -206,10 +205,60 @@ def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
+def test_numbers_from_python_code_are_seconds() -> None:
+    assert parse_duration(30) == 30 and parse_duration(1.5) == 1.5
+
+
 @pytest.mark.parametrize("value", ["ten", "5 minutes", "-5s", "", True, "5"])
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)
+
+
+@pytest.mark.parametrize("value", ["90", "90.0", "'90'"], ids=["yaml-integer", "yaml-float", "yaml-string"])
+def test_a_bare_number_for_a_duration_is_refused_with_the_expected_form(value: str) -> None:
+    text = BASE.replace('secrets: ["' + SECRET + '"]', f'secrets: ["{SECRET}"], idle_timeout: {value}')
+    assert (
+        f"session.idle_timeout: {value.strip(chr(39))} has no unit: write the duration with one, such as "
+        f"{value.strip(chr(39))}s, 5m, 8h or 7d" in problems_of(text)
+    )
+
+
+@pytest.mark.parametrize(
+    ("typo", "where", "suggestion"),
+    [
+        pytest.param("server: {listne: '127.0.0.1:1'}\n", "server.listne", "listen", id="server"),
+        pytest.param("session: {idle_timout: 8h}\n", "session.idle_timout", "idle_timeout", id="session"),
+        pytest.param(
+            "provider: {clinet_secret_file: /x}\n", "provider.clinet_secret_file", "client_secret_file", id="file"
+        ),
+        pytest.param(
+            "routes: [{name: a, upstream: 'http://127.0.0.1:1', alow: {}}]\n", "routes[0].alow", "allow", id="route"
+        ),
+    ],
+)
+def test_an_unknown_key_suggests_the_closest_valid_one(typo: str, where: str, suggestion: str) -> None:
+    problems = problems_of(typo)
+    assert any(p.startswith(f"{where}: unknown key (did you mean {suggestion!r}?)") for p in problems), problems
+
+
+def test_an_unknown_key_far_from_any_valid_one_gets_no_suggestion() -> None:
+    problems = problems_of("server: {zzzzqqq: 1}\n")
+    assert any(p.startswith("server.zzzzqqq: unknown key;") for p in problems), problems
+
+
+def test_bare_numbers_are_found_in_nested_sections_and_lists() -> None:
+    text = BASE + "    timeout: 30\n" + "  - name: b\n    upstream: http://127.0.0.1:1\n    timeout: 5\n"
+    text = text.replace("session: {", "session: {cache: {max_age: 10}, ")
+    problems = problems_of(text)
+    for where in ("routes[0].timeout", "routes[1].timeout", "session.cache.max_age"):
+        assert any(p.startswith(f"{where}: ") and "has no unit" in p for p in problems), (where, problems)
+
+
+def test_common_type_errors_are_in_plain_words() -> None:
+    problems = problems_of("routes: [{upstream: 'http://127.0.0.1:1', websocket: maybe}]\n")
+    assert "routes[0].name: required, but not given" in problems
+    assert "routes[0].websocket: expected true or false" in problems
 
 
 def test_public_routes_need_no_provider_or_secret() -> None:

@@ -349,8 +349,10 @@ fetches the provider's discovery document and pings the session store.
   may instead be given as `client_secret_file`, `secrets_file` (one secret per line) and
   `url_file`: the path of a file holding the value, as Kubernetes mounts Secrets. A trailing
   newline is never part of the value.
-- **Durations** are strings: `500ms`, `90s`, `5m`, `8h`, `7d`.
-- **Unknown keys are errors**, so a typo cannot silently switch a protection off.
+- **Durations** are strings with a unit: `500ms`, `90s`, `5m`, `8h`, `7d`. A bare number such as
+  `90` is refused (seconds or minutes?).
+- **Unknown keys are errors**, so a typo cannot silently switch a protection off; the message
+  suggests the closest valid key (`unknown key (did you mean 'timeout'?)`).
 - Every problem is reported at once; nothing is served until the file is valid.
 
 A complete, commented example is [`config/authproxy.example.yaml`](../config/authproxy.example.yaml).

@@ -1,4 +1,4 @@
-"""The oidc-provider harness: the real certified provider starts and behaves as TESTING.md says.
+"""The oidc-provider harness: the real certified provider starts and behaves as docs/testing.md says.
 
 This test is the relying party itself (aiohttp + PyJWT): discovery, a scripted devInteractions
 login with PKCE for each client authentication method, the code exchange with a refresh token,
@@ -174,7 +174,7 @@ async def test_login_exchange_refresh_rotation_and_counters(
     assert claims.get("at_hash", token_hash(tokens["access_token"])) == token_hash(tokens["access_token"])
 
     token_endpoint = (await metadata_of(http, op))["token_endpoint"]
-    # no scope on refresh (TESTING.md: naming offline_access again is invalid_scope)
+    # no scope on refresh (docs/testing.md: naming offline_access again is invalid_scope)
     status, rotated = await token_call(
         http, token_endpoint, client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     )

@@ -4,7 +4,7 @@
 - JWKS: fetched lazily, cached, refetched once when a token names an unknown ``kid`` (Core 1.0
   section 10.1.1, key rotation) but at most once every 10 s, so that tokens with made-up kids
   cannot make us hammer the provider. A failed fetch keeps the last good set (unlike PyJWT's
-  ``PyJWKClient``, which also blocks on urllib: STYLE.md).
+  ``PyJWKClient``, which also blocks on urllib).
 - Authorization request: Core 1.0 section 3.1.2.1 with RFC 7636 section 4.3 (S256, always).
 - Token requests: RFC 6749 sections 4.1.3 (code, with the RFC 7636 section 4.5 verifier) and 6
   (refresh, with no ``scope``: re-sending one can be refused as ``invalid_scope``).
@@ -15,16 +15,20 @@
 - UserInfo: Core 1.0 section 5.3 (JSON answers only).
 
 Errors: unreachable, timed out, 5xx or unparsable -> ``ProviderUnavailable``; an OAuth error
-answer (RFC 6749 section 5.2) -> ``TokenEndpointError``. aiohttp's exceptions stop here, and no
-message ever carries a token, code, verifier or secret.
+answer (RFC 6749 section 5.2) -> ``TokenEndpointError``. aiohttp's exceptions stop here: messages
+name what failed, the URL (endpoints are public) and the cause in plain words ("connection
+refused", "the host name does not resolve"), never a Python class name, and never carry a token,
+code, verifier or secret.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -70,6 +74,7 @@ class ProviderClient:
         clock_skew: float,
         timeout: float,
         ca_file: str | None,
+        refresh_before_expiry: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if auth_method not in AUTH_METHODS:
@@ -90,6 +95,8 @@ class ProviderClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = _ssl_context(ca_file)
         self._clock = clock
+        self._refresh_before_expiry = refresh_before_expiry
+        self._lifetime_checked = False
         self._session: aiohttp.ClientSession | None = None
         self._metadata: ProviderMetadata | None = None
         self._keys: KeySet | None = None
@@ -131,10 +138,14 @@ class ProviderClient:
 
     async def load_metadata(self) -> ProviderMetadata:
         """Fetch and validate the discovery document."""
-        status, doc = await self._get_json(discovery_url(self.issuer), "discovery")
+        url = discovery_url(self.issuer)
+        status, doc = await self._get_json(url, "discovery")
         if status != 200:
-            raise ProviderUnavailable(f"discovery: HTTP {status}")
-        metadata = parse_provider_metadata(doc, self.issuer)
+            raise ProviderUnavailable(f"discovery failed: {url} answered HTTP {status}")
+        try:
+            metadata = parse_provider_metadata(doc, self.issuer)
+        except ProviderUnavailable as e:
+            raise ProviderUnavailable(f"discovery failed: the document at {url} is unusable: {e}") from e
         methods = metadata.code_challenge_methods_supported
         if methods and "S256" not in methods:
             LOG.warning("provider does not advertise PKCE S256; sending it anyway")
@@ -212,7 +223,26 @@ class ProviderClient:
         status, body, _ = await self._request("POST", self.metadata.token_endpoint, what, data=data, headers=headers)
         if status != 200:
             raise _error_answer(status, body, what)
-        return tokens.parse_token_response(_parse_json(body, what), self._clock())
+        now = self._clock()
+        token_set = tokens.parse_token_response(_parse_json(body, what), now)
+        if not self._lifetime_checked and token_set.expires_at is not None:
+            self._lifetime_checked = True  # the first answer with a lifetime tells; once is enough
+            lifetime = token_set.expires_at - now
+            if self._refresh_before_expiry is not None and refreshes_on_every_request(
+                lifetime, self._refresh_before_expiry
+            ):
+                LOG.warning(
+                    "the provider's access tokens live no longer than session.refresh_before_expiry, so every "
+                    "request would refresh its session's token: lower session.refresh_before_expiry or give "
+                    "access tokens a longer lifetime at the provider",
+                    extra={
+                        "fields": {
+                            "access_token_lifetime_s": round(lifetime),
+                            "refresh_before_expiry_s": self._refresh_before_expiry,
+                        }
+                    },
+                )
+        return token_set
 
     def _authenticate(self, form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """The request body and headers with this client's authentication added."""
@@ -377,9 +407,10 @@ class ProviderClient:
         """One JWKS fetch (the caller holds the lock); keeps the old set on any failure."""
         self._keys_fetched_at = self._clock()
         self.jwks_fetches += 1
-        status, doc = await self._get_json(self.metadata.jwks_uri, "JWKS")
+        url = self.metadata.jwks_uri
+        status, doc = await self._get_json(url, "JWKS fetch")
         if status != 200:
-            raise ProviderUnavailable(f"JWKS: HTTP {status}")
+            raise ProviderUnavailable(f"JWKS fetch failed: {url} answered HTTP {status}")
         self._keys = KeySet.from_jwks(doc)
         self._keys_loaded_at = self._clock()
         self._keys_generation += 1
@@ -389,8 +420,8 @@ class ProviderClient:
     async def _get_json(self, url: str, what: str) -> tuple[int, Any]:
         status, body, _ = await self._request("GET", url, what)
         if status >= 500:
-            raise ProviderUnavailable(f"{what}: HTTP {status}")
-        return status, _parse_json(body, what) if status == 200 else None
+            raise ProviderUnavailable(f"{what} failed: {url} answered HTTP {status}")
+        return status, _parse_json(body, f"{what} from {url}") if status == 200 else None
 
     async def _request(
         self,
@@ -418,9 +449,54 @@ class ProviderClient:
                 body = await _read_bounded(response, what)
                 return response.status, body, response.content_type
         except TimeoutError as e:
-            raise ProviderUnavailable(f"{what}: timed out") from e
+            seconds = self._timeout.total
+            raise ProviderUnavailable(f"{what} failed: no answer from {url} within {seconds:g}s (timed out)") from e
         except (aiohttp.ClientError, OSError) as e:
-            raise ProviderUnavailable(f"{what}: {type(e).__name__}") from e
+            raise ProviderUnavailable(f"{what} failed: {url}: {describe_transport_error(e)}") from e
+
+
+def refreshes_on_every_request(access_token_lifetime: float, refresh_before_expiry: float) -> bool:
+    """Whether a fresh access token is already due for refresh: each use would refresh it again."""
+    return access_token_lifetime <= refresh_before_expiry
+
+
+# aiohttp 3.11 and later raise a subclass of their own for a failed name lookup
+_DNS_ERRORS: Final[tuple[type[BaseException], ...]] = tuple(
+    error for error in (getattr(aiohttp, "ClientConnectorDNSError", None),) if isinstance(error, type)
+)
+_ERRNO_WORDS: Final = {
+    errno.ECONNREFUSED: "connection refused (nothing listens at that address and port)",
+    errno.ECONNRESET: "the connection was reset",
+    errno.EHOSTUNREACH: "the host is unreachable",
+    errno.ENETUNREACH: "the network is unreachable",
+    errno.ETIMEDOUT: "the connection timed out",
+}
+
+
+def describe_transport_error(error: BaseException) -> str:
+    """Why a request to the provider failed, in words an operator can act on."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return "its TLS certificate is not trusted (for a private CA, set provider.ca_file)"
+    if isinstance(error, aiohttp.ClientSSLError | ssl.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        cause: BaseException = error.os_error
+        if isinstance(cause, socket.gaierror) or isinstance(error, _DNS_ERRORS):
+            return "the host name does not resolve"
+        return _ERRNO_WORDS.get(getattr(cause, "errno", None) or -1, "cannot connect")
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "the answer was cut off"
+    if isinstance(error, aiohttp.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(error, aiohttp.InvalidURL):
+        return "not a usable URL"
+    if isinstance(error, aiohttp.ClientResponseError):
+        return "the answer is not valid HTTP"
+    if isinstance(error, OSError) and error.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[error.errno]
+    return "the connection failed"
 
 
 def _ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
@@ -437,13 +513,13 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
 
 async def _read_bounded(response: aiohttp.ClientResponse, what: str) -> bytes:
     if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
-        raise ProviderUnavailable(f"{what}: answer too large")
+        raise ProviderUnavailable(f"{what} failed: answer too large")
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
-            raise ProviderUnavailable(f"{what}: answer too large")
+            raise ProviderUnavailable(f"{what} failed: answer too large")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -452,7 +528,7 @@ def _parse_json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-        raise ProviderUnavailable(f"{what}: answer is not JSON") from e
+        raise ProviderUnavailable(f"{what} failed: the answer is not JSON") from e
 
 
 def _error_answer(status: int, body: bytes, what: str) -> ProviderUnavailable | TokenEndpointError:
@@ -467,7 +543,7 @@ def _error_answer(status: int, body: bytes, what: str) -> ProviderUnavailable | 
             return TokenEndpointError(
                 _safe_text(doc["error"], 64), _safe_text(description, 200) if isinstance(description, str) else ""
             )
-    return ProviderUnavailable(f"{what}: HTTP {status}")
+    return ProviderUnavailable(f"{what} failed: HTTP {status}")
 
 
 def _safe_text(value: str, limit: int) -> str:

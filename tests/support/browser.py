@@ -4,8 +4,8 @@
         await page.goto(url)
         await artifacts.screenshot(page, "login-page")
 
-Playwright's own browser download cannot run here (TESTING.md, Browsers), so the browser is the
-distribution's ``/usr/bin/chromium`` (``executable_path``) with the launch arguments TESTING.md
+Playwright's own browser download cannot run here (docs/testing.md, Browsers), so the browser is the
+distribution's ``/usr/bin/chromium`` (``executable_path``) with the launch arguments docs/testing.md
 lists and a fresh profile directory per test (``launch_persistent_context``: Playwright refuses a
 ``--user-data-dir`` argument). Teardown closes the context and Playwright's driver, then ends by
 PID any chromium process still running on that profile, so no browser outlives its test.
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from playwright.async_api import Page
 
 CHROMIUM: Final = os.environ.get("AUTHPROXY_TEST_CHROMIUM", "/usr/bin/chromium")
-# TESTING.md, Browsers: what Debian's chromium needs to run headless as root in a container
+# docs/testing.md, Browsers: what Debian's chromium needs to run headless as root in a container
 LAUNCH_ARGS: Final = (
     "--headless",
     "--no-sandbox",

@@ -10,7 +10,7 @@
         assert fault_provider.provider.stats.token_requests == 0
 
 ``FaultProvider`` is the development provider with each fault switched on by name, through its
-seams (no patching). The server runs in its own thread and event loop on 127.0.0.2 (TESTING.md:
+seams (no patching). The server runs in its own thread and event loop on 127.0.0.2 (docs/testing.md:
 a provider on another loopback address than the proxy keeps cookies apart), so it answers both
 async tests and synchronous code such as a proxy subprocess waiting for discovery.
 ``serve_app(app)`` runs any aiohttp application the same way.

@@ -6,7 +6,7 @@
 
 The factory writes a JSON config, runs ``npm ci`` in tests/support/oidc_provider when its
 node_modules is missing (from the committed package-lock.json, so a fresh clone is reproducible),
-starts the provider on 127.0.0.2 and a free port (TESTING.md: another loopback address than the
+starts the provider on 127.0.0.2 and a free port (docs/testing.md: another loopback address than the
 proxy keeps cookies apart), waits for its discovery document, and kills every process it started
 by PID at teardown. Default clients, one per token endpoint auth method, all with PKCE and the
 refresh_token grant: ``authproxy-basic`` (client_secret_basic), ``authproxy-post``

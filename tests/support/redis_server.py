@@ -185,8 +185,11 @@ def _free_cluster_port() -> int:
     pytest.fail("no free port pair for a Redis cluster node")
 
 
-def start_redis_cluster(directory: Path, masters: int = 3) -> RedisCluster:
-    """A ready ``masters``-node cluster (all 16384 slots covered); the caller kills it."""
+def start_redis_cluster(directory: Path, masters: int = 3, extra_args: tuple[str, ...] = ()) -> RedisCluster:
+    """A ready ``masters``-node cluster (all 16384 slots covered); the caller kills it.
+
+    ``extra_args`` go to every node (e.g. append-only persistence, so a restarted node keeps its data).
+    """
     cluster = RedisCluster([])
     try:
         for _ in range(masters):
@@ -200,6 +203,7 @@ def start_redis_cluster(directory: Path, masters: int = 3) -> RedisCluster:
                     f"nodes-{port}.conf",
                     "--cluster-node-timeout",
                     "5000",
+                    *extra_args,
                     port=port,
                 )
             )
@@ -245,9 +249,12 @@ class RedisSentinel:
         self.master.kill()
 
 
-def start_redis_sentinel(directory: Path) -> RedisSentinel:
-    """A master plus a Sentinel that already reports it; the caller kills both."""
-    master = start_redis_server(directory / "master")
+def start_redis_sentinel(directory: Path, extra_args: tuple[str, ...] = ()) -> RedisSentinel:
+    """A master plus a Sentinel that already reports it; the caller kills both.
+
+    ``extra_args`` go to the master (e.g. append-only persistence, so a restart keeps its data).
+    """
+    master = start_redis_server(directory / "master", *extra_args)
     try:
         port = free_port()
         sentinel_dir = directory / f"sentinel-{port}"

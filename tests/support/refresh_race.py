@@ -1,7 +1,7 @@
 """A refresh-token-rotating provider stub and a helper process for the refresh race tests.
 
 ``RotatingProvider`` behaves like a provider that rotates refresh tokens on every refresh and
-revokes the whole grant when a rotated one comes back (oidc-provider's behaviour, TESTING.md):
+revokes the whole grant when a rotated one comes back (oidc-provider's behaviour, docs/testing.md):
 it checks and rotates when a request arrives, then takes ``delay`` seconds to answer, so two
 refreshes racing with one token are a detected reuse, not two grants.
 

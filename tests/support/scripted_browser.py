@@ -6,7 +6,7 @@
         page = await browser.get(proxy_url + "/x", headers={"Accept": "application/json"})
 
 Why not aiohttp's own jar and redirects: its ``CookieJar`` keeps cookies deleted with
-``Expires=Thu, 01 Jan 1970`` (TESTING.md), and automatic redirects hide the hops a login test wants
+``Expires=Thu, 01 Jan 1970`` (docs/testing.md), and automatic redirects hide the hops a login test wants
 to assert. This one follows RFC 6265 (host-only and Domain cookies keyed by host, path-match,
 Max-Age over Expires, deletion, Secure only over https and only set from https, ``__Host-`` and
 ``__Secure-`` prefixes) and models SameSite the way current browsers do: a navigation is

@@ -7,7 +7,7 @@
 //    "clients": [oidc-provider client metadata...], "users": {"alice": {claims...}},
 //    "access_token_ttl": 5, "id_token_ttl": 3600, "refresh_token_ttl": 86400}
 //
-// Choices that differ from oidc-provider's defaults, each for a reason in TESTING.md:
+// Choices that differ from oidc-provider's defaults, each for a reason in docs/testing.md:
 // - PKCE is required for every client (authproxy always sends S256).
 // - rotateRefreshToken() => true: every refresh rotates, so a reuse is detectable by the tests.
 // - issueRefreshToken: every client registered for the refresh_token grant gets one, with or

@@ -1,0 +1,186 @@
+"""Startup failures an operator can act on: one clear line naming the config key, no traceback."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from authproxy.oidc.client import describe_transport_error
+from authproxy.server import describe_bind_error
+from tests.support.net import free_port
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another process (this test) already listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def run(tmp_path: Path, listen: int, admin: int, *args: str) -> subprocess.CompletedProcess[str]:
+    config = {
+        "server": {"listen": f"127.0.0.1:{listen}", "admin_listen": f"127.0.0.1:{admin}"},
+        "session": {"store": "redis", "redis": {"url": "redis://127.0.0.1:9/0"}},
+        "routes": [{"name": "app", "upstream": "http://127.0.0.1:9", "auth": "none"}],
+    }
+    path = tmp_path / "authproxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "authproxy", "run", "-c", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("key", ["server.listen", "server.admin_listen"])
+def test_a_port_in_use_is_one_line_naming_the_key_and_exit_1(
+    tmp_path: Path, taken_port: int, key: str, workers: str
+) -> None:
+    other = free_port()
+    listen, admin = (taken_port, other) if key == "server.listen" else (other, taken_port)
+    result = run(tmp_path, listen, admin, "--workers", workers, "--log-format", "text")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{key}: cannot listen on 127.0.0.1:{taken_port}: the address is already in use" in lines[0]
+    assert "Traceback" not in result.stderr and "Errno" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        pytest.param(OSError(errno.EADDRINUSE, "Address in use"), "already in use", id="in-use"),
+        pytest.param(OSError(errno.EACCES, "Permission denied"), "permission denied (ports below 1024", id="perm"),
+        pytest.param(OSError(errno.EADDRNOTAVAIL, "Cannot assign"), "no network interface", id="no-such-address"),
+        pytest.param(socket.gaierror(socket.EAI_NONAME, "Name unknown"), "does not resolve", id="bad-host"),
+    ],
+)
+def test_bind_failures_are_described_in_plain_words(error: OSError, words: str) -> None:
+    assert words in describe_bind_error(error)
+
+
+# ---------------------------------------------------------------- provider discovery
+
+
+def check_online(tmp_path: Path, issuer: str) -> subprocess.CompletedProcess[str]:
+    config = {
+        "server": {"public_url": "https://app.example.com"},
+        "provider": {"issuer": issuer, "client_id": "app", "client_secret": "x", "timeout": "2s"},
+        "session": {"secrets": ["k" * 32]},
+        "routes": [{"name": "app", "upstream": "http://127.0.0.1:9"}],
+    }
+    path = tmp_path / "authproxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "authproxy", "check", "-c", str(path), "--online"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_discovery_failure_names_the_url_and_says_connection_refused(tmp_path: Path) -> None:
+    issuer = f"http://127.0.0.1:{free_port()}"
+    result = check_online(tmp_path, issuer)
+    assert result.returncode == 1
+    problem = next(line for line in result.stderr.splitlines() if line.startswith("provider.issuer:"))
+    assert f"{issuer}/.well-known/openid-configuration" in problem
+    assert "connection refused" in problem
+    assert "Error" not in problem, "a Python class name is no explanation"
+
+
+@pytest.fixture
+def hanging_up_server() -> Iterator[int]:
+    """A loopback server that accepts each connection and closes it without a word."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    stopped = threading.Event()
+
+    def serve() -> None:
+        while not stopped.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stopped.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_discovery_failure_when_the_server_hangs_up_says_so_in_words(tmp_path: Path, hanging_up_server: int) -> None:
+    issuer = f"http://127.0.0.1:{hanging_up_server}"
+    result = check_online(tmp_path, issuer)
+    assert result.returncode == 1
+    problem = next(line for line in result.stderr.splitlines() if line.startswith("provider.issuer:"))
+    assert f"{issuer}/.well-known/openid-configuration" in problem
+    assert "closed the connection without answering" in problem
+    assert "Error" not in problem
+
+
+def _key() -> Any:
+    # what aiohttp's connector errors carry about the connection; only its host and port matter here
+    return SimpleNamespace(host="idp.example.com", port=443, ssl=True)
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        pytest.param(
+            aiohttp.ClientConnectorError(_key(), ConnectionRefusedError(errno.ECONNREFUSED, "refused")),
+            "connection refused",
+            id="refused",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorError(_key(), socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
+            "the host name does not resolve",
+            id="dns",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorCertificateError(_key(), ssl.SSLCertVerificationError("self-signed certificate")),
+            "TLS certificate is not trusted (for a private CA, set provider.ca_file)",
+            id="untrusted-certificate",
+        ),
+        pytest.param(aiohttp.ServerDisconnectedError(), "closed the connection without answering", id="hang-up"),
+        pytest.param(aiohttp.ClientPayloadError("cut"), "the answer was cut off", id="cut-off"),
+    ],
+)
+def test_provider_transport_failures_are_described_in_plain_words(error: BaseException, words: str) -> None:
+    assert words in describe_transport_error(error)
+
+
+def test_a_yaml_error_is_reported_without_a_python_class_name(tmp_path: Path) -> None:
+    path = tmp_path / "authproxy.yaml"
+    path.write_text("server: {listen: 127.0.0.1:1}\nwhen: 2001-13-01\n")  # month 13: PyYAML's ValueError
+    result = subprocess.run(
+        [sys.executable, "-m", "authproxy", "check", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("(file): not valid YAML:"), result.stderr
+    assert "ValueError" not in result.stderr and "Traceback" not in result.stderr
