@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.node_provider",
     "tests.support.proxy_process",
     "tests.support.fault_provider",
+    "tests.support.browser",
 ]

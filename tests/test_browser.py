@@ -13,14 +13,12 @@ authproxy's own error page (a forged callback), so that page is looked at too. E
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import pytest
-
 from authproxy.demo.echo import create_echo_app
-from tests.support.browser import Artifacts, open_chromium, run_demo
+from tests.support.browser import Artifacts, run_demo, starts_with
 from tests.support.fault_provider import serve_app
 from tests.support.net import free_port
 from tests.support.node_provider import NodeProvider
@@ -31,21 +29,6 @@ if TYPE_CHECKING:
 
 COOKIE: Final = "authproxy_session"
 SECRET: Final = "browser-test-session-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def artifacts(request: pytest.FixtureRequest) -> Artifacts:
-    return Artifacts.for_test(request.node.name)
-
-
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    async with open_chromium(tmp_path / "chromium-profile") as tab:
-        yield tab
-
-
-def starts_with(url: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(url))
 
 
 async def session_cookies(page: Page, url: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from authproxy.demo.echo import create_echo_app
 from authproxy.demo.provider import DemoClient, DemoProvider
-from tests.support.browser import Artifacts, open_chromium, run_demo
+from tests.support.browser import Artifacts, run_demo
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
@@ -103,17 +103,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(proxy, f"http://localhost:{other_port}")
         finally:
             proxy.kill()
-
-
-@pytest.fixture
-def artifacts(request: pytest.FixtureRequest) -> Artifacts:
-    return Artifacts.for_test(request.node.name)
-
-
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    async with open_chromium(tmp_path / "chromium-profile") as tab:
-        yield tab
 
 
 async def sign_in(page: Page, url: str, who: str = "Bob Builder") -> None:

@@ -11,33 +11,15 @@ out there, which signs them out of the first too. Screenshots go to
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import pytest
-
-from tests.support.browser import Artifacts, open_chromium, run_demo
+from tests.support.browser import Artifacts, run_demo, starts_with
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
 COOKIE: Final = "authproxy_session"
-
-
-@pytest.fixture
-def artifacts(request: pytest.FixtureRequest) -> Artifacts:
-    return Artifacts.for_test(request.node.name)
-
-
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    async with open_chromium(tmp_path / "chromium-profile") as tab:
-        yield tab
-
-
-def starts_with(url: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(url))
 
 
 async def identity(page: Page, header: str) -> str:

@@ -202,3 +202,21 @@ def run_demo(directory: Path) -> Iterator[Demo]:
         yield Demo(urls["open"], urls["provider"], urls["admin"], process, log_path)
     finally:
         _stop(process)
+
+
+def starts_with(url: str) -> re.Pattern[str]:
+    """A URL pattern for Playwright's ``to_have_url``: anything under ``url``."""
+    return re.compile("^" + re.escape(url))
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Artifacts:
+    """Numbered screenshots of the requesting test."""
+    return Artifacts.for_test(request.node.name)
+
+
+@pytest.fixture
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    """A tab of a fresh headless chromium, closed with the test."""
+    async with open_chromium(tmp_path / "chromium-profile") as tab:
+        yield tab
