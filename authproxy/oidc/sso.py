@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -48,7 +48,17 @@ from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.record import open_record, seal_record
 from authproxy.sessions.ticket import new_ticket, store_key_for
 
+T = TypeVar("T")
 _PRIVATE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache", "Referrer-Policy": "no-referrer"}
+
+
+def _parsed(parse: Callable[[bytes], T], plaintext: bytes | None) -> T | None:
+    if plaintext is None:
+        return None
+    try:
+        return parse(plaintext)
+    except ValueError:
+        return None
 
 
 class SingleSignOn:
@@ -154,30 +164,20 @@ class SingleSignOn:
         return response
 
     async def _take_grant(self, code: str | None) -> HandoffGrant | None:
-        ticket = self.sessions.open(code)
-        if ticket is None:
-            return None
-        blob = await self.store.take(GRANT_KEY_PREFIX + store_key_for(ticket.id))
-        plaintext = open_record(blob, ticket) if blob is not None else None
-        if plaintext is None:
-            return None
-        try:
-            return HandoffGrant.from_bytes(plaintext)
-        except ValueError:
-            return None
+        plaintext = await self._take_sealed(GRANT_KEY_PREFIX, code)
+        return _parsed(HandoffGrant.from_bytes, plaintext)
 
     async def _take_flow(self, request: web.Request, state: str) -> HandoffFlow | None:
-        ticket = self.sessions.open(request.cookies.get(handoff_cookie_name(self.sessions.cookie_name, state)))
+        cookie = request.cookies.get(handoff_cookie_name(self.sessions.cookie_name, state))
+        return _parsed(HandoffFlow.from_bytes, await self._take_sealed(HANDOFF_FLOW_KEY_PREFIX, cookie))
+
+    async def _take_sealed(self, prefix: str, sealed_ticket: str | None) -> bytes | None:
+        """Take (read and delete, once) the record a signed ticket names, and open it; None if any step fails."""
+        ticket = self.sessions.open(sealed_ticket)
         if ticket is None:
             return None
-        blob = await self.store.take(HANDOFF_FLOW_KEY_PREFIX + store_key_for(ticket.id))
-        plaintext = open_record(blob, ticket) if blob is not None else None
-        if plaintext is None:
-            return None
-        try:
-            return HandoffFlow.from_bytes(plaintext)
-        except ValueError:
-            return None
+        blob = await self.store.take(prefix + store_key_for(ticket.id))
+        return open_record(blob, ticket) if blob is not None else None
 
     def _refuse(self, request: web.Request, reason: str, *, redirect: str = "/") -> web.Response:
         log_event("login_failed", reason=f"sso handoff: {reason}", client_ip=request.remote)
