@@ -190,6 +190,10 @@ async def soak_stack(directory: Path, topology: Topology = "standalone") -> Asyn
                 "session": {
                     "store": "redis",
                     "redis": {**redis, "timeout": "1s"},
+                    # every request reads the store, so each outage is felt (and must fail closed)
+                    # at once; with the cache on, sessions cached from a node that went down may be
+                    # served until the cache's own limits end them (docs/security.md)
+                    "cache": {"enabled": False},
                     "secrets": [SESSION_SECRET],
                     "cookie": {"secure": False},
                 },
