@@ -22,17 +22,17 @@ from authproxy.sessions.factory import create_cache
 from authproxy.sessions.invalidation import (
     LIVENESS_TIMEOUT,
     PING_INTERVAL,
-    Endpoint,
     LocalFeed,
     RedisFeed,
     channel_name,
-    encode_command,
     message_keys,
+    subscribe_handshake,
 )
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.record import SessionRecord
 from authproxy.sessions.redis import RedisStore
+from authproxy.sessions.resp import Endpoint, encode_command
 from tests.support.redis_server import RedisServer
 
 SECRET = "s" * 40
@@ -155,7 +155,7 @@ def test_one_message_may_name_several_keys() -> None:
 @pytest.mark.parametrize(
     ("url", "endpoint"),
     [
-        pytest.param("redis://127.0.0.1:6390/2", Endpoint(host="127.0.0.1", port=6390), id="plain"),
+        pytest.param("redis://127.0.0.1:6390/2", Endpoint(host="127.0.0.1", port=6390, database=2), id="plain"),
         pytest.param("rediss://r.example:6380", Endpoint(host="r.example", port=6380, tls=True), id="tls"),
         pytest.param("redis://:p%40ss@h/0", Endpoint(host="h", port=6379, password="p@ss"), id="password"),
         pytest.param("redis://u:pw@h:1", Endpoint(host="h", port=1, username="u", password="pw"), id="acl-user"),
@@ -175,7 +175,7 @@ def test_subscriber_endpoint_from_the_store_url(url: str, endpoint: Endpoint) ->
     ],
 )
 def test_the_handshake_authenticates_before_it_subscribes(endpoint: Endpoint, first: bytes) -> None:
-    wire = endpoint.handshake("c")
+    wire = subscribe_handshake(endpoint, "c")
     assert wire.startswith(first) and wire.endswith(encode_command("SUBSCRIBE", "c"))
 
 

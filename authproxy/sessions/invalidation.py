@@ -25,13 +25,12 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Final, Protocol, cast
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 
 from authproxy.sessions.cache import SessionCache
+from authproxy.sessions.resp import Endpoint, encode_command
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +97,6 @@ class PublishOnlyFeed:
 # ---------------------------------------------------------------------- pure RESP pieces
 
 
-def encode_command(*args: str | bytes) -> bytes:
-    """A command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
 def message_keys(payload: bytes) -> list[str]:
     """The store keys of one invalidation message."""
     return [key for key in payload.decode("utf-8", errors="replace").split(KEY_SEPARATOR) if key]
@@ -116,40 +106,9 @@ def channel_name(key_prefix: str) -> str:
     return key_prefix + CHANNEL_SUFFIX
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how the subscriber connects: a TCP host and port, or a Unix socket path."""
-
-    host: str | None = None
-    port: int = 6379
-    path: str | None = None
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> Endpoint:
-        parts = urlsplit(url)
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        if parts.scheme == "unix":
-            return cls(path=parts.path, username=username, password=password)
-        return cls(
-            host=parts.hostname,
-            port=parts.port or 6379,
-            tls=parts.scheme == "rediss",
-            username=username,
-            password=password,
-        )
-
-    def handshake(self, channel: str) -> bytes:
-        """AUTH when credentials are configured, then SUBSCRIBE."""
-        commands = []
-        if self.password is not None:
-            auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
-            commands.append(encode_command(*auth))
-        commands.append(encode_command("SUBSCRIBE", channel))
-        return b"".join(commands)
+def subscribe_handshake(endpoint: Endpoint, channel: str) -> bytes:
+    """AUTH when credentials are configured, then SUBSCRIBE (pub/sub is not tied to a database)."""
+    return endpoint.auth_command() + encode_command("SUBSCRIBE", channel)
 
 
 # ---------------------------------------------------------------------- the subscriber
@@ -268,7 +227,7 @@ class RedisFeed:
         channel = self._channel.encode()
 
         def protocol() -> _Subscriber:
-            return _Subscriber(self._cache, channel, endpoint.handshake(self._channel))
+            return _Subscriber(self._cache, channel, subscribe_handshake(endpoint, self._channel))
 
         async with asyncio.timeout(CONNECT_TIMEOUT):
             if endpoint.path is not None:
