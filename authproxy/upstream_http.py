@@ -550,10 +550,17 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Keep-alive connections to one endpoint; the most recently used is reused first."""
 
-    def __init__(self, endpoint: Endpoint, read_bufsize: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        read_bufsize: int,
+        loop: asyncio.AbstractEventLoop,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.read_bufsize = read_bufsize
         self.loop = loop
+        self.tls_context = tls_context
         self.idle: list[_Connection] = []
         self.live: set[_Connection] = set()
 
@@ -574,7 +581,7 @@ class _Pool:
                 lambda: _Connection(self),
                 endpoint.host,
                 endpoint.port,
-                ssl=TLS_CONTEXT if endpoint.tls else None,
+                ssl=(self.tls_context or TLS_CONTEXT) if endpoint.tls else None,
                 server_hostname=endpoint.host if endpoint.tls else None,
             )
         except OSError as e:
@@ -637,8 +644,10 @@ class UpstreamResponse:
 class UpstreamClient:
     """Pools per upstream origin; ``request`` sends one request and returns once its head is in."""
 
-    def __init__(self, *, read_bufsize: int = READ_BUFSIZE) -> None:
+    def __init__(self, *, read_bufsize: int = READ_BUFSIZE, tls_context: ssl.SSLContext | None = None) -> None:
+        """``tls_context`` verifies https origins (default: the system trust store)."""
         self.read_bufsize = read_bufsize
+        self.tls_context = tls_context
         self._pools: dict[str, _Pool] = {}
 
     def close(self) -> None:
@@ -650,7 +659,9 @@ class UpstreamClient:
     def _pool(self, origin: str) -> _Pool:
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = _Pool(Endpoint.parse(origin), self.read_bufsize, asyncio.get_running_loop())
+            pool = self._pools[origin] = _Pool(
+                Endpoint.parse(origin), self.read_bufsize, asyncio.get_running_loop(), self.tls_context
+            )
         return pool
 
     async def request(
@@ -661,15 +672,23 @@ class UpstreamClient:
         headers: Mapping[str, str],
         body: BodySource | None = None,
         on_progress: Callable[[], None] | None = None,
+        *,
+        content: bytes | None = None,
     ) -> UpstreamResponse:
         """Send ``method target`` with ``headers`` (and ``body``) to ``origin``; wait for the response head.
 
         ``on_progress`` is called whenever a body chunk moves (the caller restarts its timeout).
+        ``content`` is a small body known in advance, sent with the head in one write; ``headers``
+        must then give its ``Content-Length``.
         Raises ``UpstreamHTTPError``; on cancellation (the caller's timeout) the connection closes.
         """
         pool = self._pool(origin)
         framing = request_framing(method, headers, has_body=body is not None)
         head = request_head(method, target, headers, authority=pool.endpoint.authority, framing=framing)
+        if content is not None:
+            if body is not None or headers.get("Content-Length") != str(len(content)):
+                raise ValueError("content goes alone, with its Content-Length")
+            head += content
         conn = pool.acquire()
         reused = conn is not None
         if conn is None:
@@ -678,7 +697,9 @@ class UpstreamClient:
             try:
                 await self._exchange(conn, method, head, framing, body, on_progress)
             except UpstreamReset as e:
-                if not (reused and e.before_response and retryable(method, has_body=body is not None)):
+                if not (
+                    reused and e.before_response and retryable(method, has_body=body is not None or content is not None)
+                ):
                     raise
                 # the upstream closed the pooled connection while it was idle: nothing was
                 # processed, so a safe request goes again, once, on a new connection

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import errno
 import ipaddress
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +37,7 @@ from authproxy.oidc.tokens import (
     load_assertion_key,
     parse_token_response,
 )
+from authproxy.upstream_http import UpstreamBadResponse, UpstreamConnectError, UpstreamHTTPError, UpstreamReset
 from tests.support.mini_provider import MiniProvider, running_provider
 from tests.support.net import free_port
 from tests.support.oidc_tokens import (
@@ -568,7 +571,14 @@ def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-async def test_private_ca_provider_needs_ca_file(tmp_path: Path) -> None:
+def _connect_error(cause: OSError) -> UpstreamConnectError:
+    try:
+        raise UpstreamConnectError("cannot connect to the upstream") from cause
+    except UpstreamConnectError as e:
+        return e
+
+
+async def test_private_ca_provider_needs_ca_file_for_documents_and_token_requests(tmp_path: Path) -> None:
     ca_file, cert_file, key_file = write_tls_files(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert_file, key_file)
@@ -589,11 +599,30 @@ async def test_private_ca_provider_needs_ca_file(tmp_path: Path) -> None:
             try:
                 if expected is None:
                     assert (await client.load_metadata()).issuer == provider.issuer
+                    assert (await client.refresh("rt-0")).access_token == "at-1"
                 else:
                     with pytest.raises(expected):
                         await client.load_metadata()
             finally:
                 await client.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        pytest.param(
+            _connect_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), "connection refused", id="refused"
+        ),
+        pytest.param(_connect_error(socket.gaierror(-2, "Name or service not known")), "does not resolve", id="dns"),
+        pytest.param(_connect_error(ssl.SSLCertVerificationError("bad cert")), "provider.ca_file", id="untrusted"),
+        pytest.param(_connect_error(ssl.SSLError("bad handshake")), "TLS handshake failed", id="tls"),
+        pytest.param(UpstreamBadResponse("garbage"), "not valid HTTP", id="garbage"),
+        pytest.param(UpstreamReset("closed", before_response=True), "without answering", id="closed"),
+        pytest.param(UpstreamReset("closed mid-body"), "cut off", id="cut-off"),
+    ],
+)
+def test_token_request_failures_are_told_in_words(error: UpstreamHTTPError, words: str) -> None:
+    assert words in client_module.describe_exchange_error(error)
 
 
 # ---------------------------------------------------------------------- configuration errors

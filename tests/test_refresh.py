@@ -228,9 +228,9 @@ class LockCountingStore(MemoryStore):
         super().__init__()
         self.lock_attempts = 0
 
-    async def acquire_lock(self, name: str, lease: float) -> Lock | None:
+    async def acquire_lock(self, name: str, lease: float, *, read: str | None = None) -> Lock | None:
         self.lock_attempts += 1
-        return await super().acquire_lock(name, lease)
+        return await super().acquire_lock(name, lease, read=read)
 
 
 async def test_callers_in_one_process_share_one_flight_and_one_lock_attempt() -> None:

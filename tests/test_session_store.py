@@ -576,3 +576,47 @@ async def test_set_if_present_never_recreates_a_deleted_key(harness: Harness) ->
     await store.delete("session")
     assert await store.set_if_present("session", b"v3", LONG) is False
     assert await store.get("session") is None
+
+
+async def test_a_lock_taken_with_a_read_carries_what_the_last_holder_wrote(harness: Harness) -> None:
+    store = harness.store
+    first = await store.acquire_lock("lock:s", LONG, read="s")
+    assert first is not None and first.value is None  # nothing stored yet
+    await store.set("s", b"written by the first holder", LONG)
+    await first.release()
+    second = await store.acquire_lock("lock:s", LONG, read="s")
+    assert second is not None and second.value == b"written by the first holder"
+    assert await store.acquire_lock("lock:s", LONG, read="s") is None  # held: no lock, no value
+
+
+async def test_a_write_can_release_the_lock_whatever_its_outcome(harness: Harness) -> None:
+    store = harness.store
+    await store.set("s", b"v1", LONG)
+    lock = await store.acquire_lock("lock:s", LONG, read="s")
+    assert lock is not None
+    assert await store.set_if_present("s", b"v2", LONG, release=lock) is True
+    assert await store.get("s") == b"v2"
+    taken_again = await store.acquire_lock("lock:s", LONG, read="s")
+    assert taken_again is not None and taken_again.value == b"v2"
+    await lock.release()  # a second release must not free the lock someone else holds now
+    assert await store.acquire_lock("lock:s", LONG) is None
+    await store.delete("s")
+    assert await store.set_if_present("s", b"v3", LONG, release=taken_again) is False
+    assert await store.acquire_lock("lock:s", LONG) is not None
+
+
+async def test_a_write_announces_itself_on_the_channel_given(redis_server: RedisServer) -> None:
+    store = RedisStore.from_settings(url=redis_server.url)
+    listener = redis.asyncio.Redis.from_url(redis_server.url)
+    pubsub = listener.pubsub()
+    try:
+        await pubsub.subscribe("invalidations")
+        await pubsub.get_message(timeout=1.0)  # the subscription's confirmation
+        await store.set("s", b"v1", LONG)
+        assert await store.set_if_present("s", b"v2", LONG, publish=("invalidations", "s")) is True
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+        assert message is not None and message["data"] == b"s"
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await store.close()

@@ -1,4 +1,4 @@
-"""All I/O with the OpenID provider, over one ``aiohttp.ClientSession``.
+"""All I/O with the OpenID provider: documents over ``aiohttp``, token requests over the lean client.
 
 - Discovery: OpenID Connect Discovery 1.0 sections 4.1-4.3 (parsing in ``discovery.py``).
 - JWKS: fetched lazily, cached, refetched once when a token names an unknown ``kid`` (Core 1.0
@@ -14,8 +14,13 @@
 - Revocation: RFC 7009 section 2.1 (client authenticated like at the token endpoint).
 - UserInfo: Core 1.0 section 5.3 (JSON answers only).
 
+Token and revocation requests (POSTs of a small form, on every login and refresh) go through
+:class:`~authproxy.upstream_http.UpstreamClient`, the pooled keep-alive client the proxy forwards
+with, at a fraction of aiohttp's CPU per request; discovery, JWKS and UserInfo (GETs, which may
+be redirected) stay on ``aiohttp``. Both verify TLS with the same context (``provider.ca_file``).
+
 Errors: unreachable, timed out, 5xx or unparsable -> ``ProviderUnavailable``; an OAuth error
-answer (RFC 6749 section 5.2) -> ``TokenEndpointError``. aiohttp's exceptions stop here: messages
+answer (RFC 6749 section 5.2) -> ``TokenEndpointError``. The HTTP clients' exceptions stop here: messages
 name what failed, the URL (endpoints are public) and the cause in plain words ("connection
 refused", "the host name does not resolve"), never a Python class name, and never carry a token,
 code, verifier or secret.
@@ -36,11 +41,21 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from yarl import URL
 
 from authproxy.errors import ConfigError, ProviderUnavailable, TokenEndpointError, UnknownKeyId
 from authproxy.oidc import tokens
 from authproxy.oidc.discovery import ProviderMetadata, discovery_url, parse_provider_metadata
 from authproxy.oidc.tokens import KeySet, TokenSet
+from authproxy.upstream_http import (
+    TLS_CONTEXT,
+    UpstreamBadResponse,
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamHTTPError,
+    UpstreamReset,
+    UpstreamResponse,
+)
 
 LOG: Final = logging.getLogger("authproxy.oidc.client")
 
@@ -98,6 +113,7 @@ class ProviderClient:
         self._refresh_before_expiry = refresh_before_expiry
         self._lifetime_checked = False
         self._session: aiohttp.ClientSession | None = None
+        self._forms: UpstreamClient | None = None
         self._metadata: ProviderMetadata | None = None
         self._keys: KeySet | None = None
         self._keys_fetched_at: float | None = None  # time of the last fetch attempt, good or bad
@@ -116,11 +132,16 @@ class ProviderClient:
                 timeout=self._timeout,
                 headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             )
+        if self._forms is None:
+            self._forms = UpstreamClient(tls_context=TLS_CONTEXT if self._ssl is True else self._ssl or None)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._forms is not None:
+            self._forms.close()
+            self._forms = None
 
     # ------------------------------------------------------------------ discovery
 
@@ -212,7 +233,7 @@ class ProviderClient:
         if token_type_hint:
             form["token_type_hint"] = token_type_hint
         data, headers = self._authenticate(form)
-        status, body, _ = await self._request("POST", endpoint, "revocation", data=data, headers=headers)
+        status, body, _ = await self._post_form(endpoint, "revocation", data, headers)
         # RFC 7009 section 2.2: 200 whatever the token was (an unknown token is not an error)
         if status == 200:
             return
@@ -220,7 +241,7 @@ class ProviderClient:
 
     async def _token_request(self, form: dict[str, str], what: str) -> TokenSet:
         data, headers = self._authenticate(form)
-        status, body, _ = await self._request("POST", self.metadata.token_endpoint, what, data=data, headers=headers)
+        status, body, _ = await self._post_form(self.metadata.token_endpoint, what, data, headers)
         if status != 200:
             raise _error_answer(status, body, what)
         now = self._clock()
@@ -454,6 +475,44 @@ class ProviderClient:
         except (aiohttp.ClientError, OSError) as e:
             raise ProviderUnavailable(f"{what} failed: {url}: {describe_transport_error(e)}") from e
 
+    async def _post_form(
+        self, url: str, what: str, form: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[int, bytes, str]:
+        """POST ``form`` (urlencoded) to ``url``: status, body (bounded) and content type.
+
+        Never redirected (credentials travel in the body and the Authorization header), and
+        never retried (a code or a rotating refresh token must not be sent twice).
+        """
+        if self._forms is None:
+            raise RuntimeError("ProviderClient.start() was not called")
+        content = urlencode(form).encode("ascii")
+        target = URL(url)
+        fields = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Length": str(len(content)),
+            **headers,
+        }
+        try:
+            async with asyncio.timeout(self._timeout.total):
+                response = await self._forms.request(
+                    str(target.origin()), "POST", target.raw_path_qs, fields, content=content
+                )
+                delivered = False
+                try:
+                    answer = await _read_all(response, what)
+                    delivered = True
+                finally:
+                    response.release(delivered=delivered)
+        except TimeoutError as e:
+            seconds = self._timeout.total
+            raise ProviderUnavailable(f"{what} failed: no answer from {url} within {seconds:g}s (timed out)") from e
+        except UpstreamHTTPError as e:
+            raise ProviderUnavailable(f"{what} failed: {url}: {describe_exchange_error(e)}") from e
+        content_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        return response.status, answer, content_type
+
 
 def refreshes_on_every_request(access_token_lifetime: float, refresh_before_expiry: float) -> bool:
     """Whether a fresh access token is already due for refresh: each use would refresh it again."""
@@ -499,6 +558,24 @@ def describe_transport_error(error: BaseException) -> str:
     return "the connection failed"
 
 
+def describe_exchange_error(error: UpstreamHTTPError) -> str:
+    """Why a token or revocation request failed, in the same words as :func:`describe_transport_error`."""
+    if isinstance(error, UpstreamConnectError):
+        cause = error.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "its TLS certificate is not trusted (for a private CA, set provider.ca_file)"
+        if isinstance(cause, ssl.SSLError):
+            return "the TLS handshake failed"
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve"
+        return _ERRNO_WORDS.get(getattr(cause, "errno", None) or -1, "cannot connect")
+    if isinstance(error, UpstreamBadResponse):
+        return "the answer is not valid HTTP"
+    if isinstance(error, UpstreamReset) and error.before_response:
+        return "the server closed the connection without answering"
+    return "the answer was cut off"
+
+
 def _ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
     """System trust plus ``ca_file`` (SPEC: an *extra* bundle for a private-CA provider)."""
     if ca_file is None:
@@ -522,6 +599,24 @@ async def _read_bounded(response: aiohttp.ClientResponse, what: str) -> bytes:
             raise ProviderUnavailable(f"{what} failed: answer too large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _read_all(response: UpstreamResponse, what: str) -> bytes:
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise ProviderUnavailable(f"{what} failed: answer too large")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = response.read_nowait()
+        if chunk is None:
+            chunk = await response.read()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ProviderUnavailable(f"{what} failed: answer too large")
+        chunks.append(chunk)
 
 
 def _parse_json(body: bytes, what: str) -> Any:

@@ -55,6 +55,11 @@ class InvalidationFeed(Protocol):
         """Tell every other process that ``keys`` were written or deleted."""
         ...
 
+    def announcement(self, keys: Sequence[str]) -> tuple[str, str] | None:
+        """What ``publish(keys)`` would publish, as (channel, message), for a store to send along
+        with the write itself (``SessionStore.set_if_present``); None when there is nobody to tell."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -68,6 +73,9 @@ class LocalFeed:
         self._cache.set_live(True)
 
     async def publish(self, keys: Sequence[str]) -> None:
+        return None
+
+    def announcement(self, keys: Sequence[str]) -> tuple[str, str] | None:
         return None
 
     async def close(self) -> None:
@@ -89,6 +97,9 @@ class PublishOnlyFeed:
     async def publish(self, keys: Sequence[str]) -> None:
         if keys:
             await self._publish(self._channel, KEY_SEPARATOR.join(keys))
+
+    def announcement(self, keys: Sequence[str]) -> tuple[str, str] | None:
+        return (self._channel, KEY_SEPARATOR.join(keys)) if keys else None
 
     async def close(self) -> None:
         return None
@@ -198,6 +209,9 @@ class RedisFeed:
     async def publish(self, keys: Sequence[str]) -> None:
         if keys:
             await self._publish(self._channel, KEY_SEPARATOR.join(keys))
+
+    def announcement(self, keys: Sequence[str]) -> tuple[str, str] | None:
+        return (self._channel, KEY_SEPARATOR.join(keys)) if keys else None
 
     async def close(self) -> None:
         self._cache.set_live(False)

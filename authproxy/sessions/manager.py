@@ -28,7 +28,7 @@ from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.invalidation import InvalidationFeed
 from authproxy.sessions.link import LINK_KEY_PREFIX, SessionLink
 from authproxy.sessions.record import SessionRecord, idle_ttl, is_expired, open_record, seal_record
-from authproxy.sessions.store import SessionStore
+from authproxy.sessions.store import Lock, SessionStore
 from authproxy.sessions.ticket import Ticket, new_ticket, open_ticket, seal_ticket, store_key_for
 
 SESSION_KEY_PREFIX: Final = "session:"
@@ -277,24 +277,35 @@ class SessionManager:
             await self.store.index_add(sid_index(record.sid), session.store_key, ttl)
         return session, self.seal(session.ticket)
 
-    async def save(self, session: Session, *, only_if_present: bool = False) -> bool:
+    async def save(self, session: Session, *, only_if_present: bool = False, release: Lock | None = None) -> bool:
         """Write the session; with ``only_if_present``, never recreate one that ended meanwhile.
 
         Updates of an existing session (refresh, last-use) pass ``only_if_present``: a logout on
         another replica may delete the record while the update is under way, and writing it back
-        would resurrect a session no index can reach any more. False when it was gone.
+        would resurrect a session no index can reach any more. False when it was gone. They also
+        announce the write to the other replicas' caches, and release ``release`` (the session's
+        lock) once the write has landed, in one round trip where the store can.
         """
         ttl = idle_ttl(session.record, self.idle_timeout, self.clock())
+        key = session.store_key
         if ttl <= 0:
-            await self.store.delete(session.store_key)
-            await self._invalidate(session.store_key)
+            try:
+                await self.store.delete(key)
+                await self._invalidate(key)
+            finally:
+                if release is not None:
+                    await release.release()
             return False
         blob = seal_record(session.record.to_bytes(), session.ticket)
         if only_if_present:
-            stored = await self.store.set_if_present(session.store_key, blob, ttl)
-            await self._invalidate(session.store_key)
+            announce = self.feed.announcement([key]) if self.feed is not None else None
+            stored = await self.store.set_if_present(key, blob, ttl, publish=announce, release=release)
+            if self.cache is not None:
+                self.cache.invalidate(key)
             return stored
-        await self.store.set(session.store_key, blob, ttl)
+        await self.store.set(key, blob, ttl)
+        if release is not None:
+            await release.release()
         return True
 
     async def create_link(self, central: Session, origin: str) -> str | None:

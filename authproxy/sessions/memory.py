@@ -131,13 +131,24 @@ class MemoryStore:
         self._put(key, bytes(value), now + ttl)
         return True
 
-    async def set_if_present(self, key: str, value: bytes, ttl: float) -> bool:
+    async def set_if_present(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        publish: tuple[str, str] | None = None,
+        release: Lock | None = None,
+    ) -> bool:
+        # ``publish``: one process has nobody to tell (its cache is invalidated by the caller)
         check_ttl(ttl)
         now = self._now()
-        if self._bytes(key, now) is None:
-            return False
-        self._put(key, bytes(value), now + ttl)
-        return True
+        stored = self._bytes(key, now) is not None
+        if stored:
+            self._put(key, bytes(value), now + ttl)
+        if release is not None:
+            await release.release()
+        return stored
 
     async def take(self, key: str) -> bytes | None:
         value = self._bytes(key, self._now())
@@ -189,14 +200,14 @@ class MemoryStore:
         if not found[1]:
             del self._entries[index]
 
-    async def acquire_lock(self, name: str, lease: float) -> Lock | None:
+    async def acquire_lock(self, name: str, lease: float, *, read: str | None = None) -> Lock | None:
         check_ttl(lease)
         now = self._now()
         if self._live(name, now) is not None:
             return None
         token = secrets.token_bytes(LOCK_TOKEN_BYTES)
         self._put(name, token, now + lease)
-        return _MemoryLock(self, name, token)
+        return _MemoryLock(self, name, token, self._bytes(read, now) if read is not None else None)
 
     async def ping(self) -> None:
         return None
@@ -225,13 +236,17 @@ class MemoryStore:
 class _MemoryLock:
     """A lock of :class:`MemoryStore`: its name and the random token that proves ownership."""
 
-    def __init__(self, store: MemoryStore, name: str, token: bytes) -> None:
+    def __init__(self, store: MemoryStore, name: str, token: bytes, value: bytes | None) -> None:
         self._store = store
         self._name = name
         self._token = token
+        self.value = value
+        self._released = False
 
     async def extend(self, lease: float) -> bool:
         return self._store._extend_lock(self._name, self._token, check_ttl(lease))
 
     async def release(self) -> None:
-        self._store._release_lock(self._name, self._token)
+        if not self._released:
+            self._released = True
+            self._store._release_lock(self._name, self._token)

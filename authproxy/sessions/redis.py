@@ -46,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authproxy.errors import StoreError, StoreUnavailable
-from authproxy.sessions.resp import Endpoint, LeanRedis
+from authproxy.sessions.resp import Endpoint, LeanRedis, set_command
 from authproxy.sessions.store import Lock, check_ttl
 
 T = TypeVar("T")
@@ -252,10 +252,46 @@ class RedisStore:
         px = _ms(ttl)
         return bool(await self._call(lambda: self._client.set(self._key(key), value, px=px, nx=True)))
 
-    async def set_if_present(self, key: str, value: bytes, ttl: float) -> bool:
+    async def set_if_present(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        publish: tuple[str, str] | None = None,
+        release: Lock | None = None,
+    ) -> bool:
         # SET XX: stores only over an existing key, so a write can never bring back a deleted session
         px = _ms(ttl)
-        return bool(await self._call(lambda: self._client.set(self._key(key), value, px=px, xx=True)))
+        ours = release if isinstance(release, _RedisLock) else None
+        if release is not None and ours is None:
+            raise ValueError("a lock of another store")
+        client = self._client
+        if isinstance(client, LeanRedis):
+            # one connection, so Redis runs them in this order: the write lands before the lock is free
+            commands: list[Sequence[str | bytes | int]] = [set_command(self._key(key), value, px=px, nx=False, xx=True)]
+            if publish is not None:
+                commands.append(("PUBLISH", *publish))
+            releasing = ours is not None and ours.take_release()
+            if ours is not None and releasing:
+                commands.append(("EVAL", _LOCK_RELEASE, 1, ours.key, ours.token))
+            try:
+                answers = await self._call(lambda: client.execute_many(commands))
+            except StoreError:
+                if ours is not None and releasing:
+                    ours.release_pending()  # maybe not released: the holder's own release tries again
+                raise
+            return bool(answers[0] == b"OK")
+        # redis-py (Sentinel, Cluster): one after the other; under Cluster the keys may live on
+        # different nodes, and only awaiting each keeps the order
+        try:
+            stored = bool(await self._call(lambda: client.set(self._key(key), value, px=px, xx=True)))
+            if publish is not None:
+                await self.publish(*publish)
+        finally:
+            if release is not None:
+                await release.release()
+        return stored
 
     async def take(self, key: str) -> bytes | None:
         return cast("bytes | None", await self._call(lambda: self._client.getdel(self._key(key))))
@@ -279,13 +315,20 @@ class RedisStore:
         if members:
             await self._call(lambda: self._client.srem(self._key(index), *members))
 
-    async def acquire_lock(self, name: str, lease: float) -> Lock | None:
+    async def acquire_lock(self, name: str, lease: float, *, read: str | None = None) -> Lock | None:
         key = self._key(name)
         token = secrets.token_hex(LOCK_TOKEN_BYTES)
         px = _ms(lease)
-        if not await self._call(lambda: self._client.set(key, token, px=px, nx=True)):
+        client = self._client
+        if read is not None and isinstance(client, LeanRedis):
+            # one connection, so the GET runs after the SET NX: it sees what the last holder wrote
+            commands = (set_command(key, token, px=px, nx=True, xx=False), ("GET", self._key(read)))
+            taken, value = await self._call(lambda: client.execute_many(commands))
+            return _RedisLock(self, key, token, value) if taken == b"OK" else None
+        if not await self._call(lambda: client.set(key, token, px=px, nx=True)):
             return None
-        return _RedisLock(self, key, token)
+        value = await self.get(read) if read is not None else None
+        return _RedisLock(self, key, token, value)
 
     async def ping(self) -> None:
         await self._call(lambda: cast("Awaitable[Any]", self._client.ping()))
@@ -341,13 +384,25 @@ def _master_options(url: str) -> dict[str, Any]:
 class _RedisLock:
     """A lock of :class:`RedisStore`: its full key and the random token that proves ownership."""
 
-    def __init__(self, store: RedisStore, key: str, token: str) -> None:
+    def __init__(self, store: RedisStore, key: str, token: str, value: bytes | None = None) -> None:
         self._store = store
-        self._key = key
-        self._token = token
+        self.key = key
+        self.token = token
+        self.value = value
+        self._released = False
+
+    def take_release(self) -> bool:
+        """Mark the lock released; True when it was not yet (the caller then releases it)."""
+        released, self._released = self._released, True
+        return not released
+
+    def release_pending(self) -> None:
+        """A release sent with other commands may not have happened: let ``release`` try again."""
+        self._released = False
 
     async def extend(self, lease: float) -> bool:
-        return await self._store._extend_lock(self._key, self._token, lease)
+        return await self._store._extend_lock(self.key, self.token, lease)
 
     async def release(self) -> None:
-        await self._store._release_lock(self._key, self._token)
+        if self.take_release():
+            await self._store._release_lock(self.key, self.token)

@@ -38,7 +38,7 @@ from authproxy.errors import ProviderUnavailable, SessionEnded, StoreUnavailable
 from authproxy.logs import AUTH
 from authproxy.sessions.manager import LOCK_PREFIX, Session, SessionManager
 from authproxy.sessions.record import SessionRecord, is_expired, open_record
-from authproxy.sessions.store import hold_lock
+from authproxy.sessions.store import Lock, hold_lock
 
 # how often a worker that finds the lock taken looks whether the holder has finished
 POLL_INTERVAL: Final = 0.075
@@ -126,7 +126,11 @@ def build_refreshed_record(record: SessionRecord, tokens: TokenSetLike) -> Sessi
 
 async def reload_session(sessions: SessionManager, session: Session) -> Session | None:
     """``session`` as the store holds it now, or None when it is gone, altered or expired."""
-    blob = await sessions.store.get(session.store_key)
+    return session_from_blob(sessions, session, await sessions.store.get(session.store_key))
+
+
+def session_from_blob(sessions: SessionManager, session: Session, blob: bytes | None) -> Session | None:
+    """``session`` with the record ``blob`` (read from the store), or None when gone, altered or expired."""
     if blob is None:
         return None
     plaintext = open_record(blob, session.ticket)
@@ -139,6 +143,13 @@ async def reload_session(sessions: SessionManager, session: Session) -> Session 
     if is_expired(record, sessions.idle_timeout, sessions.clock()):
         return None
     return Session(session.ticket, record, session.link_key)
+
+
+def _still_there(current: Session | None) -> Session:
+    if current is None:
+        # ended meanwhile: refused refresh elsewhere, logout, back-channel logout, expiry
+        raise SessionEnded("the session is no longer in the store")
+    return current
 
 
 def _copy(session: Session) -> Session:
@@ -229,9 +240,10 @@ class Refresher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait_timeout
         while True:
-            async with hold_lock(store, lock_name, self._lease) as lock:
+            # the record comes with the lock, read after it was taken: one round trip
+            async with hold_lock(store, lock_name, self._lease, read=seen.store_key) as lock:
                 if lock is not None:
-                    return await self._refresh_locked(seen)
+                    return await self._refresh_locked(seen, lock)
             # another worker or replica is refreshing: use its result once it is stored
             current = await self._reload(seen)
             if is_refreshed_since(seen.record, current.record, self._before, self._clock()):
@@ -245,15 +257,11 @@ class Refresher:
             await asyncio.sleep(POLL_INTERVAL)
 
     async def _reload(self, seen: Session) -> Session:
-        current = await reload_session(self._sessions, seen)
-        if current is None:
-            # ended meanwhile: refused refresh elsewhere, logout, back-channel logout, expiry
-            raise SessionEnded("the session is no longer in the store")
-        return current
+        return _still_there(await reload_session(self._sessions, seen))
 
-    async def _refresh_locked(self, seen: Session) -> Session:
-        """Refresh while holding the lock, with the refresh token the store holds now."""
-        current = await self._reload(seen)
+    async def _refresh_locked(self, seen: Session, lock: Lock) -> Session:
+        """Refresh while holding ``lock``, with the refresh token the store held when it was taken."""
+        current = _still_there(session_from_blob(self._sessions, seen, lock.value))
         if is_refreshed_since(seen.record, current.record, self._before, self._clock()):
             return current
         refresh_token = current.record.refresh_token
@@ -299,15 +307,16 @@ class Refresher:
             )
             raise SessionEnded(f"the refreshed tokens failed validation: {e.reason}") from e
         refreshed = Session(current.ticket, build_refreshed_record(current.record, tokens), current.link_key)
-        await self._save(refreshed)
+        await self._save(refreshed, lock)
         self._report("ok")
         AUTH.info("refresh ok", extra={"fields": {"event": "refresh", "result": "ok", "user": sub}})
         return refreshed
 
-    async def _save(self, session: Session) -> None:
+    async def _save(self, session: Session, lock: Lock) -> None:
+        """Store the refreshed session and release ``lock`` with the same round trip."""
         for attempt in range(1, SAVE_ATTEMPTS + 1):
             try:
-                if not await self._sessions.save(session, only_if_present=True):
+                if not await self._sessions.save(session, only_if_present=True, release=lock):
                     # ended (logout, back-channel) while the provider was answering
                     self._report("ended")
                     raise SessionEnded("the session ended during the refresh")

@@ -45,14 +45,23 @@ def check_ttl(ttl: float) -> float:
 
 
 class Lock(Protocol):
-    """A lock taken with :meth:`SessionStore.acquire_lock`: a random token with a lease."""
+    """A lock taken with :meth:`SessionStore.acquire_lock`: a random token with a lease.
+
+    ``value`` is what the key named by ``acquire_lock``'s ``read`` held right after the lock was
+    taken (None without ``read``, or when the key was absent).
+    """
+
+    value: bytes | None
 
     async def extend(self, lease: float) -> bool:
         """Make the lease end ``lease`` seconds from now; False if the lock was lost meanwhile."""
         ...
 
     async def release(self) -> None:
-        """Release the lock if it is still ours (a lock that expired and was retaken is left alone)."""
+        """Release the lock if it is still ours (a lock that expired and was retaken is left alone).
+
+        Releasing a lock a second time (or after ``set_if_present(release=...)``) does nothing.
+        """
         ...
 
 
@@ -71,8 +80,21 @@ class SessionStore(Protocol):
         """Store ``value`` only if ``key`` holds nothing; True if it was stored (replay caches)."""
         ...
 
-    async def set_if_present(self, key: str, value: bytes, ttl: float) -> bool:
-        """Overwrite ``key`` only if it still exists; False when it is gone (a session ended meanwhile)."""
+    async def set_if_present(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        publish: tuple[str, str] | None = None,
+        release: Lock | None = None,
+    ) -> bool:
+        """Overwrite ``key`` only if it still exists; False when it is gone (a session ended meanwhile).
+
+        Then, in this order and whatever the write's outcome: publish ``publish`` (channel,
+        message) to other processes, and release ``release``. A backend that can sends all of it
+        in one round trip; the write always takes effect before the lock is free.
+        """
         ...
 
     async def take(self, key: str) -> bytes | None:
@@ -107,8 +129,13 @@ class SessionStore(Protocol):
         """Remove members from ``index``; an index left empty disappears."""
         ...
 
-    async def acquire_lock(self, name: str, lease: float) -> Lock | None:
-        """Take the lock ``name`` for ``lease`` seconds, or None if someone else holds it."""
+    async def acquire_lock(self, name: str, lease: float, *, read: str | None = None) -> Lock | None:
+        """Take the lock ``name`` for ``lease`` seconds, or None if someone else holds it.
+
+        With ``read``, the lock's ``value`` is that key's value as it stood after the lock was
+        taken (what the previous holder wrote before releasing is seen); one round trip where the
+        backend can.
+        """
         ...
 
     async def ping(self) -> None:
@@ -121,10 +148,8 @@ class SessionStore(Protocol):
 
 
 async def _keep_lease(lock: Lock, lease: float) -> None:
-    """Extend ``lock`` every ``lease / 3`` until cancelled or until the lock turns out lost."""
-    interval = lease / 3
+    """Extend ``lock`` now and every ``lease / 3`` after, until cancelled or the lock turns out lost."""
     while True:
-        await asyncio.sleep(interval)
         try:
             if not await lock.extend(lease):
                 # someone else holds it now: extending further could only steal it back
@@ -133,39 +158,51 @@ async def _keep_lease(lock: Lock, lease: float) -> None:
         except StoreError as e:
             # the lease may still be running; try again on the next tick rather than give up
             log.warning("could not extend a held store lock: %s", type(e).__name__)
+        await asyncio.sleep(lease / 3)
 
 
 @contextlib.asynccontextmanager
-async def hold_lock(store: SessionStore, name: str, lease: float, *, wait: float = 0.0) -> AsyncIterator[Lock | None]:
+async def hold_lock(
+    store: SessionStore, name: str, lease: float, *, wait: float = 0.0, read: str | None = None
+) -> AsyncIterator[Lock | None]:
     """Hold the lock ``name`` for the duration of an ``async with`` block.
 
-    Yields the lock, or None when it is held by someone else for longer than ``wait`` seconds
-    (the caller decides what to do then, e.g. reload state written by the holder). While the
-    block runs the lease is extended every ``lease / 3`` seconds; afterwards the extender is
-    cancelled and the lock released, also when the block raises or is cancelled.
+    Yields the lock (with ``value`` read from ``read`` once it was taken), or None when it is held
+    by someone else for longer than ``wait`` seconds (the caller decides what to do then, e.g.
+    reload state written by the holder). From ``lease / 3`` into the block on, the lease is
+    extended every ``lease / 3`` seconds; afterwards the extender is stopped and the lock
+    released (unless the block already released it), also when the block raises or is cancelled.
     """
     check_ttl(lease)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    lock = await store.acquire_lock(name, lease)
+    lock = await store.acquire_lock(name, lease, read=read)
     while lock is None and loop.time() < deadline:
         await asyncio.sleep(min(LOCK_POLL_INTERVAL, max(0.0, deadline - loop.time())))
-        lock = await store.acquire_lock(name, lease)
+        lock = await store.acquire_lock(name, lease, read=read)
     if lock is None:
         yield None
         return
-    keeper = asyncio.create_task(_keep_lease(lock, lease))
+    # most blocks end well within a third of the lease: start the extender only for those that
+    # do not, rather than a task per block
+    keepers: list[asyncio.Task[None]] = []
+    held = lock
+    timer = loop.call_later(lease / 3, lambda: keepers.append(asyncio.create_task(_keep_lease(held, lease))))
     try:
         yield lock
     finally:
-        keeper.cancel()
+        timer.cancel()
         try:
-            # asyncio.wait never raises the keeper's CancelledError, so a cancellation of
-            # *this* task is not swallowed here by mistake
-            await asyncio.wait([keeper])
+            for keeper in keepers:
+                keeper.cancel()
+            if keepers:
+                # asyncio.wait never raises the keeper's CancelledError, so a cancellation of
+                # *this* task is not swallowed here by mistake
+                await asyncio.wait(keepers)
         finally:
-            if keeper.done() and not keeper.cancelled() and keeper.exception() is not None:
-                log.warning("the lock lease keeper failed: %s", type(keeper.exception()).__name__)
+            for keeper in keepers:
+                if keeper.done() and not keeper.cancelled() and keeper.exception() is not None:
+                    log.warning("the lock lease keeper failed: %s", type(keeper.exception()).__name__)
             try:
                 await lock.release()
             except StoreError as e:
