@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -317,8 +318,11 @@ def login_loop_page(request: web.BaseRequest, cookie_name: str) -> web.Response:
     )
 
 
+_CONTROL_CHARACTER: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def redirect(location: str, status: int = 302) -> web.Response:
     """A redirect with no body and ``Cache-Control: no-store``; refuses control characters in ``location``."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in location):
+    if _CONTROL_CHARACTER.search(location):
         raise ValueError("control character in a redirect location")
     return web.Response(status=status, headers={"Location": location, "Cache-Control": "no-store"})

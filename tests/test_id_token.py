@@ -94,6 +94,10 @@ def resolve(overrides: Overrides, keys: Keys) -> dict[str, Any]:
     return overrides(keys) if callable(overrides) else overrides
 
 
+def _b64(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
 FAULTS: list[Any] = [
     pytest.param(lambda k: k.rsa_other.sign(id_token_claims()), {}, "bad signature", id="bad-signature"),
     pytest.param(
@@ -177,6 +181,13 @@ FAULTS: list[Any] = [
         id="at-hash-of-another-hash-size",
     ),
     pytest.param(lambda k: "not.a.jwt", {}, "malformed token", id="garbage"),
+    pytest.param(lambda k: _b64({"alg": "RS256"}) + ".e30", {}, "malformed token", id="two-segments"),
+    pytest.param(lambda k: _b64({"alg": "RS256"}) + ".e30.c2ln.x.y", {}, "malformed token", id="five-segments-jwe"),
+    pytest.param(lambda k: _b64({"alg": "RS256"}) + "!.e30.c2ln", {}, "malformed token", id="header-not-base64url"),
+    pytest.param(lambda k: _b64({"alg": "RS256"}) + "===.e30.c2ln", {}, "malformed token", id="header-overpadded"),
+    pytest.param(lambda k: _b64(["RS256"]) + ".e30.c2ln", {}, "malformed token", id="header-not-an-object"),
+    pytest.param(lambda k: "bm90IGpzb24.e30.c2ln", {}, "malformed token", id="header-not-json"),
+    pytest.param(lambda k: _b64({"alg": "none"}) + ".e30.", {}, "alg not allowed: none", id="alg-none"),
     pytest.param(lambda k: "x" * 70_000, {}, "token too large", id="oversized"),
     pytest.param(
         lambda k: k.rsa.sign(id_token_claims(), alg="PS256"),

@@ -17,9 +17,12 @@ each, against a ``now`` passed in, so the tests need no clock. Every failure is 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+import json
 import math
+import re
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ BEARER: Final = "Bearer"
 
 # PyJWT verifies the signature only; the claims are checked below against the caller's ``now``.
 # Short keys are refused outright rather than warned about (a warning per request helps nobody).
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 _DECODE_OPTIONS: Final[jwt.types.Options] = {
     "verify_signature": True,
     "verify_exp": False,
@@ -267,14 +271,35 @@ def verify_bearer_token(
 
 
 def _header(raw: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWS, unverified (RFC 7515 section 7.1); the signature is
+    checked afterwards by ``jwt.decode``, which parses the whole token again.
+
+    Read here rather than with ``jwt.get_unverified_header``, which base64-checks every
+    character of all three segments in Python: on a login that was a tenth of the proxy's CPU.
+    """
     if not isinstance(raw, str) or not raw:
         raise TokenInvalid("malformed token")
     if len(raw) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("token too large")
+    segment, _, rest = raw.partition(".")
+    # base64url (RFC 7515 section 2), padded or not, under the rules PyJWT applies to a segment
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    if (
+        rest.count(".") != 1
+        or padding > 2
+        or (padding and len(segment) % 4)
+        or len(stripped) % 4 == 1
+        or not _BASE64URL.fullmatch(stripped)
+    ):
+        raise TokenInvalid("malformed token")
     try:
-        return jwt.get_unverified_header(raw)
-    except jwt.PyJWTError as e:
+        header = json.loads(base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4)))
+    except (ValueError, binascii.Error) as e:
         raise TokenInvalid("malformed token") from e
+    if not isinstance(header, dict):
+        raise TokenInvalid("malformed token")
+    return header
 
 
 def _decode_verified(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
@@ -82,7 +82,8 @@ class SessionRecord:
 
     def to_bytes(self) -> bytes:
         """Compact JSON (the plaintext to seal)."""
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+        # the fields as they are: no nested dataclasses to convert, and json.dumps copies nothing
+        return json.dumps(vars(self), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionRecord:
