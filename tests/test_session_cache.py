@@ -294,6 +294,21 @@ async def test_repeat_loads_are_served_from_memory(
         redis_server.thaw()
 
 
+async def test_the_replica_that_created_a_session_serves_its_first_request_from_memory(
+    replicas: tuple[Replica, Replica], redis_server: RedisServer
+) -> None:
+    a, b = replicas
+    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    redis_server.freeze()
+    try:
+        # the redirect after sign-in: no store read needed where the session was created
+        assert await a.sessions.load(cookie) is not None
+        with pytest.raises(StoreUnavailable):
+            await b.sessions.load(cookie)  # another replica has to read it, and the store hangs
+    finally:
+        redis_server.thaw()
+
+
 async def test_a_logout_on_one_replica_ends_the_session_on_the_other_at_once(
     replicas: tuple[Replica, Replica],
 ) -> None:

@@ -620,3 +620,13 @@ async def test_a_write_announces_itself_on_the_channel_given(redis_server: Redis
         await pubsub.aclose()
         await listener.aclose()
         await store.close()
+
+
+async def test_a_value_stored_with_its_indexes_is_found_through_each(harness: Harness) -> None:
+    store = harness.store
+    await store.set_indexed("session:a", b"record", LONG, ["index:sub:x", "index:sid:y"], LONG)
+    assert await store.get("session:a") == b"record"
+    assert await store.index_members("index:sub:x") == {"session:a"}
+    assert await store.index_members("index:sid:y") == {"session:a"}
+    await store.set_indexed("session:b", b"other", LONG, ["index:sub:x"], LONG)
+    assert await store.index_members("index:sub:x") == {"session:a", "session:b"}

@@ -267,14 +267,24 @@ class SessionManager:
             await lock.release()
 
     async def create(self, record: SessionRecord) -> tuple[Session, str]:
-        """Store a new session under a fresh ticket; the session and its cookie value."""
+        """Store a new session under a fresh ticket; the session and its cookie value.
+
+        The record and its sub/sid index entries go to the store together, and into this
+        process's cache: the browser's next request (the redirect after sign-in) needs no read.
+        """
         session = Session(new_ticket(), record)
-        await self.save(session)
-        ttl = self.absolute_timeout
-        if record.sub:
-            await self.store.index_add(sub_index(record.sub), session.store_key, ttl)
+        now = self.clock()
+        ttl = idle_ttl(record, self.idle_timeout, now)
+        key = session.store_key
+        indexes = [sub_index(record.sub)] if record.sub else []
         if record.sid:
-            await self.store.index_add(sid_index(record.sid), session.store_key, ttl)
+            indexes.append(sid_index(record.sid))
+        generation = self.cache.generation if self.cache is not None else 0
+        if ttl > 0:
+            blob = seal_record(record.to_bytes(), session.ticket)
+            await self.store.set_indexed(key, blob, ttl, indexes, self.absolute_timeout)
+            if self.cache is not None:
+                self.cache.put(key, session.ticket.key, record, generation=generation, now=now)
         return session, self.seal(session.ticket)
 
     async def save(self, session: Session, *, only_if_present: bool = False, release: Lock | None = None) -> bool:

@@ -14,7 +14,7 @@ import builtins
 import heapq
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -174,6 +174,11 @@ class MemoryStore:
         # the window is fixed at the first increment: the expiry stays as it is
         self._entries[key].value = str(count).encode()
         return count
+
+    async def set_indexed(self, key: str, value: bytes, ttl: float, indexes: Sequence[str], index_ttl: float) -> None:
+        await self.set(key, value, ttl)
+        for index in indexes:
+            await self.index_add(index, key, index_ttl)
 
     async def index_add(self, index: str, member: str, ttl: float) -> None:
         check_ttl(ttl)

@@ -247,6 +247,21 @@ class RedisStore:
         px = _ms(ttl)
         await self._call(lambda: self._client.set(self._key(key), value, px=px))
 
+    async def set_indexed(self, key: str, value: bytes, ttl: float, indexes: Sequence[str], index_ttl: float) -> None:
+        px, index_px = _ms(ttl), _ms(index_ttl)
+        client = self._client
+        if isinstance(client, LeanRedis):
+            commands: list[Sequence[str | bytes | int]] = [
+                set_command(self._key(key), value, px=px, nx=False, xx=False)
+            ]
+            commands += [("EVAL", _INDEX_ADD, 1, self._key(index), index_px, key) for index in indexes]
+            await self._call(lambda: client.execute_many(commands))
+            return
+        # Sentinel, Cluster: the keys may live on different nodes
+        await self.set(key, value, ttl)
+        for index in indexes:
+            await self.index_add(index, key, index_ttl)
+
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         # SET NX answers OK when it stored the value and nil when the key existed
         px = _ms(ttl)

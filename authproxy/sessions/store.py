@@ -22,7 +22,7 @@ import builtins
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Final, Protocol
 
 from authproxy.errors import StoreError
@@ -74,6 +74,11 @@ class SessionStore(Protocol):
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any value and TTL."""
+        ...
+
+    async def set_indexed(self, key: str, value: bytes, ttl: float, indexes: Sequence[str], index_ttl: float) -> None:
+        """``set`` plus ``index_add(index, key, index_ttl)`` for each of ``indexes`` (a new session
+        and its sub/sid indexes), in one round trip where the backend can."""
         ...
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
