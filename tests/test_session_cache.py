@@ -26,7 +26,9 @@ from authproxy.sessions.invalidation import (
     RedisFeed,
     channel_name,
     message_keys,
+    read_message,
     subscribe_handshake,
+    write_message,
 )
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.memory import MemoryStore
@@ -341,6 +343,45 @@ async def test_a_refresh_on_one_replica_is_seen_by_the_other_at_once(replicas: t
     await _answer_reaches_the_next_request()
     loaded = await a.sessions.load(cookie)
     assert loaded is not None and loaded.record.access_token == "at-2"
+
+
+async def test_the_replica_that_refreshed_serves_the_new_tokens_from_memory_and_others_read_them(
+    replicas: tuple[Replica, Replica], redis_server: RedisServer
+) -> None:
+    a, b = replicas
+    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    await _cached_everywhere(replicas, cookie)
+    session.record = replace(session.record, access_token="at-2", version=2)
+    assert await a.sessions.save(session, only_if_present=True)
+    await asyncio.sleep(0.05)  # a's own announcement has come back to it by now, and was skipped
+    redis_server.freeze()
+    try:
+        loaded = await a.sessions.load(cookie)
+        assert loaded is not None and loaded.record.access_token == "at-2"
+        with pytest.raises(StoreUnavailable):
+            await b.sessions.load(cookie)  # b dropped its copy and must read the store
+    finally:
+        redis_server.thaw()
+
+
+async def test_a_write_elsewhere_after_a_refresh_still_reaches_the_replica_that_refreshed(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    session.record = replace(session.record, access_token="at-2", version=2)
+    assert await a.sessions.save(session, only_if_present=True)
+    session.record = replace(session.record, access_token="at-3", version=3)
+    assert await b.sessions.save(session, only_if_present=True)
+    await _answer_reaches_the_next_request()
+    loaded = await a.sessions.load(cookie)
+    assert loaded is not None and loaded.record.access_token == "at-3"
+
+
+def test_a_message_names_its_sender_and_older_messages_name_none() -> None:
+    assert read_message(write_message("p1", ["session:a", "session:b"]).encode()) == ("p1", ["session:a", "session:b"])
+    assert read_message(b"session:a session:b") == (None, ["session:a", "session:b"])
+    assert message_keys(write_message("p1", ["session:a"]).encode()) == ["session:a"]
 
 
 async def test_a_hung_store_switches_the_cache_off_and_requests_fail_closed(

@@ -9,6 +9,12 @@ the browser's next request can reach any of them. The subscriber applies message
 in ``data_received``, with no task in between, so the cache it guards is updated as soon as the
 bytes are read.
 
+A message names its sender first (``@<origin>``, random per process) and then the keys. A
+process skips its own messages: what it wrote it has already put in its own cache (a refresh's
+new tokens serve the next request at once), and anyone else's write after that carries another
+origin and still invalidates it. Messages without an origin (older versions) invalidate as
+before, and older versions read the origin as one more key that matches nothing.
+
 The subscriber speaks RESP (https://redis.io/docs/latest/develop/reference/protocol-spec/)
 directly over an asyncio connection, parsed by ``hiredis``. It PINGs every ``PING_INTERVAL``; a
 connection that does not answer within ``LIVENESS_TIMEOUT``, closes, or fails its handshake
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol, cast
@@ -42,6 +49,8 @@ RECONNECT_MAX: Final = 2.0
 CONNECT_TIMEOUT: Final = 2.0
 # store keys never contain a space (``session:`` + base64url), so one message can carry several
 KEY_SEPARATOR: Final = " "
+# marks the first word of a message as its sender; a store key never starts with it
+ORIGIN_MARK: Final = "@"
 
 
 class InvalidationFeed(Protocol):
@@ -90,16 +99,17 @@ class PublishOnlyFeed:
     def __init__(self, *, channel: str, publish: Callable[[str, str], Awaitable[object]]) -> None:
         self._channel = channel
         self._publish = publish
+        self.origin = new_origin()
 
     async def start(self) -> None:
         return None
 
     async def publish(self, keys: Sequence[str]) -> None:
         if keys:
-            await self._publish(self._channel, KEY_SEPARATOR.join(keys))
+            await self._publish(self._channel, write_message(self.origin, keys))
 
     def announcement(self, keys: Sequence[str]) -> tuple[str, str] | None:
-        return (self._channel, KEY_SEPARATOR.join(keys)) if keys else None
+        return (self._channel, write_message(self.origin, keys)) if keys else None
 
     async def close(self) -> None:
         return None
@@ -110,7 +120,25 @@ class PublishOnlyFeed:
 
 def message_keys(payload: bytes) -> list[str]:
     """The store keys of one invalidation message."""
-    return [key for key in payload.decode("utf-8", errors="replace").split(KEY_SEPARATOR) if key]
+    return read_message(payload)[1]
+
+
+def read_message(payload: bytes) -> tuple[str | None, list[str]]:
+    """The sender (None when the message names none) and the store keys of one message."""
+    words = [word for word in payload.decode("utf-8", errors="replace").split(KEY_SEPARATOR) if word]
+    if words and words[0].startswith(ORIGIN_MARK):
+        return words[0][len(ORIGIN_MARK) :], words[1:]
+    return None, words
+
+
+def write_message(origin: str, keys: Sequence[str]) -> str:
+    """The message announcing ``keys``, sent by ``origin``."""
+    return KEY_SEPARATOR.join((ORIGIN_MARK + origin, *keys))
+
+
+def new_origin() -> str:
+    """A process's sender name: random, so replicas and workers never share one."""
+    return secrets.token_hex(8)
 
 
 def channel_name(key_prefix: str) -> str:
@@ -128,8 +156,9 @@ def subscribe_handshake(endpoint: Endpoint, channel: str) -> bytes:
 class _Subscriber(asyncio.Protocol):
     """One subscription connection; applies invalidations as their bytes arrive."""
 
-    def __init__(self, cache: SessionCache, channel: bytes, handshake: bytes) -> None:
+    def __init__(self, cache: SessionCache, channel: bytes, handshake: bytes, origin: str | None = None) -> None:
         self._cache = cache
+        self._origin = origin
         self._channel = channel
         self._handshake = handshake
         self._reader = hiredis.Reader()
@@ -165,7 +194,10 @@ class _Subscriber(asyncio.Protocol):
             return  # +OK of AUTH
         kind = reply[0]
         if kind == b"message" and len(reply) == 3 and reply[1] == self._channel:
-            for key in message_keys(reply[2]):
+            origin, keys = read_message(reply[2])
+            if origin is not None and origin == self._origin:
+                return  # our own write: already in our cache as written
+            for key in keys:
                 self._cache.invalidate(key)
         elif kind == b"subscribe" and len(reply) >= 2 and reply[1] == self._channel:
             self.subscribed = True
@@ -200,6 +232,7 @@ class RedisFeed:
         self._channel = channel
         self._endpoint = endpoint
         self._publish = publish
+        self.origin = new_origin()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -208,10 +241,10 @@ class RedisFeed:
 
     async def publish(self, keys: Sequence[str]) -> None:
         if keys:
-            await self._publish(self._channel, KEY_SEPARATOR.join(keys))
+            await self._publish(self._channel, write_message(self.origin, keys))
 
     def announcement(self, keys: Sequence[str]) -> tuple[str, str] | None:
-        return (self._channel, KEY_SEPARATOR.join(keys)) if keys else None
+        return (self._channel, write_message(self.origin, keys)) if keys else None
 
     async def close(self) -> None:
         self._cache.set_live(False)
@@ -241,7 +274,7 @@ class RedisFeed:
         channel = self._channel.encode()
 
         def protocol() -> _Subscriber:
-            return _Subscriber(self._cache, channel, subscribe_handshake(endpoint, self._channel))
+            return _Subscriber(self._cache, channel, subscribe_handshake(endpoint, self._channel), self.origin)
 
         async with asyncio.timeout(CONNECT_TIMEOUT):
             if endpoint.path is not None:

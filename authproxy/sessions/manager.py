@@ -296,7 +296,8 @@ class SessionManager:
         announce the write to the other replicas' caches, and release ``release`` (the session's
         lock) once the write has landed, in one round trip where the store can.
         """
-        ttl = idle_ttl(session.record, self.idle_timeout, self.clock())
+        now = self.clock()
+        ttl = idle_ttl(session.record, self.idle_timeout, now)
         key = session.store_key
         if ttl <= 0:
             try:
@@ -309,9 +310,19 @@ class SessionManager:
         blob = seal_record(session.record.to_bytes(), session.ticket)
         if only_if_present:
             announce = self.feed.announcement([key]) if self.feed is not None else None
+            cache = self.cache
+            generation = cache.generation if cache is not None else 0
             stored = await self.store.set_if_present(key, blob, ttl, publish=announce, release=release)
-            if self.cache is not None:
-                self.cache.invalidate(key)
+            # what was just written serves this process's next request (its own announcement is
+            # skipped when it comes back); if anyone else wrote or deleted the session meanwhile,
+            # or the write found it gone, the entry is dropped instead
+            kept = (
+                stored
+                and cache is not None
+                and cache.put(key, session.ticket.key, session.record, generation=generation, now=now)
+            )
+            if cache is not None and not kept:
+                cache.invalidate(key)
             return stored
         await self.store.set(key, blob, ttl)
         if release is not None:
