@@ -630,3 +630,18 @@ async def test_a_value_stored_with_its_indexes_is_found_through_each(harness: Ha
     assert await store.index_members("index:sid:y") == {"session:a"}
     await store.set_indexed("session:b", b"other", LONG, ["index:sub:x"], LONG)
     assert await store.index_members("index:sub:x") == {"session:a", "session:b"}
+
+
+async def test_counters_counted_together_count_as_one_by_one(harness: Harness) -> None:
+    store = harness.store
+    assert await store.increment_all([("rate:a", LONG), ("loop:b", LONG)]) == [1, 1]
+    assert await store.increment_all([("rate:a", LONG), ("loop:b", LONG), ("loop:c", LONG)]) == [2, 2, 1]
+    assert await store.increment("rate:a", LONG) == 3
+
+
+async def test_storing_a_session_can_forget_other_keys_in_the_same_step(harness: Harness) -> None:
+    store = harness.store
+    await store.set("loop:browser", b"3", LONG)
+    await store.set_indexed("session:a", b"record", LONG, ["index:sub:x"], LONG, forget=["loop:browser"])
+    assert await store.get("loop:browser") is None
+    assert await store.get("session:a") == b"record"

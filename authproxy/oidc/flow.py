@@ -50,6 +50,7 @@ LOOP_KEY_PREFIX: Final = "loop:"
 RATE_KEY_PREFIX: Final = "rate:"
 LOOP_LIMIT: Final = 10
 LOOP_WINDOW: Final = 60.0
+RATE_WINDOW: Final = 60.0
 # identity claims kept in the session (never the raw tokens' other content)
 KEPT_CLAIMS: Final = (
     "sub",
@@ -163,9 +164,14 @@ class LoginFlows:
 
     # ------------------------------------------------------------------ guards
 
+    def rate_key(self, request: web.Request) -> str:
+        return RATE_KEY_PREFIX + hashlib.sha256((request.remote or "").encode()).hexdigest()[:32]
+
     async def rate_limited(self, request: web.Request) -> web.Response | None:
-        key = RATE_KEY_PREFIX + hashlib.sha256((request.remote or "").encode()).hexdigest()[:32]
-        count = await self.store.increment(key, 60.0)
+        return self.too_many(request, await self.store.increment(self.rate_key(request), RATE_WINDOW))
+
+    def too_many(self, request: web.Request, count: int) -> web.Response | None:
+        """The 429 page when ``count`` sign-in requests from the address exceed the limit, else None."""
         if count <= self.rate_limit:
             return None
         response = pages.error_response(
@@ -184,13 +190,16 @@ class LoginFlows:
     # ------------------------------------------------------------------ /start
 
     async def start(self, request: web.Request) -> web.StreamResponse:
-        limited = await self.rate_limited(request)
+        # the address's rate and the browser's unfinished sign-ins, counted in one round trip
+        count, starts = await self.store.increment_all(
+            [(self.rate_key(request), RATE_WINDOW), (self.loop_key(request), LOOP_WINDOW)]
+        )
+        limited = self.too_many(request, count)
         if limited is not None:
             return limited
         # X-Auth-Request-Redirect: what oauth2-proxy's nginx snippets send, since nginx cannot
         # URL-encode $request_uri into ?rd=; sanitised exactly like rd
         redirect = sanitize_redirect(request.query.get("rd") or request.headers.get("X-Auth-Request-Redirect"))
-        starts = await self.store.increment(self.loop_key(request), LOOP_WINDOW)
         if starts > LOOP_LIMIT:
             log_event("login_failed", reason="login loop", client_ip=request.remote)
             self.metrics.count_login("loop")
@@ -311,8 +320,8 @@ class LoginFlows:
         old = await self.sessions.load(request.cookies.get(self.sessions.cookie_name))
         if old is not None:
             await self.sessions.delete(old)
-        _session, cookie_value = await self.sessions.create(record)
-        await self.store.delete(self.loop_key(request))
+        # a finished sign-in clears the browser's loop counter in the same round trip
+        _session, cookie_value = await self.sessions.create(record, forget=[self.loop_key(request)])
         request[pages.USER] = record.sub
         log_event("login_ok", user=record.sub, client_ip=request.remote)
         self.metrics.count_login("ok")

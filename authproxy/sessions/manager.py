@@ -266,11 +266,12 @@ class SessionManager:
         finally:
             await lock.release()
 
-    async def create(self, record: SessionRecord) -> tuple[Session, str]:
+    async def create(self, record: SessionRecord, *, forget: Sequence[str] = ()) -> tuple[Session, str]:
         """Store a new session under a fresh ticket; the session and its cookie value.
 
-        The record and its sub/sid index entries go to the store together, and into this
-        process's cache: the browser's next request (the redirect after sign-in) needs no read.
+        The record and its sub/sid index entries go to the store together (with the deletion of
+        the store keys in ``forget``, such as the sign-in's loop counter), and into this process's
+        cache: the browser's next request (the redirect after sign-in) needs no read.
         """
         session = Session(new_ticket(), record)
         now = self.clock()
@@ -282,7 +283,7 @@ class SessionManager:
         generation = self.cache.generation if self.cache is not None else 0
         if ttl > 0:
             blob = seal_record(record.to_bytes(), session.ticket)
-            await self.store.set_indexed(key, blob, ttl, indexes, self.absolute_timeout)
+            await self.store.set_indexed(key, blob, ttl, indexes, self.absolute_timeout, forget=forget)
             if self.cache is not None:
                 self.cache.put(key, session.ticket.key, record, generation=generation, now=now)
         return session, self.seal(session.ticket)

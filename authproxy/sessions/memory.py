@@ -175,10 +175,23 @@ class MemoryStore:
         self._entries[key].value = str(count).encode()
         return count
 
-    async def set_indexed(self, key: str, value: bytes, ttl: float, indexes: Sequence[str], index_ttl: float) -> None:
+    async def set_indexed(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        indexes: Sequence[str],
+        index_ttl: float,
+        *,
+        forget: Sequence[str] = (),
+    ) -> None:
         await self.set(key, value, ttl)
         for index in indexes:
             await self.index_add(index, key, index_ttl)
+        await self.delete(*forget)
+
+    async def increment_all(self, counters: Sequence[tuple[str, float]]) -> list[int]:
+        return [await self.increment(key, window) for key, window in counters]
 
     async def index_add(self, index: str, member: str, ttl: float) -> None:
         check_ttl(ttl)

@@ -247,7 +247,16 @@ class RedisStore:
         px = _ms(ttl)
         await self._call(lambda: self._client.set(self._key(key), value, px=px))
 
-    async def set_indexed(self, key: str, value: bytes, ttl: float, indexes: Sequence[str], index_ttl: float) -> None:
+    async def set_indexed(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        indexes: Sequence[str],
+        index_ttl: float,
+        *,
+        forget: Sequence[str] = (),
+    ) -> None:
         px, index_px = _ms(ttl), _ms(index_ttl)
         client = self._client
         if isinstance(client, LeanRedis):
@@ -255,12 +264,23 @@ class RedisStore:
                 set_command(self._key(key), value, px=px, nx=False, xx=False)
             ]
             commands += [("EVAL", _INDEX_ADD, 1, self._key(index), index_px, key) for index in indexes]
+            if forget:
+                commands.append(("DEL", *(self._key(name) for name in forget)))
             await self._call(lambda: client.execute_many(commands))
             return
         # Sentinel, Cluster: the keys may live on different nodes
         await self.set(key, value, ttl)
         for index in indexes:
             await self.index_add(index, key, index_ttl)
+        for name in forget:
+            await self.delete(name)  # one key per DEL: under Cluster keys of one DEL share a slot
+
+    async def increment_all(self, counters: Sequence[tuple[str, float]]) -> list[int]:
+        client = self._client
+        if isinstance(client, LeanRedis):
+            commands = [("EVAL", _INCREMENT, 1, self._key(key), _ms(window)) for key, window in counters]
+            return [int(count) for count in await self._call(lambda: client.execute_many(commands))]
+        return [await self.increment(key, window) for key, window in counters]
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         # SET NX answers OK when it stored the value and nil when the key existed

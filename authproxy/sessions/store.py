@@ -76,9 +76,18 @@ class SessionStore(Protocol):
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any value and TTL."""
         ...
 
-    async def set_indexed(self, key: str, value: bytes, ttl: float, indexes: Sequence[str], index_ttl: float) -> None:
+    async def set_indexed(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        indexes: Sequence[str],
+        index_ttl: float,
+        *,
+        forget: Sequence[str] = (),
+    ) -> None:
         """``set`` plus ``index_add(index, key, index_ttl)`` for each of ``indexes`` (a new session
-        and its sub/sid indexes), in one round trip where the backend can."""
+        and its sub/sid indexes) and ``delete(*forget)``, in one round trip where the backend can."""
         ...
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
@@ -116,6 +125,10 @@ class SessionStore(Protocol):
         The window is fixed: it starts at the first increment (count 1) and the counter vanishes
         ``window`` seconds later, however often it is incremented meanwhile.
         """
+        ...
+
+    async def increment_all(self, counters: Sequence[tuple[str, float]]) -> list[int]:
+        """``increment(key, window)`` for each of ``counters``, in one round trip where the backend can."""
         ...
 
     async def index_add(self, index: str, member: str, ttl: float) -> None:
