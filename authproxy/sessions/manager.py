@@ -14,6 +14,7 @@ get is always the central session, and ending that ends every origin's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -69,7 +70,7 @@ class Session:
     record: SessionRecord
     link_key: str | None = None
 
-    @property
+    @functools.cached_property
     def store_key(self) -> str:
         return SESSION_KEY_PREFIX + store_key_for(self.ticket.id)
 

@@ -15,6 +15,7 @@ past ``absolute_expires_at``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -34,8 +35,15 @@ _RECORD_KEY_PURPOSE: Final = "record-aes-256-gcm"
 _AAD_LABEL: Final = b"authproxy record v1\x00"
 
 
+@functools.lru_cache(maxsize=4096)
+def _cipher_for(ticket_key: bytes) -> AESGCM:
+    # a session's record is opened and sealed again on every refresh and cache miss: derive its
+    # key once per process (the tickets it comes from are kept in memory anyway)
+    return AESGCM(derive_key(ticket_key, _RECORD_KEY_PURPOSE))
+
+
 def _cipher(ticket: Ticket) -> AESGCM:
-    return AESGCM(derive_key(ticket.key, _RECORD_KEY_PURPOSE))
+    return _cipher_for(ticket.key)
 
 
 def _associated_data(ticket: Ticket) -> bytes:
