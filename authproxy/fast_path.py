@@ -38,7 +38,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, cast
 
 from aiohttp import web
@@ -52,6 +54,7 @@ from authproxy.fast_requests import (
     CLOCK,
     EMPTY_BODY_STATUSES,
     MAX_HEAD,
+    RecordMemo,
     RequestHead,
     answer_head,
     find_cookie,
@@ -59,7 +62,10 @@ from authproxy.fast_requests import (
     simple_path,
 )
 from authproxy.gate import Identity
+from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
+from authproxy.policy import Policy
+from authproxy.sessions.record import SessionRecord
 from authproxy.upstream_http import UpstreamHTTPError, UpstreamResponse
 
 LOG: Final = logging.getLogger("authproxy.fast_path")
@@ -73,6 +79,29 @@ _HTTP_DROP: Final = frozenset({"expect"})
 
 
 # ---------------------------------------------------------------------- the connection
+
+
+_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """What one session record means on one route under one policy."""
+
+    policy: Policy
+    allowed: bool
+    user: str
+    # None when they must be made per request (a signed identity JWT carries the time)
+    headers: Mapping[str, str] | None
+
+
+def _derive(route: RouteConfig, record: SessionRecord, policy: Policy, signer: IdentitySigner | None) -> _Derived:
+    identity = Identity(record.claims, record.access_token, record.id_token)
+    allowed = policy.allows(identity.claims)
+    headers: Mapping[str, str] | None = None
+    if allowed and not (route.identity_jwt and signer is not None):
+        headers = MappingProxyType(upstream_identity_headers(route, identity, signer))
+    return _Derived(policy, allowed, identity.sub, headers)
 
 
 class _ErrorRequest:
@@ -112,6 +141,9 @@ class FastConnection(asyncio.Protocol):
         self.busy = False
         self.peer_ip: str | None = None
         self.peer_trusted = False
+        # the Cookie fields of the last request and the session cookie found in them
+        self._cookie_fields: list[str] | None = None
+        self._cookie_found: tuple[bool, str | None] = (True, None)
 
     # -- asyncio.Protocol
 
@@ -287,27 +319,40 @@ class FastConnection(asyncio.Protocol):
 
     async def _identity(
         self, route: RouteConfig, fields: CIMultiDict[str], cookies: list[str]
-    ) -> tuple[Identity | None, bool]:
-        """``(identity, served_here)``: the signed-in identity to forward with, or anonymous."""
+    ) -> tuple[str | None, Mapping[str, str], bool]:
+        """``(user, identity headers, served_here)``: who is signed in and what the upstream learns."""
         services = self._services
         gate, sessions = services.gate, services.sessions
         if route.auth == "none" or gate is None or sessions is None:
-            return None, True
+            return None, _NO_HEADERS, True
         if route.bearer_tokens and "Authorization" in fields:
-            return None, False
-        clear, cookie = find_cookie(cookies, sessions.cookie_name)
+            return None, _NO_HEADERS, False
+        if cookies == self._cookie_fields:
+            clear, cookie = self._cookie_found
+        else:
+            clear, cookie = self._cookie_found = find_cookie(cookies, sessions.cookie_name)
+            self._cookie_fields = cookies
         if not clear:
-            return None, False
+            return None, _NO_HEADERS, False
         if cookie is None:
-            return None, route.auth == "optional"
+            return None, _NO_HEADERS, route.auth == "optional"
         session = await sessions.load(cookie, fields["Host"])
         if session is None or gate.refresher.is_due(session.record, time.time()):
-            return None, False
+            return None, _NO_HEADERS, False
         record = session.record
-        identity = Identity(record.claims, record.access_token, record.id_token)
-        if not gate.policies[route.name].allows(identity.claims):
-            return None, False
-        return identity, True
+        policy = gate.policies[route.name]
+        memo = self._site.record_memo
+        derived = memo.get(record, route)
+        if derived is None or derived.policy is not policy:
+            derived = _derive(route, record, policy, services.signer)
+            memo.put(record, route, derived)
+        if not derived.allowed:
+            return None, _NO_HEADERS, False
+        if derived.headers is None:
+            # signed identity headers carry the time: made anew for every request
+            identity = Identity(record.claims, record.access_token, record.id_token)
+            return derived.user, upstream_identity_headers(route, identity, services.signer), True
+        return derived.user, derived.headers, True
 
     async def _serve(self, head: RequestHead) -> bool:
         """Answer one request; True when the connection may stay open. Raises _HandOff."""
@@ -324,16 +369,12 @@ class FastConnection(asyncio.Protocol):
         handed_off = False
         try:
             try:
-                identity, served = await self._identity(route, fields, cookies)
+                user, added, served = await self._identity(route, fields, cookies)
             except StoreError:
                 services.metrics.count_store_error()
                 raise
             if not served:
                 raise _HandOff
-            added: dict[str, str] = {}
-            if identity is not None:
-                user = identity.sub
-                added = upstream_identity_headers(route, identity, services.signer)
             upstream_headers = headers.build_upstream_headers(
                 fields,
                 peer_ip=self.peer_ip,
@@ -507,6 +548,7 @@ class FastSite(web.TCPSite):
         self.shutdown_timeout = shutdown_timeout
         self.scheme = "https" if ssl_context is not None else "http"
         self.connections: set[FastConnection] = set()
+        self.record_memo: RecordMemo[_Derived] = RecordMemo()
 
     def aiohttp_protocol(self) -> asyncio.Protocol:
         server = self._runner.server

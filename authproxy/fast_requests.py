@@ -16,19 +16,21 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import httptools
 from aiohttp.http import SERVER_SOFTWARE
 
 from authproxy.headers import HOP_BY_HOP, connection_listed
 from authproxy.proxy import has_dot_segments
+from authproxy.sessions.record import SessionRecord
 
 # aiohttp's own request-line and field-line limit: a head above it goes to aiohttp, which answers it
 MAX_HEAD: Final = 8190
 MAX_FIELDS: Final = 100
 EMPTY_BODY_STATUSES: Final = frozenset({204, 304, *range(100, 200)})
 _NO_BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
+V = TypeVar("V")
 _COOKIE_VALUE_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
@@ -178,6 +180,55 @@ def answer_head(
         lines.append("Connection: close\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape"), chunked
+
+
+class RecordMemo(Generic[V]):
+    """Values derived from one session record for one route, kept while that record stands.
+
+    A session's record is replaced, never changed in place, whenever the session changes
+    (refresh, last use, new claims; see :mod:`authproxy.sessions.cache`): another record object
+    is another key, so whatever was derived from the old one is derived again. An entry holds
+    its record and route, so their ids cannot be reused by other objects while it is kept, and
+    a lookup also requires the record's claims and tokens to be the very objects seen when the
+    value was derived. Bounded: emptied when full.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[int, int], _MemoEntry[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, record: SessionRecord, route: object) -> V | None:
+        """The value derived from ``record`` for ``route``, or None when there is none (any more)."""
+        entry = self._entries.get((id(record), id(route)))
+        if (
+            entry is None
+            or entry.record is not record
+            or entry.route is not route
+            or entry.claims is not record.claims
+            or entry.access_token is not record.access_token
+            or entry.id_token is not record.id_token
+        ):
+            return None
+        return entry.value
+
+    def put(self, record: SessionRecord, route: object, value: V) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        entry = _MemoEntry(record, route, record.claims, record.access_token, record.id_token, value)
+        self._entries[(id(record), id(route))] = entry
+
+
+@dataclass(frozen=True, slots=True)
+class _MemoEntry(Generic[V]):
+    record: SessionRecord
+    route: object
+    claims: object
+    access_token: str | None
+    id_token: str | None
+    value: V
 
 
 class _Clock:

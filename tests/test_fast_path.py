@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,10 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from authproxy.fast_requests import MAX_HEAD, answer_head, find_cookie, parse_head, simple_path
+from authproxy.config import AllowConfig
+from authproxy.fast_requests import MAX_HEAD, RecordMemo, answer_head, find_cookie, parse_head, simple_path
+from authproxy.policy import compile_allow
+from authproxy.sessions.record import SessionRecord
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import MIB, Upstream, upstream_fixture  # noqa: F401
 
@@ -27,6 +31,45 @@ DATE = "Thu, 03 Dec 2026 08:00:00 GMT"
 
 
 # ---------------------------------------------------------------------------------------------- pure
+
+
+def _record(**changes: Any) -> SessionRecord:
+    fields: dict[str, Any] = {
+        "sub": "alice",
+        "claims": {"sub": "alice", "groups": ["staff"]},
+        "access_token": "at-1",
+        "created_at": 0.0,
+        "last_seen_at": 0.0,
+        "absolute_expires_at": 1e12,
+    }
+    return SessionRecord(**{**fields, **changes})
+
+
+def test_what_a_record_means_is_kept_only_while_that_very_record_stands() -> None:
+    memo: RecordMemo[bool] = RecordMemo()
+    record, route, other_route = _record(), object(), object()
+    admits_staff = compile_allow(AllowConfig(groups=["staff"]))
+    memo.put(record, route, admits_staff.allows(record.claims))
+    assert memo.get(record, route) is True
+    assert memo.get(record, other_route) is None
+    # a changed session is a new record (refresh, new claims): nothing derived from the old one counts
+    changed = dataclasses.replace(record, claims={"sub": "alice", "groups": ["guests"]})
+    assert memo.get(changed, route) is None
+    memo.put(changed, route, admits_staff.allows(changed.claims))
+    assert memo.get(changed, route) is False
+    assert memo.get(dataclasses.replace(changed), route) is None
+    # even a record whose claims or tokens were swapped in place is decided again
+    record.access_token = "at-2"
+    assert memo.get(record, route) is None
+
+
+def test_the_record_memo_stays_bounded() -> None:
+    memo: RecordMemo[int] = RecordMemo(max_entries=3)
+    records = [_record() for _ in range(10)]
+    route = object()
+    for n, record in enumerate(records):
+        memo.put(record, route, n)
+        assert len(memo) <= 3 and memo.get(record, route) == n
 
 
 @pytest.mark.parametrize(
