@@ -463,8 +463,7 @@ class FastConnection(asyncio.Protocol):
                         transport.write(pending)
                         pending = b""
                     # only the wait for the upstream counts as idle, not a slow client's drain
-                    async with asyncio.timeout(route.timeout):
-                        chunk = await upstream.read()
+                    chunk = await upstream.read(self._loop.time() + route.timeout)
             except (TimeoutError, UpstreamHTTPError) as e:
                 self._services.forwarder.body_failed(route, request_id, e)
                 # the status line is gone: closing short is the only way to say "incomplete"

@@ -338,10 +338,14 @@ class Forwarder:
         target = self._target(route.upstream)
         path = upstream_path(target.base_path, raw_path, route.match.path_prefix, strip=route.strip_path_prefix)
         try:
-            async with asyncio.timeout(route.timeout):
-                return await self._http.request(
-                    target.origin, method, f"{path}?{query}" if query else path, upstream_headers
-                )
+            # the client's deadline watch, not a timer per request (see upstream_http)
+            return await self._http.request(
+                target.origin,
+                method,
+                f"{path}?{query}" if query else path,
+                upstream_headers,
+                head_timeout=route.timeout,
+            )
         except (TimeoutError, UpstreamHTTPError) as e:
             self._raise_for(route, request_id, e, client_gone=False)
 

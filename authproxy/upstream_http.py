@@ -37,7 +37,10 @@ headers or bodies::
     +-- UpstreamBadResponse    "bad_response"  unparsable or oversized response head
     +-- UpstreamReset          "reset"         connection closed or reset mid-exchange
 
-Timeouts are the caller's: it wraps ``request()`` and ``read()`` in ``asyncio.timeout``.
+Timeouts are the caller's: it wraps ``request()`` and ``read()`` in ``asyncio.timeout``, or
+passes ``head_timeout`` (a ``deadline`` in loop time to ``read()``) by which the response head, or
+the next body bytes, must have come; past it they raise ``TimeoutError``. A deadline costs no
+timer per request: each connection keeps one timer, moved lazily (see ``_Connection._watch``).
 """
 
 from __future__ import annotations
@@ -279,6 +282,10 @@ class _Connection(asyncio.Protocol):
         self.idle_handle: asyncio.TimerHandle | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        # the deadline of the wait in progress, and the connection's one timer watching it
+        self._deadline: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer_at = 0.0
         self._reset_exchange("GET")
 
     def _reset_exchange(self, method: str) -> None:
@@ -313,6 +320,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if self.phase is _Phase.BODY and self.framing is ResponseFraming.UNTIL_CLOSE and exc is None:
             # the close is this response's end (RFC 9112 section 6.3, rule 8)
             self.phase = _Phase.DONE
@@ -452,12 +462,42 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def _wait(self) -> None:
+    async def _wait(self, deadline: float | None = None) -> None:
+        """Until the next event of the exchange; ``TimeoutError`` once ``deadline`` has passed."""
         self._waiter = self.loop.create_future()
+        if deadline is not None:
+            self._watch(deadline)
         try:
             await self._waiter
         finally:
             self._waiter = None
+            self._deadline = None
+
+    # -- deadlines
+    #
+    # One timer per connection, moved lazily: a wait only notes its deadline, and the timer, when
+    # it fires before the deadline of the wait then in progress (or with none in progress), goes
+    # back to sleep. Scheduling and cancelling a timer for every request would cost more.
+
+    def _watch(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._deadline_timer is None or self._deadline_timer_at > deadline:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+            self._deadline_timer = self.loop.call_at(deadline, self._deadline_passed)
+            self._deadline_timer_at = deadline
+
+    def _deadline_passed(self) -> None:
+        self._deadline_timer = None
+        deadline = self._deadline
+        if deadline is None or self.closed:
+            return
+        if self.loop.time() < deadline:
+            self._watch(deadline)
+            return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     # -- used by the client
 
@@ -482,9 +522,9 @@ class _Connection(asyncio.Protocol):
             finally:
                 self._drain = None
 
-    async def wait_head(self) -> None:
+    async def wait_head(self, deadline: float | None = None) -> None:
         while self.error is None and self.phase is _Phase.HEAD:
-            await self._wait()
+            await self._wait(deadline)
         if self.error is not None and self.phase is not _Phase.DONE:
             raise self.error
 
@@ -505,12 +545,12 @@ class _Connection(asyncio.Protocol):
             raise self.error
         return None
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float | None = None) -> bytes:
         while True:
             data = self.read_nowait()
             if data is not None:
                 return data
-            await self._wait()
+            await self._wait(deadline)
 
     def at_eof(self) -> bool:
         return self.phase is _Phase.DONE and not self.body
@@ -624,8 +664,9 @@ class UpstreamResponse:
     def read_nowait(self) -> bytes | None:
         return self._conn.read_nowait()
 
-    async def read(self) -> bytes:
-        return await self._conn.read()
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The next body bytes (``b""`` at the end); ``TimeoutError`` if none came by ``deadline``."""
+        return await self._conn.read(deadline)
 
     def at_eof(self) -> bool:
         return self._conn.at_eof()
@@ -661,34 +702,46 @@ class UpstreamClient:
         headers: Mapping[str, str],
         body: BodySource | None = None,
         on_progress: Callable[[], None] | None = None,
+        *,
+        head_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send ``method target`` with ``headers`` (and ``body``) to ``origin``; wait for the response head.
 
         ``on_progress`` is called whenever a body chunk moves (the caller restarts its timeout).
-        Raises ``UpstreamHTTPError``; on cancellation (the caller's timeout) the connection closes.
+        Raises ``UpstreamHTTPError``, or ``TimeoutError`` when the head has not come within
+        ``head_timeout`` seconds (connecting included); on that or on cancellation (the caller's own
+        timeout) the connection closes.
         """
         pool = self._pool(origin)
+        deadline = None if head_timeout is None else pool.loop.time() + head_timeout
         framing = request_framing(method, headers, has_body=body is not None)
         head = request_head(method, target, headers, authority=pool.endpoint.authority, framing=framing)
         conn = pool.acquire()
         reused = conn is not None
         if conn is None:
-            conn = await pool.connect()
+            conn = await self._connect(pool, deadline)
         try:
             try:
-                await self._exchange(conn, method, head, framing, body, on_progress)
+                await self._exchange(conn, method, head, framing, body, on_progress, deadline)
             except UpstreamReset as e:
                 if not (reused and e.before_response and retryable(method, has_body=body is not None)):
                     raise
                 # the upstream closed the pooled connection while it was idle: nothing was
                 # processed, so a safe request goes again, once, on a new connection
                 conn.finish(delivered=False)
-                conn = await pool.connect()
-                await self._exchange(conn, method, head, framing, body, on_progress)
+                conn = await self._connect(pool, deadline)
+                await self._exchange(conn, method, head, framing, body, on_progress, deadline)
         except BaseException:
             conn.finish(delivered=False)
             raise
         return UpstreamResponse(conn)
+
+    @staticmethod
+    async def _connect(pool: _Pool, deadline: float | None) -> _Connection:
+        if deadline is None:
+            return await pool.connect()
+        async with asyncio.timeout_at(deadline):
+            return await pool.connect()
 
     async def _exchange(
         self,
@@ -698,13 +751,14 @@ class UpstreamClient:
         framing: RequestFraming,
         body: BodySource | None,
         on_progress: Callable[[], None] | None,
+        deadline: float | None = None,
     ) -> None:
         conn.send(method, head)
         if body is None:
             conn.request_complete = True
         else:
             conn.upload = asyncio.create_task(_upload(conn, body, framing is RequestFraming.CHUNKED, on_progress))
-        await conn.wait_head()
+        await conn.wait_head(deadline)
 
 
 async def _upload(conn: _Connection, body: BodySource, chunked: bool, on_progress: Callable[[], None] | None) -> None:
