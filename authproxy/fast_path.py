@@ -66,7 +66,7 @@ from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
 from authproxy.policy import Policy
 from authproxy.sessions.record import SessionRecord
-from authproxy.upstream_http import UpstreamHTTPError, UpstreamResponse
+from authproxy.upstream_http import HeadTemplate, UpstreamHTTPError, UpstreamResponse
 
 LOG: Final = logging.getLogger("authproxy.fast_path")
 
@@ -102,6 +102,10 @@ def _derive(route: RouteConfig, record: SessionRecord, policy: Policy, signer: I
     if allowed and not (route.identity_jwt and signer is not None):
         headers = MappingProxyType(upstream_identity_headers(route, identity, signer))
     return _Derived(policy, allowed, identity.sub, headers)
+
+
+# route, method, target, the client's fields, identity headers
+_MadeOf = tuple[RouteConfig, str, str, list[tuple[str, str]], Mapping[str, str]]
 
 
 class _ErrorRequest:
@@ -144,6 +148,9 @@ class FastConnection(asyncio.Protocol):
         # the Cookie fields of the last request and the session cookie found in them
         self._cookie_fields: list[str] | None = None
         self._cookie_found: tuple[bool, str | None] = (True, None)
+        # the upstream head of the last request, open at its request id, and what it was made of
+        self._upstream_template: HeadTemplate | None = None
+        self._upstream_made_of: _MadeOf | None = None
 
     # -- asyncio.Protocol
 
@@ -375,21 +382,30 @@ class FastConnection(asyncio.Protocol):
                 raise
             if not served:
                 raise _HandOff
-            upstream_headers = headers.build_upstream_headers(
-                fields,
-                peer_ip=self.peer_ip,
-                peer_trusted=trusted,
-                scheme=self._site.scheme,
-                request_id=request_id,
-                strip_names=services.strip_by_route[route.name],
-                strip_cookies=services.session_cookie_names,
-                add=added,
-                keep_host=route.pass_host_header,
-                drop=_HTTP_DROP,
-            )
+            made_of = (route, head.method, head.target, head.fields, added)
+            template = self._upstream_template if self._same_upstream_head(made_of) else None
+            upstream_request: CIMultiDict[str] | bytes
+            if template is not None:
+                upstream_request = template.render(request_id)
+            else:
+                upstream_request = headers.build_upstream_headers(
+                    fields,
+                    peer_ip=self.peer_ip,
+                    peer_trusted=trusted,
+                    scheme=self._site.scheme,
+                    request_id=request_id,
+                    strip_names=services.strip_by_route[route.name],
+                    strip_cookies=services.session_cookie_names,
+                    add=added,
+                    keep_host=route.pass_host_header,
+                    drop=_HTTP_DROP,
+                )
             upstream = await services.forwarder.open_plain(
-                route, head.method, path, query, upstream_headers, request_id=request_id
+                route, head.method, path, query, upstream_request, request_id=request_id
             )
+            if template is None:
+                self._upstream_template = HeadTemplate.around(upstream.request_head, "X-Request-Id", request_id)
+                self._upstream_made_of = made_of
             status = upstream.status
             return await self._relay(head, route, upstream, request_id)
         except _HandOff:
@@ -421,6 +437,22 @@ class FastConnection(asyncio.Protocol):
                     user=user,
                     client_ip=self.peer_ip,
                 )
+
+    def _same_upstream_head(self, made_of: _MadeOf) -> bool:
+        """Whether the last upstream head was made of the same route, request and identity headers.
+
+        The rest of what goes into it (the peer, the listener's scheme, the strip sets) is the
+        connection's or the configuration's and does not change; only the request id differs.
+        """
+        last = self._upstream_made_of
+        return (
+            last is not None
+            and last[0] is made_of[0]
+            and last[4] is made_of[4]
+            and last[1] == made_of[1]
+            and last[2] == made_of[2]
+            and last[3] == made_of[3]
+        )
 
     async def _relay(self, head: RequestHead, route: RouteConfig, upstream: UpstreamResponse, request_id: str) -> bool:
         """Stream the upstream's answer to the client; True when the connection may stay open."""

@@ -184,6 +184,36 @@ def request_head(
     return (text + "\r\n").encode("utf-8", "surrogateescape")
 
 
+@dataclass(frozen=True, slots=True)
+class HeadTemplate:
+    """A request head with the value of one field line left open (``prefix + value + suffix``)."""
+
+    prefix: bytes
+    suffix: bytes
+
+    @classmethod
+    def around(cls, head: bytes, name: str, value: str) -> HeadTemplate | None:
+        """``head`` open at the value of its field line ``name: value``, or None unless that is clear.
+
+        Clear: ``value`` (non-empty) occurs in ``head`` once, in the one field line spelt ``name``;
+        the rest of the head then does not depend on it. ``name`` and ``value`` are ASCII.
+        """
+        line = f"\r\n{name}: ".encode("ascii")
+        wanted = value.encode("ascii")
+        start = head.find(line)
+        if not wanted or start < 0 or head.find(line, start + 1) >= 0 or head.count(wanted) != 1:
+            return None
+        start += len(line)
+        end = start + len(wanted)
+        if head[start:end] != wanted or head[end : end + 2] != b"\r\n":
+            return None
+        return cls(head[:start], head[end:])
+
+    def render(self, value: str) -> bytes:
+        """The head with ``value`` in the open place; ``value`` must be a safe field value (no CR, LF, NUL)."""
+        return self.prefix + value.encode("ascii") + self.suffix
+
+
 def chunk_prefix(size: int) -> bytes:
     """The chunk-size line before ``size`` bytes of chunk data (RFC 9112 section 7.1)."""
     return b"%x\r\n" % size
@@ -655,8 +685,10 @@ class UpstreamResponse:
     when the whole exchange completed and the caller consumed the body, else closes it.
     """
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, request_head: bytes = b"") -> None:
         self._conn = conn
+        # the head of the request this answers, as sent (see UpstreamClient.request_again)
+        self.request_head = request_head
         self.status = conn.status
         self.reason = conn.reason.decode("utf-8", "surrogateescape")
         self.headers = conn.headers
@@ -716,6 +748,30 @@ class UpstreamClient:
         deadline = None if head_timeout is None else pool.loop.time() + head_timeout
         framing = request_framing(method, headers, has_body=body is not None)
         head = request_head(method, target, headers, authority=pool.endpoint.authority, framing=framing)
+        return await self._send(pool, method, head, framing, body, on_progress, deadline)
+
+    async def request_again(
+        self, origin: str, method: str, head: bytes, *, head_timeout: float | None = None
+    ) -> UpstreamResponse:
+        """Send a body-less request whose head ``request`` made for ``origin`` before, as ``request`` sends it.
+
+        ``head`` is such a request's ``UpstreamResponse.request_head``, or one rendered from a
+        :class:`HeadTemplate` of it.
+        """
+        pool = self._pool(origin)
+        deadline = None if head_timeout is None else pool.loop.time() + head_timeout
+        return await self._send(pool, method, head, RequestFraming.NONE, None, None, deadline)
+
+    async def _send(
+        self,
+        pool: _Pool,
+        method: str,
+        head: bytes,
+        framing: RequestFraming,
+        body: BodySource | None,
+        on_progress: Callable[[], None] | None,
+        deadline: float | None,
+    ) -> UpstreamResponse:
         conn = pool.acquire()
         reused = conn is not None
         if conn is None:
@@ -734,7 +790,7 @@ class UpstreamClient:
         except BaseException:
             conn.finish(delivered=False)
             raise
-        return UpstreamResponse(conn)
+        return UpstreamResponse(conn, head)
 
     @staticmethod
     async def _connect(pool: _Pool, deadline: float | None) -> _Connection:

@@ -24,6 +24,7 @@ from authproxy.config import AllowConfig
 from authproxy.fast_requests import MAX_HEAD, RecordMemo, answer_head, find_cookie, parse_head, simple_path
 from authproxy.policy import compile_allow
 from authproxy.sessions.record import SessionRecord
+from authproxy.upstream_http import HeadTemplate
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import MIB, Upstream, upstream_fixture  # noqa: F401
 
@@ -43,6 +44,31 @@ def _record(**changes: Any) -> SessionRecord:
         "absolute_expires_at": 1e12,
     }
     return SessionRecord(**{**fields, **changes})
+
+
+HEAD = b"GET / HTTP/1.1\r\nHost: up\r\nX-Request-Id: 0123abcd\r\nAccept: */*\r\n\r\n"
+
+
+def test_a_request_head_is_opened_at_its_request_id() -> None:
+    template = HeadTemplate.around(HEAD, "X-Request-Id", "0123abcd")
+    assert template is not None
+    assert template.render("0123abcd") == HEAD
+    assert template.render("ffff") == HEAD.replace(b"0123abcd", b"ffff")
+
+
+@pytest.mark.parametrize(
+    ("head", "value"),
+    [
+        pytest.param(HEAD, "99", id="value-not-there"),
+        pytest.param(HEAD.replace(b"*/*", b"0123abcd"), "0123abcd", id="value-twice"),
+        pytest.param(HEAD.replace(b"Accept: */*", b"X-Request-Id: 1"), "0123abcd", id="field-twice"),
+        pytest.param(HEAD.replace(b"X-Request-Id", b"X-Other"), "0123abcd", id="no-such-field"),
+        pytest.param(HEAD, "0123", id="part-of-the-value"),
+        pytest.param(HEAD, "", id="empty"),
+    ],
+)
+def test_a_request_head_is_not_opened_where_the_place_is_unclear(head: bytes, value: str) -> None:
+    assert HeadTemplate.around(head, "X-Request-Id", value) is None
 
 
 def test_what_a_record_means_is_kept_only_while_that_very_record_stands() -> None:
@@ -314,6 +340,38 @@ async def test_both_paths_send_the_upstream_the_same_headers_and_answer_alike(pr
     for fields in (fast_fields, slow_fields):
         fields.popall("Date")
     assert sorted(fast_fields.items()) == sorted(slow_fields.items())
+
+
+async def test_a_repeated_request_reaches_the_upstream_as_a_new_one_each_time(proxy: ProxyProcess) -> None:
+    spoofing = ("X-Forwarded-User: mallory", "X-Request-Id: chosen-by-client", "Accept: */*")
+    requests = [
+        get("/echo?a=1", *spoofing),
+        get("/echo?a=1", *spoofing),
+        get("/echo?a=1", *spoofing),
+        get("/echo?a=2", *spoofing),
+        get("/echo?a=2", "Accept: text/plain"),
+        get("/strip/echo?a=2", "Accept: text/plain"),
+        get("/strip/echo?a=2", "Accept: text/plain"),
+        get("/echo?a=2", "Accept: text/plain", method="HEAD"),
+    ]
+    answers = []
+    async with connect(proxy.url) as connection:
+        for request in requests:
+            await connection.send(request)
+            answers.append(await connection.answer(method=request.split(b" ", 1)[0].decode()))
+    fresh: list[dict[str, Any]] = []
+    for request in requests[:-1]:
+        async with connect(proxy.url) as connection:
+            await connection.send(request)
+            fresh.append(seen((await connection.answer())[2]))
+    assert all(status == 200 for status, _, _ in answers)
+    repeated = [seen(body) for _, _, body in answers[:-1]]
+    for on_one_connection, alone in zip(repeated, fresh, strict=True):
+        assert _comparable(on_one_connection["headers"]) == _comparable(alone["headers"])
+        assert (on_one_connection["path"], on_one_connection["query"]) == (alone["path"], alone["query"])
+        assert not {k.lower() for k, _ in on_one_connection["headers"]} & {"x-forwarded-user"}
+    ids = [v for answer in repeated for k, v in answer["headers"] if k.lower() == "x-request-id"]
+    assert len(ids) == len(repeated) == len(set(ids)) and "chosen-by-client" not in ids
 
 
 async def test_keep_alive_serves_many_requests_and_hands_over_mid_connection(proxy: ProxyProcess) -> None:
