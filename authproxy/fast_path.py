@@ -104,6 +104,10 @@ def _derive(route: RouteConfig, record: SessionRecord, policy: Policy, signer: I
     return _Derived(policy, allowed, identity.sub, headers)
 
 
+# route, path, query, the client's fields and its Cookie values
+_Plan = tuple[RouteConfig, str, str, CIMultiDict[str], list[str]]
+# method, status, reason, keep-alive, date, the upstream's fields
+_AnswerOf = tuple[str, int, str, bool, str, list[tuple[bytes, bytes]]]
 # route, method, target, the client's fields, identity headers
 _MadeOf = tuple[RouteConfig, str, str, list[tuple[str, str]], Mapping[str, str]]
 
@@ -148,6 +152,12 @@ class FastConnection(asyncio.Protocol):
         # the Cookie fields of the last request and the session cookie found in them
         self._cookie_fields: list[str] | None = None
         self._cookie_found: tuple[bool, str | None] = (True, None)
+        # the last request head read, as it came and parsed, and the plan made for it
+        self._last_head = b""
+        self._last_parsed: RequestHead | None = None
+        self._last_plan: _Plan | None = None
+        # the last answer head written, and what it was made of
+        self._last_answer: tuple[_AnswerOf, bytes, bool] | None = None
         # the upstream head of the last request, open at its request id, and what it was made of
         self._upstream_template: HeadTemplate | None = None
         self._upstream_made_of: _MadeOf | None = None
@@ -209,10 +219,14 @@ class FastConnection(asyncio.Protocol):
             return
         self._pause_timer()
         head = self._buffer[: end + 4]
-        parsed = parse_head(head)
-        if parsed is None:
-            self._hand_off()
-            return
+        # a keep-alive client mostly repeats its request head byte for byte: read it once
+        parsed = self._last_parsed
+        if parsed is None or head != self._last_head:
+            parsed = parse_head(head)
+            if parsed is None:
+                self._hand_off()
+                return
+            self._last_head, self._last_parsed, self._last_plan = head, parsed, None
         self.busy = True
         self.task = self._loop.create_task(self._handle(parsed, head))
 
@@ -298,8 +312,20 @@ class FastConnection(asyncio.Protocol):
 
     # -- serving one request
 
-    def _plan(self, head: RequestHead) -> tuple[RouteConfig, str, str, CIMultiDict[str], list[str]] | None:
-        """Route, path, query, fields and the ``Cookie`` values of a request the fast path may take."""
+    def _plan(self, head: RequestHead) -> _Plan | None:
+        """Route, path, query, fields and the ``Cookie`` values of a request the fast path may take.
+
+        Made once per distinct head on a connection: it depends on nothing else (routes and
+        the auth prefix are fixed for the process), and what it returns is only read.
+        """
+        if head is self._last_parsed and self._last_plan is not None:
+            return self._last_plan
+        plan = self._make_plan(head)
+        if head is self._last_parsed:
+            self._last_plan = plan
+        return plan
+
+    def _make_plan(self, head: RequestHead) -> _Plan | None:
         if head.version != "1.1" or head.method not in ("GET", "HEAD"):
             return None
         services = self._services
@@ -459,14 +485,17 @@ class FastConnection(asyncio.Protocol):
         delivered = False
         try:
             keep_alive = head.keep_alive and not self._closing
-            start, chunked = answer_head(
-                head.method,
-                upstream.status,
-                upstream.reason,
-                upstream.headers,
-                keep_alive=keep_alive,
-                date=CLOCK.http_date(),
-            )
+            date = CLOCK.http_date()
+            # everything answer_head reads (the upstream's fields as they came)
+            answer_of = (head.method, upstream.status, upstream.reason, keep_alive, date, upstream.raw_fields)
+            last = self._last_answer
+            if last is not None and last[0] == answer_of:
+                start, chunked = last[1], last[2]
+            else:
+                start, chunked = answer_head(
+                    head.method, upstream.status, upstream.reason, upstream.headers, keep_alive=keep_alive, date=date
+                )
+                self._last_answer = (answer_of, start, chunked)
             transport = self.transport
             if transport is None:
                 return False

@@ -324,7 +324,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.reason = b""
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        # the response's field lines as they came; decoded only when asked for (UpstreamResponse)
+        self.fields: list[tuple[bytes, bytes]] = []
         self.connection_tokens: set[str] = set()
         self.transfer_codings: list[str] = []
         self.content_length = False
@@ -407,7 +408,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.phase is not _Phase.HEAD:
             raise self._callback_fail(UpstreamBadResponse("response after the end of the response"))
-        self.headers = CIMultiDict()
+        self.fields = []
         self.connection_tokens = set()
         self.transfer_codings = []
         self.content_length = False
@@ -428,8 +429,7 @@ class _Connection(asyncio.Protocol):
             self.transfer_codings.extend(split_tokens(value))
         elif lower == b"content-length":
             self.content_length = True
-        # aiohttp's decoding, so values round-trip to the client byte for byte
-        self.headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        self.fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -691,7 +691,20 @@ class UpstreamResponse:
         self.request_head = request_head
         self.status = conn.status
         self.reason = conn.reason.decode("utf-8", "surrogateescape")
-        self.headers = conn.headers
+        # the field lines as they came, name and value bytes, in order
+        self.raw_fields = conn.fields
+        self._headers: CIMultiDict[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The response's fields, repeated ones kept, decoded once on first use."""
+        if self._headers is None:
+            # aiohttp's decoding, so values round-trip to the client byte for byte
+            self._headers = CIMultiDict(
+                (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+                for name, value in self.raw_fields
+            )
+        return self._headers
 
     def read_nowait(self) -> bytes | None:
         return self._conn.read_nowait()

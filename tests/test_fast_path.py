@@ -360,11 +360,17 @@ async def test_a_repeated_request_reaches_the_upstream_as_a_new_one_each_time(pr
             await connection.send(request)
             answers.append(await connection.answer(method=request.split(b" ", 1)[0].decode()))
     fresh: list[dict[str, Any]] = []
+    fresh_fields: list[CIMultiDict[str]] = []
     for request in requests[:-1]:
         async with connect(proxy.url) as connection:
             await connection.send(request)
-            fresh.append(seen((await connection.answer())[2]))
+            _, answer_fields, body = await connection.answer()
+            fresh.append(seen(body))
+            fresh_fields.append(answer_fields)
     assert all(status == 200 for status, _, _ in answers)
+    for (_, answer_fields, _), alone_fields in zip(answers, fresh_fields, strict=False):
+        answer_fields.popall("Date"), alone_fields.popall("Date")
+        assert sorted(answer_fields.items()) == sorted(alone_fields.items())
     repeated = [seen(body) for _, _, body in answers[:-1]]
     for on_one_connection, alone in zip(repeated, fresh, strict=True):
         assert _comparable(on_one_connection["headers"]) == _comparable(alone["headers"])
