@@ -21,6 +21,14 @@ are written. Every refusal (401, 302 to the login, 403, bearer tokens, refreshes
 happens on the aiohttp path: when the fast path sees anything it does not serve, it hands the
 connection over, bytes and all, so no check exists in two places.
 
+What a connection repeats is worked out once: a keep-alive client mostly sends the same
+request head again and again, so the parse and plan of a head, the upstream head made of it
+(reused with a new request id when route, request and identity headers are unchanged) and the
+answer head made of the upstream's fields are kept per connection and reused only for equal
+inputs. What the allow rules and identity headers make of a session record is kept per record
+object (:class:`~authproxy.fast_requests.RecordMemo`). The session itself is loaded, and its
+expiry and refresh checked, for every request.
+
 Handing over: the connection's transport is given to a fresh aiohttp ``RequestHandler`` (the
 protocol the listener would have created), which receives the bytes read so far as if they had
 just arrived. That happens only between requests, never while a response is being written.
@@ -107,7 +115,7 @@ def _derive(route: RouteConfig, record: SessionRecord, policy: Policy, signer: I
 # route, path, query, the client's fields and its Cookie values
 _Plan = tuple[RouteConfig, str, str, CIMultiDict[str], list[str]]
 # method, status, reason, keep-alive, date, the upstream's fields
-_AnswerOf = tuple[str, int, str, bool, str, list[tuple[bytes, bytes]]]
+_AnswerOf = tuple[str, int, str, bool, str, tuple[tuple[bytes, bytes], ...]]
 # route, method, target, the client's fields, identity headers
 _MadeOf = tuple[RouteConfig, str, str, list[tuple[str, str]], Mapping[str, str]]
 
@@ -487,7 +495,7 @@ class FastConnection(asyncio.Protocol):
             keep_alive = head.keep_alive and not self._closing
             date = CLOCK.http_date()
             # everything answer_head reads (the upstream's fields as they came)
-            answer_of = (head.method, upstream.status, upstream.reason, keep_alive, date, upstream.raw_fields)
+            answer_of = (head.method, upstream.status, upstream.reason, keep_alive, date, tuple(upstream.raw_fields))
             last = self._last_answer
             if last is not None and last[0] == answer_of:
                 start, chunked = last[1], last[2]
