@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -187,10 +188,11 @@ class RecordMemo(Generic[V]):
 
     A session's record is replaced, never changed in place, whenever the session changes
     (refresh, last use, new claims; see :mod:`authproxy.sessions.cache`): another record object
-    is another key, so whatever was derived from the old one is derived again. An entry holds
-    its record and route, so their ids cannot be reused by other objects while it is kept, and
-    a lookup also requires the record's claims and tokens to be the very objects seen when the
-    value was derived. Bounded: emptied when full.
+    is another key, so whatever was derived from the old one is derived again. A lookup also
+    requires the record's claims and tokens to be the very objects seen when the value was
+    derived. Records are held weakly: an entry goes when its record does (a session that ended
+    leaves nothing here), and an id reused by a later object never matches. Bounded: emptied
+    when full.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
@@ -205,7 +207,7 @@ class RecordMemo(Generic[V]):
         entry = self._entries.get((id(record), id(route)))
         if (
             entry is None
-            or entry.record is not record
+            or entry.record() is not record
             or entry.route is not route
             or entry.claims is not record.claims
             or entry.access_token is not record.access_token
@@ -215,15 +217,23 @@ class RecordMemo(Generic[V]):
         return entry.value
 
     def put(self, record: SessionRecord, route: object, value: V) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        entry = _MemoEntry(record, route, record.claims, record.access_token, record.id_token, value)
-        self._entries[(id(record), id(route))] = entry
+        entries = self._entries
+        if len(entries) >= self.max_entries:
+            entries.clear()
+        key = (id(record), id(route))
+
+        def forget(ref: weakref.ref[SessionRecord]) -> None:
+            entry = entries.get(key)
+            if entry is not None and entry.record is ref:
+                del entries[key]
+
+        reference = weakref.ref(record, forget)
+        entries[key] = _MemoEntry(reference, route, record.claims, record.access_token, record.id_token, value)
 
 
 @dataclass(frozen=True, slots=True)
 class _MemoEntry(Generic[V]):
-    record: SessionRecord
+    record: weakref.ref[SessionRecord]
     route: object
     claims: object
     access_token: str | None

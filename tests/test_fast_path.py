@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -87,6 +88,15 @@ def test_what_a_record_means_is_kept_only_while_that_very_record_stands() -> Non
     # even a record whose claims or tokens were swapped in place is decided again
     record.access_token = "at-2"
     assert memo.get(record, route) is None
+
+
+def test_a_record_memo_keeps_nothing_of_a_record_no_one_holds() -> None:
+    memo: RecordMemo[str] = RecordMemo()
+    record, route = _record(), object()
+    memo.put(record, route, "derived")
+    del record
+    gc.collect()
+    assert len(memo) == 0
 
 
 def test_the_record_memo_stays_bounded() -> None:
