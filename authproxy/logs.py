@@ -104,13 +104,13 @@ _REDACTIONS: Final = (
 _MAY_HOLD_CREDENTIAL: Final = re.compile(r"(?i)eyj|[:=]|%3d|%253d|bearer|basic|v1\.")
 
 
-# The same test as _MAY_HOLD_CREDENTIAL for ASCII text, as substring checks: a case-insensitive
-# alternation costs the regex engine every branch at every position. Outside ASCII, (?i) also
-# folds letters such as U+017F (long s) onto these words, so such text goes to the regex.
-
-
 def may_hold_credential(text: str) -> bool:
-    """Whether any redaction pattern could match ``text`` (False: it certainly holds none)."""
+    """Whether any redaction pattern could match ``text`` (False: it certainly holds none).
+
+    ``_MAY_HOLD_CREDENTIAL``'s answer, for ASCII text by substring checks: a case-insensitive
+    alternation costs the regex engine every branch at every position. Outside ASCII, ``(?i)``
+    also folds letters such as U+017F (long s) onto these words, so such text goes to the regex.
+    """
     if not text.isascii():
         return _MAY_HOLD_CREDENTIAL.search(text) is not None
     if ":" in text or "=" in text:
