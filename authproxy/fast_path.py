@@ -21,6 +21,14 @@ are written. Every refusal (401, 302 to the login, 403, bearer tokens, refreshes
 happens on the aiohttp path: when the fast path sees anything it does not serve, it hands the
 connection over, bytes and all, so no check exists in two places.
 
+What a connection repeats is worked out once: a keep-alive client mostly sends the same
+request head again and again, so the parse and plan of a head, the upstream head made of it
+(reused with a new request id when route, request and identity headers are unchanged) and the
+answer head made of the upstream's fields are kept per connection and reused only for equal
+inputs. What the allow rules and identity headers make of a session record is kept per record
+object (:class:`~authproxy.fast_requests.RecordMemo`). The session itself is loaded, and its
+expiry and refresh checked, for every request.
+
 Handing over: the connection's transport is given to a fresh aiohttp ``RequestHandler`` (the
 protocol the listener would have created), which receives the bytes read so far as if they had
 just arrived. That happens only between requests, never while a response is being written.
@@ -38,7 +46,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, cast
 
 from aiohttp import web
@@ -52,6 +62,7 @@ from authproxy.fast_requests import (
     CLOCK,
     EMPTY_BODY_STATUSES,
     MAX_HEAD,
+    RecordMemo,
     RequestHead,
     answer_head,
     find_cookie,
@@ -59,8 +70,11 @@ from authproxy.fast_requests import (
     simple_path,
 )
 from authproxy.gate import Identity
+from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
-from authproxy.upstream_http import UpstreamHTTPError, UpstreamResponse
+from authproxy.policy import Policy
+from authproxy.sessions.record import SessionRecord
+from authproxy.upstream_http import HeadTemplate, UpstreamHTTPError, UpstreamResponse
 
 LOG: Final = logging.getLogger("authproxy.fast_path")
 
@@ -73,6 +87,37 @@ _HTTP_DROP: Final = frozenset({"expect"})
 
 
 # ---------------------------------------------------------------------- the connection
+
+
+_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """What one session record means on one route under one policy."""
+
+    policy: Policy
+    allowed: bool
+    user: str
+    # None when they must be made per request (a signed identity JWT carries the time)
+    headers: Mapping[str, str] | None
+
+
+def _derive(route: RouteConfig, record: SessionRecord, policy: Policy, signer: IdentitySigner | None) -> _Derived:
+    identity = Identity(record.claims, record.access_token, record.id_token)
+    allowed = policy.allows(identity.claims)
+    headers: Mapping[str, str] | None = None
+    if allowed and not (route.identity_jwt and signer is not None):
+        headers = MappingProxyType(upstream_identity_headers(route, identity, signer))
+    return _Derived(policy, allowed, identity.sub, headers)
+
+
+# route, path, query, the client's fields and its Cookie values
+_Plan = tuple[RouteConfig, str, str, CIMultiDict[str], list[str]]
+# method, status, reason, keep-alive, date, the upstream's fields
+_AnswerOf = tuple[str, int, str, bool, str, tuple[tuple[bytes, bytes], ...]]
+# route, method, target, the client's fields, identity headers
+_MadeOf = tuple[RouteConfig, str, str, list[tuple[str, str]], Mapping[str, str]]
 
 
 class _ErrorRequest:
@@ -112,6 +157,18 @@ class FastConnection(asyncio.Protocol):
         self.busy = False
         self.peer_ip: str | None = None
         self.peer_trusted = False
+        # the Cookie fields of the last request and the session cookie found in them
+        self._cookie_fields: list[str] | None = None
+        self._cookie_found: tuple[bool, str | None] = (True, None)
+        # the last request head read, as it came and parsed, and the plan made for it
+        self._last_head = b""
+        self._last_parsed: RequestHead | None = None
+        self._last_plan: _Plan | None = None
+        # the last answer head written, and what it was made of
+        self._last_answer: tuple[_AnswerOf, bytes, bool] | None = None
+        # the upstream head of the last request, open at its request id, and what it was made of
+        self._upstream_template: HeadTemplate | None = None
+        self._upstream_made_of: _MadeOf | None = None
 
     # -- asyncio.Protocol
 
@@ -170,10 +227,14 @@ class FastConnection(asyncio.Protocol):
             return
         self._pause_timer()
         head = self._buffer[: end + 4]
-        parsed = parse_head(head)
-        if parsed is None:
-            self._hand_off()
-            return
+        # a keep-alive client mostly repeats its request head byte for byte: read it once
+        parsed = self._last_parsed
+        if parsed is None or head != self._last_head:
+            parsed = parse_head(head)
+            if parsed is None:
+                self._hand_off()
+                return
+            self._last_head, self._last_parsed, self._last_plan = head, parsed, None
         self.busy = True
         self.task = self._loop.create_task(self._handle(parsed, head))
 
@@ -259,8 +320,20 @@ class FastConnection(asyncio.Protocol):
 
     # -- serving one request
 
-    def _plan(self, head: RequestHead) -> tuple[RouteConfig, str, str, CIMultiDict[str], list[str]] | None:
-        """Route, path, query, fields and the ``Cookie`` values of a request the fast path may take."""
+    def _plan(self, head: RequestHead) -> _Plan | None:
+        """Route, path, query, fields and the ``Cookie`` values of a request the fast path may take.
+
+        Made once per distinct head on a connection: it depends on nothing else (routes and
+        the auth prefix are fixed for the process), and what it returns is only read.
+        """
+        if head is self._last_parsed and self._last_plan is not None:
+            return self._last_plan
+        plan = self._make_plan(head)
+        if head is self._last_parsed:
+            self._last_plan = plan
+        return plan
+
+    def _make_plan(self, head: RequestHead) -> _Plan | None:
         if head.version != "1.1" or head.method not in ("GET", "HEAD"):
             return None
         services = self._services
@@ -287,27 +360,40 @@ class FastConnection(asyncio.Protocol):
 
     async def _identity(
         self, route: RouteConfig, fields: CIMultiDict[str], cookies: list[str]
-    ) -> tuple[Identity | None, bool]:
-        """``(identity, served_here)``: the signed-in identity to forward with, or anonymous."""
+    ) -> tuple[str | None, Mapping[str, str], bool]:
+        """``(user, identity headers, served_here)``: who is signed in and what the upstream learns."""
         services = self._services
         gate, sessions = services.gate, services.sessions
         if route.auth == "none" or gate is None or sessions is None:
-            return None, True
+            return None, _NO_HEADERS, True
         if route.bearer_tokens and "Authorization" in fields:
-            return None, False
-        clear, cookie = find_cookie(cookies, sessions.cookie_name)
+            return None, _NO_HEADERS, False
+        if cookies == self._cookie_fields:
+            clear, cookie = self._cookie_found
+        else:
+            clear, cookie = self._cookie_found = find_cookie(cookies, sessions.cookie_name)
+            self._cookie_fields = cookies
         if not clear:
-            return None, False
+            return None, _NO_HEADERS, False
         if cookie is None:
-            return None, route.auth == "optional"
+            return None, _NO_HEADERS, route.auth == "optional"
         session = await sessions.load(cookie, fields["Host"])
         if session is None or gate.refresher.is_due(session.record, time.time()):
-            return None, False
+            return None, _NO_HEADERS, False
         record = session.record
-        identity = Identity(record.claims, record.access_token, record.id_token)
-        if not gate.policies[route.name].allows(identity.claims):
-            return None, False
-        return identity, True
+        policy = gate.policies[route.name]
+        memo = self._site.record_memo
+        derived = memo.get(record, route)
+        if derived is None or derived.policy is not policy:
+            derived = _derive(route, record, policy, services.signer)
+            memo.put(record, route, derived)
+        if not derived.allowed:
+            return None, _NO_HEADERS, False
+        if derived.headers is None:
+            # signed identity headers carry the time: made anew for every request
+            identity = Identity(record.claims, record.access_token, record.id_token)
+            return derived.user, upstream_identity_headers(route, identity, services.signer), True
+        return derived.user, derived.headers, True
 
     async def _serve(self, head: RequestHead) -> bool:
         """Answer one request; True when the connection may stay open. Raises _HandOff."""
@@ -324,31 +410,36 @@ class FastConnection(asyncio.Protocol):
         handed_off = False
         try:
             try:
-                identity, served = await self._identity(route, fields, cookies)
+                user, added, served = await self._identity(route, fields, cookies)
             except StoreError:
                 services.metrics.count_store_error()
                 raise
             if not served:
                 raise _HandOff
-            added: dict[str, str] = {}
-            if identity is not None:
-                user = identity.sub
-                added = upstream_identity_headers(route, identity, services.signer)
-            upstream_headers = headers.build_upstream_headers(
-                fields,
-                peer_ip=self.peer_ip,
-                peer_trusted=trusted,
-                scheme=self._site.scheme,
-                request_id=request_id,
-                strip_names=services.strip_by_route[route.name],
-                strip_cookies=services.session_cookie_names,
-                add=added,
-                keep_host=route.pass_host_header,
-                drop=_HTTP_DROP,
-            )
+            made_of = (route, head.method, head.target, head.fields, added)
+            template = self._upstream_template if self._same_upstream_head(made_of) else None
+            upstream_request: CIMultiDict[str] | bytes
+            if template is not None:
+                upstream_request = template.render(request_id)
+            else:
+                upstream_request = headers.build_upstream_headers(
+                    fields,
+                    peer_ip=self.peer_ip,
+                    peer_trusted=trusted,
+                    scheme=self._site.scheme,
+                    request_id=request_id,
+                    strip_names=services.strip_by_route[route.name],
+                    strip_cookies=services.session_cookie_names,
+                    add=added,
+                    keep_host=route.pass_host_header,
+                    drop=_HTTP_DROP,
+                )
             upstream = await services.forwarder.open_plain(
-                route, head.method, path, query, upstream_headers, request_id=request_id
+                route, head.method, path, query, upstream_request, request_id=request_id
             )
+            if template is None:
+                self._upstream_template = HeadTemplate.around(upstream.request_head, "X-Request-Id", request_id)
+                self._upstream_made_of = made_of
             status = upstream.status
             return await self._relay(head, route, upstream, request_id)
         except _HandOff:
@@ -381,19 +472,38 @@ class FastConnection(asyncio.Protocol):
                     client_ip=self.peer_ip,
                 )
 
+    def _same_upstream_head(self, made_of: _MadeOf) -> bool:
+        """Whether the last upstream head was made of the same route, request and identity headers.
+
+        The rest of what goes into it (the peer, the listener's scheme, the strip sets) is the
+        connection's or the configuration's and does not change; only the request id differs.
+        """
+        last = self._upstream_made_of
+        return (
+            last is not None
+            and last[0] is made_of[0]
+            and last[4] is made_of[4]
+            and last[1] == made_of[1]
+            and last[2] == made_of[2]
+            and last[3] == made_of[3]
+        )
+
     async def _relay(self, head: RequestHead, route: RouteConfig, upstream: UpstreamResponse, request_id: str) -> bool:
         """Stream the upstream's answer to the client; True when the connection may stay open."""
         delivered = False
         try:
             keep_alive = head.keep_alive and not self._closing
-            start, chunked = answer_head(
-                head.method,
-                upstream.status,
-                upstream.reason,
-                upstream.headers,
-                keep_alive=keep_alive,
-                date=CLOCK.http_date(),
-            )
+            date = CLOCK.http_date()
+            # everything answer_head reads (the upstream's fields as they came)
+            answer_of = (head.method, upstream.status, upstream.reason, keep_alive, date, tuple(upstream.raw_fields))
+            last = self._last_answer
+            if last is not None and last[0] == answer_of:
+                start, chunked = last[1], last[2]
+            else:
+                start, chunked = answer_head(
+                    head.method, upstream.status, upstream.reason, upstream.headers, keep_alive=keep_alive, date=date
+                )
+                self._last_answer = (answer_of, start, chunked)
             transport = self.transport
             if transport is None:
                 return False
@@ -422,8 +532,7 @@ class FastConnection(asyncio.Protocol):
                         transport.write(pending)
                         pending = b""
                     # only the wait for the upstream counts as idle, not a slow client's drain
-                    async with asyncio.timeout(route.timeout):
-                        chunk = await upstream.read()
+                    chunk = await upstream.read(self._loop.time() + route.timeout)
             except (TimeoutError, UpstreamHTTPError) as e:
                 self._services.forwarder.body_failed(route, request_id, e)
                 # the status line is gone: closing short is the only way to say "incomplete"
@@ -507,6 +616,7 @@ class FastSite(web.TCPSite):
         self.shutdown_timeout = shutdown_timeout
         self.scheme = "https" if ssl_context is not None else "http"
         self.connections: set[FastConnection] = set()
+        self.record_memo: RecordMemo[_Derived] = RecordMemo()
 
     def aiohttp_protocol(self) -> asyncio.Protocol:
         server = self._runner.server

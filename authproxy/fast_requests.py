@@ -13,22 +13,25 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import httptools
 from aiohttp.http import SERVER_SOFTWARE
 
 from authproxy.headers import HOP_BY_HOP, connection_listed
 from authproxy.proxy import has_dot_segments
+from authproxy.sessions.record import SessionRecord
 
 # aiohttp's own request-line and field-line limit: a head above it goes to aiohttp, which answers it
 MAX_HEAD: Final = 8190
 MAX_FIELDS: Final = 100
 EMPTY_BODY_STATUSES: Final = frozenset({204, 304, *range(100, 200)})
 _NO_BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
+V = TypeVar("V")
 _COOKIE_VALUE_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
@@ -178,6 +181,64 @@ def answer_head(
         lines.append("Connection: close\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape"), chunked
+
+
+class RecordMemo(Generic[V]):
+    """Values derived from one session record for one route, kept while that record stands.
+
+    A session's record is replaced, never changed in place, whenever the session changes
+    (refresh, last use, new claims; see :mod:`authproxy.sessions.cache`): another record object
+    is another key, so whatever was derived from the old one is derived again. A lookup also
+    requires the record's claims and tokens to be the very objects seen when the value was
+    derived. Records are held weakly: an entry goes when its record does (a session that ended
+    leaves nothing here), and an id reused by a later object never matches. Bounded: emptied
+    when full.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[int, int], _MemoEntry[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, record: SessionRecord, route: object) -> V | None:
+        """The value derived from ``record`` for ``route``, or None when there is none (any more)."""
+        entry = self._entries.get((id(record), id(route)))
+        if (
+            entry is None
+            or entry.record() is not record
+            or entry.route is not route
+            or entry.claims is not record.claims
+            or entry.access_token is not record.access_token
+            or entry.id_token is not record.id_token
+        ):
+            return None
+        return entry.value
+
+    def put(self, record: SessionRecord, route: object, value: V) -> None:
+        entries = self._entries
+        if len(entries) >= self.max_entries:
+            entries.clear()
+        key = (id(record), id(route))
+
+        def forget(ref: weakref.ref[SessionRecord]) -> None:
+            entry = entries.get(key)
+            if entry is not None and entry.record is ref:
+                del entries[key]
+
+        reference = weakref.ref(record, forget)
+        entries[key] = _MemoEntry(reference, route, record.claims, record.access_token, record.id_token, value)
+
+
+@dataclass(frozen=True, slots=True)
+class _MemoEntry(Generic[V]):
+    record: weakref.ref[SessionRecord]
+    route: object
+    claims: object
+    access_token: str | None
+    id_token: str | None
+    value: V
 
 
 class _Clock:

@@ -27,11 +27,13 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import re
 import sys
 import threading
 import time
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
 from types import TracebackType
 from typing import Any, Final
 
@@ -102,9 +104,31 @@ _REDACTIONS: Final = (
 _MAY_HOLD_CREDENTIAL: Final = re.compile(r"(?i)eyj|[:=]|%3d|%253d|bearer|basic|v1\.")
 
 
+def may_hold_credential(text: str) -> bool:
+    """Whether any redaction pattern could match ``text`` (False: it certainly holds none).
+
+    ``_MAY_HOLD_CREDENTIAL``'s answer, for ASCII text by substring checks: a case-insensitive
+    alternation costs the regex engine every branch at every position. Outside ASCII, ``(?i)``
+    also folds letters such as U+017F (long s) onto these words, so such text goes to the regex.
+    """
+    if not text.isascii():
+        return _MAY_HOLD_CREDENTIAL.search(text) is not None
+    if ":" in text or "=" in text:
+        return True
+    lowered = text.lower()
+    return (
+        "eyj" in lowered
+        or "%3d" in lowered
+        or "%253d" in lowered
+        or "bearer" in lowered
+        or "basic" in lowered
+        or "v1." in lowered
+    )
+
+
 def redact(text: str) -> str:
     """``text`` with anything shaped like a credential replaced."""
-    if not _MAY_HOLD_CREDENTIAL.search(text):
+    if not may_hold_credential(text):
         return text
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
@@ -156,7 +180,7 @@ def _is_plainly_clean(fields: Mapping[Any, Any]) -> bool:
             texts.append(v)
         elif type(v) not in _PLAIN_TYPES:
             return False
-    return not _MAY_HOLD_CREDENTIAL.search("\x00".join(texts))
+    return not may_hold_credential("\x00".join(texts))
 
 
 def _redact_mapping(fields: Mapping[Any, Any], depth: int) -> dict[str, Any]:
@@ -219,6 +243,9 @@ class JsonFormatter(logging.Formatter):
 
 def json_line(created: float, level: str, logger: str, msg: str, fields: Mapping[str, Any]) -> str:
     """One JSON log line from already-redacted parts (``\\x00error`` becomes ``error``)."""
+    members = _flat_members(fields, unredacted=False)
+    if members is not None:
+        return _line_start(created, level, logger, msg) + members + "}"
     entry: dict[str, Any] = {
         "time": _utc_second(int(created)) + f".{int((created - int(created)) * 1000):03d}Z",
         "level": level,
@@ -232,6 +259,76 @@ def json_line(created: float, level: str, logger: str, msg: str, fields: Mapping
             # a field called "msg" or "time" must not hide the real ones
             entry[f"field_{key}" if key in _BASE_KEYS else key] = value
     return _JSON_ENCODER.encode(entry)
+
+
+_json_text: Final = encode_basestring_ascii
+_NOT_FLAT_KEYS: Final = _BASE_KEYS | {"\x00error"}
+_MEMBER_STARTS_MAX: Final = 1024
+# ',"key":' by key, for keys a line may carry as they are (strings needing no renaming); the
+# second map only holds keys not named like a secret, which unredacted fields may use
+_MEMBER_STARTS: dict[str, str] = {}
+_CLEAN_MEMBER_STARTS: dict[str, str] = {}
+
+
+def _member_start(key: object, *, clean: bool) -> str | None:
+    if type(key) is not str or key in _NOT_FLAT_KEYS or (clean and is_secret_name(key)):
+        return None
+    known = _CLEAN_MEMBER_STARTS if clean else _MEMBER_STARTS
+    if len(known) >= _MEMBER_STARTS_MAX:
+        known.clear()
+    start = known[key] = "," + _json_text(key) + ":"
+    return start
+
+
+def _flat_members(fields: Mapping[Any, Any], *, unredacted: bool) -> str | None:
+    """The fields as ``_JSON_ENCODER`` writes them inside the line's object, or None if not flat.
+
+    Flat: a string key needing no renaming, and a value of exactly ``str``, ``int``, ``bool``,
+    ``None`` or a finite ``float``, each spelt as the encoder spells it (``encode_basestring_ascii``,
+    ``int.__repr__``, ``float.__repr__``). Anything else is left to the encoder. ``unredacted``
+    fields must also pass :func:`_is_plainly_clean`'s test (then redaction would change nothing).
+    """
+    starts = _CLEAN_MEMBER_STARTS if unredacted else _MEMBER_STARTS
+    parts: list[str] = []
+    texts: list[str] = []
+    for key, value in fields.items():
+        start = starts.get(key)
+        if start is None:
+            start = _member_start(key, clean=unredacted)
+            if start is None:
+                return None
+        kind = type(value)
+        if kind is str:
+            texts.append(value)
+            text = _json_text(value)
+        elif kind is int:
+            text = int.__repr__(value)
+        elif value is None:
+            text = "null"
+        elif kind is float:
+            if not math.isfinite(value):
+                return None
+            text = float.__repr__(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        else:
+            return None
+        parts.append(start)
+        parts.append(text)
+    if unredacted and may_hold_credential("\x00".join(texts)):
+        return None
+    return "".join(parts)
+
+
+def _line_start(created: float, level: str, logger: str, msg: str) -> str:
+    """The line's object up to its fields: ``time`` (digits and punctuation, no escapes) to ``msg``."""
+    second = int(created)
+    return f'{{"time":"{_utc_second(second)}.{int((created - second) * 1000):03d}Z"{_line_tail(level, logger, msg)}'
+
+
+@functools.lru_cache(maxsize=64)
+def _line_tail(level: str, logger: str, msg: str) -> str:
+    return f',"level":{_json_text(level)},"logger":{_json_text(logger)},"msg":{_json_text(msg)}'
 
 
 class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -336,7 +433,14 @@ def log_access(fields: Mapping[str, Any]) -> None:
     ):
         ACCESS.info("request", extra={"fields": fields})
         return
-    handler.write_line(json_line(time.time(), "info", ACCESS.name, "request", _redact_mapping(fields, 0)))
+    created = time.time()
+    # fields redaction would leave alone (the usual access line) are written in one pass
+    members = _flat_members(fields, unredacted=True)
+    if members is None:
+        line = json_line(created, "info", ACCESS.name, "request", _redact_mapping(fields, 0))
+    else:
+        line = _line_start(created, "info", ACCESS.name, "request") + members + "}"
+    handler.write_line(line)
 
 
 def _text_value(value: Any) -> str:

@@ -325,7 +325,7 @@ class Forwarder:
         method: str,
         raw_path: str,
         query: str,
-        upstream_headers: CIMultiDict[str],
+        upstream_headers: CIMultiDict[str] | bytes,
         *,
         request_id: str,
     ) -> UpstreamResponse:
@@ -333,15 +333,26 @@ class Forwarder:
 
         The path and query are the client's, still percent-encoded; failures are logged and
         counted as for :meth:`forward` and raise ``UpstreamUnavailable`` / ``UpstreamTimeout``.
-        The caller streams the body and must ``release`` the response (the fast path).
+        ``upstream_headers`` may instead be a whole request head made by an earlier call for
+        the same route, method, path and query (its ``request_head``, or rendered from a
+        ``HeadTemplate`` of it), sent as it is. The caller streams the body and must
+        ``release`` the response (the fast path).
         """
         target = self._target(route.upstream)
-        path = upstream_path(target.base_path, raw_path, route.match.path_prefix, strip=route.strip_path_prefix)
         try:
-            async with asyncio.timeout(route.timeout):
-                return await self._http.request(
-                    target.origin, method, f"{path}?{query}" if query else path, upstream_headers
+            # the client's deadline watch, not a timer per request (see upstream_http)
+            if isinstance(upstream_headers, bytes):
+                return await self._http.request_again(
+                    target.origin, method, upstream_headers, head_timeout=route.timeout
                 )
+            path = upstream_path(target.base_path, raw_path, route.match.path_prefix, strip=route.strip_path_prefix)
+            return await self._http.request(
+                target.origin,
+                method,
+                f"{path}?{query}" if query else path,
+                upstream_headers,
+                head_timeout=route.timeout,
+            )
         except (TimeoutError, UpstreamHTTPError) as e:
             self._raise_for(route, request_id, e, client_gone=False)
 

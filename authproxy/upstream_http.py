@@ -37,7 +37,10 @@ headers or bodies::
     +-- UpstreamBadResponse    "bad_response"  unparsable or oversized response head
     +-- UpstreamReset          "reset"         connection closed or reset mid-exchange
 
-Timeouts are the caller's: it wraps ``request()`` and ``read()`` in ``asyncio.timeout``.
+Timeouts are the caller's: it wraps ``request()`` and ``read()`` in ``asyncio.timeout``, or
+passes ``head_timeout`` (a ``deadline`` in loop time to ``read()``) by which the response head, or
+the next body bytes, must have come; past it they raise ``TimeoutError``. A deadline costs no
+timer per request: each connection keeps one timer, moved lazily (see ``_Connection._watch``).
 """
 
 from __future__ import annotations
@@ -181,6 +184,36 @@ def request_head(
     return (text + "\r\n").encode("utf-8", "surrogateescape")
 
 
+@dataclass(frozen=True, slots=True)
+class HeadTemplate:
+    """A request head with the value of one field line left open (``prefix + value + suffix``)."""
+
+    prefix: bytes
+    suffix: bytes
+
+    @classmethod
+    def around(cls, head: bytes, name: str, value: str) -> HeadTemplate | None:
+        """``head`` open at the value of its field line ``name: value``, or None unless that is clear.
+
+        Clear: ``value`` (non-empty) occurs in ``head`` once, in the one field line spelt ``name``;
+        the rest of the head then does not depend on it. ``name`` and ``value`` are ASCII.
+        """
+        line = f"\r\n{name}: ".encode("ascii")
+        wanted = value.encode("ascii")
+        start = head.find(line)
+        if not wanted or start < 0 or head.find(line, start + 1) >= 0 or head.count(wanted) != 1:
+            return None
+        start += len(line)
+        end = start + len(wanted)
+        if head[start:end] != wanted or head[end : end + 2] != b"\r\n":
+            return None
+        return cls(head[:start], head[end:])
+
+    def render(self, value: str) -> bytes:
+        """The head with ``value`` in the open place; ``value`` must be a safe field value (no CR, LF, NUL)."""
+        return self.prefix + value.encode("ascii") + self.suffix
+
+
 def chunk_prefix(size: int) -> bytes:
     """The chunk-size line before ``size`` bytes of chunk data (RFC 9112 section 7.1)."""
     return b"%x\r\n" % size
@@ -279,6 +312,10 @@ class _Connection(asyncio.Protocol):
         self.idle_handle: asyncio.TimerHandle | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        # the deadline of the wait in progress, and the connection's one timer watching it
+        self._deadline: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer_at = 0.0
         self._reset_exchange("GET")
 
     def _reset_exchange(self, method: str) -> None:
@@ -287,7 +324,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.reason = b""
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        # the response's field lines as they came; decoded only when asked for (UpstreamResponse)
+        self.fields: list[tuple[bytes, bytes]] = []
         self.connection_tokens: set[str] = set()
         self.transfer_codings: list[str] = []
         self.content_length = False
@@ -313,6 +351,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if self.phase is _Phase.BODY and self.framing is ResponseFraming.UNTIL_CLOSE and exc is None:
             # the close is this response's end (RFC 9112 section 6.3, rule 8)
             self.phase = _Phase.DONE
@@ -367,7 +408,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.phase is not _Phase.HEAD:
             raise self._callback_fail(UpstreamBadResponse("response after the end of the response"))
-        self.headers = CIMultiDict()
+        self.fields = []
         self.connection_tokens = set()
         self.transfer_codings = []
         self.content_length = False
@@ -388,8 +429,7 @@ class _Connection(asyncio.Protocol):
             self.transfer_codings.extend(split_tokens(value))
         elif lower == b"content-length":
             self.content_length = True
-        # aiohttp's decoding, so values round-trip to the client byte for byte
-        self.headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        self.fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -452,12 +492,42 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def _wait(self) -> None:
+    async def _wait(self, deadline: float | None = None) -> None:
+        """Until the next event of the exchange; ``TimeoutError`` once ``deadline`` has passed."""
         self._waiter = self.loop.create_future()
+        if deadline is not None:
+            self._watch(deadline)
         try:
             await self._waiter
         finally:
             self._waiter = None
+            self._deadline = None
+
+    # -- deadlines
+    #
+    # One timer per connection, moved lazily: a wait only notes its deadline, and the timer, when
+    # it fires before the deadline of the wait then in progress (or with none in progress), goes
+    # back to sleep. Scheduling and cancelling a timer for every request would cost more.
+
+    def _watch(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._deadline_timer is None or self._deadline_timer_at > deadline:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+            self._deadline_timer = self.loop.call_at(deadline, self._deadline_passed)
+            self._deadline_timer_at = deadline
+
+    def _deadline_passed(self) -> None:
+        self._deadline_timer = None
+        deadline = self._deadline
+        if deadline is None or self.closed:
+            return
+        if self.loop.time() < deadline:
+            self._watch(deadline)
+            return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     # -- used by the client
 
@@ -482,9 +552,9 @@ class _Connection(asyncio.Protocol):
             finally:
                 self._drain = None
 
-    async def wait_head(self) -> None:
+    async def wait_head(self, deadline: float | None = None) -> None:
         while self.error is None and self.phase is _Phase.HEAD:
-            await self._wait()
+            await self._wait(deadline)
         if self.error is not None and self.phase is not _Phase.DONE:
             raise self.error
 
@@ -505,12 +575,12 @@ class _Connection(asyncio.Protocol):
             raise self.error
         return None
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float | None = None) -> bytes:
         while True:
             data = self.read_nowait()
             if data is not None:
                 return data
-            await self._wait()
+            await self._wait(deadline)
 
     def at_eof(self) -> bool:
         return self.phase is _Phase.DONE and not self.body
@@ -622,17 +692,33 @@ class UpstreamResponse:
     when the whole exchange completed and the caller consumed the body, else closes it.
     """
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, request_head: bytes = b"") -> None:
         self._conn = conn
+        # the head of the request this answers, as sent (see UpstreamClient.request_again)
+        self.request_head = request_head
         self.status = conn.status
         self.reason = conn.reason.decode("utf-8", "surrogateescape")
-        self.headers = conn.headers
+        # the field lines as they came, name and value bytes, in order
+        self.raw_fields = conn.fields
+        self._headers: CIMultiDict[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The response's fields, repeated ones kept, decoded once on first use."""
+        if self._headers is None:
+            # aiohttp's decoding, so values round-trip to the client byte for byte
+            self._headers = CIMultiDict(
+                (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+                for name, value in self.raw_fields
+            )
+        return self._headers
 
     def read_nowait(self) -> bytes | None:
         return self._conn.read_nowait()
 
-    async def read(self) -> bytes:
-        return await self._conn.read()
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The next body bytes (``b""`` at the end); ``TimeoutError`` if none came by ``deadline``."""
+        return await self._conn.read(deadline)
 
     def at_eof(self) -> bool:
         return self._conn.at_eof()
@@ -673,6 +759,7 @@ class UpstreamClient:
         body: BodySource | None = None,
         on_progress: Callable[[], None] | None = None,
         *,
+        head_timeout: float | None = None,
         content: bytes | None = None,
     ) -> UpstreamResponse:
         """Send ``method target`` with ``headers`` (and ``body``) to ``origin``; wait for the response head.
@@ -680,36 +767,72 @@ class UpstreamClient:
         ``on_progress`` is called whenever a body chunk moves (the caller restarts its timeout).
         ``content`` is a small body known in advance, sent with the head in one write; ``headers``
         must then give its ``Content-Length``.
-        Raises ``UpstreamHTTPError``; on cancellation (the caller's timeout) the connection closes.
+        Raises ``UpstreamHTTPError``, or ``TimeoutError`` when the head has not come within
+        ``head_timeout`` seconds (connecting included); on that or on cancellation (the caller's own
+        timeout) the connection closes.
         """
         pool = self._pool(origin)
+        deadline = None if head_timeout is None else pool.loop.time() + head_timeout
         framing = request_framing(method, headers, has_body=body is not None)
         head = request_head(method, target, headers, authority=pool.endpoint.authority, framing=framing)
         if content is not None:
             if body is not None or headers.get("Content-Length") != str(len(content)):
                 raise ValueError("content goes alone, with its Content-Length")
             head += content
+        return await self._send(
+            pool, method, head, framing, body, on_progress, deadline, has_content=content is not None
+        )
+
+    async def request_again(
+        self, origin: str, method: str, head: bytes, *, head_timeout: float | None = None
+    ) -> UpstreamResponse:
+        """Send a body-less request whose head ``request`` made for ``origin`` before, as ``request`` sends it.
+
+        ``head`` is such a request's ``UpstreamResponse.request_head``, or one rendered from a
+        :class:`HeadTemplate` of it.
+        """
+        pool = self._pool(origin)
+        deadline = None if head_timeout is None else pool.loop.time() + head_timeout
+        return await self._send(pool, method, head, RequestFraming.NONE, None, None, deadline)
+
+    async def _send(
+        self,
+        pool: _Pool,
+        method: str,
+        head: bytes,
+        framing: RequestFraming,
+        body: BodySource | None,
+        on_progress: Callable[[], None] | None,
+        deadline: float | None,
+        *,
+        has_content: bool = False,
+    ) -> UpstreamResponse:
         conn = pool.acquire()
         reused = conn is not None
         if conn is None:
-            conn = await pool.connect()
+            conn = await self._connect(pool, deadline)
         try:
             try:
-                await self._exchange(conn, method, head, framing, body, on_progress)
+                await self._exchange(conn, method, head, framing, body, on_progress, deadline)
             except UpstreamReset as e:
-                if not (
-                    reused and e.before_response and retryable(method, has_body=body is not None or content is not None)
-                ):
+                if not (reused and e.before_response and retryable(method, has_body=body is not None or has_content)):
                     raise
                 # the upstream closed the pooled connection while it was idle: nothing was
                 # processed, so a safe request goes again, once, on a new connection
                 conn.finish(delivered=False)
-                conn = await pool.connect()
-                await self._exchange(conn, method, head, framing, body, on_progress)
+                conn = await self._connect(pool, deadline)
+                await self._exchange(conn, method, head, framing, body, on_progress, deadline)
         except BaseException:
             conn.finish(delivered=False)
             raise
-        return UpstreamResponse(conn)
+        return UpstreamResponse(conn, head)
+
+    @staticmethod
+    async def _connect(pool: _Pool, deadline: float | None) -> _Connection:
+        if deadline is None:
+            return await pool.connect()
+        async with asyncio.timeout_at(deadline):
+            return await pool.connect()
 
     async def _exchange(
         self,
@@ -719,13 +842,14 @@ class UpstreamClient:
         framing: RequestFraming,
         body: BodySource | None,
         on_progress: Callable[[], None] | None,
+        deadline: float | None = None,
     ) -> None:
         conn.send(method, head)
         if body is None:
             conn.request_complete = True
         else:
             conn.upload = asyncio.create_task(_upload(conn, body, framing is RequestFraming.CHUNKED, on_progress))
-        await conn.wait_head()
+        await conn.wait_head(deadline)
 
 
 async def _upload(conn: _Connection, body: BodySource, chunked: bool, on_progress: Callable[[], None] | None) -> None:

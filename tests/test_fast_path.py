@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +21,11 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from authproxy.fast_requests import MAX_HEAD, answer_head, find_cookie, parse_head, simple_path
+from authproxy.config import AllowConfig
+from authproxy.fast_requests import MAX_HEAD, RecordMemo, answer_head, find_cookie, parse_head, simple_path
+from authproxy.policy import compile_allow
+from authproxy.sessions.record import SessionRecord
+from authproxy.upstream_http import HeadTemplate
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import MIB, Upstream, upstream_fixture  # noqa: F401
 
@@ -27,6 +33,79 @@ DATE = "Thu, 03 Dec 2026 08:00:00 GMT"
 
 
 # ---------------------------------------------------------------------------------------------- pure
+
+
+def _record(**changes: Any) -> SessionRecord:
+    fields: dict[str, Any] = {
+        "sub": "alice",
+        "claims": {"sub": "alice", "groups": ["staff"]},
+        "access_token": "at-1",
+        "created_at": 0.0,
+        "last_seen_at": 0.0,
+        "absolute_expires_at": 1e12,
+    }
+    return SessionRecord(**{**fields, **changes})
+
+
+HEAD = b"GET / HTTP/1.1\r\nHost: up\r\nX-Request-Id: 0123abcd\r\nAccept: */*\r\n\r\n"
+
+
+def test_a_request_head_is_opened_at_its_request_id() -> None:
+    template = HeadTemplate.around(HEAD, "X-Request-Id", "0123abcd")
+    assert template is not None
+    assert template.render("0123abcd") == HEAD
+    assert template.render("ffff") == HEAD.replace(b"0123abcd", b"ffff")
+
+
+@pytest.mark.parametrize(
+    ("head", "value"),
+    [
+        pytest.param(HEAD, "99", id="value-not-there"),
+        pytest.param(HEAD.replace(b"*/*", b"0123abcd"), "0123abcd", id="value-twice"),
+        pytest.param(HEAD.replace(b"Accept: */*", b"X-Request-Id: 1"), "0123abcd", id="field-twice"),
+        pytest.param(HEAD.replace(b"X-Request-Id", b"X-Other"), "0123abcd", id="no-such-field"),
+        pytest.param(HEAD, "0123", id="part-of-the-value"),
+        pytest.param(HEAD, "", id="empty"),
+    ],
+)
+def test_a_request_head_is_not_opened_where_the_place_is_unclear(head: bytes, value: str) -> None:
+    assert HeadTemplate.around(head, "X-Request-Id", value) is None
+
+
+def test_what_a_record_means_is_kept_only_while_that_very_record_stands() -> None:
+    memo: RecordMemo[bool] = RecordMemo()
+    record, route, other_route = _record(), object(), object()
+    admits_staff = compile_allow(AllowConfig(groups=["staff"]))
+    memo.put(record, route, admits_staff.allows(record.claims))
+    assert memo.get(record, route) is True
+    assert memo.get(record, other_route) is None
+    # a changed session is a new record (refresh, new claims): nothing derived from the old one counts
+    changed = dataclasses.replace(record, claims={"sub": "alice", "groups": ["guests"]})
+    assert memo.get(changed, route) is None
+    memo.put(changed, route, admits_staff.allows(changed.claims))
+    assert memo.get(changed, route) is False
+    assert memo.get(dataclasses.replace(changed), route) is None
+    # even a record whose claims or tokens were swapped in place is decided again
+    record.access_token = "at-2"
+    assert memo.get(record, route) is None
+
+
+def test_a_record_memo_keeps_nothing_of_a_record_no_one_holds() -> None:
+    memo: RecordMemo[str] = RecordMemo()
+    record, route = _record(), object()
+    memo.put(record, route, "derived")
+    del record
+    gc.collect()
+    assert len(memo) == 0
+
+
+def test_the_record_memo_stays_bounded() -> None:
+    memo: RecordMemo[int] = RecordMemo(max_entries=3)
+    records = [_record() for _ in range(10)]
+    route = object()
+    for n, record in enumerate(records):
+        memo.put(record, route, n)
+        assert len(memo) <= 3 and memo.get(record, route) == n
 
 
 @pytest.mark.parametrize(
@@ -271,6 +350,44 @@ async def test_both_paths_send_the_upstream_the_same_headers_and_answer_alike(pr
     for fields in (fast_fields, slow_fields):
         fields.popall("Date")
     assert sorted(fast_fields.items()) == sorted(slow_fields.items())
+
+
+async def test_a_repeated_request_reaches_the_upstream_as_a_new_one_each_time(proxy: ProxyProcess) -> None:
+    spoofing = ("X-Forwarded-User: mallory", "X-Request-Id: chosen-by-client", "Accept: */*")
+    requests = [
+        get("/echo?a=1", *spoofing),
+        get("/echo?a=1", *spoofing),
+        get("/echo?a=1", *spoofing),
+        get("/echo?a=2", *spoofing),
+        get("/echo?a=2", "Accept: text/plain"),
+        get("/strip/echo?a=2", "Accept: text/plain"),
+        get("/strip/echo?a=2", "Accept: text/plain"),
+        get("/echo?a=2", "Accept: text/plain", method="HEAD"),
+    ]
+    answers = []
+    async with connect(proxy.url) as connection:
+        for request in requests:
+            await connection.send(request)
+            answers.append(await connection.answer(method=request.split(b" ", 1)[0].decode()))
+    fresh: list[dict[str, Any]] = []
+    fresh_fields: list[CIMultiDict[str]] = []
+    for request in requests[:-1]:
+        async with connect(proxy.url) as connection:
+            await connection.send(request)
+            _, answer_fields, body = await connection.answer()
+            fresh.append(seen(body))
+            fresh_fields.append(answer_fields)
+    assert all(status == 200 for status, _, _ in answers)
+    for (_, answer_fields, _), alone_fields in zip(answers, fresh_fields, strict=False):
+        answer_fields.popall("Date"), alone_fields.popall("Date")
+        assert sorted(answer_fields.items()) == sorted(alone_fields.items())
+    repeated = [seen(body) for _, _, body in answers[:-1]]
+    for on_one_connection, alone in zip(repeated, fresh, strict=True):
+        assert _comparable(on_one_connection["headers"]) == _comparable(alone["headers"])
+        assert (on_one_connection["path"], on_one_connection["query"]) == (alone["path"], alone["query"])
+        assert not {k.lower() for k, _ in on_one_connection["headers"]} & {"x-forwarded-user"}
+    ids = [v for answer in repeated for k, v in answer["headers"] if k.lower() == "x-request-id"]
+    assert len(ids) == len(repeated) == len(set(ids)) and "chosen-by-client" not in ids
 
 
 async def test_keep_alive_serves_many_requests_and_hands_over_mid_connection(proxy: ProxyProcess) -> None:

@@ -621,3 +621,73 @@ def test_no_line_is_held_back_when_the_loop_ends_before_writing_it() -> None:
 
     asyncio.run(next_loop())
     assert stream.lines()[-1] == "on a new loop"
+
+
+_FIELD_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
+
+
+@given(
+    created=st.floats(min_value=0, max_value=4e9),
+    msg=st.text(),
+    fields=st.dictionaries(
+        st.text() | st.sampled_from(["msg", "time", "field_msg", "\x00error", "error"]), _FIELD_VALUES
+    ),
+)
+@example(created=1.5, msg="request", fields={"duration_ms": 0.1 + 0.2, "status": 200, "user": '\u00e9\u2028\n"\\'})
+@example(created=1.5, msg="request", fields={"ratio": float("nan"), "big": 10**30, "flag": True})
+def test_a_json_line_is_what_the_json_encoder_makes_of_the_entry(
+    created: float, msg: str, fields: dict[str, Any]
+) -> None:
+    entry: dict[str, Any] = {
+        "time": logs_module._utc_second(int(created)) + f".{int((created - int(created)) * 1000):03d}Z",
+        "level": "info",
+        "logger": "authproxy.access",
+        "msg": msg,
+    }
+    for key, value in fields.items():
+        if key == "\x00error":
+            entry["error"] = value
+        else:
+            entry[f"field_{key}" if key in {"time", "level", "logger", "msg"} else key] = value
+    line = logs_module.json_line(created, "info", "authproxy.access", msg, fields)
+    assert line == json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=True).encode(entry)
+
+
+@given(st.text())
+@example("ba\u017fic x")
+@example("EYJ")
+@example("a%253Db")
+def test_the_credential_pre_scan_agrees_with_its_pattern(text: str) -> None:
+    assert logs_module.may_hold_credential(text) == (logs_module._MAY_HOLD_CREDENTIAL.search(text) is not None)
+
+
+@given(
+    fields=st.dictionaries(
+        st.text(max_size=8) | st.sampled_from(["code", "user", "access_token", "msg"]),
+        _FIELD_VALUES | st.sampled_from(["eyJhbGciOi.x.y", "a=b", "/x:y", "Bearer abc", "/plain/path"]),
+    )
+)
+def test_unredacted_fields_are_written_as_is_only_when_redaction_would_leave_them_alone(
+    fields: dict[str, Any],
+) -> None:
+    direct = logs_module._flat_members(fields, unredacted=True)
+    if direct is not None:
+        assert direct == logs_module._flat_members(logs_module._redact_mapping(fields, 0), unredacted=False)
+        assert logs_module._redact_mapping(fields, 0) == fields
+
+
+def test_a_plain_access_line_is_the_line_the_logging_path_writes(configured_json_logging: Any) -> None:
+    fields = {**ACCESS_FIELDS, "path": "/a/b", "user": "alice", "client_ip": None, "duration_ms": 0.07}
+    logs_module.log_access(dict(fields))
+    logs_module.ACCESS.info("request", extra={"fields": dict(fields)})
+    direct, logged = configured_json_logging.getvalue().splitlines()
+    assert direct.split(",", 1)[1] == logged.split(",", 1)[1]
+    assert json.loads(direct)["path"] == "/a/b"

@@ -420,6 +420,72 @@ async def test_idle_connection_closed_after_keepalive_timeout(monkeypatch: pytes
     assert server.connections == 2
 
 
+def answers_after(delays: list[float | None], eof: asyncio.Event) -> Handler:
+    """Answers request n after ``delays[n]`` seconds, or never (None); notes when the client hangs up."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for delay in delays:
+            await read_head(reader)
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+            writer.write(OK)
+            await writer.drain()
+        assert await reader.read() == b""
+        eof.set()
+
+    return handler
+
+
+async def test_a_response_head_not_in_by_the_head_timeout_is_a_timeout_and_ends_the_connection() -> None:
+    eof = asyncio.Event()
+    async with RawServer(answers_after([None], eof)) as server, client() as http:
+        with pytest.raises(TimeoutError):
+            await fetch(http, server.origin, head_timeout=0.1)
+        async with asyncio.timeout(2):
+            await eof.wait()
+
+
+async def test_a_shorter_head_timeout_after_a_longer_one_still_holds() -> None:
+    eof = asyncio.Event()
+    async with RawServer(answers_after([0, None], eof)) as server, client() as http:
+        await fetch(http, server.origin, head_timeout=60)
+        with pytest.raises(TimeoutError):
+            await fetch(http, server.origin, head_timeout=0.1)
+    assert server.connections == 1
+
+
+async def test_an_earlier_requests_head_timeout_does_not_cut_a_later_wait() -> None:
+    eof = asyncio.Event()
+    async with RawServer(answers_after([0, 0.3, 0], eof)) as server, client() as http:
+        await fetch(http, server.origin, head_timeout=0.1)
+        # the second answer comes after the first request's deadline, within its own
+        _, body = await fetch(http, server.origin, head_timeout=2)
+        assert body == b"ok"
+        await asyncio.sleep(0.2)
+        _, body = await fetch(http, server.origin, head_timeout=2)
+        assert body == b"ok"
+    assert server.connections == 1
+
+
+async def test_body_bytes_not_in_by_the_deadline_are_a_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok")
+        await writer.drain()
+        await reader.read()
+
+    async with RawServer(handler) as server, client() as http:
+        response = await http.request(server.origin, "GET", "/", CIMultiDict(), head_timeout=5)
+        loop = asyncio.get_running_loop()
+        try:
+            assert await response.read(loop.time() + 0.1) == b"ok"
+            with pytest.raises(TimeoutError):
+                await response.read(loop.time() + 0.1)
+        finally:
+            response.release(delivered=False)
+
+
 def closes_second_request(answered: list[int]) -> Handler:
     """Answers the first request on each connection; then reads the next and closes (a stale pool entry)."""
 
