@@ -21,9 +21,22 @@ def test_pip_install_gives_a_working_authproxy_command(tmp_path: Path) -> None:
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "authproxy", source / "authproxy", ignore=shutil.ignore_patterns("__pycache__"))
     prefix = tmp_path / "prefix"
-    # the dependencies are those of this environment already; the package itself is built afresh
+    # the dependencies are those of this environment already; the package itself is built afresh.
+    # --ignore-installed: pip would otherwise uninstall this environment's own (editable) copy
+    # first, and `make demo` or `make bench` after `make test` would find no authproxy
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--prefix", str(prefix), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--ignore-installed",
+            "--prefix",
+            str(prefix),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -56,3 +69,16 @@ def test_pip_install_gives_a_working_authproxy_command(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_installing_elsewhere_leaves_this_environments_authproxy_in_place(tmp_path: Path) -> None:
+    test_pip_install_gives_a_working_authproxy_command(tmp_path)
+    still = subprocess.run(
+        [sys.executable, "-c", "import authproxy, sys; sys.stdout.write(authproxy.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # not the repository: its folder on sys.path would hide a missing install
+    )
+    assert still.returncode == 0, still.stderr[-2000:]
+    assert still.stdout.startswith(str(ROOT))
