@@ -12,14 +12,17 @@ Served here (all must hold): HTTP/1.1, GET or HEAD, no body (no ``Content-Length
 ``Transfer-Encoding``), no ``Upgrade`` or ``Expect``, one ``Host``, an ASCII head of at most
 ``MAX_HEAD`` bytes, an origin-form target without ``%``, ``\\``, ``#``, ``//`` or dot segments,
 outside ``auth_prefix``, on a route that exists; and either a public route, an ``optional``
-route without a session cookie, or a valid session whose access token is not due for refresh
-and whose user the route's ``allow`` rules admit. The session is loaded by the same
-:class:`~authproxy.sessions.manager.SessionManager` as on the aiohttp path (its cache included),
+route without a session cookie, or a valid session whose user the route's ``allow`` rules
+admit. The session is loaded by the same :class:`~authproxy.sessions.manager.SessionManager` as
+on the aiohttp path (its cache included) and, when its access token is due, refreshed by the
+same :class:`~authproxy.sessions.refresh.Refresher` (one flight per session, the store lock);
 the headers the upstream gets are built by the same :func:`authproxy.headers.build_upstream_headers`
 and :func:`authproxy.app.upstream_identity_headers`, and the same access log line and metrics
-are written. Every refusal (401, 302 to the login, 403, bearer tokens, refreshes, 404, 400)
-happens on the aiohttp path: when the fast path sees anything it does not serve, it hands the
-connection over, bytes and all, so no check exists in two places.
+are written. Every refusal (401, 302 to the login, 403, bearer tokens, a session that ended in
+its refresh, 404, 400) happens on the aiohttp path: when the fast path sees anything it does not
+serve, it hands the connection over, bytes and all, so no check exists in two places. An outage
+during a refresh is answered with the error page :mod:`authproxy.pages` makes for it, as on the
+aiohttp path.
 
 What a connection repeats is worked out once: a keep-alive client mostly sends the same
 request head again and again, so the parse and plan of a head, the upstream head made of it
@@ -57,7 +60,7 @@ from multidict import CIMultiDict
 from authproxy import headers, pages
 from authproxy.app import Services, record_request, upstream_identity_headers
 from authproxy.config import RouteConfig
-from authproxy.errors import AuthproxyError, StoreError
+from authproxy.errors import AuthproxyError, SessionEnded, StoreError
 from authproxy.fast_requests import (
     CLOCK,
     EMPTY_BODY_STATUSES,
@@ -378,8 +381,16 @@ class FastConnection(asyncio.Protocol):
         if cookie is None:
             return None, _NO_HEADERS, route.auth == "optional"
         session = await sessions.load(cookie, fields["Host"])
-        if session is None or gate.refresher.is_due(session.record, time.time()):
+        if session is None:
             return None, _NO_HEADERS, False
+        if gate.refresher.is_due(session.record, time.time()):
+            # the same single-flight Refresher as on the aiohttp path; an outage it cannot ride
+            # out (ProviderUnavailable, StoreUnavailable) is an error page like any other, and a
+            # session that ended is handed over: aiohttp finds no session and answers for none
+            try:
+                session = await gate.refresher.ensure_fresh(session)
+            except SessionEnded:
+                return None, _NO_HEADERS, False
         record = session.record
         policy = gate.policies[route.name]
         memo = self._site.record_memo

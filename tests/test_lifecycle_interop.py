@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.support.logout import (
+    COOKIE,
     SIGNED_OUT_PATH,
     Stack,
     browser,
@@ -30,7 +31,7 @@ from tests.support.logout import (
     upstream_seen,
     xhr,
 )
-from tests.support.scripted_browser import confirm_node_provider_logout
+from tests.support.scripted_browser import Page, confirm_node_provider_logout
 
 ACCESS_TOKEN_TTL = 5
 REFRESH_BEFORE_EXPIRY = 2
@@ -180,3 +181,63 @@ async def test_token_endpoint_down_is_503_once_the_access_token_expired_then_rec
             fault.fault.set_fault(None)
         page = await xhr(b, fault.url + "/app")
         assert page.status == 200 and upstream_seen(page)["authorization"] != seen["authorization"]
+
+
+# ---------------------------------------------------------------------------------------------- fresh connections
+#
+# A fresh connection's plain GET with a session cookie is the fast path's to serve
+# (authproxy/fast_path.py); the tests above reuse the browser's connections, which its sign-in
+# already took to aiohttp. The same refresh outcomes must hold on both.
+
+
+async def _fresh_connection(url: str, cookie: str, requests: int = 1) -> list[Page]:
+    """``requests`` API calls, one after the other, from a new browser carrying only ``cookie``."""
+    async with browser() as other:
+        other.cookies.receive(url, [f"{COOKIE}={cookie}; Path=/"])
+        return [await xhr(other, url) for _ in range(requests)]
+
+
+async def test_a_refresh_due_on_a_fresh_connection_is_done_once_and_its_tokens_kept(fault: Stack) -> None:
+    async with browser() as b:
+        _, seen = await log_in(fault, "alice", b)
+        cookie = session_cookie(b)
+        assert cookie is not None
+    await asyncio.sleep(FAULT_TTL - FAULT_BEFORE + 0.2)  # a refresh is due
+    pages = await _fresh_connection(fault.url + "/app", cookie, requests=3)
+    assert [page.status for page in pages] == [200, 200, 200]
+    tokens = {upstream_seen(page)["authorization"] for page in pages}
+    assert len(tokens) == 1 and seen["authorization"] not in tokens  # refreshed once, then reused
+
+
+async def test_a_refresh_refused_on_a_fresh_connection_ends_the_session(fault: Stack) -> None:
+    async with browser() as b:
+        await log_in(fault, "bob", b)
+        cookie = session_cookie(b)
+        assert cookie is not None
+    await asyncio.sleep(FAULT_TTL - FAULT_BEFORE + 0.2)
+    fault.fault.set_fault("invalid_grant_on_refresh")
+    try:
+        (page,) = await _fresh_connection(fault.url + "/app", cookie)
+        assert page.status == 401 and page.json()["error"] == "unauthenticated"
+    finally:
+        fault.fault.set_fault(None)
+    assert await status_with_cookie(fault.url + "/app", cookie, navigation=True) == 302  # to the login
+
+
+async def test_a_token_endpoint_outage_on_a_fresh_connection_is_503_once_the_token_expired(fault: Stack) -> None:
+    async with browser() as b:
+        _, seen = await log_in(fault, "alice", b)
+        cookie = session_cookie(b)
+        assert cookie is not None
+    await asyncio.sleep(FAULT_TTL - FAULT_BEFORE + 0.2)
+    fault.fault.set_fault("token_endpoint_down")
+    try:
+        (page,) = await _fresh_connection(fault.url + "/app", cookie)
+        assert page.status == 200 and upstream_seen(page)["authorization"] == seen["authorization"]
+        await asyncio.sleep(FAULT_BEFORE + 0.3)  # now expired
+        (page,) = await _fresh_connection(fault.url + "/app", cookie)
+        assert page.status == 503 and int(page.headers["Retry-After"]) > 0
+    finally:
+        fault.fault.set_fault(None)
+    (page,) = await _fresh_connection(fault.url + "/app", cookie)
+    assert page.status == 200 and upstream_seen(page)["authorization"] != seen["authorization"]
