@@ -1,0 +1,166 @@
+"""authproxy's own cost on its three paths, quickly: a signed-in request, a refresh, a full login.
+
+    .venv/bin/python bench/paths.py                      # all three, ~1 minute
+    .venv/bin/python bench/paths.py plain refresh        # some of them
+    BENCH_PATHS_PROFILE=1 .venv/bin/python bench/paths.py refresh   # and a py-spy profile of each
+
+For working on the proxy: it starts only what authproxy needs (Redis, the nginx upstream, the
+development provider, and authproxy with the Redis store and the default configuration, plus one
+that refreshes on every request), signs in with a scripted browser and prints the proxy's CPU per
+request at 1/16/64/256 connections, per refresh and per login, the same figures ``make bench``
+reports beside mod_auth_openidc (``bench/suite.py``). The machine's pinning and priority are
+those of ``make bench``. ``BENCH_PATHS_SECONDS`` sets the length of each point (default 5);
+profiles go to ``bench/out/paths/<path>.md``. Everything runs on 127.0.0.1 (the provider on
+127.0.0.2) and is ended by PID when the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.configs import Client
+from bench.measure import Bench, log_in, measure_logins, measure_point
+from bench.processes import Processes, current_pinning, raise_priority
+from bench.profile import aggregate, render
+from bench.servers import PROVIDER_HOST, Server, start_authproxy, start_provider, start_redis, start_upstream
+from bench.suite import BIG_FILE_SIZE, LOGIN_CONCURRENCY, OUT, make_big_file
+from tests.support.net import free_port
+
+PATHS: Final = ("plain", "refresh", "login")
+CONNECTIONS: Final = (1, 16, 64, 256)
+RUN_DIR: Final = OUT / "paths"
+
+
+async def _profiled(
+    server: Server, name: str, seconds: float, profile: bool, run: Callable[[], Awaitable[float]]
+) -> float:
+    """``run()`` (which returns the proxy's CPU per unit, µs), under py-spy when ``profile``."""
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not profile or py_spy is None:
+        return await run()
+    raw = RUN_DIR / f"{name}.raw"
+    spy = await asyncio.create_subprocess_exec(
+        py_spy, "record", "--pid", str(server.started.pid), "--rate", "250", "--duration", f"{seconds:g}",
+        "--format", "raw", "--output", str(raw), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(0.5)
+    cost = await run()
+    await spy.wait()
+    if raw.exists():
+        (RUN_DIR / f"{name}.md").write_text(render(aggregate(raw.read_text()), cost, 40))
+    return cost
+
+
+async def measure(paths: tuple[str, ...], seconds: float, profile: bool) -> None:
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    RUN_DIR.mkdir(parents=True)
+    pinning = current_pinning()
+    if pinning.pinned:
+        os.sched_setaffinity(0, pinning.load)
+    raise_priority()
+    processes = Processes(pinning)
+    atexit.register(processes.stop_all)
+    try:
+        _, redis_port = await start_redis(processes, RUN_DIR / "redis")
+        big = OUT / "big.bin"
+        if not big.exists() or big.stat().st_size != BIG_FILE_SIZE:
+            make_big_file(big)
+        upstream, status_port = await start_upstream(processes, RUN_DIR / "upstream", big)
+        upstream_port = int(upstream.url.rsplit(":", 1)[1])
+        ports = {name: free_port() for name in ("authproxy", "authproxy-refresh")}
+        clients = {
+            name: Client(f"bench-{name}", secrets.token_urlsafe(24), f"http://127.0.0.1:{port}/oauth2/callback")
+            for name, port in ports.items()
+        }
+        provider_port = free_port(PROVIDER_HOST)
+        provider_url = f"http://{PROVIDER_HOST}:{provider_port}"
+        await start_provider(processes, RUN_DIR / "provider", provider_port, list(clients.values()))
+        proxies = {
+            name: await start_authproxy(
+                processes,
+                RUN_DIR / "authproxy",
+                name=name,
+                port=port,
+                upstream_port=upstream_port,
+                provider_url=provider_url,
+                client=clients[name],
+                redis_port=redis_port,
+                refresh_every_request=name == "authproxy-refresh",
+            )
+            for name, port in ports.items()
+        }
+        bench = Bench(processes, RUN_DIR, f"http://127.0.0.1:{status_port}/")
+        cookies = {name: await log_in(server) for name, server in proxies.items()}
+        plain, refreshing = proxies["authproxy"], proxies["authproxy-refresh"]
+
+        if "plain" in paths:
+            for connections in CONNECTIONS:
+                point = await measure_point(bench, plain, cookies["authproxy"], connections, seconds)
+                print(
+                    f"plain    {connections:>3} connections: {point.wrk.rps:>8,.0f} req/s"
+                    f"  CPU {point.cpu_us_per_request:5.0f} µs/request  errors {point.errors}",
+                    flush=True,
+                )
+
+            async def plain_point() -> float:
+                point = await measure_point(bench, plain, cookies["authproxy"], 16, seconds - 1)
+                return point.cpu_us_per_request
+
+            await _profiled(plain, "plain", seconds, profile, plain_point)
+
+        if "refresh" in paths:
+
+            async def refresh_point() -> float:
+                point = await measure_point(bench, refreshing, cookies["authproxy-refresh"], 1, seconds - 1)
+                print(
+                    f"refresh    1 connection:  {point.wrk.rps:>8,.0f} req/s  p50 {point.wrk.p50_ms:.2f} ms"
+                    f"  CPU {point.cpu_us_per_request:5.0f} µs/request  errors {point.errors}",
+                    flush=True,
+                )
+                return point.cpu_us_per_request
+
+            await refresh_point()  # warm: the first refreshes open the provider's connections
+            await _profiled(refreshing, "refresh", seconds, profile, refresh_point)
+
+        if "login" in paths:
+
+            async def login_run() -> float:
+                logins = await measure_logins(plain, seconds - 1, LOGIN_CONCURRENCY)
+                print(
+                    f"login    {LOGIN_CONCURRENCY} browsers:       {logins.per_second:>8,.1f} logins/s"
+                    f"  CPU {logins.cpu_ms_per_login:.2f} ms/login  failed {logins.failed}",
+                    flush=True,
+                )
+                return logins.cpu_ms_per_login * 1000
+
+            await _profiled(plain, "login", seconds, profile, login_run)
+    finally:
+        processes.stop_all()
+
+
+def main(argv: list[str]) -> int:
+    paths = tuple(argv) or PATHS
+    unknown = [path for path in paths if path not in PATHS]
+    if unknown:
+        print(f"bench/paths.py: unknown path {', '.join(unknown)}; choose from {', '.join(PATHS)}", file=sys.stderr)
+        return 2
+    seconds = float(os.environ.get("BENCH_PATHS_SECONDS", "5"))
+    profile = os.environ.get("BENCH_PATHS_PROFILE", "") not in ("", "0")
+    asyncio.run(measure(paths, seconds, profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
