@@ -32,7 +32,7 @@ if __name__ == "__main__":
 from bench.configs import Client
 from bench.measure import Bench, log_in, measure_logins, measure_point
 from bench.processes import Processes, current_pinning, raise_priority
-from bench.profile import aggregate, render
+from bench.profile import aggregate, py_spy_path, render, start_py_spy
 from bench.servers import PROVIDER_HOST, Server, start_authproxy, start_provider, start_redis, start_upstream
 from bench.suite import BIG_FILE_SIZE, LOGIN_CONCURRENCY, OUT, make_big_file
 from tests.support.net import free_port
@@ -46,15 +46,11 @@ async def _profiled(
     server: Server, name: str, seconds: float, profile: bool, run: Callable[[], Awaitable[float]]
 ) -> float:
     """``run()`` (which returns the proxy's CPU per unit, µs), under py-spy when ``profile``."""
-    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    py_spy = py_spy_path()
     if not profile or py_spy is None:
         return await run()
     raw = RUN_DIR / f"{name}.raw"
-    spy = await asyncio.create_subprocess_exec(
-        py_spy, "record", "--pid", str(server.started.pid), "--rate", "250", "--duration", f"{seconds:g}",
-        "--format", "raw", "--output", str(raw), "--nonblocking",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    spy = await start_py_spy(py_spy, server.started.pid, seconds, raw)
     await asyncio.sleep(0.5)
     cost = await run()
     await spy.wait()

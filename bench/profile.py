@@ -8,9 +8,13 @@ as shares of the samples in which the worker was running Python.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 _FRAME_RE: Final = re.compile(r"^(?P<name>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -97,3 +101,17 @@ def render(profile: Profile, cpu_us_per_request: float, n: int = 20) -> str:
         + rows(profile.top_self(n))
         + "\n"
     )
+
+
+def py_spy_path() -> str | None:
+    """The py-spy command, on PATH or beside this interpreter (``.venv/bin/pip install py-spy``)."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
+async def start_py_spy(py_spy: str, pid: int, seconds: float, raw_path: Path) -> asyncio.subprocess.Process:
+    """py-spy recording ``pid`` for ``seconds`` into ``raw_path`` (collapsed stacks, 250 Hz)."""
+    return await asyncio.create_subprocess_exec(
+        py_spy, "record", "--pid", str(pid), "--rate", "250", "--duration", f"{seconds:g}",
+        "--format", "raw", "--output", str(raw_path), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip

@@ -27,7 +27,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from bench.measure import (
     run_wrk,
 )
 from bench.processes import BENCH_NICE, Processes, current_pinning, raise_priority, rss_bytes
-from bench.profile import aggregate, render
+from bench.profile import aggregate, py_spy_path, render, start_py_spy
 from bench.servers import (
     PROVIDER_HOST,
     REPO,
@@ -317,16 +316,12 @@ async def refreshes(
 
 async def profile(stack: Stack, bench: Bench, seconds: float) -> str:
     """py-spy on the 1-worker authproxy while wrk drives it at 64 connections."""
-    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    py_spy = py_spy_path()
     if py_spy is None:
         return "py-spy is not installed (`.venv/bin/pip install py-spy`); no profile taken.\n"
     raw_path = bench.run_dir / "profile.raw"
     server = stack.authproxy
-    spy = await asyncio.create_subprocess_exec(
-        py_spy, "record", "--pid", str(server.started.pid), "--rate", "250", "--duration", f"{seconds:g}",
-        "--format", "raw", "--output", str(raw_path), "--nonblocking",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    spy = await start_py_spy(py_spy, server.started.pid, seconds, raw_path)
     await asyncio.sleep(0.5)
     point = await measure_point(bench, server, stack.cookies[server.name], 64, seconds - 1)
     await spy.wait()

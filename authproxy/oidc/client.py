@@ -532,19 +532,31 @@ _ERRNO_WORDS: Final = {
 }
 
 
+_UNTRUSTED: Final = "its TLS certificate is not trusted (for a private CA, set provider.ca_file)"
+_NO_ANSWER: Final = "the server closed the connection without answering"
+
+
+def _connect_failure(cause: BaseException | None, *, dns: bool = False) -> str:
+    """Why a connection could not be made, from the OS or TLS error underneath."""
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return _UNTRUSTED
+    if isinstance(cause, ssl.SSLError):
+        return "the TLS handshake failed"
+    if dns or isinstance(cause, socket.gaierror):
+        return "the host name does not resolve"
+    return _ERRNO_WORDS.get(getattr(cause, "errno", None) or -1, "cannot connect")
+
+
 def describe_transport_error(error: BaseException) -> str:
     """Why a request to the provider failed, in words an operator can act on."""
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return "its TLS certificate is not trusted (for a private CA, set provider.ca_file)"
+        return _UNTRUSTED
     if isinstance(error, aiohttp.ClientSSLError | ssl.SSLError):
         return "the TLS handshake failed"
     if isinstance(error, aiohttp.ClientConnectorError):
-        cause: BaseException = error.os_error
-        if isinstance(cause, socket.gaierror) or isinstance(error, _DNS_ERRORS):
-            return "the host name does not resolve"
-        return _ERRNO_WORDS.get(getattr(cause, "errno", None) or -1, "cannot connect")
+        return _connect_failure(error.os_error, dns=isinstance(error, _DNS_ERRORS))
     if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection without answering"
+        return _NO_ANSWER
     if isinstance(error, aiohttp.ClientPayloadError):
         return "the answer was cut off"
     if isinstance(error, aiohttp.TooManyRedirects):
@@ -561,18 +573,11 @@ def describe_transport_error(error: BaseException) -> str:
 def describe_exchange_error(error: UpstreamHTTPError) -> str:
     """Why a token or revocation request failed, in the same words as :func:`describe_transport_error`."""
     if isinstance(error, UpstreamConnectError):
-        cause = error.__cause__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return "its TLS certificate is not trusted (for a private CA, set provider.ca_file)"
-        if isinstance(cause, ssl.SSLError):
-            return "the TLS handshake failed"
-        if isinstance(cause, socket.gaierror):
-            return "the host name does not resolve"
-        return _ERRNO_WORDS.get(getattr(cause, "errno", None) or -1, "cannot connect")
+        return _connect_failure(error.__cause__)
     if isinstance(error, UpstreamBadResponse):
         return "the answer is not valid HTTP"
     if isinstance(error, UpstreamReset) and error.before_response:
-        return "the server closed the connection without answering"
+        return _NO_ANSWER
     return "the answer was cut off"
 
 
