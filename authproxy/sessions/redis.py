@@ -12,11 +12,21 @@ Cluster (every key of a script in one slot):
   release one (the Redlock single-instance pattern), so a holder whose lease ran out cannot
   release or extend the lock of whoever took it next.
 
+Operations that belong together are sent together where the keys allow it: the refresh lock
+with the read of the record (``acquire_lock(read=)``), a refreshed record with its announcement
+and the lock's release (``set_if_present(publish=, release=)``), a new session with its index
+entries (``set_indexed``), the sign-in counters (``increment_all``). On a standalone server
+(:class:`~authproxy.sessions.resp.LeanRedis`, one multiplexed connection) each is one write and
+one round trip, and Redis runs the commands in the order sent; on Sentinel and Cluster
+(redis-py) they run one after the other, each awaited, since a Cluster may keep the keys on
+different nodes.
+
 A dead or hanging Redis must fail requests quickly (503, fail closed) rather than hang them:
 socket timeouts and an overall deadline per operation bound every call to ``timeout``, and all
-redis-py errors leave this module as :class:`~authproxy.errors.StoreUnavailable` or
-:class:`~authproxy.errors.StoreError`. redis-py drops a connection that failed and dials a new
-one on the next call, so the same store works again as soon as Redis is back.
+client errors (both clients raise redis-py's exceptions) leave this module as
+:class:`~authproxy.errors.StoreUnavailable` or :class:`~authproxy.errors.StoreError`. Both
+clients drop a connection that failed and dial a new one on the next call, so the same store
+works again as soon as Redis is back.
 """
 
 from __future__ import annotations
