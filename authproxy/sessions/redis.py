@@ -56,7 +56,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authproxy.errors import StoreError, StoreUnavailable
-from authproxy.sessions.resp import Endpoint, LeanRedis, set_command
+from authproxy.sessions.resp import Command, Endpoint, LeanRedis, set_command
 from authproxy.sessions.store import Lock, check_ttl
 
 T = TypeVar("T")
@@ -244,6 +244,23 @@ class RedisStore:
                 await cast("RedisCluster", self._client).initialize()
                 self._cluster_pending = False
 
+    async def _in_order(self, commands: Sequence[Command]) -> list[Any]:
+        """Run ``commands`` in this order within one deadline; their raw answers (nil as None).
+
+        On the lean client they go out in one write and Redis runs them in the order sent (one
+        round trip); on redis-py (Sentinel, Cluster) one after the other, each awaited, since a
+        Cluster may keep their keys on different nodes. An error stops redis-py at that command,
+        and the lean client after all of them have run.
+        """
+        client = self._client
+        if isinstance(client, LeanRedis):
+            return await self._call(lambda: client.execute_many(commands))
+
+        async def one_by_one() -> list[Any]:
+            return [await client.execute_command(*command) for command in commands]
+
+        return await self._call(one_by_one)
+
     async def _eval(self, script: str, key: str, *args: str | int) -> int:
         result = await self._call(lambda: self._client.eval(script, 1, key, *args))
         return int(result)
@@ -267,30 +284,16 @@ class RedisStore:
         *,
         forget: Sequence[str] = (),
     ) -> None:
-        px, index_px = _ms(ttl), _ms(index_ttl)
-        client = self._client
-        if isinstance(client, LeanRedis):
-            commands: list[Sequence[str | bytes | int]] = [
-                set_command(self._key(key), value, px=px, nx=False, xx=False)
-            ]
-            commands += [("EVAL", _INDEX_ADD, 1, self._key(index), index_px, key) for index in indexes]
-            if forget:
-                commands.append(("DEL", *(self._key(name) for name in forget)))
-            await self._call(lambda: client.execute_many(commands))
-            return
-        # Sentinel, Cluster: the keys may live on different nodes
-        await self.set(key, value, ttl)
-        for index in indexes:
-            await self.index_add(index, key, index_ttl)
-        for name in forget:
-            await self.delete(name)  # one key per DEL: under Cluster keys of one DEL share a slot
+        index_px = _ms(index_ttl)
+        commands: list[Command] = [set_command(self._key(key), value, px=_ms(ttl), nx=False, xx=False)]
+        commands += [("EVAL", _INDEX_ADD, 1, self._key(index), index_px, key) for index in indexes]
+        # one key per DEL: under Cluster the keys of one DEL must share a slot
+        commands += [("DEL", self._key(name)) for name in forget]
+        await self._in_order(commands)
 
     async def increment_all(self, counters: Sequence[tuple[str, float]]) -> list[int]:
-        client = self._client
-        if isinstance(client, LeanRedis):
-            commands = [("EVAL", _INCREMENT, 1, self._key(key), _ms(window)) for key, window in counters]
-            return [int(count) for count in await self._call(lambda: client.execute_many(commands))]
-        return [await self.increment(key, window) for key, window in counters]
+        commands = [("EVAL", _INCREMENT, 1, self._key(key), _ms(window)) for key, window in counters]
+        return [int(count) for count in await self._in_order(commands)]
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         # SET NX answers OK when it stored the value and nil when the key existed
@@ -307,36 +310,23 @@ class RedisStore:
         release: Lock | None = None,
     ) -> bool:
         # SET XX: stores only over an existing key, so a write can never bring back a deleted session
-        px = _ms(ttl)
         ours = release if isinstance(release, _RedisLock) else None
         if release is not None and ours is None:
             raise ValueError("a lock of another store")
-        client = self._client
-        if isinstance(client, LeanRedis):
-            # one connection, so Redis runs them in this order: the write lands before the lock is free
-            commands: list[Sequence[str | bytes | int]] = [set_command(self._key(key), value, px=px, nx=False, xx=True)]
-            if publish is not None:
-                commands.append(("PUBLISH", *publish))
-            releasing = ours is not None and ours.take_release()
-            if ours is not None and releasing:
-                commands.append(("EVAL", _LOCK_RELEASE, 1, ours.key, ours.token))
-            try:
-                answers = await self._call(lambda: client.execute_many(commands))
-            except StoreError:
-                if ours is not None and releasing:
-                    ours.release_pending()  # maybe not released: the holder's own release tries again
-                raise
-            return bool(answers[0] == b"OK")
-        # redis-py (Sentinel, Cluster): one after the other; under Cluster the keys may live on
-        # different nodes, and only awaiting each keeps the order
+        commands: list[Command] = [set_command(self._key(key), value, px=_ms(ttl), nx=False, xx=True)]
+        if publish is not None:
+            commands.append(("PUBLISH", *publish))
+        # last, so the write has landed before the lock is free
+        releasing = ours if ours is not None and ours.take_release() else None
+        if releasing is not None:
+            commands.append(("EVAL", _LOCK_RELEASE, 1, releasing.key, releasing.token))
         try:
-            stored = bool(await self._call(lambda: client.set(self._key(key), value, px=px, xx=True)))
-            if publish is not None:
-                await self.publish(*publish)
-        finally:
-            if release is not None:
-                await release.release()
-        return stored
+            answers = await self._in_order(commands)
+        except StoreError:
+            if releasing is not None:
+                releasing.release_pending()  # maybe not released: the holder's own release tries again
+            raise
+        return answers[0] is not None  # SET XX answers nil when the key was gone
 
     async def take(self, key: str) -> bytes | None:
         return cast("bytes | None", await self._call(lambda: self._client.getdel(self._key(key))))
@@ -364,16 +354,15 @@ class RedisStore:
         key = self._key(name)
         token = secrets.token_hex(LOCK_TOKEN_BYTES)
         px = _ms(lease)
-        client = self._client
-        if read is not None and isinstance(client, LeanRedis):
-            # one connection, so the GET runs after the SET NX: it sees what the last holder wrote
-            commands = (set_command(key, token, px=px, nx=True, xx=False), ("GET", self._key(read)))
-            taken, value = await self._call(lambda: client.execute_many(commands))
-            return _RedisLock(self, key, token, value) if taken == b"OK" else None
-        if not await self._call(lambda: client.set(key, token, px=px, nx=True)):
-            return None
-        value = await self.get(read) if read is not None else None
-        return _RedisLock(self, key, token, value)
+        if read is None:
+            if not await self._call(lambda: self._client.set(key, token, px=px, nx=True)):
+                return None
+            return _RedisLock(self, key, token)
+        # the GET runs after the SET NX: it sees what the last holder wrote before releasing
+        taken, value = await self._in_order(
+            [set_command(key, token, px=px, nx=True, xx=False), ("GET", self._key(read))]
+        )
+        return _RedisLock(self, key, token, value) if taken is not None else None
 
     async def ping(self) -> None:
         await self._call(lambda: cast("Awaitable[Any]", self._client.ping()))
