@@ -36,7 +36,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 
@@ -594,34 +594,31 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, what: str) -> bytes:
-    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
-        raise ProviderUnavailable(f"{what} failed: answer too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise ProviderUnavailable(f"{what} failed: answer too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await _bounded(response.content.iter_chunked(64 * 1024), response.content_length, what)
 
 
 async def _read_all(response: UpstreamResponse, what: str) -> bytes:
     length = response.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+    return await _bounded(_body_of(response), int(length) if length and length.isdigit() else None, what)
+
+
+async def _body_of(response: UpstreamResponse) -> AsyncIterator[bytes]:
+    while chunk := await response.read():
+        yield chunk
+
+
+async def _bounded(chunks: AsyncIterator[bytes], declared: int | None, what: str) -> bytes:
+    """The whole answer, refused as soon as it is known to exceed ``MAX_ANSWER_BYTES``."""
+    if declared is not None and declared > MAX_ANSWER_BYTES:
         raise ProviderUnavailable(f"{what} failed: answer too large")
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     size = 0
-    while True:
-        chunk = response.read_nowait()
-        if chunk is None:
-            chunk = await response.read()
-        if not chunk:
-            return b"".join(chunks)
+    async for chunk in chunks:
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise ProviderUnavailable(f"{what} failed: answer too large")
-        chunks.append(chunk)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _parse_json(body: bytes, what: str) -> Any:

@@ -118,11 +118,6 @@ class PublishOnlyFeed:
 # ---------------------------------------------------------------------- pure RESP pieces
 
 
-def message_keys(payload: bytes) -> list[str]:
-    """The store keys of one invalidation message."""
-    return read_message(payload)[1]
-
-
 def read_message(payload: bytes) -> tuple[str | None, list[str]]:
     """The sender (None when the message names none) and the store keys of one message."""
     words = [word for word in payload.decode("utf-8", errors="replace").split(KEY_SEPARATOR) if word]
