@@ -60,6 +60,7 @@ from multidict import CIMultiDict
 from authproxy import headers, pages
 from authproxy.app import Services, record_request, upstream_identity_headers
 from authproxy.config import RouteConfig
+from authproxy.deadlines import LazyDeadline
 from authproxy.errors import AuthproxyError, SessionEnded, StoreError
 from authproxy.fast_requests import (
     CLOCK,
@@ -151,8 +152,7 @@ class FastConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self.task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._waiting_since: float | None = None
+        self._header_deadline = LazyDeadline(self._loop, self._header_timed_out)
         self._reading = True
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -281,37 +281,21 @@ class FastConnection(asyncio.Protocol):
         if data:
             handler.data_received(data)
 
-    # -- header timeout (slowloris), as aiohttp's keep-alive timer
-    #
-    # One timer per connection, moved lazily: arming and disarming only note the time, and the
-    # timer, when it fires early, goes back to sleep for what is left. Cancelling and scheduling
-    # a timer per request would cost more than the rest of this class.
+    # -- header timeout (slowloris), as aiohttp's keep-alive timer: one lazily moved timer per
+    # connection (authproxy.deadlines), not a timer scheduled and cancelled per request
 
     def _arm_timer(self) -> None:
         timeout = self._site.header_timeout
-        if not timeout:
-            return
-        self._waiting_since = self._loop.time()
-        if self._timer is None:
-            self._timer = self._loop.call_later(timeout, self._check_timer)
+        if timeout:
+            self._header_deadline.watch(self._loop.time() + timeout)
 
     def _pause_timer(self) -> None:
-        self._waiting_since = None
+        self._header_deadline.clear()
 
     def _cancel_timer(self) -> None:
-        self._waiting_since = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._header_deadline.cancel()
 
-    def _check_timer(self) -> None:
-        timeout = self._site.header_timeout
-        since = self._waiting_since
-        left = timeout if since is None else since + timeout - self._loop.time()
-        if left > 0:
-            self._timer = self._loop.call_later(left, self._check_timer)
-            return
-        self._timer = None
+    def _header_timed_out(self) -> None:
         if not self.busy and self.transport is not None:
             self.transport.close()
 

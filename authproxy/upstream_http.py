@@ -40,7 +40,7 @@ headers or bodies::
 Timeouts are the caller's: it wraps ``request()`` and ``read()`` in ``asyncio.timeout``, or
 passes ``head_timeout`` (a ``deadline`` in loop time to ``read()``) by which the response head, or
 the next body bytes, must have come; past it they raise ``TimeoutError``. A deadline costs no
-timer per request: each connection keeps one timer, moved lazily (see ``_Connection._watch``).
+timer per request: each connection keeps one timer, moved lazily (:mod:`authproxy.deadlines`).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ from typing import Final, Protocol, cast
 import httptools
 from multidict import CIMultiDict
 from yarl import URL
+
+from authproxy.deadlines import LazyDeadline
 
 # Upstream keep-alive connections idle longer than this are closed by us first.
 KEEPALIVE_TIMEOUT: Final = 30.0
@@ -312,10 +314,8 @@ class _Connection(asyncio.Protocol):
         self.idle_handle: asyncio.TimerHandle | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        # the deadline of the wait in progress, and the connection's one timer watching it
-        self._deadline: float | None = None
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._deadline_timer_at = 0.0
+        # the deadline of the wait in progress, watched by the connection's one lazy timer
+        self._deadline = LazyDeadline(self.loop, self._deadline_passed)
         self._reset_exchange("GET")
 
     def _reset_exchange(self, method: str) -> None:
@@ -351,9 +351,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        self._deadline.cancel()
         if self.phase is _Phase.BODY and self.framing is ResponseFraming.UNTIL_CLOSE and exc is None:
             # the close is this response's end (RFC 9112 section 6.3, rule 8)
             self.phase = _Phase.DONE
@@ -496,37 +494,16 @@ class _Connection(asyncio.Protocol):
         """Until the next event of the exchange; ``TimeoutError`` once ``deadline`` has passed."""
         self._waiter = self.loop.create_future()
         if deadline is not None:
-            self._watch(deadline)
+            self._deadline.watch(deadline)
         try:
             await self._waiter
         finally:
             self._waiter = None
-            self._deadline = None
-
-    # -- deadlines
-    #
-    # One timer per connection, moved lazily: a wait only notes its deadline, and the timer, when
-    # it fires before the deadline of the wait then in progress (or with none in progress), goes
-    # back to sleep. Scheduling and cancelling a timer for every request would cost more.
-
-    def _watch(self, deadline: float) -> None:
-        self._deadline = deadline
-        if self._deadline_timer is None or self._deadline_timer_at > deadline:
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
-            self._deadline_timer = self.loop.call_at(deadline, self._deadline_passed)
-            self._deadline_timer_at = deadline
+            self._deadline.clear()
 
     def _deadline_passed(self) -> None:
-        self._deadline_timer = None
-        deadline = self._deadline
-        if deadline is None or self.closed:
-            return
-        if self.loop.time() < deadline:
-            self._watch(deadline)
-            return
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if not self.closed and waiter is not None and not waiter.done():
             waiter.set_exception(TimeoutError())
 
     # -- used by the client
