@@ -37,7 +37,7 @@ from typing import Final, Protocol, cast
 import hiredis
 
 from authproxy.sessions.cache import SessionCache
-from authproxy.sessions.resp import Endpoint, encode_command
+from authproxy.sessions.resp import Endpoint, encode_command, replies
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +168,11 @@ class _Subscriber(asyncio.Protocol):
         self.transport.write(self._handshake)
 
     def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        while True:
-            try:
-                reply = self._reader.gets()
-            except hiredis.ProtocolError:
-                self._fail("garbled answer")
-                return
-            if reply is False:
-                return
-            self._handle(reply)
+        try:
+            for reply in replies(self._reader, data):
+                self._handle(reply)
+        except hiredis.ProtocolError:
+            self._fail("garbled answer")
 
     def _handle(self, reply: object) -> None:
         self.last_answer = asyncio.get_running_loop().time()

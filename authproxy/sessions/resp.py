@@ -31,7 +31,7 @@ import asyncio
 import builtins
 import collections
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 from urllib.parse import unquote, urlsplit
@@ -60,6 +60,13 @@ def encode_command(*args: Arg) -> bytes:
             data = b"%d" % arg
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def replies(reader: hiredis.Reader, data: bytes) -> Iterator[object]:
+    """The answers ``data`` completes, in order; ``hiredis.ProtocolError`` when it is not RESP."""
+    reader.feed(data)
+    while (reply := reader.gets()) is not False:
+        yield reply
 
 
 def error_for_reply(reply: hiredis.ReplyError) -> RedisError:
@@ -146,23 +153,18 @@ class RespConnection(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
         waiters = self._waiters
-        while True:
-            try:
-                reply = self._reader.gets()
-            except hiredis.ProtocolError:
-                self.fail("Redis sent a garbled answer")
-                return
-            if reply is False:
-                return
-            if not waiters:
-                self.fail("Redis answered a command that was never sent")
-                return
-            self._progress = self._loop.time()
-            waiter = waiters.popleft()
-            if not waiter.done():  # a caller that gave up (deadline, cancellation) is skipped
-                waiter.set_result(reply)
+        try:
+            for reply in replies(self._reader, data):
+                if not waiters:
+                    self.fail("Redis answered a command that was never sent")
+                    return
+                self._progress = self._loop.time()
+                waiter = waiters.popleft()
+                if not waiter.done():  # a caller that gave up (deadline, cancellation) is skipped
+                    waiter.set_result(reply)
+        except hiredis.ProtocolError:
+            self.fail("Redis sent a garbled answer")
 
     def eof_received(self) -> bool | None:
         return False  # close our side too: Redis does not half-close
