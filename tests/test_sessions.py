@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 
 from authproxy.config import CookieConfig
-from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.manager import LOCK_PREFIX, TOUCH_INTERVAL, SessionManager
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.record import SessionRecord
 from authproxy.sessions.redis import RedisStore
@@ -122,6 +122,17 @@ async def test_idle_timeout_slides_and_ends_unused_sessions(store: SessionStore)
         assert await sessions.load(cookie) is not None
     clock.now += IDLE + 1
     assert await sessions.load(cookie) is None
+
+
+async def test_sliding_the_idle_expiry_leaves_the_session_lock_free(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    session, cookie = await sessions.create(record(clock))
+    clock.now += TOUCH_INTERVAL + 1  # the next load writes the last use back, under the lock
+    loaded = await sessions.load(cookie)
+    assert loaded is not None and loaded.record.last_seen_at == clock.now
+    # the write released the lock: a refresh (or the next touch) can take it at once
+    assert await store.acquire_lock(LOCK_PREFIX + session.store_key, 5.0) is not None
 
 
 async def test_absolute_timeout_is_hard(store: SessionStore) -> None:

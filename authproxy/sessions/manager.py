@@ -28,7 +28,14 @@ from authproxy.origins import Origins
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.invalidation import InvalidationFeed
 from authproxy.sessions.link import LINK_KEY_PREFIX, SessionLink
-from authproxy.sessions.record import SessionRecord, idle_ttl, is_expired, open_record, seal_record
+from authproxy.sessions.record import (
+    SessionRecord,
+    idle_ttl,
+    is_expired,
+    open_record,
+    open_session_record,
+    seal_record,
+)
 from authproxy.sessions.store import Lock, SessionStore
 from authproxy.sessions.ticket import Ticket, new_ticket, open_ticket, seal_ticket, store_key_for
 
@@ -226,16 +233,7 @@ class SessionManager:
         return session
 
     async def _read(self, session_key: str, ticket: Ticket) -> SessionRecord | None:
-        blob = await self.store.get(session_key)
-        if blob is None:
-            return None
-        plaintext = open_record(blob, ticket)
-        if plaintext is None:
-            return None
-        try:
-            return SessionRecord.from_bytes(plaintext)
-        except ValueError:
-            return None
+        return open_session_record(await self.store.get(session_key), ticket)
 
     async def _invalidate(self, *keys: str) -> None:
         """After a write or delete: drop ``keys`` from this process's cache and every replica's."""
@@ -252,20 +250,18 @@ class SessionManager:
         The write happens only under the session's refresh lock, on a fresh read; when the lock is
         busy a refresh is running and will write the record (and its last use) itself.
         """
-        lock = await self.store.acquire_lock(LOCK_PREFIX + session.store_key, TOUCH_LOCK_LEASE)
+        lock = await self.store.acquire_lock(LOCK_PREFIX + session.store_key, TOUCH_LOCK_LEASE, read=session.store_key)
         if lock is None:
             return
         try:
-            blob = await self.store.get(session.store_key)
-            plaintext = open_record(blob, session.ticket) if blob is not None else None
-            if plaintext is None:
+            current = open_session_record(lock.value, session.ticket)
+            if current is None:
                 return
-            current = SessionRecord.from_bytes(plaintext)
             current.last_seen_at = now
             session.record = current
-            await self.save(session, only_if_present=True)
+            await self.save(session, only_if_present=True, release=lock)
         finally:
-            await lock.release()
+            await lock.release()  # nothing left to do when the write released it
 
     async def create(self, record: SessionRecord, *, forget: Sequence[str] = ()) -> tuple[Session, str]:
         """Store a new session under a fresh ticket; the session and its cookie value.

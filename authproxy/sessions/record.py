@@ -124,6 +124,17 @@ class SessionRecord:
         )
 
 
+def open_session_record(blob: bytes | None, ticket: Ticket) -> SessionRecord | None:
+    """The session record sealed in ``blob`` for ``ticket``; None when absent, altered or not one."""
+    plaintext = open_record(blob, ticket) if blob is not None else None
+    if plaintext is None:
+        return None
+    try:
+        return SessionRecord.from_bytes(plaintext)
+    except ValueError:
+        return None
+
+
 def _text(raw: dict[str, Any], name: str) -> str:
     value = raw.get(name)
     if not isinstance(value, str):

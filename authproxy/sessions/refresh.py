@@ -37,7 +37,7 @@ from typing import Final, Literal, Protocol
 from authproxy.errors import ProviderUnavailable, SessionEnded, StoreUnavailable, TokenEndpointError, TokenInvalid
 from authproxy.logs import AUTH
 from authproxy.sessions.manager import LOCK_PREFIX, Session, SessionManager
-from authproxy.sessions.record import SessionRecord, is_expired, open_record
+from authproxy.sessions.record import SessionRecord, is_expired, open_session_record
 from authproxy.sessions.store import Lock, hold_lock
 
 # how often a worker that finds the lock taken looks whether the holder has finished
@@ -131,16 +131,8 @@ async def reload_session(sessions: SessionManager, session: Session) -> Session 
 
 def session_from_blob(sessions: SessionManager, session: Session, blob: bytes | None) -> Session | None:
     """``session`` with the record ``blob`` (read from the store), or None when gone, altered or expired."""
-    if blob is None:
-        return None
-    plaintext = open_record(blob, session.ticket)
-    if plaintext is None:
-        return None
-    try:
-        record = SessionRecord.from_bytes(plaintext)
-    except ValueError:
-        return None
-    if is_expired(record, sessions.idle_timeout, sessions.clock()):
+    record = open_session_record(blob, session.ticket)
+    if record is None or is_expired(record, sessions.idle_timeout, sessions.clock()):
         return None
     return Session(session.ticket, record, session.link_key)
 
