@@ -35,6 +35,11 @@ expiry and refresh checked, for every request.
 Handing over: the connection's transport is given to a fresh aiohttp ``RequestHandler`` (the
 protocol the listener would have created), which receives the bytes read so far as if they had
 just arrived. That happens only between requests, never while a response is being written.
+Handing back: when aiohttp has answered a plain GET or HEAD and the connection is idle with
+nothing of a next request read, it gives the transport back to the same :class:`FastConnection`
+(:mod:`authproxy.handback`), so a browser that went through a login redirect, ``/oauth2/start``
+and the callback is served here again for the pages after it. A connection that keeps asking
+for aiohttp's requests (``MAX_HANDOFFS_IN_ROW`` of them with none served here) stays with aiohttp.
 
 The rest follows aiohttp's behaviour so that clients cannot tell the paths apart: the same
 ``client_header_timeout`` for a complete request head (slowloris), ``Date`` and ``Server``
@@ -74,6 +79,7 @@ from authproxy.fast_requests import (
     simple_path,
 )
 from authproxy.gate import Identity
+from authproxy.handback import GiveBack, ReturningRequestHandler
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
 from authproxy.policy import Policy
@@ -88,6 +94,10 @@ CLIENT_CLOSED: Final = 499
 _CRLFCRLF: Final = b"\r\n\r\n"
 # aiohttp answers "Expect: 100-continue" itself, and never forwards it
 _HTTP_DROP: Final = frozenset({"expect"})
+# hand-overs to aiohttp in a row, none served here between them, after which aiohttp keeps the
+# connection: a sign-in makes three (login redirect, /start, callback); a client whose requests
+# are all aiohttp's (POSTs, refusals) would otherwise be handed back and forth for each
+MAX_HANDOFFS_IN_ROW: Final = 8
 
 
 # ---------------------------------------------------------------------- the connection
@@ -124,15 +134,21 @@ _AnswerOf = tuple[str, int, str, bool, str, tuple[tuple[bytes, bytes], ...]]
 _MadeOf = tuple[RouteConfig, str, str, list[tuple[str, str]], Mapping[str, str]]
 
 
-class _ErrorRequest:
-    """The part of a request :mod:`authproxy.pages` reads for an error page: ``Accept``."""
+class _PageRequest:
+    """The part of a request the pages and the gate's sign-in answer read: method, target, fields."""
 
-    def __init__(self, fields: CIMultiDict[str]) -> None:
+    def __init__(self, method: str, target: str, fields: CIMultiDict[str]) -> None:
+        self.method = method
+        self.raw_path = target
         self.headers = fields
 
 
 class _HandOff(Exception):
     """This request is for aiohttp."""
+
+
+class _SignIn(Exception):
+    """No session on a route that needs one: the gate's answer (login redirect or 401)."""
 
 
 class _ClientGone(Exception):
@@ -172,6 +188,7 @@ class FastConnection(asyncio.Protocol):
         # the upstream head of the last request, open at its request id, and what it was made of
         self._upstream_template: HeadTemplate | None = None
         self._upstream_made_of: _MadeOf | None = None
+        self._handoffs_in_row = 0
 
     # -- asyncio.Protocol
 
@@ -252,6 +269,7 @@ class FastConnection(asyncio.Protocol):
             return  # the client went away; connection_lost has cleaned up
         self._buffer = self._buffer[len(raw) :]
         self.busy = False
+        self._handoffs_in_row = 0
         if self.transport is None or self.transport.is_closing():
             return
         if not keep_alive or self._closing:
@@ -271,7 +289,10 @@ class FastConnection(asyncio.Protocol):
         self._site.connections.discard(self)
         if transport is None or transport.is_closing():
             return
-        handler = self._site.aiohttp_protocol()
+        self._services.metrics.count_handover("aiohttp")
+        self._handoffs_in_row += 1
+        give_back = self._take_back if self._handoffs_in_row < MAX_HANDOFFS_IN_ROW else None
+        handler = self._site.aiohttp_protocol(give_back)
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if not self._reading:
@@ -280,6 +301,20 @@ class FastConnection(asyncio.Protocol):
         data, self._buffer = self._buffer, b""
         if data:
             handler.data_received(data)
+
+    def _take_back(self, transport: asyncio.Transport) -> bool:
+        """aiohttp gives the connection back, idle between requests (authproxy.handback)."""
+        if self._site.stopping or self._closing or transport.is_closing():
+            return False
+        transport.set_protocol(self)
+        self.transport = transport
+        self._buffer = b""
+        self._reading = True
+        self._write_paused = False
+        self._site.connections.add(self)
+        self._arm_timer()
+        self._services.metrics.count_handover("fast_path")
+        return True
 
     # -- header timeout (slowloris), as aiohttp's keep-alive timer: one lazily moved timer per
     # connection (authproxy.deadlines), not a timer scheduled and cancelled per request
@@ -362,19 +397,21 @@ class FastConnection(asyncio.Protocol):
             self._cookie_fields = cookies
         if not clear:
             return None, _NO_HEADERS, False
-        if cookie is None:
-            return None, _NO_HEADERS, route.auth == "optional"
-        session = await sessions.load(cookie, fields["Host"])
-        if session is None:
-            return None, _NO_HEADERS, False
-        if gate.refresher.is_due(session.record, time.time()):
+        session = await sessions.load(cookie, fields["Host"]) if cookie is not None else None
+        if session is not None and gate.refresher.is_due(session.record, time.time()):
             # the same single-flight Refresher as on the aiohttp path; an outage it cannot ride
             # out (ProviderUnavailable, StoreUnavailable) is an error page like any other, and a
-            # session that ended is handed over: aiohttp finds no session and answers for none
+            # session that ended is no session, as Gate.session_of says
             try:
                 session = await gate.refresher.ensure_fresh(session)
             except SessionEnded:
-                return None, _NO_HEADERS, False
+                session = None
+        if session is None:
+            # as Gate.check: anonymous on an optional route, else the gate's own sign-in answer
+            # (a GET or HEAD is never a form POST to keep)
+            if route.auth == "optional":
+                return None, _NO_HEADERS, True
+            raise _SignIn
         record = session.record
         policy = gate.policies[route.name]
         memo = self._site.record_memo
@@ -409,6 +446,12 @@ class FastConnection(asyncio.Protocol):
             except StoreError:
                 services.metrics.count_store_error()
                 raise
+            except _SignIn:
+                assert services.gate is not None
+                request = cast("web.Request", _PageRequest(head.method, head.target, fields))
+                page = services.gate.unauthenticated(request, route)
+                status = self._write_page(head, page, keep_alive=head.keep_alive)
+                return head.keep_alive
             if not served:
                 raise _HandOff
             made_of = (route, head.method, head.target, head.fields, added)
@@ -568,16 +611,22 @@ class FastConnection(asyncio.Protocol):
         keep_alive: bool,
     ) -> int:
         """An error page from :mod:`authproxy.pages`, written whole; its status."""
-        request = cast("web.BaseRequest", _ErrorRequest(fields))
+        request = cast("web.BaseRequest", _PageRequest(head.method, head.target, fields))
         if error is not None:
             page = pages.error_for_exception(request, error, request_id=request_id)
         else:
             page = pages.error_response(
                 request, 500, "Internal error", "Something went wrong in authproxy.", request_id=request_id
             )
-        body = page.body if isinstance(page.body, bytes) else b""
+        return self._write_page(head, page, keep_alive=keep_alive)
+
+    def _write_page(self, head: RequestHead, page: web.StreamResponse, *, keep_alive: bool) -> int:
+        """A whole answer made by aiohttp's path (``web.Response``), written as aiohttp writes it; its status."""
+        body = page.body if isinstance(page, web.Response) and isinstance(page.body, bytes) else b""
         out: CIMultiDict[str] = CIMultiDict(page.headers)
-        out["Content-Length"] = str(len(body))
+        # as aiohttp's Response: no length for an empty answer to HEAD (RFC 9110 section 8.6)
+        if body or (page.status != 304 and head.method != "HEAD"):
+            out["Content-Length"] = str(len(body))
         start, _ = answer_head(
             head.method, page.status, page.reason, out, keep_alive=keep_alive, date=CLOCK.http_date()
         )
@@ -612,11 +661,17 @@ class FastSite(web.TCPSite):
         self.scheme = "https" if ssl_context is not None else "http"
         self.connections: set[FastConnection] = set()
         self.record_memo: RecordMemo[_Derived] = RecordMemo()
+        self.stopping = False
 
-    def aiohttp_protocol(self) -> asyncio.Protocol:
+    def aiohttp_protocol(self, give_back: GiveBack | None) -> asyncio.Protocol:
+        """aiohttp's request handler for a connection the fast path hands over."""
         server = self._runner.server
         assert server is not None
-        return cast("asyncio.Protocol", server())
+        kwargs = getattr(server, "_kwargs", None)
+        if give_back is None or not isinstance(kwargs, dict):
+            return cast("asyncio.Protocol", server())
+        # what web.Server() makes, as the subclass that can give the connection back
+        return ReturningRequestHandler(server, give_back=give_back, loop=asyncio.get_running_loop(), **kwargs)
 
     async def start(self) -> None:
         # BaseSite.start registers the site; TCPSite.start would create aiohttp's own server
@@ -634,6 +689,7 @@ class FastSite(web.TCPSite):
 
     async def stop(self) -> None:
         """Stop accepting, then let answers in progress finish (bounded) before aiohttp drains."""
+        self.stopping = True  # aiohttp keeps what it has from now on
         await super().stop()
         for connection in list(self.connections):
             connection.close_when_idle()

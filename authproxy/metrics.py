@@ -84,6 +84,14 @@ class Metrics:
             ["route", "kind", "worker"],
             registry=registry,
         )
+        self.connection_handovers = Counter(
+            "authproxy_connection_handovers_total",
+            "Client connections handed between the fast path and aiohttp's web layer, by where to "
+            "(aiohttp: a request the fast path does not serve; fast_path: given back once idle).",
+            ["to", "worker"],
+            registry=registry,
+        )
+        self._handovers = {to: self.connection_handovers.labels(to, worker) for to in ("aiohttp", "fast_path")}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
         # once per request: keep each label set's series instead of looking it up every time
@@ -110,6 +118,9 @@ class Metrics:
 
     def count_upstream_error(self, route: str, kind: str) -> None:
         self.upstream_errors.labels(route, kind, self.worker).inc()
+
+    def count_handover(self, to: str) -> None:
+        self._handovers[to].inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,17 +15,20 @@ import dataclasses
 import gc
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from multidict import CIMultiDict
 
 from authproxy.config import AllowConfig
+from authproxy.fast_path import MAX_HANDOFFS_IN_ROW
 from authproxy.fast_requests import MAX_HEAD, RecordMemo, answer_head, find_cookie, parse_head, simple_path
 from authproxy.policy import compile_allow
 from authproxy.sessions.record import SessionRecord
 from authproxy.upstream_http import HeadTemplate
+from tests.support.logout import COOKIE, Stack, browser, fault_stack, log_in, upstream_seen, xhr
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import MIB, Upstream, upstream_fixture  # noqa: F401
 
@@ -303,6 +306,19 @@ def seen(body: bytes) -> dict[str, Any]:
     return answer
 
 
+def handovers(proxy: ProxyProcess) -> dict[str, int]:
+    """``authproxy_connection_handovers_total`` by ``to``: aiohttp (handed over), fast_path (given back)."""
+    with urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    counts = {"aiohttp": 0, "fast_path": 0}
+    for line in text.splitlines():
+        if line.startswith("authproxy_connection_handovers_total{"):
+            labels, value = line.rsplit(" ", 1)
+            to = labels.split('to="', 1)[1].split('"', 1)[0]
+            counts[to] += int(float(value))
+    return counts
+
+
 HEADER_TIMEOUT = 1.0
 
 
@@ -404,6 +420,36 @@ async def test_keep_alive_serves_many_requests_and_hands_over_mid_connection(pro
         await connection.send(get("/echo%2Fx"))
         status, _, body = await connection.answer()
         assert status == 200 and seen(body)["path"] == "/echo%2Fx"
+
+
+async def test_a_connection_goes_back_and_forth_between_the_paths_without_losing_a_byte(proxy: ProxyProcess) -> None:
+    # aiohttp's GETs (a 404 under the auth prefix) give the connection back to the fast path;
+    # a POST keeps it with aiohttp until a GET is answered; a run of aiohttp's requests longer
+    # than MAX_HANDOFFS_IN_ROW leaves it with aiohttp, which answers the same
+    sequence = [
+        (get("/oauth2/nothing-here"), 404, None),
+        (get("/echo?n=1"), 200, "n=1"),
+        (get("/oauth2/nothing-here", method="HEAD"), 404, None),
+        (get("/echo?n=2"), 200, "n=2"),
+        (get("/echo", "Content-Length: 3", method="POST") + b"a=1", 200, ""),
+        (get("/echo?n=3"), 200, "n=3"),
+        *[(get("/oauth2/nothing-here"), 404, None)] * 12,
+        (get("/echo?n=4"), 200, "n=4"),
+        (get("/echo?n=5"), 200, "n=5"),
+    ]
+    async with connect(proxy.url) as connection:
+        for data, status, query in sequence:
+            await connection.send(data)
+            method = data.split(b" ", 1)[0].decode()
+            got, _, body = await connection.answer(method=method)
+            assert got == status, data
+            if query is not None:
+                assert seen(body)["query"] == query
+    # handed over: the 404, the HEAD 404, the POST, then 404s until MAX_HANDOFFS_IN_ROW in a
+    # row (the POST began the row, the GET after it was aiohttp's); given back: after each GET
+    # or HEAD aiohttp answered while the row was shorter than that
+    row = MAX_HANDOFFS_IN_ROW - 1
+    assert await asyncio.to_thread(handovers, proxy) == {"aiohttp": 3 + row, "fast_path": 3 + row - 1}
 
 
 async def test_a_head_with_bare_line_feeds_is_answered_like_aiohttp_answers_it(proxy: ProxyProcess) -> None:
@@ -526,3 +572,93 @@ async def test_fast_path_answers_are_logged_and_counted(proxy: ProxyProcess) -> 
     entry = json.loads(line)
     assert entry["route"] == "app" and entry["status"] == 200 and entry["client_ip"] == "127.0.0.1"
     assert "abc" not in line
+
+
+# ---------------------------------------------------------------------------------------------- signing in
+#
+# With a provider: a request without a session on a route that needs one gets the gate's answer
+# (SPEC section 4: 302 to /oauth2/start for a browser navigation, 401 JSON otherwise). The fast
+# path writes the answer Gate.unauthenticated makes; aiohttp's path answers with the same.
+
+
+@pytest.fixture(scope="module")
+def signing_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with fault_stack(tmp_path_factory.mktemp("fast-path-sign-in")) as started:
+        yield started
+
+
+async def _on_both_paths(url: str, request: bytes) -> tuple[tuple[int, CIMultiDict[str], bytes], ...]:
+    """``request``'s answer on a fresh connection (the fast path's), then after a POST (aiohttp's)."""
+    method = request.split(b" ", 1)[0].decode()
+    async with connect(url) as fresh:
+        await fresh.send(request)
+        fast = await fresh.answer(method=method)
+    async with connect(url) as handed_over:
+        # a POST keeps the connection with aiohttp; the GET after it is aiohttp's to answer
+        await handed_over.send(get("/oauth2/nothing-here", "Content-Length: 0", method="POST"))
+        await handed_over.answer()
+        await handed_over.send(request)
+        slow = await handed_over.answer(method=method)
+    for _, fields, _ in (fast, slow):
+        fields.popall("Date")
+    return fast, slow
+
+
+NAVIGATION = "Accept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        pytest.param(get("/app?x=1&y=%2F", NAVIGATION), 302, id="navigation-login-redirect"),
+        pytest.param(get("/app?x=1", NAVIGATION, method="HEAD"), 302, id="head-navigation"),
+        pytest.param(get("/app?x=1", "Accept: application/json"), 401, id="api-401"),
+        pytest.param(get("/app", NAVIGATION, f"Cookie: {COOKIE}=tampered.value; theme=dark"), 302,
+                     id="unknown-cookie-is-no-session"),
+        pytest.param(get("/app", "Accept: */*", f"Cookie: {COOKIE}=tampered.value"), 401, id="unknown-cookie-api"),
+    ],
+)  # fmt: skip
+async def test_without_a_session_both_paths_give_the_gates_answer(
+    signing_in: Stack, request_head: bytes, status: int
+) -> None:
+    fast, slow = await _on_both_paths(signing_in.public_url, request_head)
+    assert fast[0] == slow[0] == status
+    assert sorted(fast[1].items()) == sorted(slow[1].items())
+    assert fast[2] == slow[2]
+    if status == 302:
+        assert fast[1]["Location"].startswith("/oauth2/start?rd=/app")
+        assert fast[1]["Cache-Control"] == "no-store"
+    else:
+        assert json.loads(fast[2])["error"] == "unauthenticated"
+
+
+async def test_a_sign_in_answer_keeps_the_connection_and_is_logged(signing_in: Stack) -> None:
+    proxy = signing_in.proxies[0]
+    before = await asyncio.to_thread(handovers, proxy)
+    async with connect(signing_in.public_url) as connection:
+        for _ in range(3):
+            await connection.send(get("/app?from=fast-path-test", NAVIGATION))
+            status, _, _ = await connection.answer()
+            assert status == 302
+    # answered by the fast path itself: the connection was never handed to aiohttp
+    assert await asyncio.to_thread(handovers, proxy) == before
+    deadline = time.monotonic() + 5
+    while proxy.logs().count("from=fast-path-test") < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    lines = [json.loads(line) for line in proxy.logs().splitlines() if '"path":"/app"' in line]
+    assert len([entry for entry in lines if entry.get("status") == 302]) >= 3
+
+
+async def test_a_signed_in_browser_is_served_by_the_same_connection_after_its_login(signing_in: Stack) -> None:
+    # the login redirect, /oauth2/start and the callback on one keep-alive connection; the
+    # page after them on that connection reaches the upstream with the user's identity
+    proxy = signing_in.proxies[0]
+    before = await asyncio.to_thread(handovers, proxy)
+    async with browser() as b:
+        _, seen = await log_in(signing_in, "alice", b)
+        after_login = await asyncio.to_thread(handovers, proxy)
+        # /oauth2/start and the callback were aiohttp's, and each gave the connection back
+        handed_over = after_login["aiohttp"] - before["aiohttp"]
+        assert handed_over >= 2 and after_login["fast_path"] - before["fast_path"] == handed_over
+        again = await xhr(b, signing_in.public_url + "/app?again=1")
+        assert again.status == 200 and upstream_seen(again)["x-forwarded-user"] == seen["x-forwarded-user"] == "alice"

@@ -186,8 +186,9 @@ async def test_token_endpoint_down_is_503_once_the_access_token_expired_then_rec
 # ---------------------------------------------------------------------------------------------- fresh connections
 #
 # A fresh connection's plain GET with a session cookie is the fast path's to serve
-# (authproxy/fast_path.py); the tests above reuse the browser's connections, which its sign-in
-# already took to aiohttp. The same refresh outcomes must hold on both.
+# (authproxy/fast_path.py) from its first request; the tests above reuse the browser's
+# connections, which aiohttp answered during the sign-in and gave back. The same refresh
+# outcomes must hold on both.
 
 
 async def _fresh_connection(url: str, cookie: str, requests: int = 1) -> list[Page]:
