@@ -76,6 +76,8 @@ REQUEST_ID: Final = pages.REQUEST_ID
 USER: Final = pages.USER
 METADATA_RETRY_MAX: Final = 30.0
 CLIENT_CLOSED: Final = 499
+# the route label of the endpoints under auth_prefix, in the access log and the metrics
+AUTH_ROUTE_LABEL: Final = "_auth"
 
 
 def _route_label(request: web.Request) -> str:
@@ -83,7 +85,7 @@ def _route_label(request: web.Request) -> str:
     if route is not None:
         return route.name
     prefix = request.app[SERVICES].config.server.auth_prefix
-    return "_auth" if request.path.startswith(prefix + "/") else "_none"
+    return AUTH_ROUTE_LABEL if request.path.startswith(prefix + "/") else "_none"
 
 
 @web.middleware

@@ -63,10 +63,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from authproxy import headers, pages
-from authproxy.app import Services, record_request, upstream_identity_headers
+from authproxy.app import AUTH_ROUTE_LABEL, Services, record_request, upstream_identity_headers
 from authproxy.config import RouteConfig
 from authproxy.deadlines import LazyDeadline
 from authproxy.errors import AuthproxyError, SessionEnded, StoreError
+from authproxy.fast_endpoints import Handler, Peer, answer_fields, endpoint_handlers, endpoint_of, make_request
 from authproxy.fast_requests import (
     CLOCK,
     EMPTY_BODY_STATUSES,
@@ -189,6 +190,8 @@ class FastConnection(asyncio.Protocol):
         self._upstream_template: HeadTemplate | None = None
         self._upstream_made_of: _MadeOf | None = None
         self._handoffs_in_row = 0
+        # what aiohttp's request objects read of the connection (the sign-in endpoints)
+        self._peer: Peer | None = None
 
     # -- asyncio.Protocol
 
@@ -429,6 +432,10 @@ class FastConnection(asyncio.Protocol):
 
     async def _serve(self, head: RequestHead) -> bool:
         """Answer one request; True when the connection may stay open. Raises _HandOff."""
+        if head.version == "1.1" and self._site.endpoints:
+            endpoint = endpoint_of(head.method, head.target, self._site.endpoints)
+            if endpoint is not None:
+                return await self._serve_endpoint(head, *endpoint)
         plan = self._plan(head)
         if plan is None:
             raise _HandOff
@@ -509,6 +516,54 @@ class FastConnection(asyncio.Protocol):
                     user=user,
                     client_ip=self.peer_ip,
                 )
+
+    async def _serve_endpoint(self, head: RequestHead, handler: Handler, path: str, query: str) -> bool:
+        """``/oauth2/start`` or the callback, by its own handler (authproxy.fast_endpoints)."""
+        fields: CIMultiDict[str] = CIMultiDict(head.fields)
+        transport = self.transport
+        if len(fields.getall("Host", ())) != 1 or transport is None:
+            raise _HandOff
+        services = self._services
+        started = time.perf_counter()
+        request_id = headers.request_id(fields.get("X-Request-Id"), self.peer_trusted)
+        status = 500
+        request: web.Request | None = None
+        try:
+            if self._peer is None:
+                self._peer = Peer(transport)
+            request = make_request(head.method, path, query, fields, keep_alive=head.keep_alive, peer=self._peer)
+            request[pages.REQUEST_ID] = request_id
+            try:
+                page = await handler(request)
+            except web.HTTPException as e:
+                page = e
+            status = self._write_page(head, page, keep_alive=head.keep_alive)
+            return head.keep_alive
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        except AuthproxyError as e:
+            # as the app's middleware: an outage is its error page (503), never a traceback
+            if isinstance(e, StoreError):
+                services.metrics.count_store_error()
+            status = self._answer_page(head, fields, request_id, e, keep_alive=head.keep_alive)
+            return head.keep_alive
+        except Exception:
+            LOG.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+            status = self._answer_page(head, fields, request_id, None, keep_alive=False)
+            return False
+        finally:
+            record_request(
+                services,
+                route=AUTH_ROUTE_LABEL,
+                status=status,
+                elapsed=time.perf_counter() - started,
+                request_id=request_id,
+                method=head.method,
+                path=path,
+                user=request.get(pages.USER) if request is not None else None,
+                client_ip=self.peer_ip,
+            )
 
     def _same_upstream_head(self, made_of: _MadeOf) -> bool:
         """Whether the last upstream head was made of the same route, request and identity headers.
@@ -623,7 +678,7 @@ class FastConnection(asyncio.Protocol):
     def _write_page(self, head: RequestHead, page: web.StreamResponse, *, keep_alive: bool) -> int:
         """A whole answer made by aiohttp's path (``web.Response``), written as aiohttp writes it; its status."""
         body = page.body if isinstance(page, web.Response) and isinstance(page.body, bytes) else b""
-        out: CIMultiDict[str] = CIMultiDict(page.headers)
+        out = answer_fields(page)
         # as aiohttp's Response: no length for an empty answer to HEAD (RFC 9110 section 8.6)
         if body or (page.status != 304 and head.method != "HEAD"):
             out["Content-Length"] = str(len(body))
@@ -662,6 +717,7 @@ class FastSite(web.TCPSite):
         self.connections: set[FastConnection] = set()
         self.record_memo: RecordMemo[_Derived] = RecordMemo()
         self.stopping = False
+        self.endpoints = endpoint_handlers(services.flows, services.config.server.auth_prefix)
 
     def aiohttp_protocol(self, give_back: GiveBack | None) -> asyncio.Protocol:
         """aiohttp's request handler for a connection the fast path hands over."""

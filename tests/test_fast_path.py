@@ -649,16 +649,57 @@ async def test_a_sign_in_answer_keeps_the_connection_and_is_logged(signing_in: S
     assert len([entry for entry in lines if entry.get("status") == 302]) >= 3
 
 
-async def test_a_signed_in_browser_is_served_by_the_same_connection_after_its_login(signing_in: Stack) -> None:
-    # the login redirect, /oauth2/start and the callback on one keep-alive connection; the
-    # page after them on that connection reaches the upstream with the user's identity
+async def test_a_whole_sign_in_on_one_connection_never_needs_aiohttp(signing_in: Stack) -> None:
+    # the login redirect, /oauth2/start, the callback and the page after them, on one
+    # keep-alive connection: all four answered by the fast path (authproxy.fast_endpoints)
     proxy = signing_in.proxies[0]
     before = await asyncio.to_thread(handovers, proxy)
     async with browser() as b:
         _, seen = await log_in(signing_in, "alice", b)
-        after_login = await asyncio.to_thread(handovers, proxy)
-        # /oauth2/start and the callback were aiohttp's, and each gave the connection back
-        handed_over = after_login["aiohttp"] - before["aiohttp"]
-        assert handed_over >= 2 and after_login["fast_path"] - before["fast_path"] == handed_over
         again = await xhr(b, signing_in.public_url + "/app?again=1")
         assert again.status == 200 and upstream_seen(again)["x-forwarded-user"] == seen["x-forwarded-user"] == "alice"
+    assert await asyncio.to_thread(handovers, proxy) == before
+    logged = [json.loads(line) for line in proxy.logs().splitlines() if '"route":"_auth"' in line]
+    assert {entry["path"] for entry in logged} >= {"/oauth2/start", "/oauth2/callback"}
+    assert any(entry["path"] == "/oauth2/callback" and entry.get("user") == "alice" for entry in logged)
+
+
+def _cookie_attributes(fields: CIMultiDict[str]) -> list[str]:
+    """Each Set-Cookie field without its value (which is new for every answer)."""
+    return sorted(value.split(";", 1)[1] if ";" in value else "" for value in fields.getall("Set-Cookie", []))
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        pytest.param(get("/oauth2/start?rd=/app%3Fx%3D1", NAVIGATION), 302, id="start"),
+        pytest.param(get("/oauth2/callback?state=not-this-browsers&code=x", NAVIGATION), 400, id="callback-bad-state"),
+        pytest.param(get("/oauth2/callback?error=access_denied", NAVIGATION), 403, id="callback-provider-error"),
+        pytest.param(get("/oauth2/callback?state=s", "Accept: application/json"), 400, id="callback-api-client"),
+    ],
+)
+async def test_the_sign_in_endpoints_answer_alike_on_both_paths(
+    signing_in: Stack, request_head: bytes, status: int
+) -> None:
+    fast, slow = await _on_both_paths(signing_in.public_url, request_head)
+    assert fast[0] == slow[0] == status
+    # the state, nonce, cookie values and request ids are new for each answer; the rest is equal
+    assert sorted(fast[1].keys()) == sorted(slow[1].keys())
+    assert _cookie_attributes(fast[1]) == _cookie_attributes(slow[1])
+    for name in ("Content-Type", "Cache-Control"):
+        assert fast[1].get(name) == slow[1].get(name)
+    if status == 302:
+        assert fast[1]["Location"].split("?", 1)[0] == slow[1]["Location"].split("?", 1)[0]
+        assert "code_challenge_method=S256" in fast[1]["Location"]
+    else:
+        assert len(fast[2]) > 0 and abs(len(fast[2]) - len(slow[2])) < 64
+
+
+async def test_a_head_request_to_the_sign_in_endpoints_is_aiohttps(signing_in: Stack) -> None:
+    proxy = signing_in.proxies[0]
+    before = await asyncio.to_thread(handovers, proxy)
+    async with connect(signing_in.public_url) as connection:
+        await connection.send(get("/oauth2/start?rd=/app", NAVIGATION, method="HEAD"))
+        status, _, _ = await connection.answer(method="HEAD")
+    assert status == 302
+    assert (await asyncio.to_thread(handovers, proxy))["aiohttp"] == before["aiohttp"] + 1
