@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import redis
 import yaml
 
 from tests.support.ops import start_ops_stack
@@ -21,6 +22,14 @@ async def _statuses(client: aiohttp.ClientSession, url: str, count: int) -> list
             if answer.status == 429:
                 assert answer.headers["Retry-After"].isdigit()
     return statuses
+
+
+def _flow_records(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sum(1 for _ in client.scan_iter(match="authproxy:flow:*"))
+    finally:
+        client.close()
 
 
 def test_auth_endpoints_are_rate_limited_per_client_ip_and_callback_counts_too(tmp_path: Path) -> None:
@@ -59,7 +68,10 @@ def test_the_rate_limit_is_shared_by_replicas_on_one_redis(tmp_path: Path, redis
                     assert await _statuses(client, stack.url + "/oauth2/start?rd=/", 1) == [429]
                     assert await _statuses(client, other.url + "/oauth2/start?rd=/", 1) == [429]
 
+            flows_before = _flow_records(redis_url)
             asyncio.run(run())
+            # a start stores its flow in the round trip that counts it; a refused one deletes it
+            assert _flow_records(redis_url) - flows_before == 6
         finally:
             other.kill()
 

@@ -639,6 +639,25 @@ async def test_counters_counted_together_count_as_one_by_one(harness: Harness) -
     assert await store.increment("rate:a", LONG) == 3
 
 
+async def test_counters_can_be_counted_and_a_value_stored_in_one_step(harness: Harness) -> None:
+    store = harness.store
+    assert await store.increment_all_and_set([("rate:a", LONG), ("loop:b", LONG)], "flow:x", b"flow", LONG) == [1, 1]
+    assert await store.get("flow:x") == b"flow"
+    assert await store.increment_all_and_set([("rate:a", LONG)], "flow:y", b"other", LONG) == [2]
+    assert await store.increment_all([("rate:a", LONG), ("loop:b", LONG)]) == [3, 2]
+    assert await store.get("flow:y") == b"other"
+
+
+async def test_a_counter_can_be_counted_and_a_value_taken_in_one_step(harness: Harness) -> None:
+    store = harness.store
+    await store.set("flow:x", b"flow", LONG)
+    assert await store.increment_and_take(("rate:a", LONG), "flow:x") == (1, b"flow")
+    # taken: gone for the next, which still counts
+    assert await store.increment_and_take(("rate:a", LONG), "flow:x") == (2, None)
+    assert await store.get("flow:x") is None
+    assert await store.increment("rate:a", LONG) == 3
+
+
 async def test_storing_a_session_can_forget_other_keys_in_the_same_step(harness: Harness) -> None:
     store = harness.store
     await store.set("loop:browser", b"3", LONG)

@@ -42,7 +42,7 @@ from authproxy.oidc.pkce import code_challenge_s256, new_code_verifier, new_nonc
 from authproxy.redirects import sanitize_redirect
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.record import SessionRecord, open_record, seal_record
-from authproxy.sessions.ticket import new_ticket, store_key_for
+from authproxy.sessions.ticket import Ticket, new_ticket, store_key_for
 
 FLOW_TTL: Final = 600
 FLOW_KEY_PREFIX: Final = "flow:"
@@ -190,20 +190,28 @@ class LoginFlows:
     # ------------------------------------------------------------------ /start
 
     async def start(self, request: web.Request) -> web.StreamResponse:
-        # the address's rate and the browser's unfinished sign-ins, counted in one round trip
-        count, starts = await self.store.increment_all(
-            [(self.rate_key(request), RATE_WINDOW), (self.loop_key(request), LOOP_WINDOW)]
-        )
-        limited = self.too_many(request, count)
-        if limited is not None:
-            return limited
         # X-Auth-Request-Redirect: what oauth2-proxy's nginx snippets send, since nginx cannot
         # URL-encode $request_uri into ?rd=; sanitised exactly like rd
         redirect = sanitize_redirect(request.query.get("rd") or request.headers.get("X-Auth-Request-Redirect"))
-        if starts > LOOP_LIMIT:
+        # the address's rate and the browser's unfinished sign-ins are counted, and the flow a
+        # sign-in here will use is stored, in one round trip; a refused start deletes its flow
+        counters = [(self.rate_key(request), RATE_WINDOW), (self.loop_key(request), LOOP_WINDOW)]
+        prepared = self._new_flow(redirect) if self._begins_here(request) else None
+        if prepared is None:
+            count, starts = await self.store.increment_all(counters)
+        else:
+            count, starts = await self.store.increment_all_and_set(counters, prepared[0], prepared[1], FLOW_TTL)
+        refused = self.too_many(request, count)
+        if refused is None and starts > LOOP_LIMIT:
             log_event("login_failed", reason="login loop", client_ip=request.remote)
             self.metrics.count_login("loop")
-            return pages.login_loop_page(request, self.sessions.cookie_name)
+            refused = pages.login_loop_page(request, self.sessions.cookie_name)
+        if refused is not None:
+            if prepared is not None:
+                await self.store.delete(prepared[0])
+            return refused
+        if prepared is not None:
+            return self._send_to_provider(request, prepared[2], prepared[3])
         if self.origins is not None:
             if not self.origins.can_sign_in(request.host):
                 log_event("login_failed", reason="sign-in on an unconfigured host", client_ip=request.remote)
@@ -220,10 +228,32 @@ class LoginFlows:
             origin = self.origins.satellite_of(request.host)
             if origin is not None:
                 return await self._start_handoff(request, origin, redirect)
-        metadata = self.provider.metadata  # raises ProviderUnavailable (503) before discovery
+        # discovery had not succeeded when this start was counted
+        _ = self.provider.metadata  # raises ProviderUnavailable (503) while it still has not
+        key, sealed, flow, ticket = self._new_flow(redirect)
+        await self.store.set(key, sealed, FLOW_TTL)
+        return self._send_to_provider(request, flow, ticket)
+
+    def _begins_here(self, request: web.Request) -> bool:
+        """Whether this start sends the browser to the provider now.
+
+        Not on a host authproxy does not sign in for, nor on an SSO origin (which asks the
+        authenticating origin instead), nor before discovery has succeeded.
+        """
+        if self.origins is not None and (
+            not self.origins.can_sign_in(request.host) or self.origins.satellite_of(request.host) is not None
+        ):
+            return False
+        return self.provider.ready
+
+    def _new_flow(self, redirect: str) -> tuple[str, bytes, LoginFlow, Ticket]:
+        """``(store key, sealed record, flow, ticket)`` of a new login flow back to ``redirect``."""
         flow = LoginFlow(new_state(), new_nonce(), new_code_verifier(), redirect, self.clock())
         ticket = new_ticket()
-        await self.store.set(FLOW_KEY_PREFIX + store_key_for(ticket.id), seal_record(flow.to_bytes(), ticket), FLOW_TTL)
+        return _flow_key(ticket), seal_record(flow.to_bytes(), ticket), flow, ticket
+
+    def _send_to_provider(self, request: web.Request, flow: LoginFlow, ticket: Ticket) -> web.StreamResponse:
+        """The redirect to the authorization endpoint, with the cookie binding this browser to ``flow``."""
         location = self.provider.build_authorize_url(
             state=flow.state,
             nonce=flow.nonce,
@@ -233,7 +263,6 @@ class LoginFlows:
             # "sign in with another account" links ask for prompt=login (account_pages)
             extra_params=authorize_prompt(self.provider_config.extra_authorize_params, request.query.get("prompt")),
         )
-        del metadata
         response = pages.redirect(location)
         self.sessions.set_cookie(
             response, flow_cookie_name(self.sessions.cookie_name, flow.state), self.sessions.seal(ticket), FLOW_TTL
@@ -263,15 +292,23 @@ class LoginFlows:
     # ------------------------------------------------------------------ /callback
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
-        limited = await self.rate_limited(request)
-        if limited is not None:
-            return limited
         query = request.query
         state = query.get("state", "")
+        # the address's rate is counted and this browser's flow taken in one round trip: a
+        # callback refused for the rate has spent its flow (the browser signs in again)
+        ticket = self._flow_ticket(request, state)
+        rate = (self.rate_key(request), RATE_WINDOW)
+        if ticket is None:
+            count, blob = await self.store.increment(*rate), None
+        else:
+            count, blob = await self.store.increment_and_take(rate, _flow_key(ticket))
+        limited = self.too_many(request, count)
+        if limited is not None:
+            return limited
         if "error" in query:
-            return await self._provider_error(request, state, query.get("error", ""))
+            return self._provider_error(request, state, ticket, blob, query.get("error", ""))
         try:
-            flow = await self._take_flow(request, state)
+            flow = self._open_flow(state, ticket, blob)
         except FlowError as e:
             log_event("login_failed", reason=e.reason, client_ip=request.remote)
             self.metrics.count_login("bad_state")
@@ -334,13 +371,18 @@ class LoginFlows:
     def _start_url(self, redirect: str) -> str:
         return f"{self.prefix}/start?rd={quote(redirect, safe='/')}"
 
-    async def _take_flow(self, request: web.Request, state: str) -> LoginFlow:
+    def _flow_ticket(self, request: web.Request, state: str) -> Ticket | None:
+        """The ticket of the flow cookie this browser holds for ``state``, if any."""
+        if not state:
+            return None
+        return self.sessions.open(request.cookies.get(flow_cookie_name(self.sessions.cookie_name, state)))
+
+    def _open_flow(self, state: str, ticket: Ticket | None, blob: bytes | None) -> LoginFlow:
+        """The flow ``ticket`` names, taken from the store as ``blob``; FlowError unless it is this state's."""
         if not state:
             raise FlowError("no state")
-        ticket = self.sessions.open(request.cookies.get(flow_cookie_name(self.sessions.cookie_name, state)))
         if ticket is None:
             raise FlowError("no flow cookie for this state")
-        blob = await self.store.take(FLOW_KEY_PREFIX + store_key_for(ticket.id))
         if blob is None:
             raise FlowError("flow expired or already used")
         plaintext = open_record(blob, ticket)
@@ -353,11 +395,12 @@ class LoginFlows:
             raise FlowError("flow expired")
         return flow
 
-    async def _provider_error(self, request: web.Request, state: str, error: str) -> web.StreamResponse:
+    def _provider_error(
+        self, request: web.Request, state: str, ticket: Ticket | None, blob: bytes | None, error: str
+    ) -> web.StreamResponse:
         redirect = "/"
-        if state:
-            with contextlib.suppress(FlowError):
-                redirect = (await self._take_flow(request, state)).redirect
+        with contextlib.suppress(FlowError):
+            redirect = self._open_flow(state, ticket, blob).redirect
         safe_error = error if error.replace("_", "").isalnum() and len(error) < 64 else "error"
         log_event("login_failed", reason=f"provider error: {safe_error}", client_ip=request.remote)
         self.metrics.count_login("provider_error")
@@ -395,3 +438,7 @@ class LoginFlows:
             absolute_expires_at=now + self.sessions.absolute_timeout,
             version=1,
         )
+
+
+def _flow_key(ticket: Ticket) -> str:
+    return FLOW_KEY_PREFIX + store_key_for(ticket.id)

@@ -193,6 +193,17 @@ class MemoryStore:
     async def increment_all(self, counters: Sequence[tuple[str, float]]) -> list[int]:
         return [await self.increment(key, window) for key, window in counters]
 
+    async def increment_all_and_set(
+        self, counters: Sequence[tuple[str, float]], key: str, value: bytes, ttl: float
+    ) -> list[int]:
+        counts = await self.increment_all(counters)
+        await self.set(key, value, ttl)
+        return counts
+
+    async def increment_and_take(self, counter: tuple[str, float], key: str) -> tuple[int, bytes | None]:
+        count = await self.increment(*counter)
+        return count, await self.take(key)
+
     async def index_add(self, index: str, member: str, ttl: float) -> None:
         check_ttl(ttl)
         now = self._now()

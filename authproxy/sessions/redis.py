@@ -295,6 +295,20 @@ class RedisStore:
         commands = [("EVAL", _INCREMENT, 1, self._key(key), _ms(window)) for key, window in counters]
         return [int(count) for count in await self._in_order(commands)]
 
+    async def increment_all_and_set(
+        self, counters: Sequence[tuple[str, float]], key: str, value: bytes, ttl: float
+    ) -> list[int]:
+        commands: list[Command] = [("EVAL", _INCREMENT, 1, self._key(name), _ms(window)) for name, window in counters]
+        commands.append(set_command(self._key(key), value, px=_ms(ttl), nx=False, xx=False))
+        return [int(count) for count in (await self._in_order(commands))[:-1]]
+
+    async def increment_and_take(self, counter: tuple[str, float], key: str) -> tuple[int, bytes | None]:
+        name, window = counter
+        count, taken = await self._in_order(
+            [("EVAL", _INCREMENT, 1, self._key(name), _ms(window)), ("GETDEL", self._key(key))]
+        )
+        return int(count), cast("bytes | None", taken)
+
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         # SET NX answers OK when it stored the value and nil when the key existed
         px = _ms(ttl)

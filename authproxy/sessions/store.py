@@ -131,6 +131,16 @@ class SessionStore(Protocol):
         """``increment(key, window)`` for each of ``counters``, in one round trip where the backend can."""
         ...
 
+    async def increment_all_and_set(
+        self, counters: Sequence[tuple[str, float]], key: str, value: bytes, ttl: float
+    ) -> list[int]:
+        """``increment_all(counters)``, then ``set(key, value, ttl)``, in one round trip where the backend can."""
+        ...
+
+    async def increment_and_take(self, counter: tuple[str, float], key: str) -> tuple[int, bytes | None]:
+        """``increment(*counter)``, then ``take(key)``, in one round trip where the backend can."""
+        ...
+
     async def index_add(self, index: str, member: str, ttl: float) -> None:
         """Add ``member`` to the set ``index``; the set lives at least ``ttl`` more seconds.
 
