@@ -10,10 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jwt.algorithms import RSAAlgorithm
 
 from authproxy.errors import ProviderUnavailable, TokenInvalid, UnknownKeyId
-from authproxy.oidc.tokens import KeySet, compute_at_hash, verify_id_token
+from authproxy.oidc.tokens import KeySet, _verified_payload, compute_at_hash, verify_id_token
 from tests.support.oidc_tokens import (
     ALL_ASYMMETRIC,
     CLIENT_ID,
@@ -96,6 +100,23 @@ def resolve(overrides: Overrides, keys: Keys) -> dict[str, Any]:
 
 def _b64(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def signed_raw(key: JwtKey, payload: bytes, **headers: Any) -> str:
+    """A JWS over any payload bytes (not only a JSON object), signed by ``key``, with extra header fields."""
+    return jwt.api_jws.encode(payload, key.private, algorithm=key.alg, headers={"kid": key.kid, **headers})
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def stray_bits(raw: str) -> str:
+    """The token with the unused low bit of its signature's last character set: the same bytes, another spelling."""
+    head, _, signature = raw.rpartition(".")
+    assert len(signature) % 4 in (2, 3)  # an RS256 signature (256 bytes) ends in 4 unused bits
+    last = _ALPHABET[_ALPHABET.index(signature[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(signature[:-1] + last + "==") == base64.urlsafe_b64decode(signature + "==")
+    return f"{head}.{signature[:-1]}{last}"
 
 
 FAULTS: list[Any] = [
@@ -189,6 +210,26 @@ FAULTS: list[Any] = [
     pytest.param(lambda k: "bm90IGpzb24.e30.c2ln", {}, "malformed token", id="header-not-json"),
     pytest.param(lambda k: _b64({"alg": "none"}) + ".e30.", {}, "alg not allowed: none", id="alg-none"),
     pytest.param(lambda k: "x" * 70_000, {}, "token too large", id="oversized"),
+    # the compact form, read as strictly as PyJWT reads it (authproxy.oidc.tokens._segment)
+    pytest.param(
+        lambda k: stray_bits(k.rsa.sign(id_token_claims())), {}, "malformed token", id="signature-not-canonical"
+    ),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims()) + "!", {}, "malformed token", id="signature-not-base64url"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims()) + "===", {}, "malformed token", id="signature-overpadded"),
+    pytest.param(lambda k: signed_raw(k.rsa, b"[1, 2]"), {}, "malformed token", id="payload-not-an-object"),
+    pytest.param(lambda k: signed_raw(k.rsa, b"not json"), {}, "malformed token", id="payload-not-json"),
+    pytest.param(
+        lambda k: signed_raw(k.rsa, json.dumps(id_token_claims()).encode(), crit=["exp"]),
+        {},
+        "malformed token",
+        id="critical-extension",
+    ),
+    pytest.param(
+        lambda k: signed_raw(k.rsa, json.dumps(id_token_claims()).encode(), b64=False, crit=["b64"]),
+        {},
+        "malformed token",
+        id="unencoded-payload-b64-false",
+    ),
     pytest.param(
         lambda k: k.rsa.sign(id_token_claims(), alg="PS256"),
         lambda k: {"keys": KeySet.from_jwks({"keys": [{**k.rsa.public_jwk, "alg": "RS256"}]})},
@@ -231,6 +272,8 @@ ACCEPTED: list[Any] = [
         id="several-audiences-with-azp",
     ),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(aud=[CLIENT_ID])), {}, id="aud-list-of-one"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims()) + "==", {}, id="signature-padded"),
+    pytest.param(lambda k: signed_raw(k.rsa, json.dumps(id_token_claims()).encode(), b64=True), {}, id="b64-true"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(exp=int(NOW - SKEW) + 1)), {}, id="expired-but-within-skew"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=int(NOW + SKEW) - 1)), {}, id="iat-ahead-within-skew"),
     pytest.param(
@@ -342,3 +385,24 @@ def test_keyset_find_without_kid_returns_every_key_fitting_the_alg(keys: Keys) -
     assert len(keyset.find(None, "ES256")) == 1
     with pytest.raises(TokenInvalid, match="no key for alg EdDSA"):
         keyset.find(None, "EdDSA")
+
+
+def test_a_key_below_the_minimum_length_is_refused() -> None:
+    # RFC 7518 section 3.3: RSA keys of 2048 bits or more; a 1024-bit provider key verifies nothing
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    jwk = {**json.loads(RSAAlgorithm.to_jwk(weak.public_key())), "kid": "weak", "use": "sig", "alg": "RS256"}
+    header, payload = _b64({"alg": "RS256", "kid": "weak"}), _b64(id_token_claims())
+    signature = weak.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    token = f"{header}.{payload}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+    with pytest.raises(TokenInvalid) as caught:
+        verify(token, KeySet.from_jwks({"keys": [jwk]}))
+    assert caught.value.reason == "key too weak for RS256"
+
+
+def test_a_key_verifies_only_under_the_alg_it_was_built_for(keys: Keys) -> None:
+    # KeySet.find builds each key for the token's alg; this holds even if a key of another alg got through
+    token = keys.ps.sign(id_token_claims(), alg="PS256")
+    built_for_rs256 = jwt.PyJWK({**keys.ps.public_jwk, "alg": "RS256"}, "RS256")
+    with pytest.raises(TokenInvalid) as caught:
+        _verified_payload(token, {"alg": "PS256"}, "PS256", built_for_rs256)
+    assert caught.value.reason == "alg not allowed: PS256"

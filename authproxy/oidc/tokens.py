@@ -9,9 +9,12 @@
 - ``private_key_jwt`` client assertions: RFC 7523 sections 2.2 and 3 with OpenID Connect Core 1.0
   section 9 (``iss`` = ``sub`` = client_id, ``aud`` = token endpoint, ``jti``, short ``exp``).
 
-PyJWT checks the signature and parses the token; every claim check is ours, one ``_check_<claim>``
-each, against a ``now`` passed in, so the tests need no clock. Every failure is a
-``TokenInvalid`` whose reason names the check and never contains a token.
+PyJWT's algorithm objects check the signature (``PyJWK.Algorithm.verify``, by ``cryptography``);
+the compact form is read here (RFC 7515 section 7.1), as strictly as PyJWT reads it, because its
+``jwt.decode`` checks base64 character by character in Python, which was a tenth of a login's
+CPU. Every claim check is ours, one ``_check_<claim>`` each, against a ``now`` passed in, so the
+tests need no clock. Every failure is a ``TokenInvalid`` whose reason names the check and never
+contains a token.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ MAX_TOKEN_LENGTH: Final = 64 * 1024
 RSA_MIN_BITS: Final = 2048
 BEARER: Final = "Bearer"
 
-# PyJWT verifies the signature only; the claims are checked below against the caller's ``now``.
-# Short keys are refused outright rather than warned about (a warning per request helps nobody).
+# HMAC tokens (HS*, keyed by the client secret) go through jwt.decode, which verifies the
+# signature only; the claims are checked below against the caller's ``now``. Short keys are
+# refused outright rather than warned about (a warning per request helps nobody).
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 _DECODE_OPTIONS: Final[jwt.types.Options] = {
     "verify_signature": True,
@@ -270,36 +274,77 @@ def verify_bearer_token(
     return claims
 
 
-def _header(raw: str) -> dict[str, Any]:
-    """The JOSE header of a compact JWS, unverified (RFC 7515 section 7.1); the signature is
-    checked afterwards by ``jwt.decode``, which parses the whole token again.
+def _segment(segment: str) -> bytes:
+    """One base64url segment of a compact JWS, decoded (RFC 7515 section 2).
 
-    Read here rather than with ``jwt.get_unverified_header``, which base64-checks every
-    character of all three segments in Python: on a login that was a tenth of the proxy's CPU.
+    As strictly as PyJWT reads a segment: the URL-safe alphabet only, trailing ``=`` padding
+    allowed (at most two, and then to a multiple of four), and the canonical encoding only (no
+    stray bits in the last character), so one token has exactly one spelling.
     """
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1 or not _BASE64URL.fullmatch(stripped):
+        raise TokenInvalid("malformed token")
+    try:
+        decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (ValueError, binascii.Error) as e:
+        raise TokenInvalid("malformed token") from e
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped.encode("ascii"):
+        raise TokenInvalid("malformed token")
+    return decoded
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise TokenInvalid("malformed token") from e
+    if not isinstance(value, dict):
+        raise TokenInvalid("malformed token")
+    return value
+
+
+def _header(raw: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWS, unverified (RFC 7515 section 7.1); exactly three segments."""
     if not isinstance(raw, str) or not raw:
         raise TokenInvalid("malformed token")
     if len(raw) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("token too large")
     segment, _, rest = raw.partition(".")
-    # base64url (RFC 7515 section 2), padded or not, under the rules PyJWT applies to a segment
-    stripped = segment.rstrip("=")
-    padding = len(segment) - len(stripped)
-    if (
-        rest.count(".") != 1
-        or padding > 2
-        or (padding and len(segment) % 4)
-        or len(stripped) % 4 == 1
-        or not _BASE64URL.fullmatch(stripped)
-    ):
+    if rest.count(".") != 1:
         raise TokenInvalid("malformed token")
+    return _json_object(_segment(segment))
+
+
+def _verified_payload(raw: str, header: Mapping[str, Any], alg: str, key: jwt.PyJWK) -> dict[str, Any] | None:
+    """The claims of ``raw`` when ``key`` verifies its signature under ``alg``; None when it does not.
+
+    What ``jwt.decode`` checks, in the same order: no JWS extension this proxy does not
+    understand (RFC 7515 section 4.1.11: any ``crit``, and ``b64`` other than true, are
+    refused), the key bound to ``alg``, the key long enough, then the signature over the first
+    two segments as sent; the payload must be a JSON object.
+    """
+    if "crit" in header or header.get("b64", True) is not True:
+        raise TokenInvalid("malformed token")
+    if key.algorithm_name != alg:
+        raise TokenInvalid(f"alg not allowed: {_printable(alg)}")
+    signing_input, _, signature_segment = raw.rpartition(".")
+    payload_segment = signing_input.partition(".")[2]
+    payload = _segment(payload_segment)
+    signature = _segment(signature_segment)
+    algorithm = key.Algorithm
     try:
-        header = json.loads(base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4)))
-    except (ValueError, binascii.Error) as e:
+        prepared = algorithm.prepare_key(key.key)
+        if algorithm.check_key_length(prepared):
+            raise TokenInvalid(f"key too weak for {alg}")
+        verified = algorithm.verify(signing_input.encode("ascii"), prepared, signature)
+    except jwt.InvalidKeyError as e:
+        raise TokenInvalid(f"key too weak for {alg}") from e
+    except (jwt.PyJWTError, ValueError, TypeError) as e:
         raise TokenInvalid("malformed token") from e
-    if not isinstance(header, dict):
-        raise TokenInvalid("malformed token")
-    return header
+    if not verified:
+        return None
+    return _json_object(payload)
 
 
 def _decode_verified(
@@ -325,10 +370,15 @@ def _decode_verified(
             raise TokenInvalid("kid malformed")
         candidates = keys.find(kid, alg)
     for key in candidates:
+        if isinstance(key, jwt.PyJWK):
+            verified = _verified_payload(raw, header, alg, key)
+            if verified is None:
+                continue  # without a kid, another key of the set may be the one
+            return verified, alg, _curve_of(key)
         try:
             claims = jwt.decode(raw, key, algorithms=[alg], options=_DECODE_OPTIONS)
         except jwt.InvalidSignatureError:
-            continue  # without a kid, another key of the set may be the one
+            continue
         except jwt.InvalidKeyError as e:
             raise TokenInvalid(f"key too weak for {alg}") from e
         except jwt.PyJWTError as e:
