@@ -38,12 +38,13 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
-from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import aiohttp
 from yarl import URL
 
 from authproxy.errors import ConfigError, ProviderUnavailable, TokenEndpointError, UnknownKeyId
+from authproxy.form_encoding import form_urlencode
 from authproxy.oidc import tokens
 from authproxy.oidc.discovery import ProviderMetadata, discovery_url, parse_provider_metadata
 from authproxy.oidc.tokens import KeySet, TokenSet
@@ -204,7 +205,7 @@ class ProviderClient:
         )
         # the endpoint may carry its own query (Core 1.0 section 3.1.2.1 allows it): keep it
         parts = urlsplit(self.metadata.authorization_endpoint)
-        query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+        query = "&".join(part for part in (parts.query, form_urlencode(params)) if part)
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
     # ------------------------------------------------------------------ token endpoint
@@ -485,7 +486,7 @@ class ProviderClient:
         """
         if self._forms is None:
             raise RuntimeError("ProviderClient.start() was not called")
-        content = urlencode(form).encode("ascii")
+        content = form_urlencode(form).encode("ascii")
         target = URL(url)
         fields = {
             "User-Agent": USER_AGENT,
