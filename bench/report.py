@@ -81,6 +81,8 @@ class Logins:
     concurrency: int
     p50_ms: float
     proxy_cpu_s: float
+    # each round's proxy CPU ms per login, when several rounds were combined
+    rounds_cpu_ms: tuple[float, ...] = ()
 
     @property
     def per_second(self) -> float:
@@ -89,6 +91,21 @@ class Logins:
     @property
     def cpu_ms_per_login(self) -> float:
         return self.proxy_cpu_s / self.completed * 1000 if self.completed else 0.0
+
+
+def combine_logins(rounds: Sequence[Logins]) -> Logins:
+    """One target's login rounds as one: logins, failures, time and CPU added up, the median p50."""
+    first = rounds[0]
+    return Logins(
+        target=first.target,
+        completed=sum(item.completed for item in rounds),
+        failed=sum(item.failed for item in rounds),
+        seconds=sum(item.seconds for item in rounds),
+        concurrency=first.concurrency,
+        p50_ms=statistics.median(item.p50_ms for item in rounds),
+        proxy_cpu_s=sum(item.proxy_cpu_s for item in rounds),
+        rounds_cpu_ms=tuple(item.cpu_ms_per_login for item in rounds),
+    )
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,22 @@ class Refresh:
     @property
     def cost_ms(self) -> float:
         return self.p50_ms - self.plain_p50_ms
+
+
+def combine_refreshes(rounds: Sequence[Refresh]) -> Refresh:
+    """One target's refresh rounds as one: counts added up, latencies and CPU the medians of the rounds."""
+    first = rounds[0]
+    return Refresh(
+        target=first.target,
+        requests=sum(item.requests for item in rounds),
+        refresh_grants=sum(item.refresh_grants for item in rounds),
+        p50_ms=statistics.median(item.p50_ms for item in rounds),
+        p99_ms=statistics.median(item.p99_ms for item in rounds),
+        errors=sum(item.errors for item in rounds),
+        plain_p50_ms=first.plain_p50_ms,
+        cpu_us=statistics.median(item.cpu_us for item in rounds),
+        plain_cpu_us=first.plain_cpu_us,
+    )
 
 
 @dataclass(frozen=True)
@@ -372,10 +405,20 @@ def logins_table(logins: Sequence[Logins]) -> str:
             str(item.concurrency),
             f"{item.p50_ms:.1f}",
             f"{item.cpu_ms_per_login:.2f}",
+            f"{min(item.rounds_cpu_ms):.2f}-{max(item.rounds_cpu_ms):.2f}" if item.rounds_cpu_ms else "",
         ]
         for item in logins
     ]
-    header = ["target", "logins/s", "completed", "failed", "browsers", "p50 ms per login", "proxy CPU ms/login"]
+    header = [
+        "target",
+        "logins/s",
+        "completed",
+        "failed",
+        "browsers",
+        "p50 ms per login",
+        "proxy CPU ms/login",
+        "per round",
+    ]
     return _table(header, rows)
 
 

@@ -8,8 +8,10 @@
 3. Throughput: every target at every connection count, ``rounds`` times, interleaved (the target
    order rotates each round), median of the rounds.
 4. A 100 MiB download through each (MB/s, RSS of the process tree idle and at its peak).
-5. Full logins per second (fresh browsers, concurrently) through each authenticating proxy.
-6. The cost of a refresh: a 1-connection run against proxies that refresh on every request.
+5. Full logins per second (fresh browsers, concurrently) through each authenticating proxy,
+   ``rounds`` times, interleaved.
+6. The cost of a refresh: a 1-connection run against proxies that refresh on every request,
+   ``rounds`` times, interleaved.
 7. Optionally (``BENCH_PROFILE``) a py-spy profile of authproxy's worker under load.
 
 Settings come from the environment: ``BENCH_QUICK=1`` (a ~2 minute smoke run, written to
@@ -105,7 +107,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         warmup_seconds=1.0 if quick else 2.0,
         download_repeats=1 if quick else 3,
         login_seconds=3.0 if quick else 10.0,
-        refresh_seconds=2.0 if quick else 2 * seconds,
+        refresh_seconds=2.0 if quick else seconds,
         profile_seconds=float(env.get("BENCH_PROFILE", "0") or 0),
         quick=quick,
         results_path=Path(env.get("BENCH_RESULTS", str(default_results))),
@@ -271,47 +273,58 @@ async def downloads(stack: Stack, bench: Bench, settings: Settings) -> list[repo
 
 
 async def logins(stack: Stack, settings: Settings) -> list[report.Logins]:
-    results = []
-    for server in (stack.oidc, stack.authproxy, stack.authproxy_auto):
-        result = await measure_logins(server, settings.login_seconds, LOGIN_CONCURRENCY)
-        results.append(result)
-        print(
-            f"logins {server.name:<17}{result.per_second:>7.1f}/s  completed {result.completed}"
-            f"  failed {result.failed}  proxy CPU {result.cpu_ms_per_login:.2f} ms/login",
-            flush=True,
-        )
-    return results
+    """Each authenticating proxy's logins in ``rounds`` interleaved rounds (order rotating), combined.
+
+    A login's CPU is measured over seconds, and the machine's speed drifts by 10-25% within
+    minutes: one window per target would compare one moment of the machine with another.
+    """
+    servers = [stack.oidc, stack.authproxy, stack.authproxy_auto]
+    rounds: dict[str, list[report.Logins]] = {server.name: [] for server in servers}
+    for round_index in range(settings.rounds):
+        shift = round_index % len(servers)
+        for server in servers[shift:] + servers[:shift]:
+            result = await measure_logins(server, settings.login_seconds, LOGIN_CONCURRENCY)
+            rounds[server.name].append(result)
+            print(
+                f"[round {round_index + 1}/{settings.rounds}] logins {server.name:<17}{result.per_second:>7.1f}/s"
+                f"  completed {result.completed}  failed {result.failed}"
+                f"  proxy CPU {result.cpu_ms_per_login:.2f} ms/login",
+                flush=True,
+            )
+    return [report.combine_logins(rounds[server.name]) for server in servers]
 
 
 async def refreshes(
     stack: Stack, bench: Bench, settings: Settings, summaries: Mapping[tuple[str, int], report.Summary]
 ) -> list[report.Refresh]:
-    results = []
-    pairs = ((stack.oidc, REFRESH_PREFIX, report.OIDC), (stack.authproxy_refresh, "/", report.AUTHPROXY))
-    for server, path, plain_target in pairs:
-        before = await provider_refresh_grants(stack.provider_url)
-        point = await measure_point(bench, server, stack.cookies[server.name], 1, settings.refresh_seconds, path)
-        grants = await provider_refresh_grants(stack.provider_url) - before
-        plain = summaries.get((plain_target, 1))
-        results.append(
-            report.Refresh(
-                target=plain_target,
-                requests=point.wrk.requests,
-                refresh_grants=grants,
-                p50_ms=point.wrk.p50_ms,
-                p99_ms=point.wrk.p99_ms,
-                errors=point.errors,
-                plain_p50_ms=plain.p50_ms if plain else 0.0,
-                cpu_us=point.cpu_us_per_request,
-                plain_cpu_us=plain.cpu_us if plain else 0.0,
+    pairs = [(stack.oidc, REFRESH_PREFIX, report.OIDC), (stack.authproxy_refresh, "/", report.AUTHPROXY)]
+    rounds: dict[str, list[report.Refresh]] = {target: [] for _, _, target in pairs}
+    # interleaved rounds, as for throughput and logins (the order flips each round)
+    for round_index in range(settings.rounds):
+        for server, path, plain_target in pairs if round_index % 2 == 0 else pairs[::-1]:
+            before = await provider_refresh_grants(stack.provider_url)
+            point = await measure_point(bench, server, stack.cookies[server.name], 1, settings.refresh_seconds, path)
+            grants = await provider_refresh_grants(stack.provider_url) - before
+            plain = summaries.get((plain_target, 1))
+            rounds[plain_target].append(
+                report.Refresh(
+                    target=plain_target,
+                    requests=point.wrk.requests,
+                    refresh_grants=grants,
+                    p50_ms=point.wrk.p50_ms,
+                    p99_ms=point.wrk.p99_ms,
+                    errors=point.errors,
+                    plain_p50_ms=plain.p50_ms if plain else 0.0,
+                    cpu_us=point.cpu_us_per_request,
+                    plain_cpu_us=plain.cpu_us if plain else 0.0,
+                )
             )
-        )
-        print(
-            f"refresh {server.name:<17} {point.wrk.requests} requests, {grants} refresh grants,"
-            f" p50 {point.wrk.p50_ms:.2f} ms, errors {point.errors}",
-            flush=True,
-        )
-    return results
+            print(
+                f"[round {round_index + 1}/{settings.rounds}] refresh {server.name:<17} {point.wrk.requests} requests,"
+                f" {grants} refresh grants, p50 {point.wrk.p50_ms:.2f} ms, errors {point.errors}",
+                flush=True,
+            )
+    return [report.combine_refreshes(rounds[target]) for _, _, target in pairs]
 
 
 async def profile(stack: Stack, bench: Bench, seconds: float) -> str:

@@ -119,3 +119,29 @@ def test_throughput_table_shows_ratios_only_for_authproxy() -> None:
     nginx_row, authproxy_row = table.splitlines()[2:]
     assert "2.00x" in authproxy_row and "0.38x" in authproxy_row
     assert "x |" not in nginx_row
+
+
+def test_login_rounds_combine_into_cpu_per_login_over_all_of_them() -> None:
+    rounds = [
+        report.Logins(report.AUTHPROXY, 100, 0, 10.0, 8, 20.0, 0.20),  # 2.0 ms per login
+        report.Logins(report.AUTHPROXY, 300, 1, 10.0, 8, 30.0, 0.30),  # 1.0 ms per login
+        report.Logins(report.AUTHPROXY, 100, 0, 10.0, 8, 25.0, 0.15),  # 1.5 ms per login
+    ]
+    combined = report.combine_logins(rounds)
+    assert (combined.completed, combined.failed, combined.seconds) == (500, 1, 30.0)
+    assert combined.cpu_ms_per_login == pytest.approx(1.3)  # 0.65 s over 500 logins
+    assert combined.p50_ms == 25.0
+    assert combined.rounds_cpu_ms == pytest.approx((2.0, 1.0, 1.5))
+    assert "1.00-2.00" in report.logins_table([combined])
+
+
+def test_refresh_rounds_combine_into_medians() -> None:
+    rounds = [
+        report.Refresh(report.AUTHPROXY, 100, 100, 2.0, 3.0, 0, 0.1, 800.0, 60.0),
+        report.Refresh(report.AUTHPROXY, 120, 120, 2.4, 3.4, 1, 0.1, 900.0, 60.0),
+        report.Refresh(report.AUTHPROXY, 110, 110, 2.2, 9.0, 0, 0.1, 850.0, 60.0),
+    ]
+    combined = report.combine_refreshes(rounds)
+    assert (combined.requests, combined.refresh_grants, combined.errors) == (330, 330, 1)
+    assert (combined.p50_ms, combined.p99_ms, combined.cpu_us) == (2.2, 3.4, 850.0)
+    assert combined.cost_ms == pytest.approx(2.1)
