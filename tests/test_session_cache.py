@@ -136,6 +136,18 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     assert [key for key in ("a", "b", "c") if cache.get(key, KEY_A, NOW)] == ["a", "c"]
 
 
+def test_expired_entries_leave_when_new_ones_come_not_only_when_the_cache_is_full() -> None:
+    # a burst of sign-ins puts every new session in; an hour later they must not still be held
+    cache = _live_cache(max_age=10.0, max_entries=100)
+    for index in range(50):
+        cache.put(f"burst-{index}", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.put("recent", KEY_A, _record(), generation=cache.generation, now=NOW + 5)
+    assert len(cache) == 51
+    cache.put("later", KEY_A, _record(), generation=cache.generation, now=NOW + 10)
+    assert len(cache) == 2
+    assert cache.get("recent", KEY_A, NOW + 10) is not None and cache.get("later", KEY_A, NOW + 10) is not None
+
+
 @pytest.mark.parametrize(
     ("args", "wire"),
     [

@@ -93,6 +93,11 @@ class SessionCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+        # expired entries at the least recently used end go too, so what a burst of sign-ins
+        # put in (every new session is) leaves after max_age, not only under max_entries' pressure
+        entries = self._entries
+        while entries and now - next(iter(entries.values())).loaded_at >= self.max_age:
+            entries.popitem(last=False)
         return True
 
     def invalidate(self, key: str) -> None:
