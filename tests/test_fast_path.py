@@ -632,21 +632,25 @@ async def test_without_a_session_both_paths_give_the_gates_answer(
         assert json.loads(fast[2])["error"] == "unauthenticated"
 
 
+SIGN_IN_ANSWER_PATH = "/app/sign-in-answer"
+
+
 async def test_a_sign_in_answer_keeps_the_connection_and_is_logged(signing_in: Stack) -> None:
     proxy = signing_in.proxies[0]
     before = await asyncio.to_thread(handovers, proxy)
     async with connect(signing_in.public_url) as connection:
         for _ in range(3):
-            await connection.send(get("/app?from=fast-path-test", NAVIGATION))
+            await connection.send(get(f"{SIGN_IN_ANSWER_PATH}?x=1", NAVIGATION))
             status, _, _ = await connection.answer()
             assert status == 302
     # answered by the fast path itself: the connection was never handed to aiohttp
     assert await asyncio.to_thread(handovers, proxy) == before
+    marker = f'"path":"{SIGN_IN_ANSWER_PATH}"'
     deadline = time.monotonic() + 5
-    while proxy.logs().count("from=fast-path-test") < 3 and time.monotonic() < deadline:
+    while proxy.logs().count(marker) < 3 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    lines = [json.loads(line) for line in proxy.logs().splitlines() if '"path":"/app"' in line]
-    assert len([entry for entry in lines if entry.get("status") == 302]) >= 3
+    lines = [json.loads(line) for line in proxy.logs().splitlines() if marker in line]
+    assert [(entry["status"], entry["route"]) for entry in lines] == [(302, "app")] * 3
 
 
 async def test_a_whole_sign_in_on_one_connection_never_needs_aiohttp(signing_in: Stack) -> None:
