@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import uvloop
 from aiohttp import web
 
 from authproxy.handback import ReturningRequestHandler
+from tests.test_listener import self_signed
 
 
 class Taken(asyncio.Protocol):
@@ -54,14 +57,19 @@ async def answer(request: web.BaseRequest) -> web.StreamResponse:
 
 
 @contextlib.asynccontextmanager
-async def serving(accept: bool = True) -> AsyncIterator[tuple[Harness, asyncio.StreamReader, asyncio.StreamWriter]]:
+async def serving(
+    accept: bool = True, tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
+) -> AsyncIterator[tuple[Harness, asyncio.StreamReader, asyncio.StreamWriter]]:
     loop = asyncio.get_running_loop()
     harness = Harness(web.Server(answer), accept)
     listener = await loop.create_server(
-        lambda: ReturningRequestHandler(harness.server, give_back=harness.give_back, loop=loop), "127.0.0.1", 0
+        lambda: ReturningRequestHandler(harness.server, give_back=harness.give_back, loop=loop),
+        "127.0.0.1",
+        0,
+        ssl=tls[0] if tls else None,
     )
     port = listener.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls[1] if tls else None)
     try:
         yield harness, reader, writer
     finally:
@@ -208,3 +216,24 @@ async def test_a_handler_that_gave_its_connection_back_is_freed_without_the_garb
             assert [o for o in gc.get_objects() if isinstance(o, ReturningRequestHandler)] == []
     finally:
         gc.enable()
+
+
+def test_a_tls_connection_is_given_back_as_well(tmp_path: Path) -> None:
+    # the transport given back is the TLS layer's: the bytes after it arrive decrypted
+    cert, key = self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+
+    async def check() -> None:
+        async with serving(tls=(server_context, client_context)) as (harness, reader, writer):
+            writer.write(request("/a"))
+            assert await read_answer(reader) == b"GET /a 0"
+            await settle()
+            assert len(harness.given_back) == 1
+            writer.write(request("/next"))
+            await asyncio.wait_for(harness.given_back[0].arrived.wait(), 5)
+            assert harness.given_back[0].data == request("/next")
+
+    asyncio.run(check())
+    uvloop.run(check())
