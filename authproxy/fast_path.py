@@ -5,24 +5,27 @@ a public route) asking for a page or an API resource with no body. For those, ai
 and response machinery costs more CPU than everything authproxy itself does. The main listener
 therefore speaks to each connection through :class:`FastConnection` first: it reads a request
 head, parses it with ``httptools`` (llhttp), and serves it itself only when it is the simple
-case; anything else, and everything after it on that connection, goes to aiohttp exactly as if
-the fast path did not exist.
+case; anything else goes to aiohttp exactly as if the fast path did not exist, until aiohttp
+gives the connection back.
 
 Served here (all must hold): HTTP/1.1, GET or HEAD, no body (no ``Content-Length``, no
 ``Transfer-Encoding``), no ``Upgrade`` or ``Expect``, one ``Host``, an ASCII head of at most
 ``MAX_HEAD`` bytes, an origin-form target without ``%``, ``\\``, ``#``, ``//`` or dot segments,
 outside ``auth_prefix``, on a route that exists; and either a public route, an ``optional``
-route without a session cookie, or a valid session whose user the route's ``allow`` rules
-admit. The session is loaded by the same :class:`~authproxy.sessions.manager.SessionManager` as
-on the aiohttp path (its cache included) and, when its access token is due, refreshed by the
-same :class:`~authproxy.sessions.refresh.Refresher` (one flight per session, the store lock);
-the headers the upstream gets are built by the same :func:`authproxy.headers.build_upstream_headers`
+route without a session cookie, a valid session whose user the route's ``allow`` rules admit,
+or no session on a route that needs one (answered with the gate's own login redirect or 401,
+:meth:`~authproxy.gate.Gate.unauthenticated`). Besides, a plain GET of exactly
+``/oauth2/start`` or ``/oauth2/callback`` is served by its own aiohttp handler
+(:mod:`authproxy.fast_endpoints`). The session is loaded by the same
+:class:`~authproxy.sessions.manager.SessionManager` as on the aiohttp path (its cache included)
+and, when its access token is due, refreshed by the same
+:class:`~authproxy.sessions.refresh.Refresher` (one flight per session, the store lock); the
+headers the upstream gets are built by the same :func:`authproxy.headers.build_upstream_headers`
 and :func:`authproxy.app.upstream_identity_headers`, and the same access log line and metrics
-are written. Every refusal (401, 302 to the login, 403, bearer tokens, a session that ended in
-its refresh, 404, 400) happens on the aiohttp path: when the fast path sees anything it does not
-serve, it hands the connection over, bytes and all, so no check exists in two places. An outage
-during a refresh is answered with the error page :mod:`authproxy.pages` makes for it, as on the
-aiohttp path.
+are written. Every other refusal (403, bearer tokens, 404, 400) happens on the aiohttp path:
+when the fast path sees anything it does not serve, it hands the connection over, bytes and
+all, so no check exists in two places. An outage during a refresh is answered with the error
+page :mod:`authproxy.pages` makes for it, as on the aiohttp path.
 
 What a connection repeats is worked out once: a keep-alive client mostly sends the same
 request head again and again, so the parse and plan of a head, the upstream head made of it
@@ -37,8 +40,8 @@ protocol the listener would have created), which receives the bytes read so far 
 just arrived. That happens only between requests, never while a response is being written.
 Handing back: when aiohttp has answered a plain GET or HEAD and the connection is idle with
 nothing of a next request read, it gives the transport back to the same :class:`FastConnection`
-(:mod:`authproxy.handback`), so a browser that went through a login redirect, ``/oauth2/start``
-and the callback is served here again for the pages after it. A connection that keeps asking
+(:mod:`authproxy.handback`), so a browser that once needed aiohttp (a form POST, a sign-out,
+``/oauth2/userinfo``) is served here again for the pages after it. A connection that keeps asking
 for aiohttp's requests (``MAX_HANDOFFS_IN_ROW`` of them with none served here) stays with aiohttp.
 
 The rest follows aiohttp's behaviour so that clients cannot tell the paths apart: the same
@@ -96,8 +99,8 @@ _CRLFCRLF: Final = b"\r\n\r\n"
 # aiohttp answers "Expect: 100-continue" itself, and never forwards it
 _HTTP_DROP: Final = frozenset({"expect"})
 # hand-overs to aiohttp in a row, none served here between them, after which aiohttp keeps the
-# connection: a sign-in makes three (login redirect, /start, callback); a client whose requests
-# are all aiohttp's (POSTs, refusals) would otherwise be handed back and forth for each
+# connection: a client whose requests are all aiohttp's (POSTs, refusals) would otherwise be
+# handed back and forth for each
 MAX_HANDOFFS_IN_ROW: Final = 8
 
 
@@ -432,13 +435,13 @@ class FastConnection(asyncio.Protocol):
 
     async def _serve(self, head: RequestHead) -> bool:
         """Answer one request; True when the connection may stay open. Raises _HandOff."""
-        if head.version == "1.1" and self._site.endpoints:
-            endpoint = endpoint_of(head.method, head.target, self._site.endpoints)
-            if endpoint is not None:
-                return await self._serve_endpoint(head, *endpoint)
         plan = self._plan(head)
         if plan is None:
-            raise _HandOff
+            # not a plain request on a route: a sign-in endpoint is served here, the rest is aiohttp's
+            endpoint = endpoint_of(head.method, head.target, self._site.endpoints) if head.version == "1.1" else None
+            if endpoint is None:
+                raise _HandOff
+            return await self._serve_endpoint(head, *endpoint)
         route, path, query, fields, cookies = plan
         services = self._services
         started = time.perf_counter()
@@ -450,9 +453,6 @@ class FastConnection(asyncio.Protocol):
         try:
             try:
                 user, added, served = await self._identity(route, fields, cookies)
-            except StoreError:
-                services.metrics.count_store_error()
-                raise
             except _SignIn:
                 assert services.gate is not None
                 request = cast("web.Request", _PageRequest(head.method, head.target, fields))
@@ -496,26 +496,12 @@ class FastConnection(asyncio.Protocol):
         except _ClientGone:
             status = CLIENT_CLOSED
             return False
-        except AuthproxyError as e:
-            status = self._answer_page(head, fields, request_id, e, keep_alive=head.keep_alive)
-            return head.keep_alive
-        except Exception:
-            LOG.exception("unhandled error", extra={"fields": {"request_id": request_id}})
-            status = self._answer_page(head, fields, request_id, None, keep_alive=False)
-            return False
+        except Exception as e:
+            status, keep_alive = self._answer_error(head, fields, request_id, e)
+            return keep_alive
         finally:
             if not handed_off:
-                record_request(
-                    services,
-                    route=route.name,
-                    status=status,
-                    elapsed=time.perf_counter() - started,
-                    request_id=request_id,
-                    method=head.method,
-                    path=path,
-                    user=user,
-                    client_ip=self.peer_ip,
-                )
+                self._record(head, route.name, path, status, started, request_id, user)
 
     async def _serve_endpoint(self, head: RequestHead, handler: Handler, path: str, query: str) -> bool:
         """``/oauth2/start`` or the callback, by its own handler (authproxy.fast_endpoints)."""
@@ -523,7 +509,6 @@ class FastConnection(asyncio.Protocol):
         transport = self.transport
         if len(fields.getall("Host", ())) != 1 or transport is None:
             raise _HandOff
-        services = self._services
         started = time.perf_counter()
         request_id = headers.request_id(fields.get("X-Request-Id"), self.peer_trusted)
         status = 500
@@ -542,28 +527,40 @@ class FastConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
             raise
-        except AuthproxyError as e:
-            # as the app's middleware: an outage is its error page (503), never a traceback
-            if isinstance(e, StoreError):
-                services.metrics.count_store_error()
-            status = self._answer_page(head, fields, request_id, e, keep_alive=head.keep_alive)
-            return head.keep_alive
-        except Exception:
-            LOG.exception("unhandled error", extra={"fields": {"request_id": request_id}})
-            status = self._answer_page(head, fields, request_id, None, keep_alive=False)
-            return False
+        except Exception as e:
+            status, keep_alive = self._answer_error(head, fields, request_id, e)
+            return keep_alive
         finally:
-            record_request(
-                services,
-                route=AUTH_ROUTE_LABEL,
-                status=status,
-                elapsed=time.perf_counter() - started,
-                request_id=request_id,
-                method=head.method,
-                path=path,
-                user=request.get(pages.USER) if request is not None else None,
-                client_ip=self.peer_ip,
-            )
+            user = request.get(pages.USER) if request is not None else None
+            self._record(head, AUTH_ROUTE_LABEL, path, status, started, request_id, user)
+
+    def _answer_error(
+        self, head: RequestHead, fields: CIMultiDict[str], request_id: str, error: Exception
+    ) -> tuple[int, bool]:
+        """As the app's middleware: an AuthproxyError is its page (a store outage counted), anything
+        else a logged 500 that closes the connection; ``(status, keep_alive)``. Call from ``except``."""
+        if isinstance(error, AuthproxyError):
+            if isinstance(error, StoreError):
+                self._services.metrics.count_store_error()
+            return self._answer_page(head, fields, request_id, error, keep_alive=head.keep_alive), head.keep_alive
+        LOG.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+        return self._answer_page(head, fields, request_id, None, keep_alive=False), False
+
+    def _record(
+        self, head: RequestHead, route: str, path: str, status: int, started: float, request_id: str, user: str | None
+    ) -> None:
+        """The access log line and request metrics of one answered request (authproxy.app.record_request)."""
+        record_request(
+            self._services,
+            route=route,
+            status=status,
+            elapsed=time.perf_counter() - started,
+            request_id=request_id,
+            method=head.method,
+            path=path,
+            user=user,
+            client_ip=self.peer_ip,
+        )
 
     def _same_upstream_head(self, made_of: _MadeOf) -> bool:
         """Whether the last upstream head was made of the same route, request and identity headers.
