@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
 from aiohttp import web
@@ -196,22 +196,22 @@ class LoginFlows:
         # the address's rate and the browser's unfinished sign-ins are counted, and the flow a
         # sign-in here will use is stored, in one round trip; a refused start deletes its flow
         counters = [(self.rate_key(request), RATE_WINDOW), (self.loop_key(request), LOOP_WINDOW)]
-        prepared = self._new_flow(redirect) if self._begins_here(request) else None
-        if prepared is None:
+        new = self._new_flow(redirect) if self._begins_here(request) else None
+        if new is None:
             count, starts = await self.store.increment_all(counters)
         else:
-            count, starts = await self.store.increment_all_and_set(counters, prepared[0], prepared[1], FLOW_TTL)
+            count, starts = await self.store.increment_all_and_set(counters, new.key, new.sealed, FLOW_TTL)
         refused = self.too_many(request, count)
         if refused is None and starts > LOOP_LIMIT:
             log_event("login_failed", reason="login loop", client_ip=request.remote)
             self.metrics.count_login("loop")
             refused = pages.login_loop_page(request, self.sessions.cookie_name)
         if refused is not None:
-            if prepared is not None:
-                await self.store.delete(prepared[0])
+            if new is not None:
+                await self.store.delete(new.key)
             return refused
-        if prepared is not None:
-            return self._send_to_provider(request, prepared[2], prepared[3])
+        if new is not None:
+            return self._send_to_provider(request, new.flow, new.ticket)
         if self.origins is not None:
             if not self.origins.can_sign_in(request.host):
                 log_event("login_failed", reason="sign-in on an unconfigured host", client_ip=request.remote)
@@ -228,11 +228,8 @@ class LoginFlows:
             origin = self.origins.satellite_of(request.host)
             if origin is not None:
                 return await self._start_handoff(request, origin, redirect)
-        # discovery had not succeeded when this start was counted
-        _ = self.provider.metadata  # raises ProviderUnavailable (503) while it still has not
-        key, sealed, flow, ticket = self._new_flow(redirect)
-        await self.store.set(key, sealed, FLOW_TTL)
-        return self._send_to_provider(request, flow, ticket)
+        # discovery had not succeeded when this start began: 503, as for any start before it
+        raise ProviderUnavailable("provider metadata not loaded yet")
 
     def _begins_here(self, request: web.Request) -> bool:
         """Whether this start sends the browser to the provider now.
@@ -246,11 +243,11 @@ class LoginFlows:
             return False
         return self.provider.ready
 
-    def _new_flow(self, redirect: str) -> tuple[str, bytes, LoginFlow, Ticket]:
-        """``(store key, sealed record, flow, ticket)`` of a new login flow back to ``redirect``."""
+    def _new_flow(self, redirect: str) -> _NewFlow:
+        """A new login flow back to ``redirect``, with its ticket and what the store keeps of it."""
         flow = LoginFlow(new_state(), new_nonce(), new_code_verifier(), redirect, self.clock())
         ticket = new_ticket()
-        return _flow_key(ticket), seal_record(flow.to_bytes(), ticket), flow, ticket
+        return _NewFlow(flow, ticket, _flow_key(ticket), seal_record(flow.to_bytes(), ticket))
 
     def _send_to_provider(self, request: web.Request, flow: LoginFlow, ticket: Ticket) -> web.StreamResponse:
         """The redirect to the authorization endpoint, with the cookie binding this browser to ``flow``."""
@@ -442,3 +439,10 @@ class LoginFlows:
 
 def _flow_key(ticket: Ticket) -> str:
     return FLOW_KEY_PREFIX + store_key_for(ticket.id)
+
+
+class _NewFlow(NamedTuple):
+    flow: LoginFlow
+    ticket: Ticket
+    key: str  # in the store
+    sealed: bytes  # the record stored under key
