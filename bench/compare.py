@@ -16,10 +16,7 @@ Everything runs on 127.0.0.1 (the provider on 127.0.0.2) and is ended by PID.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
-import secrets
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -28,68 +25,23 @@ from typing import Final
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.configs import Client
 from bench.measure import Bench, log_in, measure_logins, measure_point
-from bench.processes import Processes, current_pinning, raise_priority
-from bench.servers import PROVIDER_HOST, Server, start_authproxy, start_provider, start_redis, start_upstream
-from bench.suite import BIG_FILE_SIZE, LOGIN_CONCURRENCY, OUT, make_big_file
-from tests.support.net import free_port
+from bench.paths import Proxy, isolated_processes, start_authproxies
+from bench.suite import LOGIN_CONCURRENCY, OUT
 
 RUN_DIR: Final = OUT / "compare"
 NAMES: Final = ("A", "B")
 
 
-async def _start_both(processes: Processes, other: Path, refresh: bool) -> tuple[dict[str, Server], str]:
-    _, redis_port = await start_redis(processes, RUN_DIR / "redis")
-    big = OUT / "big.bin"
-    if not big.exists() or big.stat().st_size != BIG_FILE_SIZE:
-        make_big_file(big)
-    upstream, status_port = await start_upstream(processes, RUN_DIR / "upstream", big)
-    upstream_port = int(upstream.url.rsplit(":", 1)[1])
-    ports = {name: free_port() for name in NAMES}
-    clients = {
-        name: Client(f"bench-{name}", secrets.token_urlsafe(24), f"http://127.0.0.1:{port}/oauth2/callback")
-        for name, port in ports.items()
-    }
-    provider_port = free_port(PROVIDER_HOST)
-    provider_url = f"http://{PROVIDER_HOST}:{provider_port}"
-    await start_provider(processes, RUN_DIR / "provider", provider_port, list(clients.values()))
-    servers: dict[str, Server] = {}
-    for name in NAMES:
-        saved = os.environ.get("PYTHONPATH")
-        if name == "A":  # the child inherits the environment: A imports the other checkout
-            os.environ["PYTHONPATH"] = str(other)
-        try:
-            servers[name] = await start_authproxy(
-                processes,
-                RUN_DIR / "authproxy",
-                name=name,
-                port=ports[name],
-                upstream_port=upstream_port,
-                provider_url=provider_url,
-                client=clients[name],
-                redis_port=redis_port,
-                refresh_every_request=refresh,
-            )
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
-    return servers, f"http://127.0.0.1:{status_port}/"
-
-
 async def compare(other: Path, what: str, rounds: int, seconds: float) -> None:
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
-    RUN_DIR.mkdir(parents=True)
-    pinning = current_pinning()
-    if pinning.pinned:
-        os.sched_setaffinity(0, pinning.load)
-    raise_priority()
-    processes = Processes(pinning)
-    atexit.register(processes.stop_all)
+    processes = isolated_processes(RUN_DIR)
     try:
-        servers, status_url = await _start_both(processes, other, refresh=what == "refresh")
+        refresh = what == "refresh"
+        servers, status_url = await start_authproxies(
+            processes,
+            RUN_DIR,
+            [Proxy("A", refresh_every_request=refresh, checkout=other), Proxy("B", refresh_every_request=refresh)],
+        )
         bench = Bench(processes, RUN_DIR, status_url)
         cookies = {name: await log_in(server) for name, server in servers.items()}
         cpu = {name: 0.0 for name in NAMES}

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -59,45 +60,71 @@ async def _profiled(
     return cost
 
 
-async def measure(paths: tuple[str, ...], seconds: float, profile: bool) -> None:
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
-    RUN_DIR.mkdir(parents=True)
+@dataclass(frozen=True)
+class Proxy:
+    """One authproxy to start: its name, whether it refreshes on every request, and which code."""
+
+    name: str
+    refresh_every_request: bool = False
+    checkout: Path | None = None  # another checkout of authproxy to run (first on PYTHONPATH)
+
+
+def isolated_processes(run_dir: Path) -> Processes:
+    """A fresh ``run_dir``, ``make bench``'s pinning and priority for this process, and a
+    :class:`Processes` whose every process is ended when this one exits."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
     pinning = current_pinning()
     if pinning.pinned:
         os.sched_setaffinity(0, pinning.load)
     raise_priority()
     processes = Processes(pinning)
     atexit.register(processes.stop_all)
+    return processes
+
+
+async def start_authproxies(processes: Processes, run_dir: Path, proxies: list[Proxy]) -> tuple[dict[str, Server], str]:
+    """Redis, the nginx upstream, the development provider and ``proxies`` with the Redis store
+    and the default configuration; the proxies by name, and the upstream's request counter URL."""
+    _, redis_port = await start_redis(processes, run_dir / "redis")
+    big = OUT / "big.bin"
+    if not big.exists() or big.stat().st_size != BIG_FILE_SIZE:
+        make_big_file(big)
+    upstream, status_port = await start_upstream(processes, run_dir / "upstream", big)
+    upstream_port = int(upstream.url.rsplit(":", 1)[1])
+    ports = {proxy.name: free_port() for proxy in proxies}
+    clients = {
+        name: Client(f"bench-{name}", secrets.token_urlsafe(24), f"http://127.0.0.1:{port}/oauth2/callback")
+        for name, port in ports.items()
+    }
+    provider_port = free_port(PROVIDER_HOST)
+    provider_url = f"http://{PROVIDER_HOST}:{provider_port}"
+    await start_provider(processes, run_dir / "provider", provider_port, list(clients.values()))
+    servers = {
+        proxy.name: await start_authproxy(
+            processes,
+            run_dir / "authproxy",
+            name=proxy.name,
+            port=ports[proxy.name],
+            upstream_port=upstream_port,
+            provider_url=provider_url,
+            client=clients[proxy.name],
+            redis_port=redis_port,
+            refresh_every_request=proxy.refresh_every_request,
+            env=None if proxy.checkout is None else {"PYTHONPATH": str(proxy.checkout)},
+        )
+        for proxy in proxies
+    }
+    return servers, f"http://127.0.0.1:{status_port}/"
+
+
+async def measure(paths: tuple[str, ...], seconds: float, profile: bool) -> None:
+    processes = isolated_processes(RUN_DIR)
     try:
-        _, redis_port = await start_redis(processes, RUN_DIR / "redis")
-        big = OUT / "big.bin"
-        if not big.exists() or big.stat().st_size != BIG_FILE_SIZE:
-            make_big_file(big)
-        upstream, status_port = await start_upstream(processes, RUN_DIR / "upstream", big)
-        upstream_port = int(upstream.url.rsplit(":", 1)[1])
-        ports = {name: free_port() for name in ("authproxy", "authproxy-refresh")}
-        clients = {
-            name: Client(f"bench-{name}", secrets.token_urlsafe(24), f"http://127.0.0.1:{port}/oauth2/callback")
-            for name, port in ports.items()
-        }
-        provider_port = free_port(PROVIDER_HOST)
-        provider_url = f"http://{PROVIDER_HOST}:{provider_port}"
-        await start_provider(processes, RUN_DIR / "provider", provider_port, list(clients.values()))
-        proxies = {
-            name: await start_authproxy(
-                processes,
-                RUN_DIR / "authproxy",
-                name=name,
-                port=port,
-                upstream_port=upstream_port,
-                provider_url=provider_url,
-                client=clients[name],
-                redis_port=redis_port,
-                refresh_every_request=name == "authproxy-refresh",
-            )
-            for name, port in ports.items()
-        }
-        bench = Bench(processes, RUN_DIR, f"http://127.0.0.1:{status_port}/")
+        proxies, status_url = await start_authproxies(
+            processes, RUN_DIR, [Proxy("authproxy"), Proxy("authproxy-refresh", refresh_every_request=True)]
+        )
+        bench = Bench(processes, RUN_DIR, status_url)
         cookies = {name: await log_in(server) for name, server in proxies.items()}
         plain, refreshing = proxies["authproxy"], proxies["authproxy-refresh"]
 

@@ -225,6 +225,7 @@ async def start_authproxy(
     redis_port: int,
     workers: str = "1",
     refresh_every_request: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """``authproxy run`` with the Redis store; ready once ``/readyz`` says provider and store are."""
     admin_port = free_port()
@@ -243,6 +244,6 @@ async def start_authproxy(
     argv = [sys.executable, "-m", "authproxy", "run", "-c", str(path), "--workers", workers]
     # not run from the repository: ``-m`` puts the working directory first on sys.path, which
     # would shadow a PYTHONPATH pointing at another copy of the code (an A/B experiment)
-    started = processes.start(name, argv, log_path=directory / f"{name}.log", cwd=directory)
+    started = processes.start(name, argv, log_path=directory / f"{name}.log", cwd=directory, env=env)
     await wait_http(started, f"http://127.0.0.1:{admin_port}/readyz")
     return Server(name, started, f"http://127.0.0.1:{port}", cookie_name="authproxy_session")
