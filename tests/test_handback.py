@@ -21,7 +21,7 @@ import uvloop
 from aiohttp import web
 
 from authproxy.handback import ReturningRequestHandler
-from tests.test_listener import self_signed
+from tests.support.tls import tls_contexts
 
 
 class Taken(asyncio.Protocol):
@@ -112,19 +112,26 @@ def on_both_loops(check: Check) -> Callable[[], None]:
     return run
 
 
-@on_both_loops
-async def test_an_idle_keep_alive_connection_is_given_back_after_a_get() -> None:
-    async with serving() as (harness, reader, writer):
-        writer.write(request("/a"))
-        assert await read_answer(reader) == b"GET /a 0"
-        await settle()
-        assert len(harness.given_back) == 1
-        writer.write(request("/next"))
-        await asyncio.wait_for(harness.given_back[0].arrived.wait(), 5)
-        assert harness.given_back[0].data == request("/next")
-        # aiohttp let go of it: no longer among its connections, and its loop ended
-        await settle()
-        assert harness.server.connections == []
+@pytest.mark.parametrize("over_tls", [False, True], ids=["plain", "tls"])
+def test_an_idle_keep_alive_connection_is_given_back_after_a_get(over_tls: bool, tmp_path: Path) -> None:
+    # over TLS the transport given back is the TLS layer's: the bytes after it arrive decrypted
+    tls = tls_contexts(tmp_path) if over_tls else None
+
+    async def check() -> None:
+        async with serving(tls=tls) as (harness, reader, writer):
+            writer.write(request("/a"))
+            assert await read_answer(reader) == b"GET /a 0"
+            await settle()
+            assert len(harness.given_back) == 1
+            writer.write(request("/next"))
+            await asyncio.wait_for(harness.given_back[0].arrived.wait(), 5)
+            assert harness.given_back[0].data == request("/next")
+            # aiohttp let go of it: no longer among its connections, and its loop ended
+            await settle()
+            assert harness.server.connections == []
+
+    asyncio.run(check())
+    uvloop.run(check())
 
 
 @on_both_loops
@@ -216,24 +223,3 @@ async def test_a_handler_that_gave_its_connection_back_is_freed_without_the_garb
             assert [o for o in gc.get_objects() if isinstance(o, ReturningRequestHandler)] == []
     finally:
         gc.enable()
-
-
-def test_a_tls_connection_is_given_back_as_well(tmp_path: Path) -> None:
-    # the transport given back is the TLS layer's: the bytes after it arrive decrypted
-    cert, key = self_signed(tmp_path)
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
-
-    async def check() -> None:
-        async with serving(tls=(server_context, client_context)) as (harness, reader, writer):
-            writer.write(request("/a"))
-            assert await read_answer(reader) == b"GET /a 0"
-            await settle()
-            assert len(harness.given_back) == 1
-            writer.write(request("/next"))
-            await asyncio.wait_for(harness.given_back[0].arrived.wait(), 5)
-            assert harness.given_back[0].data == request("/next")
-
-    asyncio.run(check())
-    uvloop.run(check())

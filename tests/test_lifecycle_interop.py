@@ -185,10 +185,9 @@ async def test_token_endpoint_down_is_503_once_the_access_token_expired_then_rec
 
 # ---------------------------------------------------------------------------------------------- fresh connections
 #
-# A fresh connection's plain GET with a session cookie is the fast path's to serve
-# (authproxy/fast_path.py) from its first request; the tests above reuse the browser's
-# connections, which aiohttp answered during the sign-in and gave back. The same refresh
-# outcomes must hold on both.
+# A plain GET with a session cookie is the fast path's to serve (authproxy/fast_path.py), on the
+# browser's own connection (its sign-in stays on the fast path too) as on a fresh one. These
+# repeat the refresh outcomes for a browser that carries nothing but the session cookie.
 
 
 async def _fresh_connection(url: str, cookie: str, requests: int = 1) -> list[Page]:
@@ -198,12 +197,18 @@ async def _fresh_connection(url: str, cookie: str, requests: int = 1) -> list[Pa
         return [await xhr(other, url) for _ in range(requests)]
 
 
-async def test_a_refresh_due_on_a_fresh_connection_is_done_once_and_its_tokens_kept(fault: Stack) -> None:
+async def _cookie_with_a_refresh_due(fault: Stack, user: str) -> tuple[str, dict[str, str]]:
+    """``user``'s session cookie, once a refresh of its access token is due, and what the upstream saw at sign-in."""
     async with browser() as b:
-        _, seen = await log_in(fault, "alice", b)
+        _, seen = await log_in(fault, user, b)
         cookie = session_cookie(b)
         assert cookie is not None
-    await asyncio.sleep(FAULT_TTL - FAULT_BEFORE + 0.2)  # a refresh is due
+    await asyncio.sleep(FAULT_TTL - FAULT_BEFORE + 0.2)
+    return cookie, seen
+
+
+async def test_a_refresh_due_on_a_fresh_connection_is_done_once_and_its_tokens_kept(fault: Stack) -> None:
+    cookie, seen = await _cookie_with_a_refresh_due(fault, "alice")
     pages = await _fresh_connection(fault.url + "/app", cookie, requests=3)
     assert [page.status for page in pages] == [200, 200, 200]
     tokens = {upstream_seen(page)["authorization"] for page in pages}
@@ -211,11 +216,7 @@ async def test_a_refresh_due_on_a_fresh_connection_is_done_once_and_its_tokens_k
 
 
 async def test_a_refresh_refused_on_a_fresh_connection_ends_the_session(fault: Stack) -> None:
-    async with browser() as b:
-        await log_in(fault, "bob", b)
-        cookie = session_cookie(b)
-        assert cookie is not None
-    await asyncio.sleep(FAULT_TTL - FAULT_BEFORE + 0.2)
+    cookie, _ = await _cookie_with_a_refresh_due(fault, "bob")
     fault.fault.set_fault("invalid_grant_on_refresh")
     try:
         (page,) = await _fresh_connection(fault.url + "/app", cookie)
@@ -226,11 +227,7 @@ async def test_a_refresh_refused_on_a_fresh_connection_ends_the_session(fault: S
 
 
 async def test_a_token_endpoint_outage_on_a_fresh_connection_is_503_once_the_token_expired(fault: Stack) -> None:
-    async with browser() as b:
-        _, seen = await log_in(fault, "alice", b)
-        cookie = session_cookie(b)
-        assert cookie is not None
-    await asyncio.sleep(FAULT_TTL - FAULT_BEFORE + 0.2)
+    cookie, seen = await _cookie_with_a_refresh_due(fault, "alice")
     fault.fault.set_fault("token_endpoint_down")
     try:
         (page,) = await _fresh_connection(fault.url + "/app", cookie)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
@@ -13,12 +11,9 @@ from typing import Any, ClassVar, cast
 
 import pytest
 import uvloop
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from authproxy.listener import serve_in_batches
+from tests.support.tls import tls_contexts
 
 BURST = 64
 
@@ -133,35 +128,8 @@ def test_both_families_of_a_wildcard_host_are_bound_on_one_port() -> None:
     on_uvloop(check)
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate and key for 127.0.0.1, for a TLS listener in a test."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_a_tls_listener_completes_the_handshake_and_serves(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+    server_context, client_context = tls_contexts(tmp_path)
 
     async def check() -> None:
         server = serve_in_batches("127.0.0.1", 0, Recorder, backlog=16, ssl_context=server_context)
