@@ -149,6 +149,12 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+def holds_keys(port: int, pattern: str) -> bool:
+    """Whether the server on ``port`` holds a key matching ``pattern`` (KEYS: for small test data)."""
+    answer = _command(port, "KEYS", pattern)
+    return answer.startswith(b"*") and not answer.startswith(b"*0\r\n")
+
+
 def _command(port: int, *args: str) -> bytes:
     """One inline command over a raw socket (no client library needed); the raw answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:

@@ -43,6 +43,7 @@ from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
 from tests.support.redis_server import (
     RedisServer,
+    holds_keys,
     start_redis_cluster,
     start_redis_sentinel,
     start_redis_server,
@@ -132,6 +133,7 @@ class SoakStack:
     upstream: RecordingUpstream
     redis_nodes: list[RedisServer]  # the servers holding sessions (the master, or every cluster node)
     directory: Path
+    stopped_node: RedisServer | None = None  # the node a store fault stopped, to restart
 
     @property
     def public_url(self) -> str:
@@ -422,11 +424,16 @@ async def run_soak(
 
 
 def _restart_redis(stack: SoakStack) -> None:
-    stack.redis_nodes[0].start()
+    assert stack.stopped_node is not None
+    stack.stopped_node.start()
 
 
 def _stop_redis(stack: SoakStack) -> None:
-    stack.redis_nodes[0].stop()  # SIGKILL: a crash, not a shutdown
+    # a cluster spreads sessions over its masters by key slot: stop one that holds a session, or
+    # the outage may touch none of the soak's few sessions and go unfelt
+    holding = [node for node in stack.redis_nodes if holds_keys(node.port, "*session:*")]
+    stack.stopped_node = holding[0] if holding else stack.redis_nodes[0]
+    stack.stopped_node.stop()  # SIGKILL: a crash, not a shutdown
 
 
 def _set_resetting(on: bool) -> Callable[[SoakStack], None]:
