@@ -31,6 +31,7 @@ from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.flow import LoginFlows
 from authproxy.oidc.logout import Logouts
 from authproxy.oidc.sso import SingleSignOn
+from authproxy.oidc.tokens import TokenSet
 from authproxy.origins import Origins
 from authproxy.preserved_post import PostKeeper
 from authproxy.proxy import Forwarder, has_dot_segments
@@ -39,6 +40,7 @@ from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.factory import create_cache, create_publisher, create_store
 from authproxy.sessions.invalidation import InvalidationFeed
 from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.record import SessionRecord
 from authproxy.sessions.refresh import Refresher
 from authproxy.sessions.store import SessionStore
 
@@ -304,9 +306,15 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             feed=services.invalidations,
             origins=origins,
         )
+        provider = services.provider
+
+        # a new ID token is checked against the session's sub and its current ID token
+        async def refresh_tokens(refresh_token: str, record: SessionRecord) -> TokenSet:
+            return await provider.refresh(refresh_token, sub=record.sub, earlier_id_token=record.id_token)
+
         refresher = Refresher(
             services.sessions,
-            services.provider.refresh,
+            refresh_tokens,
             refresh_before_expiry=config.session.refresh_before_expiry,
             wait_timeout=p.timeout + 5.0,
             on_result=metrics.count_refresh,

@@ -17,7 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jwt.algorithms import RSAAlgorithm
 
 from authproxy.errors import ProviderUnavailable, TokenInvalid, UnknownKeyId
-from authproxy.oidc.tokens import KeySet, _verified_payload, compute_at_hash, verify_id_token
+from authproxy.oidc.tokens import (
+    KeySet,
+    _verified_payload,
+    compute_at_hash,
+    verify_id_token,
+    verify_refreshed_id_token,
+)
 from tests.support.oidc_tokens import (
     ALL_ASYMMETRIC,
     CLIENT_ID,
@@ -297,6 +303,105 @@ ACCEPTED: list[Any] = [
 @pytest.mark.parametrize(("build", "overrides"), ACCEPTED)
 def test_valid_id_token_is_accepted(keys: Keys, build: Build, overrides: Overrides) -> None:
     claims = verify(build(keys), keys.keyset(), **resolve(overrides, keys))
+    assert claims["sub"] == "user-1"
+
+
+# ---------------------------------------------------------------------- ID tokens from a refresh
+
+# the session's ID token from sign-in, which a refreshed one must match (Core 1.0 section 12.2)
+SIGN_IN_CLAIMS = id_token_claims(auth_time=int(NOW) - 600)
+
+
+def verify_refreshed(raw: str, keys: Keys, **overrides: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "sub": "user-1",
+        "earlier": keys.rsa.sign(SIGN_IN_CLAIMS),
+        "keys": keys.keyset(),
+        "issuer": ISSUER,
+        "client_id": CLIENT_ID,
+        "allowed_algorithms": ALL_ASYMMETRIC,
+        "now": NOW,
+        "skew": SKEW,
+        "access_token": ACCESS_TOKEN,
+    }
+    arguments.update(overrides)
+    return verify_refreshed_id_token(raw, **arguments)
+
+
+def refreshed_claims(**overrides: Any) -> dict[str, Any]:
+    """The sign-in claims without the nonce, changed by ``overrides`` (None removes a claim)."""
+    claims = {**SIGN_IN_CLAIMS, "nonce": None, **overrides}
+    return {name: value for name, value in claims.items() if value is not None}
+
+
+REFRESH_FAULTS: list[Any] = [
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims(sub="user-2")), {}, "sub differs from the session's", id="other-sub"
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims()),
+        {"sub": "user-2"},
+        "sub differs from the session's",
+        id="session-of-another-user",
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims(aud=[CLIENT_ID, "other-client"], azp=CLIENT_ID)),
+        {},
+        "aud differs from the session's",
+        id="audience-added",
+    ),
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims(auth_time=int(NOW))),
+        {},
+        "auth_time differs from the session's",
+        id="other-auth-time",
+    ),
+    # the sign-in checks apply as well
+    pytest.param(lambda k: k.rsa_other.sign(refreshed_claims()), {}, "bad signature", id="bad-signature"),
+    pytest.param(lambda k: unsigned_token(refreshed_claims()), {}, "alg not allowed: none", id="alg-none"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(iss="https://evil.example.com")), {}, "iss mismatch", id="iss"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(aud="another-client")), {}, "aud mismatch", id="aud"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(azp="other-client")), {}, "azp mismatch", id="azp"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(exp=int(NOW - SKEW) - 1)), {}, "token expired", id="expired"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(iat=None)), {}, "iat missing", id="missing-iat"),
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims(nbf=int(NOW + SKEW) + 1)), {}, "token not yet valid", id="nbf-future"
+    ),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(sub=None)), {}, "sub missing", id="missing-sub"),
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims(at_hash=compute_at_hash("another-access-token", "RS256"))),
+        {},
+        "at_hash mismatch",
+        id="at-hash-of-another-access-token",
+    ),
+    pytest.param(lambda k: "not.a.jwt", {}, "malformed token", id="garbage"),
+]
+
+
+@pytest.mark.parametrize(("build", "overrides", "reason"), REFRESH_FAULTS)
+def test_refreshed_id_token_fault_is_refused(keys: Keys, build: Build, overrides: Overrides, reason: str) -> None:
+    with pytest.raises(TokenInvalid) as caught:
+        verify_refreshed(build(keys), keys, **resolve(overrides, keys))
+    assert caught.value.reason == reason
+
+
+REFRESH_ACCEPTED: list[Any] = [
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims()), {}, id="same-session-without-nonce"),
+    # section 12.2 says SHOULD NOT; some providers repeat the sign-in nonce
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(nonce=NONCE)), {}, id="nonce-repeated"),
+    pytest.param(lambda k: k.ec.sign(refreshed_claims()), {}, id="signed-by-another-key-of-the-set"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(auth_time=None)), {}, id="without-auth-time"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(aud=[CLIENT_ID])), {}, id="same-audience-as-a-list"),
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims(at_hash=compute_at_hash(ACCESS_TOKEN, "RS256"))), {}, id="at-hash"
+    ),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(auth_time=int(NOW))), {"earlier": None}, id="no-earlier-token"),
+]
+
+
+@pytest.mark.parametrize(("build", "overrides"), REFRESH_ACCEPTED)
+def test_valid_refreshed_id_token_is_accepted(keys: Keys, build: Build, overrides: Overrides) -> None:
+    claims = verify_refreshed(build(keys), keys, **resolve(overrides, keys))
     assert claims["sub"] == "user-1"
     assert claims["email"] == "alice@example.com"
 

@@ -58,6 +58,7 @@ async def test_user_stays_signed_in_across_refreshes_each_done_once(op_stack: St
         await log_in(op_stack, "alice", b)
         op.reset_counters()
         tokens: list[str] = []
+        id_tokens: set[str] = set()
         requests = 0
         deadline = time.monotonic() + KEEP_ALIVE_SECONDS
         while time.monotonic() < deadline:
@@ -69,6 +70,7 @@ async def test_user_stays_signed_in_across_refreshes_each_done_once(op_stack: St
             assert seen["x-forwarded-user"] == "alice"
             if not tokens or tokens[-1] != seen["authorization"]:
                 tokens.append(seen["authorization"])
+            id_tokens.add(seen["x-forwarded-id-token"])
             await asyncio.sleep(0.2)
     counters = op.counters()
     # a refresh is due every ACCESS_TOKEN_TTL - REFRESH_BEFORE_EXPIRY seconds: about ten of them
@@ -78,6 +80,8 @@ async def test_user_stays_signed_in_across_refreshes_each_done_once(op_stack: St
     # and no reuse of a rotated refresh token (which would have revoked the grant)
     assert counters["refresh_grants"] == len(tokens) - 1
     assert counters["grant_revocations"] == 0
+    # each refresh's new ID token passed the checks of Core 1.0 section 12.2 and was kept
+    assert len(id_tokens) == len(tokens)
 
 
 async def test_concurrent_requests_after_expiry_on_two_replicas_refresh_once(op_stack: Stack) -> None:

@@ -267,11 +267,45 @@ async def test_private_key_jwt_assertion_verifies_with_the_public_key(
 
 async def test_refresh_sends_no_scope(op: MiniProvider, make_client: MakeClient) -> None:
     clock = Clock()
-    tokens = await (await make_client(clock=clock)).refresh("rt-old")
+    tokens = await (await make_client(clock=clock)).refresh("rt-old", sub="user-1", earlier_id_token=None)
     (request,) = op.token_requests
     assert request.form == {"grant_type": "refresh_token", "refresh_token": "rt-old"}
     assert request.headers["Authorization"].startswith("Basic ")
     assert (tokens.access_token, tokens.refresh_token, tokens.expires_at) == ("at-1", "rt-1", START + 300)
+
+
+async def test_refresh_checks_a_new_id_token_against_the_session(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey
+) -> None:
+    clock = Clock()
+    client = await make_client(clock=clock)
+    earlier = id_token(key_a, op.issuer, clock.now - 600)
+    renewed = id_token(key_a, op.issuer, clock.now, nonce=None)
+    op.token_answer = (200, {"access_token": "at-2", "token_type": "Bearer", "id_token": renewed})
+    tokens = await client.refresh("rt-1", sub="user-1", earlier_id_token=earlier)
+    assert tokens.id_token == renewed
+    with pytest.raises(TokenInvalid, match="sub differs"):
+        await client.refresh("rt-1", sub="user-2", earlier_id_token=earlier)
+    op.token_answer = (200, {"access_token": "at-2", "token_type": "Bearer", "id_token": renewed + "x"})
+    with pytest.raises(TokenInvalid):
+        await client.refresh("rt-1", sub="user-1", earlier_id_token=earlier)
+
+
+async def test_refresh_without_the_providers_keys_keeps_the_rotated_tokens_but_not_the_id_token(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    client = await make_client(clock=clock)
+    op.jwks_status = 503
+    renewed = id_token(key_a, op.issuer, clock.now, nonce=None)
+    op.token_answer = (
+        200,
+        {"access_token": "at-2", "token_type": "Bearer", "refresh_token": "rt-2", "id_token": renewed},
+    )
+    tokens = await client.refresh("rt-1", sub="user-1", earlier_id_token=None)
+    assert (tokens.access_token, tokens.refresh_token, tokens.id_token) == ("at-2", "rt-2", None)
+    assert "cannot be checked without the provider's keys" in caplog.text
+    assert renewed not in caplog.text
 
 
 # ---------------------------------------------------------------------- revocation and userinfo
@@ -364,7 +398,7 @@ async def test_token_endpoint_failure_is_reported(
 async def test_oauth_error_keeps_error_and_description(op: MiniProvider, make_client: MakeClient) -> None:
     op.token_answer = (400, {"error": "invalid_grant", "error_description": "Token is not active"})
     with pytest.raises(TokenEndpointError) as caught:
-        await (await make_client()).refresh("rt-secret-value")
+        await (await make_client()).refresh("rt-secret-value", sub="user-1", earlier_id_token=None)
     assert (caught.value.error, caught.value.description) == ("invalid_grant", "Token is not active")
     assert "rt-secret-value" not in str(caught.value)
 
@@ -599,7 +633,7 @@ async def test_private_ca_provider_needs_ca_file_for_documents_and_token_request
             try:
                 if expected is None:
                     assert (await client.load_metadata()).issuer == provider.issuer
-                    assert (await client.refresh("rt-0")).access_token == "at-1"
+                    assert (await client.refresh("rt-0", sub="user-1", earlier_id_token=None)).access_token == "at-1"
                 else:
                     with pytest.raises(expected):
                         await client.load_metadata()

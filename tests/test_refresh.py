@@ -338,13 +338,35 @@ async def test_refreshed_tokens_failing_validation_end_the_session(store: Sessio
     sessions = manager(store, clock)
     session, _ = await sessions.create(make_record(clock.now))
 
-    async def refresh_with_bad_id_token(refresh_token: str) -> TokenSet:
+    async def refresh_with_bad_id_token(refresh_token: str, record: SessionRecord) -> TokenSet:
         raise TokenInvalid("id_token: bad signature")
 
     refresher = Refresher(sessions, refresh_with_bad_id_token, refresh_before_expiry=BEFORE, clock=clock)
     with pytest.raises(SessionEnded):
         await refresher.ensure_fresh(session)
     assert await store.get(session.store_key) is None
+
+
+async def test_the_refresh_is_bound_to_the_record_stored_when_the_lock_was_taken(store: SessionStore) -> None:
+    # a new ID token must match the session's current one (Core 1.0 section 12.2): the provider
+    # function gets the record read under the lock, not the one the request loaded earlier
+    clock = Clock()
+    sessions = manager(store, clock)
+    provider = RotatingProvider(clock=clock)
+    session, cookie = await sessions.create(make_record(clock.now))
+    stored_now = await stored(sessions, cookie)
+    assert stored_now is not None
+    stored_now.id_token = "id-stored-meanwhile"
+    await sessions.save(Session(session.ticket, stored_now))
+    seen: list[SessionRecord] = []
+
+    async def refresh(refresh_token: str, record: SessionRecord) -> TokenSet:
+        seen.append(record)
+        return await provider.refresh(refresh_token, record)
+
+    refresher = Refresher(sessions, refresh, refresh_before_expiry=BEFORE, clock=clock)
+    await refresher.ensure_fresh(session)
+    assert [(record.sub, record.id_token) for record in seen] == [("alice", "id-stored-meanwhile")]
 
 
 @pytest.mark.parametrize("failure", ["unavailable", "server_error"])
@@ -356,7 +378,7 @@ async def test_provider_failure_with_valid_access_token_proceeds_on_old_session(
     results: list[str] = []
     session, cookie = await sessions.create(make_record(clock.now, expires_in=30))
 
-    async def failing(refresh_token: str) -> TokenSet:
+    async def failing(refresh_token: str, record: SessionRecord) -> TokenSet:
         if failure == "unavailable":
             raise ProviderUnavailable("connection refused")
         raise TokenEndpointError("server_error")
@@ -393,7 +415,7 @@ async def test_slow_provider_that_lets_the_token_expire_meanwhile_is_unavailable
     sessions = manager(store, clock)
     session, _ = await sessions.create(make_record(clock.now, expires_in=5))
 
-    async def slow_then_timeout(refresh_token: str) -> TokenSet:
+    async def slow_then_timeout(refresh_token: str, record: SessionRecord) -> TokenSet:
         clock.now += 10  # the provider's timeout outlasted the access token
         raise ProviderUnavailable("timed out")
 

@@ -37,6 +37,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final, TypeVar
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
@@ -220,10 +221,45 @@ class ProviderClient:
         }
         return await self._token_request(form, "code exchange")
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
-        """Use a refresh token (RFC 6749 section 6); no ``scope``, so the grant's own is kept."""
+    async def refresh(self, refresh_token: str, *, sub: str, earlier_id_token: str | None) -> TokenSet:
+        """Use a refresh token (RFC 6749 section 6); no ``scope``, so the grant's own is kept.
+
+        ``sub`` and ``earlier_id_token`` are the session's: a new ID token in the answer must be
+        valid and bound to them (``tokens.verify_refreshed_id_token``), else ``TokenInvalid``.
+        When the provider's keys cannot be had at all, the answer comes back without its ID token
+        (the session keeps the one it has) rather than losing the rotated refresh token.
+        """
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return await self._token_request(form, "refresh")
+        token_set = await self._token_request(form, "refresh")
+        raw = token_set.id_token
+        if raw is None:
+            return token_set
+        issuer = self.metadata.issuer
+
+        def verify(keys: KeySet) -> dict[str, Any]:
+            return tokens.verify_refreshed_id_token(
+                raw,
+                sub=sub,
+                earlier=earlier_id_token,
+                keys=keys,
+                issuer=issuer,
+                client_id=self.client_id,
+                allowed_algorithms=self.allowed_algorithms,
+                now=self._clock(),
+                skew=self.clock_skew,
+                access_token=token_set.access_token,
+                client_secret=self._client_secret,
+            )
+
+        try:
+            await self._with_keys(verify)
+        except ProviderUnavailable as e:
+            LOG.warning(
+                "a refreshed ID token cannot be checked without the provider's keys: the session keeps its own",
+                extra={"fields": {"error": str(e)}},
+            )
+            return replace(token_set, id_token=None)
+        return token_set
 
     async def revoke(self, token: str, token_type_hint: str | None = None) -> None:
         """Revoke a token (RFC 7009); does nothing when the provider has no revocation endpoint."""
@@ -255,7 +291,7 @@ class ProviderClient:
             ):
                 LOG.warning(
                     "the provider's access tokens live no longer than session.refresh_before_expiry, so every "
-                    "request would refresh its session's token: lower session.refresh_before_expiry or give "
+                    "request would refresh its session's token; lower session.refresh_before_expiry or give "
                     "access tokens a longer lifetime at the provider",
                     extra={
                         "fields": {

@@ -71,7 +71,8 @@ class TokenSetLike(Protocol):
     def id_token(self) -> str | None: ...
 
 
-RefreshTokens = Callable[[str], Awaitable[TokenSetLike]]
+# spends a refresh token of the session whose record is given (a new ID token must be bound to it)
+RefreshTokens = Callable[[str, SessionRecord], Awaitable[TokenSetLike]]
 
 
 # ---------------------------------------------------------------------- pure decisions
@@ -164,7 +165,7 @@ class Refresher:
         clock: Callable[[], float] = time.time,
         on_result: Callable[[RefreshResult], None] | None = None,
     ) -> None:
-        """``refresh_tokens`` spends a refresh token at the provider (``ProviderClient.refresh``).
+        """``refresh_tokens`` spends a session's refresh token at the provider (``ProviderClient.refresh``).
 
         ``lease`` is the store lock's lease, extended every third of itself while the provider
         answers, so it only bounds how long a crashed holder blocks others. ``wait_timeout``
@@ -261,7 +262,7 @@ class Refresher:
             return await self._without_refresh_token(current)
         sub = current.record.sub
         try:
-            tokens = await self._refresh_tokens(refresh_token)
+            tokens = await self._refresh_tokens(refresh_token, current.record)
         except TokenEndpointError as e:
             if e.error == "invalid_grant":
                 await self._sessions.delete(current)

@@ -48,7 +48,6 @@ class MiniProvider:
             "token_type": "Bearer",
             "expires_in": 300,
             "refresh_token": "rt-1",
-            "id_token": "id-1",
         },
     )
     revocation_answer: tuple[int, Any] = (200, "")

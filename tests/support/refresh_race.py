@@ -34,6 +34,7 @@ from aiohttp import web
 from authproxy.config import CookieConfig
 from authproxy.errors import ProviderUnavailable, TokenEndpointError
 from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.record import SessionRecord
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.refresh import Refresher
 
@@ -73,7 +74,7 @@ class RotatingProvider:
     revoked: bool = False
     spent: set[str] = field(default_factory=set)
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
+    async def refresh(self, refresh_token: str, record: SessionRecord | None = None) -> TokenSet:
         self.calls += 1
         if self.down:
             await asyncio.sleep(self.delay)
@@ -142,10 +143,10 @@ async def serve_provider(provider: RotatingProvider, port: int) -> AsyncIterator
         await runner.cleanup()
 
 
-def http_refresher(client: aiohttp.ClientSession, url: str) -> Callable[[str], Any]:
+def http_refresher(client: aiohttp.ClientSession, url: str) -> Callable[[str, SessionRecord], Any]:
     """A ``refresh_tokens`` function that spends the token at ``serve_provider``'s endpoint."""
 
-    async def refresh_tokens(refresh_token: str) -> TokenSet:
+    async def refresh_tokens(refresh_token: str, record: SessionRecord | None = None) -> TokenSet:
         try:
             async with client.post(url, data={"refresh_token": refresh_token}) as response:
                 body = await response.json()
