@@ -332,10 +332,11 @@ def _line_tail(level: str, logger: str, msg: str) -> str:
 
 
 class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that gathers the access lines of one event-loop turn into one write.
+    """A stream handler that gathers the lines of one event-loop turn into one write.
 
     Under load many requests end in the same turn of the loop; writing (and flushing) each
-    access line by itself costs a system call per request. :meth:`write_line` keeps lines until
+    access line by itself costs a system call per request. :meth:`write_line` (access and auth
+    lines, :func:`log_line`) keeps lines until
     the loop has run the callbacks it had ready, then writes them together, so a line reaches
     the stream within the turn that produced it. Without a running loop a line is written at
     once. Ordinary records (:meth:`emit`) and :meth:`flush` (also called by ``logging.shutdown``
@@ -401,29 +402,29 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return self.lock if self.lock is not None else contextlib.nullcontext()
 
 
-# the handler configure_logging installed, while it is the only one access lines reach
-_ACCESS_HANDLER: CoalescingStreamHandler | None = None
+# the JSON handler configure_logging installed (None for text), while it is the only handler
+_JSON_HANDLER: CoalescingStreamHandler | None = None
 
 
-def log_access(fields: Mapping[str, Any]) -> None:
-    """One access log line (``authproxy.access``, "request", ``fields``), as ``ACCESS.info`` writes it.
+def log_line(logger: logging.Logger, level: int, msg: str, fields: Mapping[str, Any]) -> None:
+    """One line of ``logger`` at ``level``, as ``logger.log(level, msg, extra={"fields": fields})`` writes it.
 
     Written straight to the JSON handler when that is where the line would go anyway (logging
     configured by the CLI, nothing added since): the same redaction and the same JSON, without
-    building a LogRecord and walking the logger tree for every request, and gathered with the
-    other lines of the same event-loop turn into one write. Anything else (text format, extra
-    handlers or filters, a test's log capture) takes the ordinary path.
+    building a LogRecord and walking the logger tree, and gathered with the other lines of the
+    same event-loop turn into one write. Anything else (text format, extra handlers or filters,
+    a test's log capture) takes the ordinary path. ``msg`` is a plain message (no ``%`` arguments).
     """
-    if not ACCESS.isEnabledFor(logging.INFO):
+    if not logger.isEnabledFor(level):
         return
-    handler = _ACCESS_HANDLER
+    handler = _JSON_HANDLER
     root = logging.root
     if (
         handler is None
-        or handler.level > logging.INFO
-        or not (ACCESS.propagate and LOG.propagate)
-        or ACCESS.handlers
-        or ACCESS.filters
+        or handler.level > level
+        or not (logger.propagate and LOG.propagate)
+        or logger.handlers
+        or logger.filters
         or LOG.handlers
         or LOG.filters
         or root.filters
@@ -431,16 +432,25 @@ def log_access(fields: Mapping[str, Any]) -> None:
         or len(root.handlers) != 1
         or root.handlers[0] is not handler
     ):
-        ACCESS.info("request", extra={"fields": fields})
+        logger.log(level, msg, extra={"fields": fields})
         return
     created = time.time()
-    # fields redaction would leave alone (the usual access line) are written in one pass
+    level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+    # fields redaction would leave alone (the usual line) are written in one pass
     members = _flat_members(fields, unredacted=True)
     if members is None:
-        line = json_line(created, "info", ACCESS.name, "request", _redact_mapping(fields, 0))
+        line = json_line(created, level_name, logger.name, redact(msg), _redact_mapping(fields, 0))
     else:
-        line = _line_start(created, "info", ACCESS.name, "request") + members + "}"
+        line = _line_start(created, level_name, logger.name, redact(msg)) + members + "}"
     handler.write_line(line)
+
+
+_LEVEL_NAMES: Final = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+
+
+def log_access(fields: Mapping[str, Any]) -> None:
+    """One access log line (``authproxy.access``, "request", ``fields``): :func:`log_line`."""
+    log_line(ACCESS, logging.INFO, "request", fields)
 
 
 def _text_value(value: Any) -> str:
@@ -491,10 +501,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    global _ACCESS_HANDLER
+    global _JSON_HANDLER
     handler = CoalescingStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    _ACCESS_HANDLER = handler if fmt == "json" else None
+    _JSON_HANDLER = handler if fmt == "json" else None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -508,4 +518,4 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
     """An auth event (login, refresh, logout, ...) with its fields."""
-    AUTH.log(level, event, extra={"fields": {"event": event, **fields}})
+    log_line(AUTH, level, event, {"event": event, **fields})

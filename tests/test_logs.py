@@ -501,7 +501,7 @@ def configured_json_logging() -> Iterator[Any]:
         root.handlers[:],
         root.level,
         sys.excepthook,
-        logs_module._ACCESS_HANDLER,
+        logs_module._JSON_HANDLER,
         logging.getLogger("py.warnings"),
     )
     logs_module.configure_logging("info", "json")
@@ -512,7 +512,7 @@ def configured_json_logging() -> Iterator[Any]:
     try:
         yield buffer
     finally:
-        root.handlers[:], level, sys.excepthook, logs_module._ACCESS_HANDLER, threading.excepthook = saved
+        root.handlers[:], level, sys.excepthook, logs_module._JSON_HANDLER, threading.excepthook = saved
         root.setLevel(level)
         logging.captureWarnings(False)
 
@@ -536,6 +536,38 @@ def test_the_direct_access_line_is_the_line_the_logging_path_writes(configured_j
     direct.pop("time"), logged.pop("time")
     assert direct == logged
     assert direct["path"] == "/a?code=[redacted]" and direct["user"] == "[redacted-jwt]"
+
+
+@pytest.mark.parametrize(
+    ("logger_name", "level", "msg", "fields"),
+    [
+        pytest.param("authproxy.auth", logging.INFO, "refresh ok", {"event": "refresh", "user": "alice"}, id="auth"),
+        pytest.param(
+            "authproxy.auth",
+            logging.WARNING,
+            "refresh failed: the provider is unavailable",
+            {"event": "refresh", "result": "unavailable", "user": "alice", "code": "c-1"},
+            id="auth-warning-secret-field",
+        ),
+        pytest.param("authproxy.auth", logging.ERROR, "stored token=abc", {"n": [1, 2]}, id="credential-in-msg"),
+        pytest.param("authproxy.access", logging.INFO, "request", dict(ACCESS_FIELDS), id="access"),
+    ],
+)
+def test_a_direct_line_is_the_line_the_logging_path_writes(
+    configured_json_logging: Any, logger_name: str, level: int, msg: str, fields: dict[str, Any]
+) -> None:
+    logger = logging.getLogger(logger_name)
+    logs_module.log_line(logger, level, msg, dict(fields))
+    logger.log(level, msg, extra={"fields": dict(fields)})
+    direct, logged = (json.loads(line) for line in configured_json_logging.getvalue().splitlines())
+    direct.pop("time"), logged.pop("time")
+    assert direct == logged
+    assert "abc" not in json.dumps(direct) and "c-1" not in json.dumps(direct)
+
+
+def test_a_direct_line_below_the_level_is_not_written(configured_json_logging: Any) -> None:
+    logs_module.log_line(logs_module.AUTH, logging.DEBUG, "refresh ok", {"event": "refresh"})
+    assert configured_json_logging.getvalue() == ""
 
 
 def test_access_lines_take_the_logging_path_when_someone_else_listens(configured_json_logging: Any) -> None:

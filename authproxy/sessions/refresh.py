@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Final, Literal, Protocol
 
 from authproxy.errors import ProviderUnavailable, SessionEnded, StoreUnavailable, TokenEndpointError, TokenInvalid
-from authproxy.logs import AUTH
+from authproxy.logs import AUTH, log_line
 from authproxy.sessions.manager import LOCK_PREFIX, Session, SessionManager
-from authproxy.sessions.record import SessionRecord, is_expired, open_session_record
+from authproxy.sessions.record import SessionRecord, is_expired
 from authproxy.sessions.store import Lock, hold_lock
 
 # how often a worker that finds the lock taken looks whether the holder has finished
@@ -132,7 +133,7 @@ async def reload_session(sessions: SessionManager, session: Session) -> Session 
 
 def session_from_blob(sessions: SessionManager, session: Session, blob: bytes | None) -> Session | None:
     """``session`` with the record ``blob`` (read from the store), or None when gone, altered or expired."""
-    record = open_session_record(blob, session.ticket)
+    record = sessions.open_stored(session.ticket, session.store_key, blob)
     if record is None or is_expired(record, sessions.idle_timeout, sessions.clock()):
         return None
     return Session(session.ticket, record, session.link_key)
@@ -149,6 +150,15 @@ def _copy(session: Session) -> Session:
     # every caller of one flight gets its own record: a handler that touches it (last_seen_at)
     # must not change what the other callers see
     return Session(session.ticket, replace(session.record, claims=dict(session.record.claims)), session.link_key)
+
+
+class _Flight:
+    """One refresh of one session in this process, and the callers waiting for its outcome."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future[Session]] = []
 
 
 class Refresher:
@@ -179,7 +189,7 @@ class Refresher:
         self._wait_timeout = wait_timeout
         self._clock = clock
         self._on_result = on_result
-        self._flights: dict[str, asyncio.Task[Session]] = {}
+        self._flights: dict[str, _Flight] = {}
 
     @property
     def in_flight(self) -> int:
@@ -203,19 +213,45 @@ class Refresher:
         key = session.store_key
         flight = self._flights.get(key)
         if flight is None:
-            flight = asyncio.create_task(self._fly(session))
-            self._flights[key] = flight
-            flight.add_done_callback(functools.partial(self._landed, key))
-        # shielded: a request cancelled mid-refresh (client gone) must not abandon a grant the
-        # provider may already have rotated; the flight finishes and stores the result anyway
-        return _copy(await asyncio.shield(flight))
+            flight = self._flights[key] = _Flight()
+            task = asyncio.create_task(self._fly_and_deliver(key, session, flight))
+            task.add_done_callback(functools.partial(self._landed, key, flight))
+        # each caller waits on a future of its own: a request cancelled mid-refresh (client gone)
+        # cancels only that, and the flight finishes and stores the result anyway (a grant the
+        # provider may already have rotated must not be abandoned)
+        waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        flight.waiters.append(waiter)
+        return _copy(await waiter)
 
-    def _landed(self, key: str, flight: asyncio.Task[Session]) -> None:
+    async def _fly_and_deliver(self, key: str, seen: Session, flight: _Flight) -> None:
+        """Run the flight and hand its outcome to every caller waiting, the moment it is known.
+
+        Set from here rather than from a done callback, each caller resumes one turn of the
+        event loop sooner. The flight leaves ``_flights`` first, so no caller joins it after.
+        """
+        try:
+            session = await self._fly(seen)
+        except Exception as e:
+            self._end(key, flight)
+            for waiter in flight.waiters:
+                if not waiter.done():
+                    waiter.set_exception(e)
+            return
+        self._end(key, flight)
+        for waiter in flight.waiters:
+            if not waiter.done():
+                waiter.set_result(session)
+
+    def _end(self, key: str, flight: _Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
-        if not flight.cancelled():
-            # mark the outcome as seen: when every caller was cancelled, nobody else reads it
-            flight.exception()
+
+    def _landed(self, key: str, flight: _Flight, task: asyncio.Task[None]) -> None:
+        # a flight cancelled (at shutdown, even before it ran) leaves no caller waiting forever
+        self._end(key, flight)
+        for waiter in flight.waiters:
+            if not waiter.done():
+                waiter.cancel()
 
     def _report(self, result: RefreshResult) -> None:
         if self._on_result is not None:
@@ -242,9 +278,11 @@ class Refresher:
             if is_refreshed_since(seen.record, current.record, self._before, self._clock()):
                 return current
             if loop.time() >= deadline:
-                AUTH.warning(
+                log_line(
+                    AUTH,
+                    logging.WARNING,
                     "refresh failed: another worker held the refresh lock too long",
-                    extra={"fields": {"event": "refresh", "result": "unavailable", "user": current.record.sub}},
+                    {"event": "refresh", "result": "unavailable", "user": current.record.sub},
                 )
                 return self._proceed_or_fail(current, None)
             await asyncio.sleep(POLL_INTERVAL)
@@ -267,9 +305,11 @@ class Refresher:
             if e.error == "invalid_grant":
                 await self._sessions.delete(current)
                 self._report("invalid_grant")
-                AUTH.info(
+                log_line(
+                    AUTH,
+                    logging.INFO,
                     "refresh refused by the provider: session ended",
-                    extra={"fields": {"event": "refresh", "result": "invalid_grant", "user": sub}},
+                    {"event": "refresh", "result": "invalid_grant", "user": sub},
                 )
                 raise SessionEnded("the provider refused the refresh token (invalid_grant)") from e
             # invalid_client, unauthorized_client...: our configuration or the provider's, not
@@ -282,9 +322,11 @@ class Refresher:
             self._report("unavailable")
             return self._proceed_or_fail(current, e)
         except ProviderUnavailable as e:
-            AUTH.warning(
+            log_line(
+                AUTH,
+                logging.WARNING,
                 "refresh failed: the provider is unavailable",
-                extra={"fields": {"event": "refresh", "result": "unavailable", "user": sub}},
+                {"event": "refresh", "result": "unavailable", "user": sub},
             )
             self._report("unavailable")
             return self._proceed_or_fail(current, e)
@@ -302,7 +344,7 @@ class Refresher:
         refreshed = Session(current.ticket, build_refreshed_record(current.record, tokens), current.link_key)
         await self._save(refreshed, lock)
         self._report("ok")
-        AUTH.info("refresh ok", extra={"fields": {"event": "refresh", "result": "ok", "user": sub}})
+        log_line(AUTH, logging.INFO, "refresh ok", {"event": "refresh", "result": "ok", "user": sub})
         return refreshed
 
     async def _save(self, session: Session, lock: Lock) -> None:
@@ -316,9 +358,11 @@ class Refresher:
                 return
             except StoreUnavailable:
                 if attempt == SAVE_ATTEMPTS:
-                    AUTH.error(
+                    log_line(
+                        AUTH,
+                        logging.ERROR,
                         "refreshed tokens could not be stored; the next refresh will likely be refused",
-                        extra={"fields": {"event": "refresh", "result": "store_error", "user": session.record.sub}},
+                        {"event": "refresh", "result": "store_error", "user": session.record.sub},
                     )
                     raise
                 await asyncio.sleep(SAVE_RETRY_DELAY)
@@ -336,8 +380,10 @@ class Refresher:
             return current
         await self._sessions.delete(current)
         self._report("ended")
-        AUTH.info(
+        log_line(
+            AUTH,
+            logging.INFO,
             "session ended: access token expired and there is no refresh token",
-            extra={"fields": {"event": "refresh", "result": "ended", "user": current.record.sub}},
+            {"event": "refresh", "result": "ended", "user": current.record.sub},
         )
         raise SessionEnded("the access token expired and there is no refresh token")
