@@ -38,6 +38,7 @@ from authproxy.sessions.record import (
 )
 from authproxy.sessions.store import Lock, SessionStore
 from authproxy.sessions.ticket import Ticket, new_ticket, open_ticket, seal_ticket, store_key_for
+from authproxy.sessions.written import RecentWrites
 
 SESSION_KEY_PREFIX: Final = "session:"
 SUB_INDEX_PREFIX: Final = "index:sub:"
@@ -112,6 +113,8 @@ class SessionManager:
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
         self.clock = clock
+        # what this process stored last per session: read back under a lock without opening it
+        self._written = RecentWrites()
 
     # ------------------------------------------------------------------ tickets and cookies
 
@@ -235,8 +238,21 @@ class SessionManager:
     async def _read(self, session_key: str, ticket: Ticket) -> SessionRecord | None:
         return open_session_record(await self.store.get(session_key), ticket)
 
+    def open_stored(self, ticket: Ticket, session_key: str, blob: bytes | None) -> SessionRecord | None:
+        """The record ``blob`` (just read from ``session_key``) holds for ``ticket``; None when absent or not one.
+
+        When the bytes are the ones this process stored there last, the record it sealed into them
+        (shared: read-only for the caller); otherwise the bytes are opened.
+        """
+        if blob is None:
+            return None
+        written = self._written.recall(session_key, ticket.key, blob)
+        return written if written is not None else open_session_record(blob, ticket)
+
     async def _invalidate(self, *keys: str) -> None:
         """After a write or delete: drop ``keys`` from this process's cache and every replica's."""
+        for key in keys:
+            self._written.forget(key)
         if self.cache is not None:
             for key in keys:
                 self.cache.invalidate(key)
@@ -281,6 +297,7 @@ class SessionManager:
         if ttl > 0:
             blob = seal_record(record.to_bytes(), session.ticket)
             await self.store.set_indexed(key, blob, ttl, indexes, self.absolute_timeout, forget=forget)
+            self._written.remember(key, session.ticket.key, blob, record)
             if self.cache is not None:
                 self.cache.put(key, session.ticket.key, record, generation=generation, now=now)
         return session, self.seal(session.ticket)
@@ -311,6 +328,10 @@ class SessionManager:
             cache = self.cache
             generation = cache.generation if cache is not None else 0
             stored = await self.store.set_if_present(key, blob, ttl, publish=announce, release=release)
+            if stored:
+                self._written.remember(key, session.ticket.key, blob, session.record)
+            else:
+                self._written.forget(key)
             # what was just written serves this process's next request (its own announcement is
             # skipped when it comes back); if anyone else wrote or deleted the session meanwhile,
             # or the write found it gone, the entry is dropped instead
@@ -323,6 +344,7 @@ class SessionManager:
                 cache.invalidate(key)
             return stored
         await self.store.set(key, blob, ttl)
+        self._written.remember(key, session.ticket.key, blob, session.record)
         if release is not None:
             await release.release()
         return True
