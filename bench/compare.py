@@ -9,7 +9,8 @@ more than most changes are worth. Here both versions run at once, on one Redis, 
 one provider, and the measured work alternates between them every few seconds (the order flips
 each round), so a drift hits both alike. ``A`` is the other checkout (started with it first on
 ``PYTHONPATH``), ``B`` this one; the output is each version's CPU per login (or per request)
-over all its rounds, and each round's figure. The pinning and priority are ``make bench``'s.
+over all its rounds, and each round's figure (for requests, also the median of the rounds' p50
+latency). The pinning and priority are ``make bench``'s.
 Everything runs on 127.0.0.1 (the provider on 127.0.0.2) and is ended by PID.
 """
 
@@ -47,6 +48,7 @@ async def compare(other: Path, what: str, rounds: int, seconds: float) -> None:
         cpu = {name: 0.0 for name in NAMES}
         units = {name: 0 for name in NAMES}
         per_round: dict[str, list[float]] = {name: [] for name in NAMES}
+        p50s: dict[str, list[float]] = {name: [] for name in NAMES}
         for index in range(rounds):
             for name in NAMES if index % 2 == 0 else NAMES[::-1]:
                 if what == "login":
@@ -58,12 +60,14 @@ async def compare(other: Path, what: str, rounds: int, seconds: float) -> None:
                     connections = int(what.split(":", 1)[1]) if ":" in what else 1
                     point = await measure_point(bench, servers[name], cookies[name], connections, seconds)
                     per_round[name].append(point.cpu_us_per_request)
+                    p50s[name].append(point.wrk.p50_ms)
         unit = "login" if what == "login" else "request"
         for name in NAMES:
             label = f"{name} ({other if name == 'A' else 'this checkout'})"
             rounds_text = " ".join(f"{value:.0f}" for value in per_round[name])
             overall = cpu[name] / units[name] * 1e6 if units[name] else statistics.median(per_round[name])
-            print(f"{label}: {overall:,.0f} µs per {unit}; rounds {rounds_text}", flush=True)
+            latency = f"; p50 {statistics.median(p50s[name]):.2f} ms (median of rounds)" if p50s[name] else ""
+            print(f"{label}: {overall:,.0f} µs per {unit}; rounds {rounds_text}{latency}", flush=True)
     finally:
         processes.stop_all()
 

@@ -287,6 +287,37 @@ async def test_refresh_completes_when_its_only_caller_is_cancelled(store: Sessio
     assert record is not None and record.refresh_token == "rt-1"
 
 
+async def test_every_caller_of_a_failed_flight_gets_its_error_and_the_next_request_flies_again() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock)
+    provider = RotatingProvider(clock=clock, delay=0.1, down=True)
+    session, _ = await sessions.create(make_record(clock.now, expires_in=-1))
+    refresher = Refresher(sessions, provider.refresh, refresh_before_expiry=BEFORE, clock=clock)
+
+    outcomes = await asyncio.gather(*(refresher.ensure_fresh(session) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(outcome, ProviderUnavailable) for outcome in outcomes)
+    assert (provider.calls, refresher.in_flight) == (1, 0)
+    provider.down = False
+    assert (await refresher.ensure_fresh(session)).record.access_token == access_token_for(1)
+
+
+async def test_a_flight_cancelled_at_shutdown_leaves_no_caller_waiting() -> None:
+    clock = Clock()
+    sessions = manager(MemoryStore(), clock)
+    provider = RotatingProvider(clock=clock, delay=10.0)
+    session, _ = await sessions.create(make_record(clock.now))
+    refresher = Refresher(sessions, provider.refresh, refresh_before_expiry=BEFORE, clock=clock)
+
+    callers = [asyncio.create_task(refresher.ensure_fresh(session)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    (flight,) = [task for task in asyncio.all_tasks() if "_fly_and_deliver" in repr(task.get_coro())]
+    flight.cancel()
+    for caller in callers:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, 2.0)
+    assert refresher.in_flight == 0
+
+
 async def test_late_request_with_pre_refresh_session_reuses_the_result(store: SessionStore) -> None:
     clock = Clock()
     sessions = manager(store, clock)
