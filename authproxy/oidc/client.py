@@ -46,6 +46,7 @@ from yarl import URL
 
 from authproxy.errors import ConfigError, ProviderUnavailable, TokenEndpointError, UnknownKeyId
 from authproxy.form_encoding import form_urlencode
+from authproxy.json_codec import loads
 from authproxy.oidc import tokens
 from authproxy.oidc.discovery import ProviderMetadata, discovery_url, parse_provider_metadata
 from authproxy.oidc.tokens import KeySet, TokenSet
@@ -660,8 +661,8 @@ async def _bounded(chunks: AsyncIterator[bytes], declared: int | None, what: str
 
 def _parse_json(body: bytes, what: str) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        return loads(body)
+    except (ValueError, RecursionError) as e:
         raise ProviderUnavailable(f"{what} failed: the answer is not JSON") from e
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from authproxy import pages
 from authproxy.account_pages import authorize_prompt
 from authproxy.config import Config
 from authproxy.errors import FlowError, ProviderUnavailable, TokenEndpointError, TokenInvalid
+from authproxy.json_codec import dumps_sorted, loads
 from authproxy.logs import log_event
 from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
@@ -74,11 +74,11 @@ class LoginFlow:
     started_at: float
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.__dict__).encode()
+        return dumps_sorted(self.__dict__)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LoginFlow:
-        fields = json.loads(data)
+        fields = loads(data)
         return cls(**{k: fields[k] for k in ("state", "nonce", "code_verifier", "redirect", "started_at")})
 
 

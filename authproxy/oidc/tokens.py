@@ -23,7 +23,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import math
 import re
 import secrets
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from authproxy.errors import ConfigError, ProviderUnavailable, TokenInvalid, UnknownKeyId
+from authproxy.json_codec import loads
 
 BACKCHANNEL_LOGOUT_EVENT: Final = "http://schemas.openid.net/event/backchannel-logout"
 CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -345,7 +345,7 @@ def _segment(segment: str) -> bytes:
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = loads(data)
     except (ValueError, RecursionError) as e:
         raise TokenInvalid("malformed token") from e
     if not isinstance(value, dict):

@@ -16,7 +16,6 @@ past ``absolute_expires_at``.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from authproxy.json_codec import dumps_sorted, loads
 from authproxy.sessions.ticket import Ticket, derive_key
 
 RECORD_VERSION: Final = 1
@@ -90,8 +90,8 @@ class SessionRecord:
 
     def to_bytes(self) -> bytes:
         """Compact JSON (the plaintext to seal)."""
-        # the fields as they are: no nested dataclasses to convert, and json.dumps copies nothing
-        return json.dumps(vars(self), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+        # the fields as they are: no nested dataclasses to convert, and the encoder copies nothing
+        return dumps_sorted(vars(self))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionRecord:
@@ -101,8 +101,8 @@ class SessionRecord:
         a record written by a newer one.
         """
         try:
-            raw = json.loads(data)
-        except (ValueError, TypeError) as e:
+            raw = loads(data)
+        except (ValueError, TypeError, RecursionError) as e:
             raise ValueError("a session record is not JSON") from e
         if not isinstance(raw, dict):
             raise ValueError("a session record is not a JSON object")
