@@ -690,6 +690,15 @@ class UpstreamResponse:
             )
         return self._headers
 
+    def field(self, name: bytes) -> str | None:
+        """The first value of field ``name`` (lower-case), without decoding all of them into ``headers``."""
+        if self._headers is not None:
+            return self._headers.get(name.decode("ascii"))
+        for field_name, value in self.raw_fields:
+            if field_name.lower() == name:
+                return value.decode("utf-8", "surrogateescape")
+        return None
+
     def read_nowait(self) -> bytes | None:
         return self._conn.read_nowait()
 

@@ -315,7 +315,7 @@ SIGN_IN_CLAIMS = id_token_claims(auth_time=int(NOW) - 600)
 def verify_refreshed(raw: str, keys: Keys, **overrides: Any) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "sub": "user-1",
-        "earlier": keys.rsa.sign(SIGN_IN_CLAIMS),
+        "earlier": SIGN_IN_CLAIMS,
         "keys": keys.keyset(),
         "issuer": ISSUER,
         "client_id": CLIENT_ID,

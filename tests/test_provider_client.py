@@ -289,6 +289,29 @@ async def test_refresh_checks_a_new_id_token_against_the_session(
     op.token_answer = (200, {"access_token": "at-2", "token_type": "Bearer", "id_token": renewed + "x"})
     with pytest.raises(TokenInvalid):
         await client.refresh("rt-1", sub="user-1", earlier_id_token=earlier)
+    # the session's ID token (from sign-in on another worker, never seen here) had two audiences
+    other_audiences = key_a.sign(
+        id_token_claims(iss=op.issuer, aud=[CLIENT_ID, "api"], azp=CLIENT_ID, iat=int(clock.now) - 600)
+    )
+    op.token_answer = (200, {"access_token": "at-2", "token_type": "Bearer", "id_token": renewed})
+    with pytest.raises(TokenInvalid, match="aud differs"):
+        await client.refresh("rt-1", sub="user-1", earlier_id_token=other_audiences)
+
+
+async def test_a_refresh_compares_with_the_claims_the_last_refresh_verified(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    client = await make_client(clock=clock)
+    first = id_token(key_a, op.issuer, clock.now, nonce=None, auth_time=int(clock.now) - 600)
+    op.token_answer = (200, {"access_token": "at-2", "token_type": "Bearer", "id_token": first})
+    await client.refresh("rt-1", sub="user-1", earlier_id_token=None)
+    # the next refresh does not read the token it verified again: it kept its claims
+    monkeypatch.setattr(client_module.tokens, "unverified_claims", None)
+    second = id_token(key_a, op.issuer, clock.now + 1, nonce=None, auth_time=int(clock.now))
+    op.token_answer = (200, {"access_token": "at-3", "token_type": "Bearer", "id_token": second})
+    with pytest.raises(TokenInvalid, match="auth_time differs"):
+        await client.refresh("rt-2", sub="user-1", earlier_id_token=first)
 
 
 async def test_refresh_without_the_providers_keys_keeps_the_rotated_tokens_but_not_the_id_token(

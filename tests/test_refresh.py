@@ -378,6 +378,21 @@ async def test_refreshed_tokens_failing_validation_end_the_session(store: Sessio
     assert await store.get(session.store_key) is None
 
 
+async def test_a_refresh_is_logged_with_its_user_and_without_its_tokens(
+    store: SessionStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    provider = RotatingProvider(clock=clock)
+    session, _ = await sessions.create(make_record(clock.now))
+    refresher = Refresher(sessions, provider.refresh, refresh_before_expiry=BEFORE, clock=clock)
+    with caplog.at_level("INFO", logger="authproxy.auth"):
+        fresh = await refresher.ensure_fresh(session)
+    (line,) = [record for record in caplog.records if record.getMessage() == "refresh ok"]
+    assert line.fields == {"event": "refresh", "result": "ok", "user": "alice"}  # type: ignore[attr-defined]
+    assert fresh.record.refresh_token is not None and fresh.record.refresh_token not in caplog.text
+
+
 async def test_the_refresh_is_bound_to_the_record_stored_when_the_lock_was_taken(store: SessionStore) -> None:
     # a new ID token must match the session's current one (Core 1.0 section 12.2): the provider
     # function gets the record read under the lock, not the one the request loaded earlier

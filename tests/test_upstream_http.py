@@ -366,6 +366,24 @@ async def test_keep_alive_connection_is_reused() -> None:
     assert server.connections == 1
 
 
+async def test_one_field_is_read_as_headers_reads_it() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Twice: first\r\nx-twice: second\r\nX-Caf: caf\xc3\xa9\r\n\r\nok"
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async with RawServer(serve) as server, client() as http:
+        response, _ = await fetch(http, server.origin)
+        found = {name: response.field(name) for name in (b"content-length", b"x-twice", b"x-caf", b"x-absent")}
+        assert found == {b"content-length": "2", b"x-twice": "first", b"x-caf": "café", b"x-absent": None}
+        assert {name: response.headers.get(name.decode()) for name in found} == found
+        assert response.field(b"x-twice") == "first"  # from the decoded headers now
+
+
 @pytest.mark.parametrize(
     "answer",
     [

@@ -31,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
+import functools
 import json
 import logging
 import socket
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, TypeVar
@@ -73,6 +75,8 @@ JWKS_RETRY_WITHOUT_KEYS: Final = 1.0
 # provider answers are small JSON documents; anything bigger is refused, not buffered
 MAX_ANSWER_BYTES: Final = 1024 * 1024
 USER_AGENT: Final = "authproxy"
+# ID tokens whose claims are kept after verification, for the next refresh of their session
+VERIFIED_CLAIMS_KEPT: Final = 1024
 
 T = TypeVar("T")
 
@@ -123,6 +127,9 @@ class ProviderClient:
         self._keys_loaded_at: float | None = None  # time of the last good fetch
         self._keys_generation = 0  # bumped on every good fetch: waiters can see they were served
         self._keys_lock = asyncio.Lock()
+        # claims of ID tokens verified here lately, by token: a refresh compares its new ID token
+        # with the session's current one, most often the one the previous refresh verified
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.jwks_fetches = 0  # attempts, for /metrics and the tests
 
     # ------------------------------------------------------------------ lifecycle
@@ -237,11 +244,13 @@ class ProviderClient:
             return token_set
         issuer = self.metadata.issuer
 
+        earlier = None if earlier_id_token is None else self._claims_of(earlier_id_token)
+
         def verify(keys: KeySet) -> dict[str, Any]:
             return tokens.verify_refreshed_id_token(
                 raw,
                 sub=sub,
-                earlier=earlier_id_token,
+                earlier=earlier,
                 keys=keys,
                 issuer=issuer,
                 client_id=self.client_id,
@@ -253,7 +262,7 @@ class ProviderClient:
             )
 
         try:
-            await self._with_keys(verify)
+            self._remember(raw, await self._with_keys(verify))
         except ProviderUnavailable as e:
             LOG.warning(
                 "a refreshed ID token cannot be checked without the provider's keys: the session keeps its own",
@@ -370,7 +379,21 @@ class ProviderClient:
                 client_secret=self._client_secret,
             )
 
-        return await self._with_keys(verify)
+        claims = await self._with_keys(verify)
+        self._remember(raw, dict(claims))
+        return claims
+
+    def _remember(self, raw: str, claims: dict[str, Any]) -> None:
+        """Keep the claims of ``raw``, an ID token just verified (bounded, oldest out)."""
+        verified = self._verified
+        verified[raw] = claims
+        if len(verified) > VERIFIED_CLAIMS_KEPT:
+            verified.popitem(last=False)
+
+    def _claims_of(self, raw: str) -> dict[str, Any]:
+        """The claims of a session's ID token, verified when it was stored: kept, or read again."""
+        claims = self._verified.get(raw)
+        return claims if claims is not None else tokens.unverified_claims(raw)
 
     async def verify_logout_token(self, raw: str) -> dict[str, Any]:
         """The claims of a valid logout token; the caller checks ``jti`` replay."""
@@ -524,7 +547,7 @@ class ProviderClient:
         if self._forms is None:
             raise RuntimeError("ProviderClient.start() was not called")
         content = form_urlencode(form).encode("ascii")
-        target = URL(url)
+        origin, target = _origin_and_target(url)
         fields = {
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
@@ -535,7 +558,7 @@ class ProviderClient:
         try:
             async with asyncio.timeout(self._timeout.total):
                 response = await self._forms.request(
-                    str(target.origin()), "POST", target.raw_path_qs, fields, content=content
+                    origin, "POST", target, fields, content=content
                 )
                 delivered = False
                 try:
@@ -548,8 +571,15 @@ class ProviderClient:
             raise ProviderUnavailable(f"{what} failed: no answer from {url} within {seconds:g}s (timed out)") from e
         except UpstreamHTTPError as e:
             raise ProviderUnavailable(f"{what} failed: {url}: {describe_exchange_error(e)}") from e
-        content_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        content_type = (response.field(b"content-type") or "").partition(";")[0].strip().lower()
         return response.status, answer, content_type
+
+
+@functools.lru_cache(maxsize=64)
+def _origin_and_target(url: str) -> tuple[str, str]:
+    """The origin and the request target of an endpoint URL (the same few, parsed once)."""
+    parsed = URL(url)
+    return str(parsed.origin()), parsed.raw_path_qs
 
 
 def refreshes_on_every_request(access_token_lifetime: float, refresh_before_expiry: float) -> bool:
@@ -636,7 +666,7 @@ async def _read_bounded(response: aiohttp.ClientResponse, what: str) -> bytes:
 
 
 async def _read_all(response: UpstreamResponse, what: str) -> bytes:
-    length = response.headers.get("Content-Length")
+    length = response.field(b"content-length")
     return await _bounded(_body_of(response), int(length) if length and length.isdigit() else None, what)
 
 

@@ -229,7 +229,7 @@ def verify_refreshed_id_token(
     raw: str,
     *,
     sub: str,
-    earlier: str | None,
+    earlier: Mapping[str, Any] | None,
     keys: KeySet,
     issuer: str,
     client_id: str,
@@ -243,9 +243,9 @@ def verify_refreshed_id_token(
 
     Checked as at sign-in (signature, alg, ``iss``, ``aud``, ``azp``, ``exp``, ``iat``, ``nbf``,
     ``at_hash`` against the new access token), and bound to the session it refreshes: the same
-    ``sub``, and the same audiences and ``auth_time`` as ``earlier``, the session's current ID
-    token (verified when it was stored), where that token has them. There is no nonce to match:
-    section 12.2 says the token SHOULD NOT carry one, and some providers repeat the original.
+    ``sub``, and the same audiences and ``auth_time`` as ``earlier`` (the claims of the session's
+    current ID token, verified when it was stored) where that token has them. There is no nonce
+    to match: section 12.2 says the token SHOULD NOT carry one, and some providers repeat it.
     """
     claims, alg, curve = _decode_verified(raw, keys, allowed_algorithms, client_secret)
     _check_iss(claims, issuer)
@@ -258,17 +258,16 @@ def verify_refreshed_id_token(
     if claims["sub"] != sub:
         raise TokenInvalid("sub differs from the session's")
     if earlier is not None:
-        before = _unverified_claims(earlier)
-        before_aud = before.get("aud", audiences)
-        if set(audiences) != set([before_aud] if isinstance(before_aud, str) else before_aud):
+        earlier_aud = earlier.get("aud", audiences)
+        if set(audiences) != set([earlier_aud] if isinstance(earlier_aud, str) else earlier_aud):
             raise TokenInvalid("aud differs from the session's")
-        if "auth_time" in claims and "auth_time" in before and claims["auth_time"] != before["auth_time"]:
+        if "auth_time" in claims and "auth_time" in earlier and claims["auth_time"] != earlier["auth_time"]:
             raise TokenInvalid("auth_time differs from the session's")
     _check_at_hash(claims, access_token, alg, curve)
     return claims
 
 
-def _unverified_claims(raw: str) -> dict[str, Any]:
+def unverified_claims(raw: str) -> dict[str, Any]:
     """The payload of a compact JWS this proxy verified earlier, read without verifying it again."""
     _header(raw)
     return _json_object(_segment(raw.split(".")[1]))

@@ -344,7 +344,9 @@ class Refresher:
         refreshed = Session(current.ticket, build_refreshed_record(current.record, tokens), current.link_key)
         await self._save(refreshed, lock)
         self._report("ok")
-        log_line(AUTH, logging.INFO, "refresh ok", {"event": "refresh", "result": "ok", "user": sub})
+        # the line is written once the waiting requests are on their way (next turn of the loop)
+        fields = {"event": "refresh", "result": "ok", "user": sub}
+        asyncio.get_running_loop().call_soon(log_line, AUTH, logging.INFO, "refresh ok", fields)
         return refreshed
 
     async def _save(self, session: Session, lock: Lock) -> None:
