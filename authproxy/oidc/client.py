@@ -557,9 +557,7 @@ class ProviderClient:
         }
         try:
             async with asyncio.timeout(self._timeout.total):
-                response = await self._forms.request(
-                    origin, "POST", target, fields, content=content
-                )
+                response = await self._forms.request(origin, "POST", target, fields, content=content)
                 delivered = False
                 try:
                     answer = await _read_all(response, what)
