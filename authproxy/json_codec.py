@@ -19,19 +19,20 @@ same work several times faster, with two differences that matter here, both hand
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 import orjson
 
 # a run of digits that may be an integer beyond 64 bits (the largest, 2**64 - 1, has 20 digits;
-# from 19 on, orjson may read a float where json.loads reads an integer)
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+# from 19 on, orjson may read a float where json.loads reads an integer), found by mapping every
+# digit to "0" and everything else to "." (a regular expression takes 20 times as long)
+_LONG_RUN: Final = b"0" * 19
+_DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2E for byte in range(256))
 
 
 def loads(data: bytes) -> Any:
     """``json.loads(data)``, faster: the same value, or the same ``ValueError``."""
-    if _LONG_DIGITS.search(data) is None:
+    if _LONG_RUN not in data.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
