@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from multidict import CIMultiDict
 
 from authproxy.errors import ConfigError, ProviderUnavailable, TokenEndpointError, TokenInvalid, UnknownKeyId
 from authproxy.oidc import client as client_module
@@ -37,7 +38,13 @@ from authproxy.oidc.tokens import (
     load_assertion_key,
     parse_token_response,
 )
-from authproxy.upstream_http import UpstreamBadResponse, UpstreamConnectError, UpstreamHTTPError, UpstreamReset
+from authproxy.upstream_http import (
+    UpstreamBadResponse,
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamHTTPError,
+    UpstreamReset,
+)
 from tests.support.mini_provider import MiniProvider, running_provider
 from tests.support.net import free_port
 from tests.support.oidc_tokens import (
@@ -439,6 +446,37 @@ async def test_oversized_answer_is_unavailable(op: MiniProvider, make_client: Ma
     op.token_answer = (200, "x" * (client_module.MAX_ANSWER_BYTES + 1))
     with pytest.raises(ProviderUnavailable, match="too large"):
         await exchange(await make_client())
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_an_answer_growing_past_the_limit_is_refused_as_it_arrives(declared: bool) -> None:
+    size = client_module.MAX_ANSWER_BYTES + 1
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if declared:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(size // 65536 + 1):
+                writer.write(b"10000\r\n" + b"x" * 65536 + b"\r\n")
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    forms = UpstreamClient()
+    try:
+        origin = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        response = await forms.request(origin, "POST", "/token", CIMultiDict({"Content-Length": "0"}), content=b"")
+        try:
+            with pytest.raises(ProviderUnavailable, match="too large"):
+                await client_module._read_all(response, "refresh")
+        finally:
+            response.release(delivered=False)
+    finally:
+        forms.close()
+        server.close()
 
 
 # ---------------------------------------------------------------------- JWKS cache

@@ -439,7 +439,7 @@ class ProviderClient:
 
     async def _with_keys(self, verify: Callable[[KeySet], T]) -> T:
         """Run ``verify`` on the cached keys; after ``UnknownKeyId``, refetch once and run it again."""
-        keys, generation = await self._cached_keys()
+        keys, generation = self._fresh_keys() or await self._cached_keys()
         try:
             return verify(keys)
         except UnknownKeyId:
@@ -447,6 +447,13 @@ class ProviderClient:
             if newer is None:
                 raise
             return verify(newer)
+
+    def _fresh_keys(self) -> tuple[KeySet, int] | None:
+        """The cached keys while they are fresh (no fetch to consider), else None."""
+        keys, loaded_at = self._keys, self._keys_loaded_at
+        if keys is not None and loaded_at is not None and self._clock() - loaded_at < JWKS_MAX_AGE:
+            return keys, self._keys_generation
+        return None
 
     async def _cached_keys(self) -> tuple[KeySet, int]:
         keys = self._keys
@@ -664,13 +671,22 @@ async def _read_bounded(response: aiohttp.ClientResponse, what: str) -> bytes:
 
 
 async def _read_all(response: UpstreamResponse, what: str) -> bytes:
+    """The whole answer of the form client, refused as soon as it is known to exceed ``MAX_ANSWER_BYTES``.
+
+    A token answer is small and usually in by the time its head is: what is buffered is taken
+    without a wait.
+    """
     length = response.field(b"content-length")
-    return await _bounded(_body_of(response), int(length) if length and length.isdigit() else None, what)
-
-
-async def _body_of(response: UpstreamResponse) -> AsyncIterator[bytes]:
-    while chunk := await response.read():
-        yield chunk
+    if length and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise ProviderUnavailable(f"{what} failed: answer too large")
+    parts: list[bytes] = []
+    size = 0
+    while chunk := response.read_nowait() or await response.read():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ProviderUnavailable(f"{what} failed: answer too large")
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def _bounded(chunks: AsyncIterator[bytes], declared: int | None, what: str) -> bytes:

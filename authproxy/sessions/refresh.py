@@ -146,10 +146,10 @@ def _still_there(current: Session | None) -> Session:
     return current
 
 
-def _copy(session: Session) -> Session:
-    # every caller of one flight gets its own record: a handler that touches it (last_seen_at)
-    # must not change what the other callers see
-    return Session(session.ticket, replace(session.record, claims=dict(session.record.claims)), session.link_key)
+def _own(session: Session) -> Session:
+    # every caller of one flight gets a Session of its own (a linked session's link_key is set on
+    # it); the record is shared, read-only like every record the session cache hands out
+    return Session(session.ticket, session.record, session.link_key)
 
 
 class _Flight:
@@ -221,7 +221,7 @@ class Refresher:
         # provider may already have rotated must not be abandoned)
         waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         flight.waiters.append(waiter)
-        return _copy(await waiter)
+        return _own(await waiter)
 
     async def _fly_and_deliver(self, key: str, seen: Session, flight: _Flight) -> None:
         """Run the flight and hand its outcome to every caller waiting, the moment it is known.
