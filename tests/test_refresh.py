@@ -388,6 +388,7 @@ async def test_a_refresh_is_logged_with_its_user_and_without_its_tokens(
     refresher = Refresher(sessions, provider.refresh, refresh_before_expiry=BEFORE, clock=clock)
     with caplog.at_level("INFO", logger="authproxy.auth"):
         fresh = await refresher.ensure_fresh(session)
+        await asyncio.sleep(0)  # the line follows the callers' wake-up
     (line,) = [record for record in caplog.records if record.getMessage() == "refresh ok"]
     assert line.fields == {"event": "refresh", "result": "ok", "user": "alice"}  # type: ignore[attr-defined]
     assert fresh.record.refresh_token is not None and fresh.record.refresh_token not in caplog.text

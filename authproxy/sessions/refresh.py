@@ -155,10 +155,13 @@ def _own(session: Session) -> Session:
 class _Flight:
     """One refresh of one session in this process, and the callers waiting for its outcome."""
 
-    __slots__ = ("waiters",)
+    __slots__ = ("refreshed_user", "waiters")
 
     def __init__(self) -> None:
         self.waiters: list[asyncio.Future[Session]] = []
+        # set when this flight refreshed the tokens: the "refresh ok" line is written after the
+        # callers are on their way
+        self.refreshed_user: str | None = None
 
 
 class Refresher:
@@ -230,7 +233,7 @@ class Refresher:
         event loop sooner. The flight leaves ``_flights`` first, so no caller joins it after.
         """
         try:
-            session = await self._fly(seen)
+            session = await self._fly(seen, flight)
         except Exception as e:
             self._end(key, flight)
             for waiter in flight.waiters:
@@ -241,6 +244,10 @@ class Refresher:
         for waiter in flight.waiters:
             if not waiter.done():
                 waiter.set_result(session)
+        if flight.refreshed_user is not None:
+            fields = {"event": "refresh", "result": "ok", "user": flight.refreshed_user}
+            # scheduled after the callers' wake-ups: they forward first, the line follows
+            asyncio.get_running_loop().call_soon(log_line, AUTH, logging.INFO, "refresh ok", fields)
 
     def _end(self, key: str, flight: _Flight) -> None:
         if self._flights.get(key) is flight:
@@ -259,7 +266,7 @@ class Refresher:
 
     # ------------------------------------------------------------------ the flight
 
-    async def _fly(self, seen: Session) -> Session:
+    async def _fly(self, seen: Session, flight: _Flight) -> Session:
         """One refresh of ``seen``'s session for this process: take the lock or wait for its holder."""
         if seen.record.refresh_token is None:
             # nothing to spend, so nothing to race for: no lock needed
@@ -272,7 +279,7 @@ class Refresher:
             # the record comes with the lock, read after it was taken: one round trip
             async with hold_lock(store, lock_name, self._lease, read=seen.store_key) as lock:
                 if lock is not None:
-                    return await self._refresh_locked(seen, lock)
+                    return await self._refresh_locked(seen, lock, flight)
             # another worker or replica is refreshing: use its result once it is stored
             current = await self._reload(seen)
             if is_refreshed_since(seen.record, current.record, self._before, self._clock()):
@@ -290,7 +297,7 @@ class Refresher:
     async def _reload(self, seen: Session) -> Session:
         return _still_there(await reload_session(self._sessions, seen))
 
-    async def _refresh_locked(self, seen: Session, lock: Lock) -> Session:
+    async def _refresh_locked(self, seen: Session, lock: Lock, flight: _Flight) -> Session:
         """Refresh while holding ``lock``, with the refresh token the store held when it was taken."""
         current = _still_there(session_from_blob(self._sessions, seen, lock.value))
         if is_refreshed_since(seen.record, current.record, self._before, self._clock()):
@@ -344,9 +351,7 @@ class Refresher:
         refreshed = Session(current.ticket, build_refreshed_record(current.record, tokens), current.link_key)
         await self._save(refreshed, lock)
         self._report("ok")
-        # the line is written once the waiting requests are on their way (next turn of the loop)
-        fields = {"event": "refresh", "result": "ok", "user": sub}
-        asyncio.get_running_loop().call_soon(log_line, AUTH, logging.INFO, "refresh ok", fields)
+        flight.refreshed_user = sub
         return refreshed
 
     async def _save(self, session: Session, lock: Lock) -> None:
