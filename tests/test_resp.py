@@ -13,6 +13,7 @@ import hiredis
 import pytest
 from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authproxy.errors import StoreError, StoreUnavailable
 from authproxy.sessions.redis import RedisStore
@@ -185,6 +186,67 @@ async def test_a_connection_that_stopped_answering_is_replaced() -> None:
         assert len(accepted) == 2  # the first connection was dropped, not queued behind
     finally:
         await client.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_command_not_answered_by_its_deadline_fails_and_keeps_its_place() -> None:
+    # the peer answers the first PING only after the second was sent: the first has timed out by
+    # then, and its late answer must not be taken for the second's
+    pings: list[asyncio.StreamWriter] = []
+    second_sent = asyncio.Event()
+
+    async def late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pings.append(writer)
+        await reader.readexactly(len(encode_command("PING")))
+        await second_sent.wait()
+        await reader.readexactly(len(encode_command("ECHO", "second")))
+        writer.write(b"+PONG\r\n$6\r\nsecond\r\n")
+        await writer.drain()
+
+    server = await asyncio.start_server(late, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = LeanRedis(
+        Endpoint(host="127.0.0.1", port=port), connect_timeout=1.0, stall_timeout=5.0, command_timeout=0.1
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(RedisTimeoutError):
+            await client.ping()
+        assert 0.1 <= loop.time() - started < 1.0
+        second = asyncio.ensure_future(client.execute_command("ECHO", "second"))
+        await asyncio.sleep(0.01)
+        second_sent.set()
+        assert await asyncio.wait_for(second, 1.0) == b"second"
+        assert len(pings) == 1  # one connection all along
+    finally:
+        await client.aclose()
+        for writer in pings:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_redis_store_answers_a_silent_server_unavailable_within_its_timeout() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore.from_settings(url=f"redis://127.0.0.1:{port}", timeout=0.2)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(StoreUnavailable):
+            await store.get("k")
+        assert loop.time() - started < 1.0
+    finally:
+        await store.close()
         for writer in accepted:
             writer.close()
         server.close()

@@ -104,6 +104,12 @@ class ProviderClient:
         if auth_method in ("client_secret_basic", "client_secret_post") and not client_secret:
             raise ConfigError([f"provider.client_secret: required for {auth_method}"])
         self._assertion_key: tokens.AssertionKey | None = None
+        # RFC 6749 section 2.3.1: form-urlencode both parts first (a ":" in the id must survive)
+        self._basic_credentials = (
+            "Basic " + base64.b64encode(f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()).decode("ascii")
+            if auth_method == "client_secret_basic" and client_secret
+            else None
+        )
         if auth_method == "private_key_jwt":
             if private_key_pem is None:
                 raise ConfigError(["provider.private_key_file: required for private_key_jwt"])
@@ -317,10 +323,8 @@ class ProviderClient:
         data = dict(form)
         headers: dict[str, str] = {}
         if self.auth_method == "client_secret_basic":
-            assert self._client_secret is not None
-            # RFC 6749 section 2.3.1: form-urlencode both parts first (a ":" in the id must survive)
-            credentials = f"{quote_plus(self.client_id)}:{quote_plus(self._client_secret)}"
-            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+            assert self._basic_credentials is not None
+            headers["Authorization"] = self._basic_credentials
         elif self.auth_method == "client_secret_post":
             assert self._client_secret is not None
             data["client_id"] = self.client_id

@@ -224,8 +224,14 @@ class RedisStore:
         return self._prefix + key
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one redis-py call within the deadline, translating its errors."""
+        """Run one client call within the deadline, translating its errors.
+
+        The lean client keeps the deadline itself (each command's, and the dial's), without a
+        timer per call; redis-py's calls run under one.
+        """
         try:
+            if isinstance(self._client, LeanRedis):
+                return await operation()
             async with asyncio.timeout(self._timeout):
                 if self._cluster_pending:
                     await self._initialize_cluster()

@@ -19,10 +19,12 @@ uses, with the same answers and redis-py's own exception classes, so the store t
 - an error answer raises ``redis.exceptions.ResponseError``, or ``ReadOnlyError`` /
   ``BusyLoadingError`` for a replica or a server still loading its data (both mean "unavailable").
 
-Deadlines are the caller's (``RedisStore`` bounds every operation). A command abandoned by its
-caller keeps its place in the queue, so later answers still reach the right callers; a connection
-whose oldest command has waited longer than ``stall_timeout`` without any answer is dropped
-before the next command is sent, so a dead path is not reused forever.
+Every command has a deadline (``command_timeout``): one timer per connection, armed for the oldest
+command waiting, fails each command not answered by its deadline with ``redis.exceptions.
+TimeoutError``, in the order they were sent, instead of a timer per call. A command that failed
+or was abandoned by its caller keeps its place in the queue, so later answers still reach the
+right callers; a connection whose oldest command has waited longer than ``stall_timeout`` without
+any answer is dropped before the next command is sent, so a dead path is not reused forever.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import math
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 DEFAULT_PORT: Final = 6379
 
@@ -142,7 +146,9 @@ class RespConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader()
-        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # each command's answer and the loop time by which it must have come
+        self._waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
         # when the connection last showed progress: an answer, or the first command after idling
@@ -160,7 +166,7 @@ class RespConnection(asyncio.Protocol):
                     self.fail("Redis answered a command that was never sent")
                     return
                 self._progress = self._loop.time()
-                waiter = waiters.popleft()
+                waiter, _ = waiters.popleft()
                 if not waiter.done():  # a caller that gave up (deadline, cancellation) is skipped
                     waiter.set_result(reply)
         except hiredis.ProtocolError:
@@ -173,16 +179,37 @@ class RespConnection(asyncio.Protocol):
         self.closed = True
         self._fail_waiters("Redis closed the connection")
 
-    def send(self, data: bytes, count: int) -> list[asyncio.Future[Any]]:
-        """Write ``count`` commands already encoded in ``data``; one future per answer."""
+    def send(self, data: bytes, count: int, timeout: float | None = None) -> list[asyncio.Future[Any]]:
+        """Write ``count`` commands already encoded in ``data``; one future per answer.
+
+        With ``timeout``, an answer not in within that many seconds fails its future. Deadlines
+        expire in the order the commands were sent, so every caller should pass the same timeout.
+        """
         if self.closed or self.transport is None or self.transport.is_closing():
             raise RedisConnectionError("the connection to Redis is closed")
+        now = self._loop.time()
         if not self._waiters:
-            self._progress = self._loop.time()
+            self._progress = now
+        deadline = math.inf if timeout is None else now + timeout
         futures = [self._loop.create_future() for _ in range(count)]
-        self._waiters.extend(futures)
+        self._waiters.extend((future, deadline) for future in futures)
+        if self._deadline_timer is None and timeout is not None:
+            self._deadline_timer = self._loop.call_at(deadline, self._expire)
         self.transport.write(data)
         return futures
+
+    def _expire(self) -> None:
+        """Fail the commands whose deadline has passed, and wait for the next one's."""
+        self._deadline_timer = None
+        now = self._loop.time()
+        for waiter, deadline in self._waiters:
+            if deadline > now:
+                if deadline != math.inf:
+                    self._deadline_timer = self._loop.call_at(deadline, self._expire)
+                return
+            if not waiter.done():
+                waiter.set_exception(RedisTimeoutError("Redis did not answer in time"))
+                waiter.exception()  # its caller may be waiting on an earlier one: no warning
 
     def stalled(self, timeout: float) -> bool:
         """Commands are waiting and nothing has come back for ``timeout`` seconds."""
@@ -196,8 +223,11 @@ class RespConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _fail_waiters(self, reason: str) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         waiters, self._waiters = self._waiters, collections.deque()
-        for waiter in waiters:
+        for waiter, _ in waiters:
             if not waiter.done():
                 waiter.set_exception(RedisConnectionError(reason))
                 # a caller that gave up never reads it: mark it seen so asyncio does not warn
@@ -213,17 +243,26 @@ Command = Sequence[Arg]
 class LeanRedis:
     """The commands :class:`~authproxy.sessions.redis.RedisStore` needs, over one :class:`RespConnection`."""
 
-    def __init__(self, endpoint: Endpoint, *, connect_timeout: float, stall_timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        connect_timeout: float,
+        stall_timeout: float,
+        command_timeout: float | None = None,
+    ) -> None:
+        """``command_timeout`` bounds each command's wait for its answer (none without it)."""
         self._endpoint = endpoint
         self._connect_timeout = connect_timeout
         self._stall_timeout = stall_timeout
+        self._command_timeout = command_timeout
         self._connection: RespConnection | None = None
         self._connecting: asyncio.Future[RespConnection] | None = None
         self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float) -> LeanRedis:
-        return cls(Endpoint.from_url(url), connect_timeout=timeout, stall_timeout=timeout)
+        return cls(Endpoint.from_url(url), connect_timeout=timeout, stall_timeout=timeout, command_timeout=timeout)
 
     # -- commands, answered as redis-py answers them
 
@@ -270,16 +309,17 @@ class LeanRedis:
         """
         encoded = [encode_command(*command) for command in commands]
         data, count = b"".join(encoded), len(encoded)
+        timeout = self._command_timeout
         connection, fresh = await self._ready()
         try:
-            answers = [await future for future in connection.send(data, count)]
+            answers = [await future for future in connection.send(data, count, timeout)]
         except RedisConnectionError:
             if fresh:
                 raise
             # the kept connection was already dead (Redis restarted since its last answer): one
             # more try on a fresh connection, as redis-py's retry on connection errors does
             connection, _ = await self._ready()
-            answers = [await future for future in connection.send(data, count)]
+            answers = [await future for future in connection.send(data, count, timeout)]
         for answer in answers:
             if isinstance(answer, hiredis.ReplyError):
                 raise error_for_reply(answer)
