@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +15,14 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from hypothesis import example, given
+from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
 from authproxy.errors import ProviderUnavailable, TokenInvalid, UnknownKeyId
 from authproxy.oidc.tokens import (
     KeySet,
+    _segment,
     _verified_payload,
     compute_at_hash,
     verify_id_token,
@@ -511,3 +515,42 @@ def test_a_key_verifies_only_under_the_alg_it_was_built_for(keys: Keys) -> None:
     with pytest.raises(TokenInvalid) as caught:
         _verified_payload(token, {"alg": "PS256"}, "PS256", built_for_rs256)
     assert caught.value.reason == "alg not allowed: PS256"
+
+
+def _segment_by_regex(segment: str) -> bytes | None:
+    """The reading ``_segment`` must match: the URL-safe alphabet by regex, padding rules,
+    urlsafe_b64decode and a canonical re-encoding; None where it is refused."""
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    if (
+        padding > 2
+        or (padding and len(segment) % 4)
+        or len(stripped) % 4 == 1
+        or not re.fullmatch(r"[A-Za-z0-9_-]*", stripped)
+    ):
+        return None
+    decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    return decoded if base64.urlsafe_b64encode(decoded).rstrip(b"=") == stripped.encode("ascii") else None
+
+
+@given(
+    st.text(alphabet="AQgw09azAZ-_+/=. \n\u00e9", max_size=12)
+    | st.binary(max_size=9).map(lambda data: base64.urlsafe_b64encode(data).decode())
+    | st.binary(max_size=9).map(lambda data: base64.urlsafe_b64encode(data).decode().rstrip("="))
+)
+@example("")
+@example("QQ")
+@example("QR")
+@example("QQ=")
+@example("QQ==")
+@example("QQ===")
+@example("Q")
+@example("a+b/")
+@example("QQ==QQ")
+def test_a_segment_is_read_exactly_as_the_strict_reading_defines(segment: str) -> None:
+    expected = _segment_by_regex(segment)
+    if expected is None:
+        with pytest.raises(TokenInvalid, match="malformed token"):
+            _segment(segment)
+    else:
+        assert _segment(segment) == expected

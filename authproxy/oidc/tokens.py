@@ -24,7 +24,6 @@ import binascii
 import hashlib
 import hmac
 import math
-import re
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,8 @@ BEARER: Final = "Bearer"
 # HMAC tokens (HS*, keyed by the client secret) go through jwt.decode, which verifies the
 # signature only; the claims are checked below against the caller's ``now``. Short keys are
 # refused outright rather than warned about (a warning per request helps nobody).
-_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+_URLSAFE_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+_STANDARD_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _DECODE_OPTIONS: Final[jwt.types.Options] = {
     "verify_signature": True,
     "verify_exp": False,
@@ -329,15 +329,22 @@ def _segment(segment: str) -> bytes:
     allowed (at most two, and then to a multiple of four), and the canonical encoding only (no
     stray bits in the last character), so one token has exactly one spelling.
     """
-    stripped = segment.rstrip("=")
-    padding = len(segment) - len(stripped)
-    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1 or not _BASE64URL.fullmatch(stripped):
+    try:
+        data = segment.encode("ascii")
+    except UnicodeEncodeError as e:
+        raise TokenInvalid("malformed token") from e
+    stripped = data.rstrip(b"=")
+    padding = len(data) - len(stripped)
+    if padding > 2 or (padding and len(data) % 4) or len(stripped) % 4 == 1 or b"+" in stripped or b"/" in stripped:
         raise TokenInvalid("malformed token")
     try:
-        decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
-    except (ValueError, binascii.Error) as e:
+        # strict: nothing outside the alphabet (after mapping "-_" onto "+/"), no inner "="
+        decoded = binascii.a2b_base64(
+            stripped.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(stripped) % 4), strict_mode=True
+        )
+    except binascii.Error as e:
         raise TokenInvalid("malformed token") from e
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped.encode("ascii"):
+    if binascii.b2a_base64(decoded, newline=False).rstrip(b"=").translate(_STANDARD_TO_URLSAFE) != stripped:
         raise TokenInvalid("malformed token")
     return decoded
 
