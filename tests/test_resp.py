@@ -7,7 +7,8 @@ only for a server that accepts a connection and then never answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import hiredis
 import pytest
@@ -164,90 +165,88 @@ async def test_a_wrong_type_is_a_store_error_not_an_outage(redis_server: RedisSe
         await store.close()
 
 
-# ---------------------------------------------------------------------- a peer that never answers
+# ---------------------------------------------------------------------- peers that answer late or never
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def test_a_connection_that_stopped_answering_is_replaced() -> None:
+@contextlib.asynccontextmanager
+async def peer(handler: Handler) -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
+    """A TCP server on 127.0.0.1 running ``handler`` per connection: its port and the connections."""
     accepted: list[asyncio.StreamWriter] = []
 
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
+        await handler(reader, writer)
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = LeanRedis(Endpoint(host="127.0.0.1", port=port), connect_timeout=1.0, stall_timeout=0.1)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await client.ping()
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await client.ping()
-        assert len(accepted) == 2  # the first connection was dropped, not queued behind
+        yield server.sockets[0].getsockname()[1], accepted
     finally:
-        await client.aclose()
         for writer in accepted:
             writer.close()
         server.close()
         await server.wait_closed()
 
 
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    return None
+
+
+async def test_a_connection_that_stopped_answering_is_replaced() -> None:
+    async with peer(silent) as (port, accepted):
+        client = LeanRedis(Endpoint(host="127.0.0.1", port=port), connect_timeout=1.0, stall_timeout=0.1)
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await client.ping()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await client.ping()
+            assert len(accepted) == 2  # the first connection was dropped, not queued behind
+        finally:
+            await client.aclose()
+
+
 async def test_a_command_not_answered_by_its_deadline_fails_and_keeps_its_place() -> None:
     # the peer answers the first PING only after the second was sent: the first has timed out by
     # then, and its late answer must not be taken for the second's
-    pings: list[asyncio.StreamWriter] = []
     second_sent = asyncio.Event()
 
     async def late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pings.append(writer)
         await reader.readexactly(len(encode_command("PING")))
         await second_sent.wait()
         await reader.readexactly(len(encode_command("ECHO", "second")))
         writer.write(b"+PONG\r\n$6\r\nsecond\r\n")
         await writer.drain()
 
-    server = await asyncio.start_server(late, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = LeanRedis(
-        Endpoint(host="127.0.0.1", port=port), connect_timeout=1.0, stall_timeout=5.0, command_timeout=0.1
-    )
-    loop = asyncio.get_running_loop()
-    try:
-        started = loop.time()
-        with pytest.raises(RedisTimeoutError):
-            await client.ping()
-        assert 0.1 <= loop.time() - started < 1.0
-        second = asyncio.ensure_future(client.execute_command("ECHO", "second"))
-        await asyncio.sleep(0.01)
-        second_sent.set()
-        assert await asyncio.wait_for(second, 1.0) == b"second"
-        assert len(pings) == 1  # one connection all along
-    finally:
-        await client.aclose()
-        for writer in pings:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with peer(late) as (port, accepted):
+        client = LeanRedis(
+            Endpoint(host="127.0.0.1", port=port), connect_timeout=1.0, stall_timeout=5.0, command_timeout=0.1
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            with pytest.raises(RedisTimeoutError):
+                await client.ping()
+            assert 0.1 <= loop.time() - started < 1.0
+            second = asyncio.ensure_future(client.execute_command("ECHO", "second"))
+            await asyncio.sleep(0.01)
+            second_sent.set()
+            assert await asyncio.wait_for(second, 1.0) == b"second"
+            assert len(accepted) == 1  # one connection all along
+        finally:
+            await client.aclose()
 
 
 async def test_the_redis_store_answers_a_silent_server_unavailable_within_its_timeout() -> None:
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    store = RedisStore.from_settings(url=f"redis://127.0.0.1:{port}", timeout=0.2)
-    loop = asyncio.get_running_loop()
-    try:
-        started = loop.time()
-        with pytest.raises(StoreUnavailable):
-            await store.get("k")
-        assert loop.time() - started < 1.0
-    finally:
-        await store.close()
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with peer(silent) as (port, _):
+        store = RedisStore.from_settings(url=f"redis://127.0.0.1:{port}", timeout=0.2)
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            with pytest.raises(StoreUnavailable):
+                await store.get("k")
+            assert loop.time() - started < 1.0
+        finally:
+            await store.close()

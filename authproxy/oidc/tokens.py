@@ -212,6 +212,26 @@ def verify_id_token(
 
     HS* is accepted only when listed in ``allowed_algorithms``, with ``client_secret`` as the key.
     """
+    claims, _, alg, curve = _verified_id_token(
+        raw, keys, issuer, client_id, allowed_algorithms, now, skew, client_secret
+    )
+    _check_nonce(claims, nonce)
+    _check_at_hash(claims, access_token, alg, curve)
+    return claims
+
+
+def _verified_id_token(
+    raw: str,
+    keys: KeySet,
+    issuer: str,
+    client_id: str,
+    allowed_algorithms: Sequence[str],
+    now: float,
+    skew: float,
+    client_secret: str | None,
+) -> tuple[dict[str, Any], list[str], str, str | None]:
+    """The checks every ID token passes: signature and alg, ``iss``, ``aud``, ``azp``, ``exp``,
+    ``iat``, ``nbf``, ``sub``. The claims, the audiences, the alg and the EdDSA curve."""
     claims, alg, curve = _decode_verified(raw, keys, allowed_algorithms, client_secret)
     _check_iss(claims, issuer)
     audiences = _check_aud(claims, (client_id,))
@@ -220,9 +240,7 @@ def verify_id_token(
     _check_iat(claims, now, skew, required=True)
     _check_nbf(claims, now, skew)
     _check_sub(claims)
-    _check_nonce(claims, nonce)
-    _check_at_hash(claims, access_token, alg, curve)
-    return claims
+    return claims, audiences, alg, curve
 
 
 def verify_refreshed_id_token(
@@ -247,14 +265,9 @@ def verify_refreshed_id_token(
     current ID token, verified when it was stored) where that token has them. There is no nonce
     to match: section 12.2 says the token SHOULD NOT carry one, and some providers repeat it.
     """
-    claims, alg, curve = _decode_verified(raw, keys, allowed_algorithms, client_secret)
-    _check_iss(claims, issuer)
-    audiences = _check_aud(claims, (client_id,))
-    _check_azp(claims, audiences, client_id)
-    _check_exp(claims, now, skew, required=True)
-    _check_iat(claims, now, skew, required=True)
-    _check_nbf(claims, now, skew)
-    _check_sub(claims)
+    claims, audiences, alg, curve = _verified_id_token(
+        raw, keys, issuer, client_id, allowed_algorithms, now, skew, client_secret
+    )
     if claims["sub"] != sub:
         raise TokenInvalid("sub differs from the session's")
     if earlier is not None:
