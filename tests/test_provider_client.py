@@ -321,6 +321,20 @@ async def test_a_refresh_compares_with_the_claims_the_last_refresh_verified(
         await client.refresh("rt-2", sub="user-1", earlier_id_token=first)
 
 
+async def test_the_claims_kept_are_one_id_tokens_per_session_not_one_per_refresh(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey
+) -> None:
+    clock = Clock()
+    client = await make_client(clock=clock)
+    earlier = None
+    for n in range(5):
+        renewed = id_token(key_a, op.issuer, clock.now + n, nonce=None, jti=f"t{n}")
+        op.token_answer = (200, {"access_token": f"at-{n}", "token_type": "Bearer", "id_token": renewed})
+        await client.refresh("rt", sub="user-1", earlier_id_token=earlier)
+        earlier = renewed
+    assert list(client._verified) == [earlier]
+
+
 async def test_refresh_without_the_providers_keys_keeps_the_rotated_tokens_but_not_the_id_token(
     op: MiniProvider, make_client: MakeClient, key_a: JwtKey, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -268,13 +268,17 @@ class ProviderClient:
             )
 
         try:
-            self._remember(raw, await self._with_keys(verify))
+            claims = await self._with_keys(verify)
         except ProviderUnavailable as e:
             LOG.warning(
                 "a refreshed ID token cannot be checked without the provider's keys: the session keeps its own",
                 extra={"fields": {"error": str(e)}},
             )
             return replace(token_set, id_token=None)
+        # the session's ID token is replaced by this one: keep one entry per session, not per refresh
+        if earlier_id_token is not None:
+            self._verified.pop(earlier_id_token, None)
+        self._remember(raw, claims)
         return token_set
 
     async def revoke(self, token: str, token_type_hint: str | None = None) -> None:

@@ -23,7 +23,7 @@ from typing import Final, NamedTuple
 
 from authproxy.sessions.record import SessionRecord
 
-DEFAULT_MAX_ENTRIES: Final = 4096
+DEFAULT_MAX_ENTRIES: Final = 1024
 DIGEST_BYTES: Final = 16
 
 
