@@ -336,11 +336,11 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     Under load many requests end in the same turn of the loop; writing (and flushing) each
     access line by itself costs a system call per request. :meth:`write_line` (access and auth
-    lines, :func:`log_line`) keeps lines until
-    the loop has run the callbacks it had ready, then writes them together, so a line reaches
-    the stream within the turn that produced it. Without a running loop a line is written at
-    once. Ordinary records (:meth:`emit`) and :meth:`flush` (also called by ``logging.shutdown``
-    at exit) write the gathered lines first, so the stream keeps the order lines were made in.
+    lines, :func:`log_line`) keeps lines until the loop has run the callbacks it had ready, then
+    writes them together, so a line reaches the stream within the turn that produced it. Without
+    a running loop a line is written at once. Ordinary records (:meth:`emit`) and :meth:`flush`
+    (also called by ``logging.shutdown`` at exit) write the gathered lines first, so the stream
+    keeps the order lines were made in.
     """
 
     def __init__(self, stream: Any = None) -> None:

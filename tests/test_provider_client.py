@@ -460,6 +460,10 @@ async def test_oversized_answer_is_unavailable(op: MiniProvider, make_client: Ma
     op.token_answer = (200, "x" * (client_module.MAX_ANSWER_BYTES + 1))
     with pytest.raises(ProviderUnavailable, match="too large"):
         await exchange(await make_client())
+    # the documents and userinfo come through aiohttp's client, bounded alike
+    op.userinfo_answer = (200, "x" * (client_module.MAX_ANSWER_BYTES + 1))
+    with pytest.raises(ProviderUnavailable, match="too large"):
+        await (await make_client()).fetch_userinfo("at-1")
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])

@@ -38,7 +38,7 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, TypeVar
 from urllib.parse import quote_plus, urlsplit, urlunsplit
@@ -464,10 +464,8 @@ class ProviderClient:
         return None
 
     async def _cached_keys(self) -> tuple[KeySet, int]:
+        """The keys after a fetch when there are none or they are stale (``_fresh_keys`` said None)."""
         keys = self._keys
-        loaded_at = self._keys_loaded_at
-        if keys is not None and loaded_at is not None and self._clock() - loaded_at < JWKS_MAX_AGE:
-            return keys, self._keys_generation
         async with self._keys_lock:
             if self._keys is None:
                 # nothing to fall back on: a failure here is the caller's ProviderUnavailable;
@@ -674,41 +672,46 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
     return context
 
 
+class _BoundedAnswer:
+    """A provider answer gathered chunk by chunk, refused as soon as it is known to exceed
+    ``MAX_ANSWER_BYTES`` (declared or as it arrives)."""
+
+    def __init__(self, declared: int | None, what: str) -> None:
+        self._what = what
+        if declared is not None and declared > MAX_ANSWER_BYTES:
+            self._refuse()
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > MAX_ANSWER_BYTES:
+            self._refuse()
+        self._parts.append(chunk)
+
+    def body(self) -> bytes:
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _refuse(self) -> None:
+        raise ProviderUnavailable(f"{self._what} failed: answer too large")
+
+
 async def _read_bounded(response: aiohttp.ClientResponse, what: str) -> bytes:
-    return await _bounded(response.content.iter_chunked(64 * 1024), response.content_length, what)
+    answer = _BoundedAnswer(response.content_length, what)
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        answer.add(chunk)
+    return answer.body()
 
 
 async def _read_all(response: UpstreamResponse, what: str) -> bytes:
-    """The whole answer of the form client, refused as soon as it is known to exceed ``MAX_ANSWER_BYTES``.
-
-    A token answer is small and usually in by the time its head is: what is buffered is taken
-    without a wait.
-    """
+    """The whole answer of the form client (bounded): a token answer is small and usually in by
+    the time its head is, so what is buffered is taken without a wait."""
     length = response.field(b"content-length")
-    if length and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
-        raise ProviderUnavailable(f"{what} failed: answer too large")
-    parts: list[bytes] = []
-    size = 0
+    answer = _BoundedAnswer(int(length) if length and length.isdigit() else None, what)
     while chunk := response.read_nowait() or await response.read():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise ProviderUnavailable(f"{what} failed: answer too large")
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def _bounded(chunks: AsyncIterator[bytes], declared: int | None, what: str) -> bytes:
-    """The whole answer, refused as soon as it is known to exceed ``MAX_ANSWER_BYTES``."""
-    if declared is not None and declared > MAX_ANSWER_BYTES:
-        raise ProviderUnavailable(f"{what} failed: answer too large")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise ProviderUnavailable(f"{what} failed: answer too large")
-        parts.append(chunk)
-    return b"".join(parts)
+        answer.add(chunk)
+    return answer.body()
 
 
 def _parse_json(body: bytes, what: str) -> Any:
