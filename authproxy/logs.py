@@ -436,15 +436,18 @@ def log_line(logger: logging.Logger, level: int, msg: str, fields: Mapping[str, 
         return
     created = time.time()
     level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+    text = _redacted_message(msg)
     # fields redaction would leave alone (the usual line) are written in one pass
     members = _flat_members(fields, unredacted=True)
     if members is None:
-        line = json_line(created, level_name, logger.name, redact(msg), _redact_mapping(fields, 0))
+        line = json_line(created, level_name, logger.name, text, _redact_mapping(fields, 0))
     else:
-        line = _line_start(created, level_name, logger.name, redact(msg)) + members + "}"
+        line = _line_start(created, level_name, logger.name, text) + members + "}"
     handler.write_line(line)
 
 
+# messages given to log_line are the code's own, a few dozen: each is redacted once
+_redacted_message: Final = functools.lru_cache(maxsize=256)(redact)
 _LEVEL_NAMES: Final = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
 
 
