@@ -793,11 +793,62 @@ def _nesting_exceeds(node: Any, limit: int) -> bool:
     return False
 
 
+def duplicate_keys(node: yaml.Node | None) -> list[str]:
+    """A problem for each key given twice in one mapping of the composed YAML ``node``.
+
+    YAML parsers keep the last of two equal keys and drop the first without a word, so a second
+    ``session:`` section would silently discard every setting of the first. Merge keys (``<<``)
+    are not counted: a key given beside a merge is meant to override it.
+    """
+    problems: list[str] = []
+    seen: set[int] = set()  # an alias may repeat a node, or (a: &x [*x]) contain itself
+
+    def walk(current: yaml.Node, path: tuple[str | int, ...]) -> None:
+        if id(current) in seen or len(path) > MAX_NESTING:
+            return
+        seen.add(id(current))
+        if isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                walk(item, (*path, index))
+        elif isinstance(current, yaml.MappingNode):
+            first_lines: dict[str, int] = {}
+            for key_node, value_node in current.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is None or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in first_lines:
+                    problems.append(
+                        f"{_path_str((*path, key))}: given twice (lines {first_lines[key]} and {line}); "
+                        "the later one would silently replace the earlier"
+                    )
+                else:
+                    first_lines[key] = line
+                walk(value_node, (*path, key))
+
+    if node is not None:
+        walk(node, ())
+    return problems
+
+
+def _load_yaml(text: str) -> Any:
+    """The YAML document ``text`` as Python data; ConfigError when a mapping repeats a key."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        problems = duplicate_keys(node)
+        if problems:
+            raise ConfigError(problems)
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
 def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Config:
     """Parse and validate configuration text; raise ConfigError with every problem."""
     env = os.environ if env is None else env
     try:
-        tree = yaml.safe_load(text)
+        tree = _load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"

@@ -144,6 +144,38 @@ def test_each_problem_names_its_yaml_path(text: str, expected: str) -> None:
     assert any(p.startswith(expected) or expected in p for p in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            BASE + "session: {secrets: ['" + SECRET + "']}\n",
+            "session: given twice (lines 4 and 8)",
+            id="section",
+        ),
+        pytest.param(
+            BASE + "    upstream: http://127.0.0.1:9090\n",
+            "routes[0].upstream: given twice (lines 7 and 8)",
+            id="route-key",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x}", "client_secret: x, client_id: other}"),
+            "provider.client_id: given twice (lines 3 and 3)",
+            id="flow-mapping",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_rather_than_silently_replaced(text: str, expected: str) -> None:
+    assert any(p.startswith(expected) for p in problems_of(text)), problems_of(text)
+
+
+def test_a_key_beside_a_merge_overrides_it_without_complaint() -> None:
+    text = BASE.replace(
+        "server: {public_url: https://app.example.com}",
+        ("server:\n  <<: {public_url: https://old.example.com}\n  public_url: https://app.example.com"),
+    )
+    assert parse_config(text, {}).server.public_url == "https://app.example.com"
+
+
 def test_every_problem_is_reported_at_once() -> None:
     text = BASE.replace("server: {", "server: {bogus: 1, ").replace("http://127.0.0.1:8080", "nope")
     problems = problems_of(text)
