@@ -110,11 +110,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield started
 
 
-async def _post_token(url: str, token: str | None, *, body: Any = None) -> tuple[int, dict[str, str], Any]:
+async def _post_token(
+    url: str, token: str | None, *, body: Any = None, content_type: str | None = None
+) -> tuple[int, dict[str, str], Any]:
     data = body if body is not None else ({"logout_token": token} if token is not None else {})
+    headers = {"Content-Type": content_type} if content_type is not None else {}
     async with (
         aiohttp.ClientSession() as http,
-        http.post(url + "/oauth2/backchannel_logout", data=data) as answer,
+        http.post(url + "/oauth2/backchannel_logout", data=data, headers=headers) as answer,
     ):
         text = await answer.text()
         return answer.status, dict(answer.headers), json.loads(text) if text else None
@@ -234,6 +237,19 @@ async def test_sid_ends_one_provider_session_and_sub_alone_ends_all_of_the_user(
 async def test_malformed_back_channel_requests_are_400(stack: Stack, body: Any, reason: str) -> None:
     status, _, answer = await _post_token(stack.url, None, body=body)
     assert status == 400 and reason in answer["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        pytest.param("multipart/form-data", b"logout_token=x", id="multipart-without-boundary"),
+        pytest.param("multipart/form-data; boundary=zz", b"--zz\r\nbad", id="broken-multipart"),
+        pytest.param("application/x-www-form-urlencoded; charset=x-unknown", b"logout_token=x", id="unknown-charset"),
+    ],
+)
+async def test_a_body_that_is_not_a_readable_form_is_400_not_500(stack: Stack, content_type: str, body: bytes) -> None:
+    status, _, answer = await _post_token(stack.url, None, body=body, content_type=content_type)
+    assert status == 400 and answer["error_description"] == "logout_token missing"
 
 
 async def test_back_channel_logout_only_accepts_post(stack: Stack) -> None:

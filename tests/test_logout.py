@@ -217,6 +217,34 @@ async def test_sign_out_on_another_replica_ends_the_session_everywhere(stack: St
         assert await status_with_cookie(proxy.url + "/app", cookie) == 401
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        pytest.param("multipart/form-data", id="multipart-without-boundary"),
+        pytest.param("application/x-www-form-urlencoded; charset=x-unknown", id="unknown-charset"),
+    ],
+)
+async def test_a_sign_out_whose_body_is_not_a_readable_form_still_signs_out(stack: Stack, content_type: str) -> None:
+    async with browser() as b:
+        await log_in(stack, "alice", b)
+        cookie = session_cookie(b)
+        assert cookie is not None
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            stack.url + "/oauth2/sign_out",
+            data=b"rd=/bye",
+            headers={"Content-Type": content_type, "Cookie": f"{COOKIE}={cookie}"},
+            allow_redirects=False,
+        ) as answer,
+    ):
+        assert answer.status == 302
+        expired = [c for c in answer.headers.getall("Set-Cookie") if c.startswith(f"{COOKIE}=")]
+        assert expired and "Max-Age=0" in expired[0]
+    for proxy in stack.proxies:
+        assert await status_with_cookie(proxy.url + "/app", cookie) == 401
+
+
 async def test_sign_out_without_a_session_expires_cookies_and_redirects(stack: Stack) -> None:
     async with browser() as b:
         # a login started and abandoned leaves a flow cookie; a stale session cookie is sent too

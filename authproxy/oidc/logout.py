@@ -70,6 +70,7 @@ from typing import Any, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from authproxy import pages
 from authproxy.account_pages import signed_out_location
@@ -187,6 +188,19 @@ def replay_ttl(claims: Mapping[str, Any], now: float, skew: float) -> float:
     return max(MIN_REPLAY_TTL, until - now)
 
 
+async def form_value(request: web.Request, name: str) -> str | None:
+    """The form field ``name`` of a POST body; None when absent, not text, or the body is not a form.
+
+    A body aiohttp cannot read as a form (a multipart body without its boundary, a charset
+    nobody knows, a malformed part) is treated as one without the field, never as a 500.
+    """
+    try:
+        value = (await request.post()).get(name)
+    except (ValueError, LookupError, HttpProcessingError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def logout_subject(claims: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """``(sid, sub)`` of a verified logout token; with a ``sid`` only that provider session ends."""
     sid, sub = claims.get("sid"), claims.get("sub")
@@ -251,8 +265,8 @@ class Logouts:
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
         rd = request.query.get("rd")
         if rd is None and request.method == "POST":
-            value = (await request.post()).get("rd")
-            rd = value if isinstance(value, str) else None
+            # an unreadable body still signs out: only the destination is lost
+            rd = await form_value(request, "rd")
         try:
             session = await self._delete_session(request.cookies.get(self.sessions.cookie_name), request.host)
         except StoreError as e:
@@ -342,8 +356,8 @@ class Logouts:
     # ------------------------------------------------------------------ /backchannel_logout
 
     async def backchannel_logout(self, request: web.Request) -> web.StreamResponse:
-        raw = (await request.post()).get("logout_token")
-        if not isinstance(raw, str) or not raw:
+        raw = await form_value(request, "logout_token")
+        if not raw:
             return self._refuse(request, "logout_token missing")
         try:
             claims = await self.provider.verify_logout_token(raw)
