@@ -64,7 +64,10 @@ class IdentityEndpoints:
         refused = forward_auth_refusal(request, self.trusted_proxies)
         if refused is not None:
             return refused
-        session = await self.gate.session_of(request)
+        # the origin asked about: a front proxy may call with its own address as Host
+        trusted = headers.peer_is_trusted(request.remote, self.trusted_proxies)
+        host = headers.original_host(request.host, request.headers.get("X-Forwarded-Host"), peer_trusted=trusted)
+        session = await self.gate.session_of(request, host=host)
         if session is None:
             return web.json_response({"error": "unauthenticated"}, status=401, headers=_NO_STORE)
         claims = session.record.claims

@@ -85,13 +85,15 @@ class Gate:
         # keeps browser form POSTs across a re-login (routes[].preserve_post); set by the app
         self.post_keeper: PostKeeper | None = None
 
-    async def session_of(self, request: web.Request) -> Session | None:
+    async def session_of(self, request: web.Request, *, host: str | None = None) -> Session | None:
         """The request's session with tokens refreshed when due; None when there is none (or it ended).
 
+        ``host`` is the origin's host when it is not the request's own (a forward-auth check).
         A provider outage with an expired access token raises ProviderUnavailable (503); a store
         outage raises StoreUnavailable (503): neither is ever taken as "anonymous".
         """
-        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name), request.host)
+        cookie = request.cookies.get(self.sessions.cookie_name)
+        session = await self.sessions.load(cookie, request.host if host is None else host)
         if session is None:
             return None
         try:

@@ -172,6 +172,19 @@ def _first_token(value: str | None) -> str:
     return value.split(",", 1)[0].strip()
 
 
+def original_host(host: str | None, existing_host: str | None, *, peer_trusted: bool) -> str | None:
+    """The host a request was first sent to: a trusted proxy's ``X-Forwarded-Host``, else ``host``.
+
+    Forward-auth sub-requests (Traefik ``forwardAuth``, Envoy ``ext_authz``) reach the proxy
+    with its own address as ``Host`` and the visitor's host in ``X-Forwarded-Host``; only a
+    peer in ``trusted_proxies`` is believed, and only a well-formed host.
+    """
+    forwarded_host = _first_token(existing_host) if peer_trusted else ""
+    if forwarded_host and _HOST_RE.fullmatch(forwarded_host):
+        return forwarded_host
+    return host
+
+
 def forwarded_values(
     peer_ip: str | None,
     existing_xff: str | None,
@@ -191,8 +204,8 @@ def forwarded_values(
         values["X-Forwarded-For"] = chain
     proto = _first_token(existing_proto).lower() if peer_trusted else ""
     values["X-Forwarded-Proto"] = proto if proto in _FORWARDED_PROTOS else scheme
-    forwarded_host = _first_token(existing_host) if peer_trusted else ""
-    if forwarded_host and _HOST_RE.fullmatch(forwarded_host):
+    forwarded_host = original_host(None, existing_host, peer_trusted=peer_trusted)
+    if forwarded_host:
         values["X-Forwarded-Host"] = forwarded_host
     elif host and not _CONTROL_RE.search(host):
         values["X-Forwarded-Host"] = host

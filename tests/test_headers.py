@@ -15,6 +15,7 @@ from authproxy.headers import (
     build_upstream_headers,
     forwarded_headers,
     identity_header_values,
+    original_host,
     peer_is_trusted,
     remove_cookie,
     request_id,
@@ -193,6 +194,24 @@ def test_forwarded_headers(
     peer: str, xff: str | None, proto: str | None, fhost: str | None, expected: dict[str, str]
 ) -> None:
     assert forwarded_headers(peer, xff, proto, fhost, "http", "front:8080", TEN) == expected
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "trusted", "expected"),
+    [
+        pytest.param("wiki.example.org", True, "wiki.example.org", id="trusted"),
+        pytest.param(
+            "wiki.example.org:8443, proxy.internal", True, "wiki.example.org:8443", id="trusted-first-of-chain"
+        ),
+        pytest.param("wiki.example.org", False, "authproxy:4180", id="untrusted-ignored"),
+        pytest.param("bad host\r\n", True, "authproxy:4180", id="trusted-but-malformed"),
+        pytest.param(None, True, "authproxy:4180", id="absent"),
+    ],
+)
+def test_original_host_believes_x_forwarded_host_only_from_a_trusted_proxy(
+    forwarded: str | None, trusted: bool, expected: str
+) -> None:
+    assert original_host("authproxy:4180", forwarded, peer_trusted=trusted) == expected
 
 
 @pytest.mark.parametrize(

@@ -246,6 +246,29 @@ async def test_a_cookie_of_one_domain_opens_nothing_on_the_other(stack: SsoStack
         assert await status_with_cookie(stack.wiki_url(1) + "/wiki", wiki_cookie) == 200
 
 
+async def _forward_auth(stack: SsoStack, cookie: str, forwarded_host: str | None) -> tuple[int, str | None]:
+    """``/oauth2/auth`` asked as Traefik's forwardAuth asks: the proxy's own address as Host."""
+    headers = {"Cookie": f"{COOKIE}={cookie}", "X-Forwarded-Method": "GET"}
+    if forwarded_host is not None:
+        headers["X-Forwarded-Host"] = forwarded_host
+    async with aiohttp.ClientSession() as http, http.get(stack.app_url(0) + "/oauth2/auth", headers=headers) as answer:
+        return answer.status, answer.headers.get("X-Auth-Request-User")
+
+
+async def test_forward_auth_judges_the_origin_a_trusted_proxy_names_in_x_forwarded_host(stack: SsoStack) -> None:
+    async with browser() as b:
+        await sign_in_on_app(stack, b, "alice")
+        assert (await b.get(stack.wiki_url(0) + "/wiki")).status == 200
+        app_cookie, wiki_cookie = b.cookies.get(COOKIE, APP_HOST), b.cookies.get(COOKIE, WIKI_HOST)
+        assert app_cookie and wiki_cookie
+    wiki = f"{WIKI_HOST}:{stack.ports[0]}"
+    assert await _forward_auth(stack, wiki_cookie, wiki) == (202, "alice")
+    # each cookie only for its own origin, whichever host the check itself was sent to
+    assert (await _forward_auth(stack, wiki_cookie, None))[0] == 401
+    assert (await _forward_auth(stack, app_cookie, wiki))[0] == 401
+    assert await _forward_auth(stack, app_cookie, f"{APP_HOST}:{stack.ports[0]}") == (202, "alice")
+
+
 # ---------------------------------------------------------------------------------------------- single logout
 
 

@@ -78,6 +78,9 @@ def sso_config(
             "public_url": central,
             "sso_origins": [f"http://{WIKI_HOST}:{ports[0]}"],
             "rate_limit": {"auth_per_minute": auth_per_minute},
+            # as a front proxy's forward-auth check comes from (tests on 127.0.0.1 send no
+            # X-Forwarded-* headers unless they mean to)
+            "trusted_proxies": ["127.0.0.1/32"],
         },
         "provider": {
             "issuer": op.issuer,
