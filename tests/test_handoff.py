@@ -8,6 +8,7 @@ import pytest
 
 from authproxy.oidc.handoff import (
     GRANT_TTL,
+    REPLICA_CLOCK_SKEW,
     HandoffFlow,
     HandoffGrant,
     authorize_url,
@@ -48,6 +49,11 @@ def test_a_fresh_grant_for_this_origin_and_flow_is_accepted() -> None:
 def test_grant_refusals(grant: HandoffGrant, flow: HandoffFlow, origin: str, state: str, reason: str) -> None:
     refusal = grant_refusal(grant, flow, origin=origin, state=state, now=NOW)
     assert refusal is not None and reason in refusal
+
+
+@pytest.mark.parametrize("ahead", [0.05, REPLICA_CLOCK_SKEW])
+def test_a_code_issued_by_a_replica_whose_clock_is_slightly_ahead_is_accepted(ahead: float) -> None:
+    assert grant_refusal(replace(GRANT, issued_at=NOW + ahead), FLOW, origin=B, state=STATE, now=NOW) is None
 
 
 def test_grant_ttl_is_at_most_a_minute() -> None:

@@ -38,6 +38,10 @@ from authproxy.sessions.link import decode_ticket, encode_ticket, load_object, t
 from authproxy.sessions.ticket import Ticket
 
 GRANT_TTL: Final = 60.0
+# the replica that issued a code and the one that redeems it may disagree on the time by this
+# much: a code seemingly issued up to this far in the future is accepted (its store entry still
+# vanishes GRANT_TTL after it was written)
+REPLICA_CLOCK_SKEW: Final = 5.0
 GRANT_KEY_PREFIX: Final = "sso-grant:"
 HANDOFF_FLOW_KEY_PREFIX: Final = "sso-flow:"
 HANDOFF_FLOW_TTL: Final = 600
@@ -120,7 +124,7 @@ def grant_refusal(grant: HandoffGrant, flow: HandoffFlow, *, origin: str, state:
         return "code issued to another origin"
     if not hmac.compare_digest(grant.state_digest.encode(), state_digest(state).encode()):
         return "code issued for another handoff"
-    if not 0 <= now - grant.issued_at <= GRANT_TTL:
+    if not -REPLICA_CLOCK_SKEW <= now - grant.issued_at <= GRANT_TTL:
         return "code expired"
     return None
 
