@@ -222,6 +222,68 @@ async def test_a_handoff_to_an_unconfigured_origin_is_refused_without_a_redirect
         assert "code=" not in page.text
 
 
+async def test_each_handoff_endpoint_answers_only_on_its_own_side(stack: SsoStack) -> None:
+    query = "?" + urlencode({"origin": stack.wiki, "state": new_state()})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(stack.wiki_url(0) + "/oauth2/sso/authorize" + query, allow_redirects=False) as answer:
+            assert answer.status == 404 and "Location" not in answer.headers
+        callback = "/oauth2/sso/callback?" + urlencode({"code": "x", "state": new_state()})
+        async with http.get(stack.app_url(0) + callback, allow_redirects=False) as answer:
+            assert answer.status == 404 and "Location" not in answer.headers
+
+
+@pytest.mark.parametrize("state", [None, "", "a b", "x" * 200], ids=["absent", "empty", "space", "too-long"])
+async def test_an_authorize_request_with_a_malformed_state_is_refused_without_a_code(
+    stack: SsoStack, state: str | None
+) -> None:
+    async with browser() as b:
+        await sign_in_on_app(stack, b, "alice")
+        params = {"origin": stack.wiki} | ({} if state is None else {"state": state})
+        page = await b.get(stack.central + "/oauth2/sso/authorize?" + urlencode(params), follow_redirects=False)
+        assert page.status == 400 and page.location is None, page
+
+
+async def test_the_authorize_answer_carrying_the_code_is_neither_cached_nor_referred(stack: SsoStack) -> None:
+    async with browser() as b:
+        await sign_in_on_app(stack, b, "alice")
+        url = stack.wiki_url(0) + "/wiki"
+        for _ in range(3):
+            page = await b.get(url, follow_redirects=False)
+            if urlsplit(url).path == "/oauth2/sso/authorize":
+                break
+            url = urljoin(url, page.location or "")
+        assert urlsplit(url).path == "/oauth2/sso/authorize" and "code=" in (page.location or ""), b.history
+        assert page.headers["Referrer-Policy"] == "no-referrer"
+        assert "no-store" in page.headers["Cache-Control"]
+
+
+async def test_a_handoff_whose_sign_in_ended_before_its_callback_is_refused(stack: SsoStack) -> None:
+    async with browser() as b:
+        await sign_in_on_app(stack, b, "alice")
+        callback = await handoff_callback(b, stack)
+        signed_out = await b.get(stack.app_url(0) + "/oauth2/sign_out", follow_redirects=False)
+        assert signed_out.status == 302
+
+        page = await b.get(callback, follow_redirects=False)
+        assert page.status == 400 and "no longer valid" in page.text
+        assert not await alive(b, stack.wiki_url(0) + "/wiki")
+    assert "sso handoff: the sign-in ended meanwhile" in stack.logs()
+
+
+async def test_a_new_handoff_ends_the_link_the_browser_held_before(stack: SsoStack) -> None:
+    async with browser() as b:
+        await sign_in_on_app(stack, b, "alice")
+        assert (await b.get(stack.wiki_url(0) + "/wiki")).status == 200
+        before = b.cookies.get(COOKIE, WIKI_HOST)
+        assert before
+        page = await b.get(stack.wiki_url(0) + "/oauth2/start?rd=/wiki")  # a second handoff
+        assert page.status == 200 and upstream_seen(page)["x-forwarded-user"] == "alice"
+        after = b.cookies.get(COOKIE, WIKI_HOST)
+        assert after and after != before
+    assert await status_with_cookie(stack.wiki_url(0) + "/wiki", before) == 401
+    assert await status_with_cookie(stack.wiki_url(0) + "/wiki", after) == 200
+
+
 async def test_sign_in_on_a_host_that_is_not_configured_is_refused(stack: SsoStack) -> None:
     async with (
         aiohttp.ClientSession() as http,
