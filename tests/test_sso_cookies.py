@@ -45,6 +45,7 @@ routes: [{{name: app, upstream: "http://127.0.0.1:1"}}]
     client = await aiohttp_client(app)
     for _ in range(100):  # discovery runs in the background from startup
         with contextlib.suppress(ProviderUnavailable):
+            assert services.provider is not None
             services.provider.metadata  # noqa: B018 - raises until discovery has succeeded
             return client
         await asyncio.sleep(0.05)
