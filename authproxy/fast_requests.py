@@ -108,7 +108,7 @@ def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
     if not target.startswith("/") or target.startswith("//"):
         return None
     path, _, query = target.partition("?")
-    if "%" in path or "\\" in path or "#" in target or "//" in path or has_dot_segments(path):
+    if "%" in path or "\\" in path or ";" in path or "#" in target or "//" in path or has_dot_segments(path):
         return None
     if path == auth_prefix or path.startswith(auth_prefix + "/"):
         return None

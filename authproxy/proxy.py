@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Final, NoReturn, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -141,8 +141,30 @@ def has_dot_segments(path: str) -> bool:
     return any(segment.split(";", 1)[0] in (".", "..") for segment in path.replace("\\", "/").split("/"))
 
 
+def normalized_path(path: str) -> str:
+    """A decoded ``path`` as servers that normalise it read it: ``\\`` as ``/``, each segment's
+    ``;parameters`` dropped (Tomcat, Jetty), empty segments merged (nginx ``merge_slashes``).
+
+    Routes are chosen on the path as sent; when this reading would choose another route, the
+    request is refused (``/admin;x/secret`` and ``//admin/x`` must not pass as the ``/`` route).
+    """
+    if ";" not in path and "\\" not in path and "//" not in path:
+        return path
+    segments = [segment.split(";", 1)[0] for segment in path.replace("\\", "/").split("/")]
+    inner = [segment for segment in segments[1:-1] if segment]
+    return "/" + "/".join([*inner, segments[-1]]) if len(segments) > 1 else "/"
+
+
+class AmbiguousPath(ValueError):
+    """A path whose route prefix cannot be removed without guessing (a ``%2F`` straddles it)."""
+
+
 def upstream_path(base_path: str, raw_path: str, prefix: str, *, strip: bool) -> str:
-    """The path sent upstream: ``raw_path`` (still percent-encoded) less the route prefix, under ``base_path``."""
+    """The path sent upstream: ``raw_path`` (still percent-encoded) less the route prefix, under ``base_path``.
+
+    Raises :class:`AmbiguousPath` when the raw path spells the prefix in a way that does not
+    split into the prefix's own segments.
+    """
     path = raw_path or "/"
     if strip:
         path = _strip_prefix(path, prefix)
@@ -155,11 +177,14 @@ def _strip_prefix(raw_path: str, prefix: str) -> str:
         return raw_path
     if raw_path.startswith(bare) and (len(raw_path) == len(bare) or raw_path[len(bare)] == "/"):
         return raw_path[len(bare) :] or "/"
-    # The route matched the decoded path but the raw one spells the prefix with %-escapes:
-    # drop as many raw segments as the prefix has.
-    count = bare.count("/")
-    parts = raw_path.split("/")
-    return "/" + "/".join(parts[count + 1 :])
+    # The route matched the decoded path but the raw one spells the prefix with %-escapes: drop
+    # the raw segments that decode to the prefix's segments, one for one. A raw segment holding
+    # an escaped slash decodes to two: what follows the prefix cannot be told apart, so refuse.
+    wanted = bare.split("/")[1:]
+    segments = raw_path.split("/")[1:]
+    if len(segments) < len(wanted) or any(unquote(raw) != want for raw, want in zip(segments, wanted, strict=False)):
+        raise AmbiguousPath(raw_path)
+    return "/" + "/".join(segments[len(wanted) :])
 
 
 def is_websocket_upgrade(method: str, request_headers: Mapping[str, str]) -> bool:
@@ -291,7 +316,12 @@ class Forwarder:
             )
         target = self._target(route.upstream)
         rel = request.rel_url
-        path = upstream_path(target.base_path, rel.raw_path, route.match.path_prefix, strip=route.strip_path_prefix)
+        try:
+            path = upstream_path(target.base_path, rel.raw_path, route.match.path_prefix, strip=route.strip_path_prefix)
+        except AmbiguousPath:
+            return pages.error_response(
+                request, 400, "Bad request", "This request path is not accepted.", request_id=request_id
+            )
         query = rel.raw_query_string
         path_qs = f"{path}?{query}" if query else path
         websocket = is_websocket_upgrade(request.method, request.headers)

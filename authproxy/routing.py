@@ -57,7 +57,8 @@ def normalize_host(host_header: str | None) -> str:
     if host.startswith("["):
         end = host.find("]")
         return host[: end + 1] if end != -1 else host
-    return host.rsplit(":", 1)[0] if ":" in host else host.rstrip(".")
+    # the port first, then the root's dot: "admin.example.com.:80" names admin.example.com
+    return (host.rsplit(":", 1)[0] if ":" in host else host).rstrip(".")
 
 
 @dataclass(frozen=True)

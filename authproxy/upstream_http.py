@@ -420,6 +420,11 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) + 2 > MAX_LINE:
             raise self._callback_fail(UpstreamBadResponse("header line too long"))
+        if self.phase is _Phase.BODY:
+            # a trailer field after a chunked body: never merged into the header section
+            # (RFC 9110 section 6.5.1), and not forwarded either (it would need a Trailer
+            # announcement and a client that asked with TE: trailers)
+            return
         lower = name.lower()
         if lower == b"connection":
             self.connection_tokens.update(split_tokens(value))

@@ -84,6 +84,7 @@ def test_path_prefix_segments(prefix: str, path: str, matches: bool) -> None:
         ("[::1]:4180", "[::1]"),
         ("", ""),
         ("example.com.", "example.com"),
+        ("example.com.:8080", "example.com"),
     ],
 )
 def test_normalize_host(header: str, host: str) -> None:

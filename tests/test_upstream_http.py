@@ -384,6 +384,25 @@ async def test_one_field_is_read_as_headers_reads_it() -> None:
         assert response.field(b"x-twice") == "first"  # from the decoded headers now
 
 
+async def test_trailer_fields_never_join_the_header_section() -> None:
+    # in one write, so the trailers are parsed before anyone looks at the head (RFC 9110 6.5.1)
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: evil\r\n\r\n"
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(answer)
+            await writer.drain()
+
+    async with RawServer(serve) as server, client() as http:
+        for _ in range(2):  # and the connection stays usable after them
+            response, body = await fetch(http, server.origin)
+            assert body == b"ok"
+            assert [name for name, _ in response.raw_fields] == [b"Transfer-Encoding"]
+            assert "X-Trailer" not in response.headers
+    assert server.connections == 1
+
+
 @pytest.mark.parametrize(
     "answer",
     [
