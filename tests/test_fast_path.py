@@ -138,6 +138,15 @@ def test_unusual_heads_are_left_to_aiohttp(head: bytes) -> None:
     assert parse_head(head) is None
 
 
+@pytest.mark.parametrize(
+    "field",
+    ["Content-Length: 5", "Transfer-Encoding: chunked", "content-length: 0", "Expect: 100-continue", "Upgrade: h2c"],
+)
+def test_a_head_announcing_a_body_or_a_switch_is_left_to_aiohttp(field: str) -> None:
+    # the fast path reads heads only: whatever follows such a head is not the next request
+    assert parse_head(f"GET / HTTP/1.1\r\nHost: x\r\n{field}\r\n\r\n".encode()) is None
+
+
 def test_connection_close_is_seen() -> None:
     parsed = parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert parsed is not None and not parsed.keep_alive
@@ -339,6 +348,40 @@ async def proxy(run_proxy: Callable[..., ProxyProcess], upstream: Upstream) -> P
         ],
     }
     return await asyncio.to_thread(run_proxy, config)
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("framing", "body", "size"),
+    [
+        pytest.param(f"Content-Length: {len(SMUGGLED)}", SMUGGLED, len(SMUGGLED), id="content-length"),
+        pytest.param(
+            "Transfer-Encoding: chunked",
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED),
+            len(SMUGGLED),
+            id="chunked",
+        ),
+    ],
+)
+async def test_a_get_with_a_body_is_read_whole_and_nothing_in_it_is_taken_for_a_request(
+    proxy: ProxyProcess, framing: str, body: bytes, size: int
+) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/echo", framing) + body)
+        status, _, answer = await connection.answer()
+        assert status == 200 and seen(answer)["path"] == "/echo" and seen(answer)["body_size"] == size
+        await connection.send(get("/after"))
+        status, _, answer = await connection.answer()
+        assert status == 200 and seen(answer)["path"] == "/after"
+
+
+async def test_a_request_with_two_hosts_is_refused(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/echo", "Host: other.test"))
+        status, _, _ = await connection.answer()
+    assert status == 400
 
 
 def _comparable(fields: list[list[str]]) -> list[tuple[str, str]]:
