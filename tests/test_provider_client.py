@@ -423,6 +423,7 @@ async def test_userinfo_failures(
             (200, {"access_token": "at", "token_type": "DPoP"}), ProviderUnavailable, "not Bearer", id="not-bearer"
         ),
         pytest.param((401, "Unauthorized"), ProviderUnavailable, "HTTP 401", id="4xx-without-oauth-error"),
+        pytest.param((400, "[" * 200_000), ProviderUnavailable, "HTTP 400", id="4xx-nested-past-any-parser"),
         pytest.param(
             (400, {"error": "invalid_grant", "error_description": "code the-code expired"}),
             TokenEndpointError,

@@ -32,7 +32,6 @@ import asyncio
 import base64
 import errno
 import functools
-import json
 import logging
 import socket
 import ssl
@@ -725,8 +724,9 @@ def _error_answer(status: int, body: bytes, what: str) -> ProviderUnavailable | 
     """The exception for a non-200 answer: an OAuth error (RFC 6749 section 5.2) or unavailability."""
     if 400 <= status < 500:
         try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            doc = loads(body)
+        except (ValueError, RecursionError):
+            # not JSON (or nested past the parser's depth): not an OAuth error answer
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("error"), str):
             description = doc.get("error_description")
