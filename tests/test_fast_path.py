@@ -377,6 +377,17 @@ async def test_a_get_with_a_body_is_read_whole_and_nothing_in_it_is_taken_for_a_
         assert status == 200 and seen(answer)["path"] == "/after"
 
 
+async def test_a_head_longer_than_the_fast_path_reads_is_answered_by_aiohttp_not_buffered(
+    proxy: ProxyProcess,
+) -> None:
+    # no end of head in sight: the fast path stops buffering and aiohttp refuses the long line
+    # (kept, it would wait for the header timeout and close without a word)
+    async with connect(proxy.url) as connection:
+        await connection.send(b"GET /echo HTTP/1.1\r\nHost: app.test\r\nX-Long: " + b"a" * (MAX_HEAD + 100))
+        status, _, _ = await connection.answer()
+    assert status in (400, 431)
+
+
 async def test_a_request_with_two_hosts_is_refused(proxy: ProxyProcess) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(get("/echo", "Host: other.test"))
