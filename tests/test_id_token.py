@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import example, given
 from hypothesis import strategies as st
-from jwt.algorithms import RSAAlgorithm
+from jwt.algorithms import RSAAlgorithm, get_default_algorithms
 
 from authproxy.errors import ProviderUnavailable, TokenInvalid, UnknownKeyId
 from authproxy.oidc.tokens import (
@@ -117,6 +118,24 @@ def signed_raw(key: JwtKey, payload: bytes, **headers: Any) -> str:
     return jwt.api_jws.encode(payload, key.private, algorithm=key.alg, headers={"kid": key.kid, **headers})
 
 
+def hand_signed(private: Any, header: dict[str, Any], payload: bytes) -> str:
+    """A JWS with exactly ``header`` (fields PyJWT's encoder would refuse or act on), payload and
+    signature encoded as usual, signed with ``private`` (a private key or HMAC secret bytes)."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(payload)}"
+    signature = get_default_algorithms()[header["alg"]].sign(signing_input.encode(), private)
+    return f"{signing_input}.{b64(signature)}"
+
+
+def claims_json(**overrides: Any) -> bytes:
+    """The ID token claims as JSON; ``json.dumps`` writes ``math.inf`` and ``math.nan`` as the
+    ``Infinity`` and ``NaN`` that ``json.loads`` reads back."""
+    return json.dumps(id_token_claims(**overrides)).encode()
+
+
+# 31 bytes: one short of HS256's minimum (RFC 7518 section 3.2, a key as long as the hash output)
+SHORT_CLIENT_SECRET = "client-secret-0123456789-abcdef"
+
+
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -157,6 +176,12 @@ FAULTS: list[Any] = [
         id="hs256-allowed-wrong-secret",
     ),
     pytest.param(
+        lambda k: hand_signed(SHORT_CLIENT_SECRET.encode(), {"alg": "HS256", "typ": "JWT"}, claims_json()),
+        {"client_secret": SHORT_CLIENT_SECRET, "allowed_algorithms": ["RS256", "HS256"]},
+        "key too weak for HS256",
+        id="hs256-client-secret-shorter-than-32-bytes",
+    ),
+    pytest.param(
         lambda k: k.rsa.sign(id_token_claims()),
         {"allowed_algorithms": ["ES256"]},
         "alg not allowed: RS256",
@@ -188,6 +213,16 @@ FAULTS: list[Any] = [
     ),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(exp=None)), {}, "exp missing", id="missing-exp"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(exp="tomorrow")), {}, "exp malformed", id="exp-not-a-number"),
+    # a boolean is not a number, even though Python's True == 1
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(exp=True)), {}, "exp malformed", id="exp-boolean"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=True)), {}, "iat malformed", id="iat-boolean"),
+    # a non-finite time never expires (or is always valid): Infinity and NaN are not numbers here
+    pytest.param(lambda k: signed_raw(k.rsa, claims_json(exp=math.inf)), {}, "exp malformed", id="exp-infinity"),
+    pytest.param(lambda k: signed_raw(k.rsa, claims_json(exp=math.nan)), {}, "exp malformed", id="exp-nan"),
+    pytest.param(lambda k: signed_raw(k.rsa, claims_json(iat=-math.inf)), {}, "iat malformed", id="iat-minus-infinity"),
+    pytest.param(lambda k: signed_raw(k.rsa, claims_json(nbf=-math.inf)), {}, "nbf malformed", id="nbf-minus-infinity"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(iat="yesterday")), {}, "iat malformed", id="iat-not-a-number"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(nbf="tomorrow")), {}, "nbf malformed", id="nbf-not-a-number"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=None)), {}, "iat missing", id="missing-iat"),
     pytest.param(
         lambda k: k.rsa.sign(id_token_claims(iat=int(NOW + SKEW) + 1)), {}, "iat in the future", id="iat-in-the-future"
@@ -211,6 +246,7 @@ FAULTS: list[Any] = [
         "at_hash mismatch",
         id="at-hash-of-another-hash-size",
     ),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(at_hash=123)), {}, "at_hash mismatch", id="at-hash-not-a-string"),
     pytest.param(lambda k: "not.a.jwt", {}, "malformed token", id="garbage"),
     pytest.param(lambda k: _b64({"alg": "RS256"}) + ".e30", {}, "malformed token", id="two-segments"),
     pytest.param(lambda k: _b64({"alg": "RS256"}) + ".e30.c2ln.x.y", {}, "malformed token", id="five-segments-jwe"),
@@ -239,6 +275,27 @@ FAULTS: list[Any] = [
         {},
         "malformed token",
         id="unencoded-payload-b64-false",
+    ),
+    # b64 false without crit (RFC 7797 section 6 asks for both): refused all the same, even when
+    # the signature verifies over the payload encoded as usual
+    pytest.param(
+        lambda k: hand_signed(k.rsa.private, {"alg": "RS256", "kid": "rsa-1", "b64": False}, claims_json()),
+        {},
+        "malformed token",
+        id="b64-false-without-crit",
+    ),
+    # the kid is looked up and logged only as a string
+    pytest.param(
+        lambda k: hand_signed(k.rsa.private, {"alg": "RS256", "kid": 5}, claims_json()),
+        {},
+        "kid malformed",
+        id="kid-a-number",
+    ),
+    pytest.param(
+        lambda k: hand_signed(k.rsa.private, {"alg": "RS256", "kid": ["rsa-1"]}, claims_json()),
+        {},
+        "kid malformed",
+        id="kid-a-list",
     ),
     pytest.param(
         lambda k: k.rsa.sign(id_token_claims(), alg="PS256"),
@@ -290,6 +347,11 @@ ACCEPTED: list[Any] = [
         lambda k: hmac_token(id_token_claims()),
         {"client_secret": CLIENT_SECRET, "allowed_algorithms": ["RS256", "HS256"]},
         id="hs256-listed-with-client-secret",
+    ),
+    pytest.param(
+        lambda k: hmac_token(id_token_claims(), secret=CLIENT_SECRET[:32]),
+        {"client_secret": CLIENT_SECRET[:32], "allowed_algorithms": ["RS256", "HS256"]},
+        id="hs256-client-secret-of-exactly-32-bytes",
     ),
     pytest.param(
         lambda k: k.rsa.sign(id_token_claims(), kid=None),
@@ -453,6 +515,15 @@ def test_at_hash_of_an_eddsa_token_is_checked_with_sha512(keys: Keys) -> None:
         verify(bad, keys.keyset())
 
 
+def test_at_hash_of_an_ed448_token_is_checked_with_shake256(keys: Keys) -> None:
+    # EdDSA names no hash: an Ed448 key means SHAKE256 with 114 bytes, left half (not Ed25519's SHA-512)
+    good = keys.ed448.sign(id_token_claims(at_hash=b64(hashlib.shake_256(ACCESS_TOKEN.encode()).digest(114)[:57])))
+    assert verify(good, keys.keyset())["sub"] == "user-1"
+    bad = keys.ed448.sign(id_token_claims(at_hash=b64(hashlib.sha512(ACCESS_TOKEN.encode()).digest()[:32])))
+    with pytest.raises(TokenInvalid, match="at_hash mismatch"):
+        verify(bad, keys.keyset())
+
+
 # KeySet: which JWKS members are kept and found
 
 
@@ -472,6 +543,26 @@ def test_keyset_drops_encryption_and_private_keys(keys: Keys) -> None:
     assert [jwk["kid"] for jwk in keyset.jwks] == ["rsa-1"]
     with pytest.raises(UnknownKeyId):
         keyset.find("enc-1", "RS256")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("rsa", id="rsa"),
+        pytest.param("ec", id="ec-p256"),
+        pytest.param("ed", id="ed25519"),
+        pytest.param("ed448", id="ed448"),
+    ],
+)
+def test_a_jwks_key_published_with_its_private_part_never_verifies(keys: Keys, name: str) -> None:
+    # a JWKS entry with "d" is a leaked private key: anyone may have signed with it
+    leaked: JwtKey = getattr(keys, name)
+    private_jwk = get_default_algorithms()[leaked.alg].to_jwk(leaked.private, as_dict=True)
+    assert "d" in private_jwk
+    keyset = KeySet.from_jwks({"keys": [{**private_jwk, "kid": "leaked-1", "use": "sig"}, keys.ps.public_jwk]})
+    assert [jwk["kid"] for jwk in keyset.jwks] == ["ps-1"]
+    with pytest.raises(UnknownKeyId):
+        verify(leaked.sign(id_token_claims(), kid="leaked-1"), keyset)
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,9 @@ FAULTS: list[Any] = [
         lambda k: k.provider.sign(logout_token_claims(nbf=int(NOW + SKEW) + 1)), "token not yet valid", id="nbf-future"
     ),
     pytest.param(lambda k: k.provider.sign(logout_token_claims(jti=None)), "jti missing", id="missing-jti"),
+    # an empty jti cannot be remembered against replay
+    pytest.param(lambda k: k.provider.sign(logout_token_claims(jti="")), "jti missing", id="empty-jti"),
+    pytest.param(lambda k: k.provider.sign(logout_token_claims(jti=7)), "jti missing", id="jti-not-a-string"),
     pytest.param(
         lambda k: k.provider.sign(logout_token_claims(nonce=NONCE)), "logout token carries a nonce", id="nonce-carrying"
     ),
