@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -295,6 +295,27 @@ async def test_bad_state_is_400_without_a_token_request(stack: Stack, case: str)
         assert page.status == 400, page
         assert "try again" in page.text.lower()
         assert stack.provider.stats.token_requests == tokens_before
+
+
+async def test_a_state_is_single_use_even_for_the_browser_that_still_holds_its_flow_cookie(stack: Stack) -> None:
+    # a callback URL replayed (back button, a copy from the history) with the very cookies the
+    # browser had before it was first followed: the flow was spent by the first callback
+    async with browser() as b:
+        callback = await _callback_url(stack, b)
+        cookies_before = [replace(cookie) for cookie in b.cookies.all()]
+        assert any(cookie.name.startswith(FLOW_COOKIE_PREFIX) for cookie in cookies_before)
+        assert (await b.get(callback)).status == 200
+        tokens_after_first = stack.provider.stats.token_requests
+
+        b.cookies.clear()
+        for cookie in cookies_before:
+            b.cookies.set(cookie)
+        replayed = await b.get(callback, follow_redirects=False)
+
+        assert replayed.status == 400, replayed
+        assert "no longer valid" in replayed.text.lower()
+        assert session_cookie(b) is None, "no second session"
+        assert stack.provider.stats.token_requests == tokens_after_first, "the code was not exchanged again"
 
 
 async def test_access_denied_gives_403_page_with_a_retry_link_not_a_loop(stack: Stack) -> None:

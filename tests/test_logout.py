@@ -9,29 +9,42 @@ how long a ``jti`` is remembered) have tables of their own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 import pytest
+import yaml
+from aiohttp import web
+from pytest_aiohttp import AiohttpClient
 
+from authproxy.config import parse_config
 from authproxy.errors import TokenInvalid
+from authproxy.metrics import Metrics
+from authproxy.oidc.discovery import ProviderMetadata
 from authproxy.oidc.logout import (
     MAX_LOGOUT_TOKEN_AGE,
     MIN_REPLAY_TTL,
+    Logouts,
     flow_cookie_names,
     replay_key,
     replay_ttl,
     revocation_request,
     sign_out_location,
 )
+from authproxy.sessions.manager import LOCK_PREFIX, Session, SessionManager
+from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.record import SessionRecord
+from authproxy.sessions.store import Lock
 from tests.support.fault_provider import CLIENT_ID
 from tests.support.logout import (
     COOKIE,
+    SECRET,
     SIGNED_OUT_PATH,
     Stack,
     browser,
@@ -394,3 +407,88 @@ async def test_sign_out_answers_only_get_and_post(stack: Stack, method: str) -> 
         # a link prefetcher's HEAD signs nobody out, and the reserved path never reaches the upstream
         assert answer.status == 405
         assert (await b.request("GET", stack.url + "/app", headers={"Accept": "application/json"})).status == 200
+
+
+# ---------------------------------------------------------------------------------------------- in process
+
+
+class LockWatchingStore(MemoryStore):
+    """The memory store, telling when someone asked for a lock another holder still has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock_busy = asyncio.Event()
+
+    async def acquire_lock(self, name: str, lease: float, *, read: str | None = None) -> Lock | None:
+        lock = await super().acquire_lock(name, lease, read=read)
+        if lock is None:
+            self.lock_busy.set()
+        return lock
+
+
+class RevocationRecorder:
+    """Stands in for the provider client: its metadata, and the revocations it was asked for."""
+
+    def __init__(self) -> None:
+        issuer = "https://op.example.com"
+        self.metadata = ProviderMetadata(
+            issuer=issuer,
+            authorization_endpoint=issuer + "/authorize",
+            token_endpoint=issuer + "/token",
+            jwks_uri=issuer + "/jwks",
+            end_session_endpoint=END_SESSION,
+            revocation_endpoint=issuer + "/revoke",
+        )
+        self.revoked: list[tuple[str, str | None]] = []
+
+    async def revoke(self, token: str, token_type_hint: str | None = None) -> None:
+        self.revoked.append((token, token_type_hint))
+
+
+async def test_sign_out_revokes_the_refresh_token_a_refresh_elsewhere_stored_meanwhile(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    config = parse_config(
+        yaml.safe_dump(
+            {
+                "server": {"public_url": PUBLIC},
+                "provider": {"issuer": "https://op.example.com", "client_id": CLIENT_ID, "client_secret": "s"},
+                "session": {"secrets": [SECRET], "cookie": {"secure": False}},
+                "routes": [{"name": "app", "upstream": "http://127.0.0.1:1"}],
+            }
+        )
+    )
+    store = LockWatchingStore()
+    sessions = SessionManager(
+        store, secrets=[SECRET], cookie=config.session.cookie, idle_timeout=600, absolute_timeout=3600
+    )
+    provider = RevocationRecorder()
+    app = web.Application()
+    Logouts(config, provider, sessions, Metrics()).add_routes(app)  # type: ignore[arg-type]
+    client = await aiohttp_client(app)
+    now = time.time()
+    session, cookie = await sessions.create(
+        SessionRecord(
+            sub="alice",
+            refresh_token="rt-0",
+            access_token="at-0",
+            created_at=now,
+            last_seen_at=now,
+            absolute_expires_at=now + 3600,
+        )
+    )
+    # a refresh on another worker holds the session's lock while the provider rotates rt-0
+    refresh_lock = await store.acquire_lock(LOCK_PREFIX + session.store_key, 10.0)
+    assert refresh_lock is not None
+
+    signing_out = asyncio.create_task(
+        client.get("/oauth2/sign_out", headers={"Cookie": f"{COOKIE}={cookie}"}, allow_redirects=False)
+    )
+    await asyncio.wait_for(store.lock_busy.wait(), 5)  # the sign-out has loaded rt-0 and waits for the lock
+    rotated = replace(session.record, refresh_token="rt-1", access_token="at-1", version=session.record.version + 1)
+    assert await sessions.save(Session(session.ticket, rotated), only_if_present=True, release=refresh_lock)
+    answer = await signing_out
+
+    assert answer.status == 302
+    assert provider.revoked == [("rt-1", "refresh_token")]
+    assert await store.get(session.store_key) is None

@@ -21,11 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from multidict import CIMultiDict
+from pytest_aiohttp import AiohttpServer
 
 from authproxy.errors import ConfigError, ProviderUnavailable, TokenEndpointError, TokenInvalid, UnknownKeyId
 from authproxy.oidc import client as client_module
@@ -390,6 +392,31 @@ async def test_userinfo_sends_the_access_token_as_bearer(op: MiniProvider, make_
     assert claims == {"sub": "user-1", "email": "alice@example.com"}
     (request,) = op.requests_to("/userinfo")
     assert request.headers["Authorization"] == "Bearer at-xyz"
+
+
+async def test_userinfo_never_follows_a_redirect_with_the_access_token(
+    op: MiniProvider, make_client: MakeClient, aiohttp_server: AiohttpServer
+) -> None:
+    # a userinfo endpoint that answers 302 (even to its own origin, where an HTTP client keeps the
+    # Authorization header) must not get the access token sent on to wherever it points
+    received_elsewhere: list[dict[str, str]] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        received_elsewhere.append(dict(request.headers))
+        return web.json_response({"sub": "user-1"})
+
+    app = web.Application()
+    app.router.add_get("/userinfo", moved)
+    app.router.add_get("/elsewhere", elsewhere)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    op.discovery_overrides["userinfo_endpoint"] = str(server.make_url("/userinfo"))
+
+    with pytest.raises(ProviderUnavailable, match="HTTP 302"):
+        await (await make_client()).fetch_userinfo("at-xyz")
+    assert received_elsewhere == []
 
 
 @pytest.mark.parametrize(

@@ -416,6 +416,36 @@ async def test_the_refresh_is_bound_to_the_record_stored_when_the_lock_was_taken
     assert [(record.sub, record.id_token) for record in seen] == [("alice", "id-stored-meanwhile")]
 
 
+async def test_the_refresh_token_spent_is_the_one_stored_when_the_lock_was_taken_not_the_one_loaded(
+    store: SessionStore,
+) -> None:
+    # the request loaded the session holding rt-0; meanwhile another worker refreshed it (rt-0
+    # spent, rt-1 stored) and that access token has expired too, so a refresh is due again: it
+    # must spend rt-1, as spending the rotated rt-0 again would make the provider revoke the grant
+    clock = Clock()
+    provider = RotatingProvider(clock=clock)
+    loaded_by_request, cookie = await manager(store, clock).create(make_record(clock.now))
+    other_worker = Refresher(manager(store, clock), provider.refresh, refresh_before_expiry=BEFORE, clock=clock)
+    await other_worker.ensure_fresh(loaded_by_request)
+    clock.now += provider.lifetime + 1
+    spent: list[str] = []
+
+    async def refresh(refresh_token: str, record: SessionRecord) -> TokenSet:
+        spent.append(refresh_token)
+        return await provider.refresh(refresh_token, record)
+
+    sessions = manager(store, clock)
+    fresh = await Refresher(sessions, refresh, refresh_before_expiry=BEFORE, clock=clock).ensure_fresh(
+        loaded_by_request
+    )
+
+    assert spent == ["rt-1"]
+    assert (provider.reuses, provider.revoked) == (0, False)
+    assert fresh.record.access_token == access_token_for(2)
+    record = await stored(sessions, cookie)
+    assert record is not None and record.refresh_token == "rt-2"
+
+
 @pytest.mark.parametrize("failure", ["unavailable", "server_error"])
 async def test_provider_failure_with_valid_access_token_proceeds_on_old_session(
     store: SessionStore, failure: str

@@ -14,7 +14,7 @@ from authproxy.sessions.manager import LOCK_PREFIX, TOUCH_INTERVAL, SessionManag
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.record import SessionRecord
 from authproxy.sessions.redis import RedisStore
-from authproxy.sessions.store import SessionStore
+from authproxy.sessions.store import Lock, SessionStore
 from authproxy.sessions.ticket import open_ticket
 
 OLD_SECRET = "o" * 40
@@ -133,6 +133,28 @@ async def test_sliding_the_idle_expiry_leaves_the_session_lock_free(store: Sessi
     assert loaded is not None and loaded.record.last_seen_at == clock.now
     # the write released the lock: a refresh (or the next touch) can take it at once
     assert await store.acquire_lock(LOCK_PREFIX + session.store_key, 5.0) is not None
+
+
+async def test_the_last_use_write_never_brings_back_a_session_ended_meanwhile(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    session, cookie = await sessions.create(record(clock))
+    clock.now += TOUCH_INTERVAL + 1  # the next load writes the last use back
+    take_lock = store.acquire_lock
+
+    async def lock_then_logout_elsewhere(name: str, lease: float, *, read: str | None = None) -> Lock | None:
+        # the last-use write has read the record; a back-channel logout on another replica ends
+        # the session before the write lands
+        lock = await take_lock(name, lease, read=read)
+        assert await manager(store, clock).end_sessions(sub="alice") == 1
+        return lock
+
+    store.acquire_lock = lock_then_logout_elsewhere  # type: ignore[method-assign]
+    await sessions.load(cookie)
+    store.acquire_lock = take_lock  # type: ignore[method-assign]
+
+    assert await store.get(session.store_key) is None
+    assert await sessions.load(cookie) is None
 
 
 async def test_absolute_timeout_is_hard(store: SessionStore) -> None:
