@@ -353,6 +353,10 @@ fetches the provider's discovery document and pings the session store.
   `90` is refused (seconds or minutes?).
 - **Unknown keys are errors**, so a typo cannot silently switch a protection off; the message
   suggests the closest valid key (`unknown key (did you mean 'timeout'?)`).
+- **A key given twice in one mapping is an error** (`session: given twice (lines 4 and 9)`).
+  YAML parsers keep the last and drop the first without a word, so a second `session:` section
+  would discard the first one's settings. A key beside a merge (`<<: *defaults`) still overrides
+  the merged one.
 - Every problem is reported at once; nothing is served until the file is valid.
 
 A complete, commented example is [`config/authproxy.example.yaml`](../config/authproxy.example.yaml).
@@ -381,7 +385,10 @@ SECTION_INTROS: Final = {
     "identity_jwt": "The signed identity assertion (`X-Authproxy-Identity`) for routes with `identity_jwt: true`.",
     "routes": "What is proxied where, and who may pass. A list; each item has these keys. The route for a "
     "request is the one whose `match.host` fits best and whose `match.path_prefix` is longest; file order "
-    "never matters. No route: 404.",
+    "never matters. No route: 404. Paths are matched as sent, and refused (400) when a server that "
+    "normalises paths would read them as another route's: `.` and `..` segments always, and `//`, "
+    "`;parameters` or `\\` when merging, dropping or reading them as `/` changes the route "
+    "(`/shop;jsessionid=1/cart` within one route is forwarded as sent).",
 }
 
 
