@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -70,6 +70,8 @@ class Services:
     identity_endpoints: IdentityEndpoints | None = None
     post_keeper: PostKeeper | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    # the tasks of aiohttp's handlers answering a request now (drained at shutdown)
+    handling: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 SERVICES: Final = web.AppKey("services", Services)
@@ -99,6 +101,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = headers.request_id(request.headers.get("X-Request-Id"), peer_trusted)
     request[REQUEST_ID] = request_id
     status = 500
+    task = asyncio.current_task()
+    if task is not None:
+        services.handling.add(task)
     try:
         response = await handler(request)
         status = response.status
@@ -121,6 +126,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             request, 500, "Internal error", "Something went wrong in authproxy.", request_id=request_id
         )
     finally:
+        services.handling.discard(task)
         record_request(
             services,
             route=_route_label(request),

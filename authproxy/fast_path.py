@@ -102,6 +102,8 @@ _HTTP_DROP: Final = frozenset({"expect"})
 # connection: a client whose requests are all aiohttp's (POSTs, refusals) would otherwise be
 # handed back and forth for each
 MAX_HANDOFFS_IN_ROW: Final = 8
+# at shutdown, how long handlers cut at the deadline get to unwind (their finally blocks)
+CUT_GRACE: Final = 1.0
 
 
 # ---------------------------------------------------------------------- the connection
@@ -742,15 +744,35 @@ class FastSite(web.TCPSite):
         self._server = cast("asyncio.AbstractServer", server)
 
     async def stop(self) -> None:
-        """Stop accepting, then let answers in progress finish (bounded) before aiohttp drains."""
+        """Stop accepting, let the answers in progress on both paths finish, then cut the rest.
+
+        One deadline, ``shutdown_timeout`` from now, bounds the answers of the fast path and of
+        aiohttp's handlers alike (aiohttp's own drain would wait its timeout twice over, after
+        this one). Idle connections close at once, busy ones after their answer, so no new
+        request starts on them meanwhile; what is still running at the deadline is cut.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_timeout
         self.stopping = True  # aiohttp keeps what it has from now on
         await super().stop()
         for connection in list(self.connections):
             connection.close_when_idle()
-        answering = [c.task for c in self.connections if c.busy and c.task is not None]
-        if answering:
-            await asyncio.wait(answering, timeout=self.shutdown_timeout)
+        server = self._runner.server
+        if server is not None:
+            server.pre_shutdown()  # aiohttp's connections: idle ones now, busy ones after their answer
+        handling = self.services.handling
+        while (remaining := deadline - loop.time()) > 0:
+            answering = {c.task for c in self.connections if c.busy and c.task is not None} | handling
+            answering = {task for task in answering if not task.done()}
+            if not answering:
+                break
+            await asyncio.wait(answering, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         for connection in list(self.connections):
             if connection.transport is not None:
                 with contextlib.suppress(Exception):
                     connection.transport.abort()
+        late = list(handling)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=CUT_GRACE)

@@ -29,6 +29,9 @@ from authproxy.logs import LOG
 from authproxy.metrics import Metrics
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+# aiohttp's drain after the site's own (FastSite.stop): in-flight answers were given
+# server.shutdown_timeout there already, so what is left is only unwinding
+AFTER_DRAIN_TIMEOUT: Final = 1.0
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -111,7 +114,9 @@ async def serve(
         app,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=timeout,
+        # the site's stop drains both paths within ``timeout``: aiohttp's own drain afterwards
+        # only finds what the deadline cut, unwinding
+        shutdown_timeout=AFTER_DRAIN_TIMEOUT,
         handler_cancellation=True,
         keepalive_timeout=config.server.client_header_timeout,
     )

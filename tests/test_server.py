@@ -30,7 +30,7 @@ async def slow_upstream() -> AsyncIterator[TestServer]:
 
     app = web.Application()
     app[STARTED] = started
-    app.router.add_get("/slow", slow)
+    app.router.add_route("*", "/slow", slow)
     app.router.add_get("/fast", fast)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -76,6 +76,30 @@ async def test_sigterm_lets_an_in_flight_request_finish_and_exits_0(run_proxy, s
     while proxy.process.poll() is None and time.monotonic() - started < 20:
         await asyncio.sleep(0.05)
     assert proxy.process.returncode == 0, proxy.logs()
+
+
+async def test_sigterm_ends_requests_still_running_at_shutdown_timeout_on_both_paths(run_proxy, slow_upstream) -> None:
+    # a GET (the fast path) and a POST (aiohttp's handlers) outlive the deadline: one deadline
+    # for both, not one after the other (each of aiohttp's steps waiting it again)
+    timeout = 4.0
+    proxy = run_proxy({**public_config(slow_upstream), "server": {"shutdown_timeout": f"{timeout:g}s"}})
+    async with aiohttp.ClientSession() as client:
+        requests = [asyncio.create_task(client.request(method, proxy.url + "/slow?s=60")) for method in ("GET", "POST")]
+        await asyncio.wait_for(slow_upstream.app[STARTED].wait(), 10)
+        await asyncio.sleep(0.5)  # both are with the upstream
+        proxy.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        while proxy.process.poll() is None and time.monotonic() - signalled < 30:
+            await asyncio.sleep(0.05)
+        stopped_after = time.monotonic() - signalled
+        await asyncio.wait(requests, timeout=5)
+        for request in requests:  # cut: an error or an answer, whichever the client saw
+            if request.done() and request.exception() is None:
+                request.result().release()
+            request.cancel()
+    assert proxy.process.returncode == 0, proxy.logs()
+    # the deadline, plus the unwinding of what it cut; three deadlines before this was fixed
+    assert timeout - 0.5 <= stopped_after < 2 * timeout, stopped_after
 
 
 async def test_unmatched_host_gets_404(run_proxy, slow_upstream) -> None:
