@@ -78,7 +78,13 @@ def _parser() -> argparse.ArgumentParser:
 def _load(path: str | None, workers: int) -> Config:
     if not path:
         raise ConfigError(["(command line): no configuration file: give -c FILE or set AUTHPROXY_CONFIG"])
-    return load_config(path, workers=workers)
+    config = load_config(path, workers=workers)
+    from authproxy.factories import material_problems
+
+    problems = material_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def _report_config_error(error: ConfigError) -> int:
@@ -129,6 +135,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ListenError as e:
         LOG.error(str(e))
         return EXIT_FAILURE
+    except ConfigError as e:
+        # what only building the services finds (the checks above catch what they can)
+        for problem in e.problems:
+            LOG.error(problem)
+        return EXIT_CONFIG
     return EXIT_OK
 
 

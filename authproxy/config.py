@@ -95,6 +95,16 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s (0s would switch the limit off)")
+    return seconds
+
+
+# a timeout that must bound something: 0s is refused rather than read as "no limit"
+Timeout = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
 # a kept form lives in the session store for the length of a login: small by design
 DEFAULT_PRESERVE_POST_MAX_BYTES: Final = 64 * 1024
 MAX_PRESERVE_POST_BYTES: Final = 1024 * 1024
@@ -140,7 +150,7 @@ class ServerConfig(_Strict):
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     tls: TLSConfig | None = None
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
-    client_header_timeout: Duration = 10.0
+    client_header_timeout: Timeout = 10.0
     shutdown_timeout: Duration = 30.0
 
     _listen = field_validator("listen", "admin_listen")(_check_listen)
@@ -223,7 +233,7 @@ class ProviderConfig(_Strict):
     post_logout_redirect_uri: str | None = None
     bearer_audiences: list[str] = Field(default_factory=list)
     userinfo: bool = False
-    timeout: Duration = 10.0
+    timeout: Timeout = 10.0
     ca_file: str | None = None
 
     @field_validator("issuer")
@@ -306,7 +316,7 @@ class RedisConfig(_Strict):
     sentinel: SentinelConfig | None = None
     cluster: bool = False
     key_prefix: str = "authproxy:"
-    timeout: Duration = 2.0
+    timeout: Timeout = 2.0
 
     @field_validator("url")
     @classmethod
@@ -316,6 +326,10 @@ class RedisConfig(_Strict):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("the Redis URL names no host")
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+        except ValueError as e:
+            raise ValueError("the Redis URL's port is not a number in 0-65535") from e
         return value
 
     @model_validator(mode="after")
@@ -403,6 +417,14 @@ class ForwardAuthConfig(_Strict):
 class IdentityJWTConfig(_Strict):
     signing_key_file: str | None = None
     ttl: Duration = 60.0
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: float) -> float:
+        if value < 1:
+            # NumericDates are whole seconds: a shorter ttl would make exp == iat
+            raise ValueError("must be at least 1s")
+        return value
 
 
 class MatchConfig(_Strict):
@@ -546,11 +568,30 @@ def _cross_checks(config: Config) -> list[str]:
                 "session.secrets: at least one secret is required with a provider (authproxy gen-secret makes one)"
             )
     problems += _origin_checks(config)
+    if _listeners_overlap(config.server.listen, config.server.admin_listen):
+        problems.append(
+            f"server.admin_listen: {config.server.admin_listen} is also where server.listen serves; the admin "
+            "endpoints (metrics, health) need an address of their own"
+        )
     if not config.routes and config.provider is None:
         # with a provider, zero routes is a forward-auth-only deployment (nginx/Traefik proxy)
         problems.append("routes: at least one route is required (or a provider, for forward-auth only)")
     problems += _missing_files(config)
     return problems
+
+
+# addresses that listen on every interface (the check compares them, binds nothing)
+_WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", "[::]", "*", ""})  # noqa: S104
+
+
+def _listeners_overlap(first: str, second: str) -> bool:
+    """Whether two ``host:port`` listeners would take the same port (equal or wildcard hosts)."""
+    first_host, _, first_port = first.rpartition(":")
+    second_host, _, second_port = second.rpartition(":")
+    if first_port != second_port:
+        return False
+    hosts = {first_host.lower(), second_host.lower()}
+    return len(hosts) == 1 or bool(hosts & _WILDCARD_HOSTS)
 
 
 def _origin_checks(config: Config) -> list[str]:

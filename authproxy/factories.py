@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
 from pathlib import Path
 
-from authproxy.config import ProviderConfig
-from authproxy.oidc.client import ProviderClient
+from authproxy.config import Config, ProviderConfig
+from authproxy.errors import ConfigError
+from authproxy.identity_jwt import IdentitySigner
+from authproxy.oidc.client import ProviderClient, provider_ssl_context
+from authproxy.oidc.tokens import load_assertion_key
 
 
 def read_private_key(config: ProviderConfig) -> bytes | None:
@@ -29,3 +34,33 @@ def create_provider_client(
         ca_file=config.ca_file,
         refresh_before_expiry=refresh_before_expiry,
     )
+
+
+def material_problems(config: Config) -> list[str]:
+    """The keys and certificates ``config`` names, loaded as serving will load them: a problem each.
+
+    The schema only knows the files are readable; a file that is not the key or bundle it
+    should be is found here, so ``check`` and ``run`` refuse it (exit 2) before anything starts.
+    """
+    problems: list[str] = []
+
+    def attempt(load: Callable[[], object]) -> None:
+        try:
+            load()
+        except ConfigError as e:
+            problems.extend(e.problems)
+
+    provider = config.provider
+    if provider is not None and provider.private_key_file:
+        attempt(lambda: load_assertion_key(Path(provider.private_key_file or "").read_bytes()))
+    if provider is not None and provider.ca_file:
+        attempt(lambda: provider_ssl_context(provider.ca_file))
+    if config.identity_jwt.signing_key_file:
+        attempt(lambda: IdentitySigner.from_config(config.identity_jwt, issuer="check"))
+    tls = config.server.tls
+    if tls is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as e:
+            problems.append(f"server.tls: cannot load the certificate or key: {e}")
+    return problems

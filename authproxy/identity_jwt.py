@@ -42,7 +42,6 @@ from authproxy.errors import ConfigError
 
 ALGORITHM: Final = "ES256"
 KEY_FILE_PATH: Final = "identity_jwt.signing_key_file"
-TTL_PATH: Final = "identity_jwt.ttl"
 # P-256 coordinates are 32 bytes; RFC 7518 section 6.2.1.2 requires the full length, zero-padded
 _COORDINATE_BYTES: Final = 32
 # one entry per (route, identity) in use; bounded so a flood of distinct users cannot grow memory
@@ -136,9 +135,6 @@ class IdentitySigner:
     @classmethod
     def from_config(cls, cfg: IdentityJWTConfig, issuer: str) -> IdentitySigner:
         """Load ``signing_key_file`` or generate a key (then ``generated`` is True)."""
-        if cfg.ttl < 1:
-            # NumericDates are whole seconds: a shorter ttl would make exp == iat
-            raise ConfigError([f"{TTL_PATH}: must be at least 1s"])
         if cfg.signing_key_file is None:
             return cls(ec.generate_private_key(ec.SECP256R1()), issuer, cfg.ttl, generated=True)
         try:

@@ -203,6 +203,10 @@ def _worker_main(argv: Sequence[str] | None = None) -> int:
     except ListenError as e:
         LOG.error(str(e), extra={"fields": {"worker": args.index}})
         return 1
+    except ConfigError as e:
+        for problem in e.problems:
+            LOG.error(problem, extra={"fields": {"worker": args.index}})
+        return 2
     return 0
 
 

@@ -176,6 +176,52 @@ def test_a_key_beside_a_merge_overrides_it_without_complaint() -> None:
     assert parse_config(text, {}).server.public_url == "https://app.example.com"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            BASE.replace("server: {", "server: {client_header_timeout: 0s, "),
+            "server.client_header_timeout: must be longer than 0s",
+            id="header-timeout-0",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, timeout: 0s"),
+            "provider.timeout: must be longer than 0s",
+            id="provider-timeout-0",
+        ),
+        pytest.param(
+            BASE.replace("session: {", "session: {store: redis, redis: {timeout: 0ms}, "),
+            "session.redis.timeout: must be longer than 0s",
+            id="redis-timeout-0",
+        ),
+        pytest.param(
+            BASE.replace("session: {", "session: {store: redis, redis: {url: 'redis://:pw@127.0.0.1:99999/0'}, "),
+            "session.redis.url: the Redis URL's port is not a number",
+            id="redis-port-out-of-range",
+        ),
+        pytest.param(BASE + "identity_jwt: {ttl: 500ms}\n", "identity_jwt.ttl: must be at least 1s", id="jwt-ttl"),
+        pytest.param(
+            BASE.replace("server: {", "server: {listen: '127.0.0.1:4180', admin_listen: '127.0.0.1:4180', "),
+            "server.admin_listen: 127.0.0.1:4180 is also where server.listen serves",
+            id="admin-on-the-public-address",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {listen: '0.0.0.0:4180', admin_listen: '127.0.0.1:4180', "),
+            "server.admin_listen:",
+            id="admin-under-a-wildcard-public-listener",
+        ),
+    ],
+)
+def test_a_setting_that_would_switch_a_protection_off_or_fail_at_start_is_refused(text: str, expected: str) -> None:
+    problems = problems_of(text)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_the_admin_listener_may_share_a_host_on_another_port() -> None:
+    text = BASE.replace("server: {", "server: {listen: '0.0.0.0:4180', admin_listen: '0.0.0.0:9180', ")
+    assert parse_config(text, {}).server.admin_listen == "0.0.0.0:9180"
+
+
 def test_every_problem_is_reported_at_once() -> None:
     text = BASE.replace("server: {", "server: {bogus: 1, ").replace("http://127.0.0.1:8080", "nope")
     problems = problems_of(text)

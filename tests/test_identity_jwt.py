@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from jwt.utils import base64url_decode, base64url_encode
 
-from authproxy.config import IdentityJWTConfig
+from authproxy.config import IdentityJWTConfig, parse_config
 from authproxy.errors import ConfigError
 from authproxy.identity_jwt import CACHE_MAX_ENTRIES, IdentitySigner, jwk_thumbprint, load_signing_key, public_jwk
 
@@ -284,10 +284,13 @@ def test_missing_key_file_is_refused(tmp_path: Path) -> None:
     assert missing in problem
 
 
-@pytest.mark.parametrize("ttl", [0.0, 0.5], ids=["zero", "under-a-second"])
-def test_ttl_under_a_second_is_refused(ttl: float) -> None:
+@pytest.mark.parametrize("ttl", ["0s", "500ms"], ids=["zero", "under-a-second"])
+def test_ttl_under_a_second_is_refused(ttl: str) -> None:
+    # NumericDates are whole seconds: a shorter ttl would make exp == iat
     with pytest.raises(ConfigError) as caught:
-        IdentitySigner.from_config(IdentityJWTConfig(ttl=ttl), ISSUER)
+        parse_config(
+            f"identity_jwt: {{ttl: {ttl}}}\nroutes: [{{name: a, upstream: 'http://127.0.0.1:1', auth: none}}]", {}
+        )
     assert caught.value.problems == ["identity_jwt.ttl: must be at least 1s"]
 
 

@@ -184,3 +184,49 @@ def test_a_yaml_error_is_reported_without_a_python_class_name(tmp_path: Path) ->
     assert result.returncode == 2
     assert result.stderr.startswith("(file): not valid YAML:"), result.stderr
     assert "ValueError" not in result.stderr and "Traceback" not in result.stderr
+
+
+PROVIDER = {"issuer": "https://idp.example.com", "client_id": "app", "client_secret": "x"}
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        pytest.param(lambda f: {"provider": {**PROVIDER, "ca_file": f}}, "provider.ca_file:", id="ca-bundle"),
+        pytest.param(
+            lambda f: {"provider": {**PROVIDER, "client_auth_method": "private_key_jwt", "private_key_file": f}},
+            "provider.private_key_file:",
+            id="client-assertion-key",
+        ),
+        pytest.param(
+            lambda f: {"identity_jwt": {"signing_key_file": f}}, "identity_jwt.signing_key_file:", id="signing-key"
+        ),
+        pytest.param(lambda f: {"server": {"tls": {"cert_file": f, "key_file": f}}}, "server.tls:", id="tls"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_key_or_certificate_file_that_is_not_one_is_a_config_error_for_check_and_run(
+    tmp_path: Path, section: Any, expected: str, command: str
+) -> None:
+    # readable, so the schema passes it: only loading it shows it is not a key or a bundle
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("this is not a PEM file\n")
+    config = {
+        "server": {"listen": f"127.0.0.1:{free_port()}", "admin_listen": f"127.0.0.1:{free_port()}"},
+        "session": {"secrets": ["s" * 32], "cookie": {"secure": False}},
+        "routes": [{"name": "app", "upstream": "http://127.0.0.1:9", "auth": "none"}],
+    }
+    for key, value in section(str(not_pem)).items():
+        config[key] = {**config.get(key, {}), **value}
+    if "provider" in config:
+        config["server"]["public_url"] = "https://app.example.com"
+    path = tmp_path / "authproxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "authproxy", command, "-c", str(path), *(("--log-format", "text") * (command == "run"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr

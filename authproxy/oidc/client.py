@@ -120,7 +120,7 @@ class ProviderClient:
         self.allowed_algorithms: tuple[str, ...] = tuple(allowed_algorithms)
         self.clock_skew = clock_skew
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._ssl = _ssl_context(ca_file)
+        self._ssl = provider_ssl_context(ca_file)
         self._clock = clock
         self._refresh_before_expiry = refresh_before_expiry
         self._lifetime_checked = False
@@ -659,7 +659,7 @@ def describe_exchange_error(error: UpstreamHTTPError) -> str:
     return "the answer was cut off"
 
 
-def _ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
+def provider_ssl_context(ca_file: str | None) -> ssl.SSLContext | bool:
     """System trust plus ``ca_file`` (SPEC: an *extra* bundle for a private-CA provider)."""
     if ca_file is None:
         return True
