@@ -48,7 +48,8 @@ MIN_SECRET_BYTES: Final = 32
 MAX_NESTING: Final = 32
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_ENV_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ``$${`` (a literal ``${``), a reference ``${VAR}`` / ``${VAR:-default}``, or any other ``${``
+_ENV_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _HEADER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _HOST_RE: Final = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+$")
 
@@ -668,21 +669,36 @@ def _walk(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[s
 
 
 def interpolate_env(node: Any, env: Mapping[str, str], problems: list[str], path: tuple[str | int, ...] = ()) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string scalar."""
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string scalar; ``$${`` is a literal ``${``.
+
+    As in the shell, ``${VAR:-default}`` takes the default when VAR is unset or empty. Any other
+    ``${`` (``${VAR-x}``, ``${VAR:?x}``, a nested reference, an unclosed one) is a problem rather
+    than text kept as it is: such a value is most often a secret that was meant to be filled in.
+    """
     if isinstance(node, dict):
         return {k: interpolate_env(v, env, problems, (*path, str(k))) for k, v in node.items()}
     if isinstance(node, list):
         return [interpolate_env(v, env, problems, (*path, i)) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
+    where = _path_str(path)
 
     def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
+        text, name, default = match.group(0), match.group(1), match.group(2)
+        if text == "$${":
+            return "${"
+        if name is None or (default is not None and "${" in default):
+            # the value itself is not repeated: it may be a secret
+            problem = f"{where}: a ${{ that is not ${{VAR}} or ${{VAR:-default}} (write $${{ for a literal ${{)"
+            if problem not in problems:
+                problems.append(problem)
+            return text
+        value = env.get(name)
+        if value is not None and (value or default is None):
+            return value
         if default is not None:
             return default
-        problems.append(f"{_path_str(path)}: environment variable {name} is not set (and has no ${{{name}:-default}})")
+        problems.append(f"{where}: environment variable {name} is not set (and has no ${{{name}:-default}})")
         return ""
 
     return _ENV_RE.sub(replace, node)

@@ -243,11 +243,31 @@ def test_memory_store_with_several_workers_is_refused_with_the_reason() -> None:
         ("${A:-fallback}", {"A": "set"}, "set"),
         ("pre-${A}-post", {"A": "mid"}, "pre-mid-post"),
         ("${A:-}", {}, ""),
+        pytest.param("${A:-fallback}", {"A": ""}, "fallback", id="empty-takes-the-default-as-in-the-shell"),
+        pytest.param("${A}", {"A": ""}, "", id="empty-without-default-is-empty"),
+        pytest.param("pa$${ss}", {}, "pa${ss}", id="escaped-literal"),
     ],
 )
 def test_environment_interpolation(value: str, env: dict[str, str], expected: str) -> None:
     config = parse_config(BASE.replace("client_id: app", f'client_id: "{value}x"'), env)
     assert config.provider is not None and config.provider.client_id == expected + "x"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("${A-legacy-default}", id="dash-without-colon"),
+        pytest.param("${A:?must be set}", id="error-form"),
+        pytest.param("${A:-${B}}", id="nested"),
+        pytest.param("${BAD-NAME}", id="not-a-name"),
+        pytest.param("s3cr3t${unclosed", id="unclosed"),
+    ],
+)
+def test_a_reference_this_file_does_not_understand_is_an_error_not_a_literal_value(value: str) -> None:
+    # most often a secret meant to be filled in: kept as text it would become the secret
+    problems = problems_of(BASE.replace(f'secrets: ["{SECRET}"]', f'secrets: ["{value}"]'))
+    assert problems == ["session.secrets[0]: a ${ that is not ${VAR} or ${VAR:-default} (write $${ for a literal ${)"]
+    assert all(value not in p for p in problems)  # the value itself may be a secret
 
 
 def test_secret_files_replace_their_keys_without_trailing_newline(tmp_path: Path) -> None:

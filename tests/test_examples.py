@@ -344,7 +344,9 @@ per problem, each naming its YAML path (`routes[1].upstream: ...`). `check --onl
 fetches the provider's discovery document and pings the session store.
 
 - **Environment**: `${VAR}` and `${VAR:-default}` are replaced anywhere in the file. An unset
-  variable without a default is an error that names it.
+  variable without a default is an error that names it; as in the shell, the default also
+  stands in for a variable set but empty. Any other `${` (`${VAR-x}`, `${VAR:?x}`, a nested or
+  unclosed reference) is an error too, never kept as text; write `$${` for a literal `${`.
 - **Secrets from files**: `provider.client_secret`, `session.secrets` and `session.redis.url`
   may instead be given as `client_secret_file`, `secrets_file` (one secret per line) and
   `url_file`: the path of a file holding the value, as Kubernetes mounts Secrets. A trailing
