@@ -135,6 +135,65 @@ def test_example_config_is_valid() -> None:
         pytest.param(
             BASE + "    preserve_post_max_bytes: 2000000\n", "routes[0].preserve_post_max_bytes:", id="kept-size-huge"
         ),
+        pytest.param(
+            BASE.replace(
+                'secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cookie: {same_site: none, secure: false}'
+            ),
+            "session.cookie: same_site: none requires secure: true",
+            id="samesite-none-needs-secure",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {auth_prefix: oauth2/, "), "server.auth_prefix:", id="auth-prefix"
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {listen: nope, "),
+            "server.listen: 'nope' is not host:port",
+            id="listen-not-host-port",
+        ),
+        pytest.param(
+            BASE.replace(
+                "session: {",
+                "session: {store: redis, redis: {cluster: true, sentinel: {master_name: m, "
+                "nodes: ['127.0.0.1:26379']}}, ",
+            ),
+            "session.redis: choose either sentinel or cluster",
+            id="sentinel-and-cluster",
+        ),
+        pytest.param(
+            BASE.replace("session: {", "session: {store: redis, redis: {url: 'redis:///0'}, "),
+            "session.redis.url: the Redis URL names no host",
+            id="redis-url-without-host",
+        ),
+        pytest.param(
+            BASE + "  - name: app2\n    upstream: 'http://127.0.0.1:8081'\n",
+            "routes[1].match: same host and path_prefix as routes[0]",
+            id="two-routes-one-match",
+        ),
+        pytest.param(
+            BASE + "    auth: none\n    allow: {groups: [a]}\n",
+            "routes[0].auth: a public route (auth: none) cannot have allow rules",
+            id="public-route-with-allow",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_auth_method: none, allowed_algorithms: [HS256]"),
+            "provider: HS* algorithms are verified with client_secret",
+            id="hs-without-client-secret",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, extra_authorize_params: {state: x}"),
+            "provider.extra_authorize_params: these parameters are set by authproxy itself: state",
+            id="reserved-authorize-param",
+        ),
+        pytest.param(
+            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cookie: {name: "a b"}'),
+            "session.cookie.name:",
+            id="cookie-name-with-space",
+        ),
+        pytest.param(
+            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cookie: {name: "__Host-x"}'),
+            "session.cookie.name:",
+            id="cookie-name-with-its-own-prefix",
+        ),
         pytest.param("routes: [", "line ", id="broken-yaml"),
         pytest.param("- a\n- b\n", "(top level)", id="not-a-mapping"),
     ],
