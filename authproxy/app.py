@@ -297,7 +297,8 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         routes=routes,
         forwarder=forwarder,
         strip_by_route=_strip_sets(config),
-        session_cookie_names=frozenset({cookie.full_name}),
+        # the session cookie, and the host-only name kept forms use beside a cookie domain
+        session_cookie_names=frozenset({cookie.full_name, *([f"__Host-{cookie.name}"] if cookie.secure else [])}),
     )
     if config.provider is not None:
         p = config.provider

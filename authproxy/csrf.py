@@ -51,20 +51,21 @@ def trusted_origin_set(origins: Iterable[str]) -> frozenset[str]:
     return frozenset(o for o in (normalize_origin(value) for value in origins) if o is not None)
 
 
-def _host_with_port(origin: str) -> str | None:
-    """The ``Host`` value a browser sends to ``origin``'s server: host, and port unless default."""
-    parts = urlsplit(origin)
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
-        return None
+def _host_with_port(origin: str) -> tuple[str, str] | None:
+    """The scheme of ``origin`` and the ``Host`` value a browser sends to its server (host, and
+    port unless default); None for anything that is not such an origin (``http://[::1`` included)."""
     try:
+        parts = urlsplit(origin)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
+            return None
         port = parts.port
-    except ValueError:
+    except ValueError:  # an unclosed or invalid IPv6 literal, a port out of range
         return None
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
-    return host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    return scheme, host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
 
 
 def _normalize_host(host: str, scheme_hint: str | None) -> str:
@@ -100,10 +101,10 @@ def judge_cross_origin(
         return CrossOriginVerdict(False, f"Sec-Fetch-Site {shown}")
     if origin is None:
         return CrossOriginVerdict(True, "no Origin or Sec-Fetch-Site (not a browser)")
-    origin_host = _host_with_port(origin)
-    if origin_host is None:
+    read = _host_with_port(origin)
+    if read is None:
         return CrossOriginVerdict(False, "Origin is not a tuple origin (null or malformed)")
-    scheme = urlsplit(origin).scheme.lower()
+    scheme, origin_host = read
     if origin_host == _normalize_host(host, scheme):
         return CrossOriginVerdict(True, "Origin matches Host")
     return CrossOriginVerdict(False, "Origin does not match Host")

@@ -92,8 +92,9 @@ def parse_form(body: bytes) -> tuple[tuple[str, str], ...] | None:
     return tuple(pairs)
 
 
-def cookie_name_for(session_cookie: str, tag: str) -> str:
-    return f"{session_cookie}_post_{tag}"
+def cookie_suffix_for(tag: str) -> str:
+    """What follows the session cookie's name in the name of the cookie keeping form ``tag``."""
+    return f"_post_{tag}"
 
 
 def is_valid_tag(tag: str) -> bool:
@@ -216,15 +217,16 @@ class PostKeeper:
         tag = secrets.token_hex(_TAG_BYTES)
         log_event("post_kept", route=route.name, fields=len(fields), bytes=len(body), client_ip=request.remote)
         response = pages.redirect(start_url(self.prefix, login_target_of(tag, self.prefix)), status=303)
-        self.sessions.set_cookie(
-            response, cookie_name_for(self.sessions.cookie_name, tag), self.sessions.seal(ticket), KEEP_TTL
-        )
+        # host-only whatever session.cookie.domain says: a sibling host must not be able to plant
+        # a kept form of its own for this browser to post as its user
+        name = self.sessions.host_only_cookie_name(cookie_suffix_for(tag))
+        self.sessions.set_cookie(response, name, self.sessions.seal(ticket), KEEP_TTL, host_only=True)
         return response
 
     async def resubmit(self, request: web.Request) -> web.StreamResponse:
         """The auto-submitting page that posts a kept form back, once, after the login."""
         tag = request.query.get("p", "")
-        cookie = cookie_name_for(self.sessions.cookie_name, tag)
+        cookie = self.sessions.host_only_cookie_name(cookie_suffix_for(tag))
         ticket = self.sessions.open(request.cookies.get(cookie)) if is_valid_tag(tag) else None
         if ticket is None:
             return self._gone(request, "no kept form for this browser")
@@ -237,12 +239,12 @@ class PostKeeper:
         plaintext = open_record(blob, ticket) if blob is not None else None
         if plaintext is None:
             response = self._gone(request, "the kept form expired or was already sent")
-            self.sessions.clear_cookie(response, cookie)
+            self.sessions.clear_cookie(response, cookie, host_only=True)
             return response
         form = KeptForm.from_bytes(plaintext)
         if form.host != request.host.lower() or self.clock() - form.kept_at > KEEP_TTL:
             response = self._gone(request, "the kept form belongs to another host or expired")
-            self.sessions.clear_cookie(response, cookie)
+            self.sessions.clear_cookie(response, cookie, host_only=True)
             return response
         request[pages.USER] = session.record.sub
         log_event("post_resubmitted", user=session.record.sub, fields=len(form.fields), client_ip=request.remote)
@@ -252,7 +254,7 @@ class PostKeeper:
             content_type="text/html",
             headers=resubmit_headers(nonce),
         )
-        self.sessions.clear_cookie(response, cookie)
+        self.sessions.clear_cookie(response, cookie, host_only=True)
         return response
 
     def _gone(self, request: web.Request, why: str) -> web.Response:

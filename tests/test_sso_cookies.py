@@ -17,9 +17,10 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from authproxy.app import create_app
+from authproxy.app import SERVICES, create_app
 from authproxy.config import parse_config
 from authproxy.errors import ProviderUnavailable
+from authproxy.headers import remove_cookie
 from authproxy.metrics import Metrics
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, FaultProviderServer
 
@@ -37,7 +38,9 @@ async def _client(
 server: {{public_url: "https://{APP}", sso_origins: ["https://{WIKI}"]}}
 provider: {{issuer: "{fault_provider.issuer}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}
 session: {{secrets: ["{SECRET}"], cookie: {{name: {COOKIE}, domain: example.test}}}}
-routes: [{{name: app, upstream: "http://127.0.0.1:1"}}]
+routes:
+  - {{name: app, upstream: "http://127.0.0.1:1"}}
+  - {{name: forms, match: {{path_prefix: /forms}}, upstream: "http://127.0.0.1:1", preserve_post: true}}
 """,
         {},
     )
@@ -85,3 +88,36 @@ async def test_sign_out_expires_the_cookies_of_its_own_origin(
     assert answer.status == 302
     expired = _cookies(answer)
     assert COOKIE in expired and expired[COOKIE] == domain
+
+
+@pytest.mark.parametrize("host", [APP, WIKI], ids=["app", "sso-origin"])
+async def test_a_kept_form_is_bound_to_a_host_only_cookie_a_sibling_host_cannot_plant(
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient, host: str
+) -> None:
+    # with a cookie domain, a cookie without the __Host- prefix could be set by any host under
+    # it: it would make this browser post a stranger's kept form as its own user after sign-in
+    client = await _client(fault_provider, aiohttp_client)
+    answer = await client.post(
+        "/forms/transfer",
+        data=b"to=alice&amount=1",
+        headers={
+            "Host": host,
+            "Accept": "text/html",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Sec-Fetch-Site": "same-origin",
+        },
+        allow_redirects=False,
+    )
+    assert answer.status == 303
+    kept = {name: domain for name, domain in _cookies(answer).items() if "_post_" in name}
+    [(name, domain)] = kept.items()
+    assert name.startswith(f"__Host-{COOKIE}_post_") and domain == ""
+
+
+async def test_the_kept_form_cookie_never_reaches_the_upstream(
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient
+) -> None:
+    client = await _client(fault_provider, aiohttp_client)
+    names = client.app[SERVICES].session_cookie_names
+    sent = f"theme=dark; __Host-{COOKIE}_post_0123456789abcdef=v1.x; {COOKIE}=ticket"
+    assert remove_cookie(sent, names) == "theme=dark"

@@ -150,27 +150,49 @@ class SessionManager:
         """The SSO origin of a request ``Host``, or None on the authenticating origin."""
         return self.origins.satellite_of(host) if self.origins is not None else None
 
-    def cookie_attributes(self, max_age: int | None, host: str | None = None) -> dict[str, object]:
-        """Cookie attributes for a response to ``host``; an SSO origin's cookies are host-only."""
+    def cookie_attributes(
+        self, max_age: int | None, host: str | None = None, *, host_only: bool = False
+    ) -> dict[str, object]:
+        """Cookie attributes for a response to ``host``; an SSO origin's cookies are host-only,
+        and so is every cookie set with ``host_only`` (``session.cookie.domain`` left out)."""
         attributes: dict[str, object] = {
             "path": "/",
             "httponly": True,
             "secure": self.cookie.secure,
             "samesite": self.cookie.same_site.capitalize(),
         }
-        if self.cookie.domain and self.satellite_of(host) is None:
+        if self.cookie.domain and not host_only and self.satellite_of(host) is None:
             attributes["domain"] = self.cookie.domain
         if max_age is not None:
             attributes["max_age"] = max_age
         return attributes
 
-    def set_cookie(
-        self, response: web.StreamResponse, name: str, value: str, max_age: int, *, host: str | None = None
-    ) -> None:
-        response.set_cookie(name, value, **self.cookie_attributes(max_age, host))  # type: ignore[arg-type]
+    def host_only_cookie_name(self, suffix: str) -> str:
+        """The name of a cookie for one host alone: ``__Host-`` prefixed whenever it is Secure.
 
-    def clear_cookie(self, response: web.StreamResponse, name: str, *, host: str | None = None) -> None:
-        attributes = self.cookie_attributes(0, host)
+        Whatever ``session.cookie.domain`` says, such a cookie is set without a domain, and the
+        prefix means no cookie a sibling host sets (which cannot carry it) is ever taken for it.
+        """
+        name = self.cookie.name + suffix
+        return f"__Host-{name}" if self.cookie.secure else name
+
+    def set_cookie(
+        self,
+        response: web.StreamResponse,
+        name: str,
+        value: str,
+        max_age: int,
+        *,
+        host: str | None = None,
+        host_only: bool = False,
+    ) -> None:
+        attributes = self.cookie_attributes(max_age, host, host_only=host_only)
+        response.set_cookie(name, value, **attributes)  # type: ignore[arg-type]
+
+    def clear_cookie(
+        self, response: web.StreamResponse, name: str, *, host: str | None = None, host_only: bool = False
+    ) -> None:
+        attributes = self.cookie_attributes(0, host, host_only=host_only)
         response.set_cookie(name, "", expires="Thu, 01 Jan 1970 00:00:00 GMT", **attributes)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ sessions
