@@ -102,6 +102,33 @@ async def test_sigterm_ends_requests_still_running_at_shutdown_timeout_on_both_p
     assert timeout - 0.5 <= stopped_after < 2 * timeout, stopped_after
 
 
+async def test_out_of_file_descriptors_the_listener_pauses_and_recovers(run_proxy, slow_upstream) -> None:
+    # a host short of descriptors: accept() fails with EMFILE while clients pile up; the
+    # listener must pause (not spin on the error) and serve again once they have gone
+    proxy = run_proxy(public_config(slow_upstream), max_open_files=64)
+    idle = []
+    try:
+        for _ in range(80):
+            idle.append(await asyncio.open_connection("127.0.0.1", proxy.port))
+        await asyncio.sleep(1.5)  # the listener has met the limit and paused
+    finally:
+        for _, writer in idle:
+            writer.close()
+    async with aiohttp.ClientSession() as client:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                async with client.get(proxy.url + "/fast", headers={"Connection": "close"}) as answer:
+                    assert answer.status == 200
+                    break
+            except aiohttp.ClientError:
+                assert time.monotonic() < deadline, proxy.logs()
+                await asyncio.sleep(0.2)
+    logs = proxy.logs()
+    assert "cannot accept connections: Too many open files; pausing" in logs
+    assert "Traceback" not in logs and "Exception in callback" not in logs, logs
+
+
 async def test_unmatched_host_gets_404(run_proxy, slow_upstream) -> None:
     config = public_config(slow_upstream, match={"host": "app.example.com"})
     proxy = run_proxy(config)

@@ -7,7 +7,9 @@ def test_x(run_proxy):
 
 from __future__ import annotations
 
+import functools
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -77,6 +79,10 @@ def _wait_healthy(proxy: ProxyProcess, timeout: float) -> None:
     raise RuntimeError(f"authproxy did not become healthy:\n{proxy.logs()}")
 
 
+def _limit_open_files(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 def start_proxy(
     config: dict[str, Any],
     directory: Path,
@@ -84,8 +90,13 @@ def start_proxy(
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     timeout: float = 20.0,
+    max_open_files: int | None = None,
 ) -> ProxyProcess:
-    """Write ``config`` (listen ports filled in) and start ``authproxy run`` on it."""
+    """Write ``config`` (listen ports filled in) and start ``authproxy run`` on it.
+
+    ``max_open_files`` lowers the process's file descriptor limit (RLIMIT_NOFILE), as a host
+    short of them would.
+    """
     config = {**config}
     server = dict(config.get("server", {}))
     port = free_port()
@@ -105,6 +116,7 @@ def start_proxy(
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if max_open_files is None else functools.partial(_limit_open_files, max_open_files),
     )
     log.close()
     proxy = ProxyProcess(
