@@ -311,6 +311,25 @@ async def test_resubmit_needs_the_login_and_the_browser_that_kept_the_form(stack
         assert page.status == 200 and page.forms
 
 
+async def test_a_kept_form_is_posted_back_only_on_the_host_that_kept_it(stack: Stack) -> None:
+    # the same proxy under another name (localhost for 127.0.0.1): the form was kept for one host,
+    # and its page must not post it to another, even to a browser that presents its cookie there
+    async with browser() as b:
+        kept = await b.post(stack.url + "/orders/new", FIELDS, headers=same_origin(stack), follow_redirects=False)
+        assert kept.status == 303
+        rd = parse_qs(urlsplit(kept.location or "").query)["rd"][0]
+        assert (await login_demo(b, stack.url + "/oauth2/start?rd=/landing", "alice")).status == 200
+        other_host = f"localhost:{stack.proxy.port}"
+        page = await b.get(stack.url + rd, headers={"Host": other_host}, follow_redirects=False)
+        assert page.status == 410 and "This form is no longer kept" in page.text
+        assert not page.forms
+        assert not [c for c in b.cookies.all() if "_post_" in c.name]  # the form's cookie is cleared
+    assert any(
+        e["reason"] == "the kept form belongs to another host or expired"
+        for e in log_events(stack, "post_not_resubmitted")
+    )
+
+
 async def test_api_post_without_session_still_gets_401_json(stack: Stack) -> None:
     async with browser() as b:
         page = await b.post(

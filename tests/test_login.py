@@ -326,6 +326,26 @@ async def test_access_denied_gives_403_page_with_a_retry_link_not_a_loop(stack: 
         assert len(page.history) <= 4
 
 
+async def test_a_provider_error_code_reaches_the_page_and_the_log_only_when_it_is_a_plain_code(stack: Stack) -> None:
+    # anyone can send a browser to the callback with an error= of their choosing: text made to look
+    # like a message from the site (or markup) is shown and logged as a generic "error"
+    spoof = f"<script>spoof text {uuid.uuid4().hex}</script>"
+    async with browser() as b:
+        callback = await _callback_url(stack, b)  # a real flow of this browser: its state is valid
+        state = parse_qs(urlsplit(callback).query)["state"][0]
+        error_url = urlsplit(callback)._replace(query=urlencode({"error": spoof, "state": state})).geturl()
+        tokens_before = stack.provider.stats.token_requests
+        page = await b.get(error_url)
+        assert page.status == 400, page
+        assert "/oauth2/start?rd=/x" in page.text  # the flow's own retry link: the flow was found
+        assert "reported an error (error)" in page.text
+        assert "spoof text" not in page.text
+        assert stack.provider.stats.token_requests == tokens_before
+    logged = [json.loads(line) for line in stack.proxy.logs().splitlines() if '"login_failed"' in line]
+    assert any(e.get("reason") == "provider error: error" for e in logged), logged[-3:]
+    assert "spoof text" not in stack.proxy.logs()
+
+
 # ---------------------------------------------------------------------------------------------- rd
 
 

@@ -1,4 +1,5 @@
-"""The pure parts of kept forms (authproxy.preserved_post) and of the account pages.
+"""The pure parts of kept forms (authproxy.preserved_post) and of the account pages, and the
+keeper itself in process (a memory store, a clock the test moves).
 
 The page that posts a kept form back is where mod_auth_openidc had its XSS (CVE-2021-32792):
 each hostile value below must come out as inert text, parsed back by an HTML parser to exactly
@@ -7,13 +8,32 @@ the value that went in.
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from typing import Final
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from pytest_aiohttp import AiohttpClient
 
 from authproxy.account_pages import authorize_prompt, signed_out_location, start_url
-from authproxy.preserved_post import KeptForm, is_valid_tag, parse_form, render_resubmit_page, resubmit_headers
+from authproxy.config import CookieConfig, RouteConfig
+from authproxy.preserved_post import (
+    FORM_TYPE,
+    KEEP_TTL,
+    KeptForm,
+    PostKeeper,
+    is_valid_tag,
+    parse_form,
+    render_resubmit_page,
+    resubmit_headers,
+    wants_preservation,
+)
+from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.memory import MemoryStore
+from authproxy.sessions.record import SessionRecord
 
 HOSTILE: Final = [
     ("a", '"><script>alert(1)</script>'),
@@ -76,6 +96,27 @@ def test_the_page_csp_allows_only_the_nonced_script_and_same_origin_form_targets
     assert resubmit_headers("n")["Cache-Control"] == "no-store"
 
 
+def test_the_page_cannot_be_framed_sniffed_or_send_a_foreign_referer() -> None:
+    # docs/legacy-apps.md step 4: no other site may frame the page that posts the form (and click
+    # it), no content sniffing, and the resubmitted POST carries a Referer of this origin only
+    headers = resubmit_headers("n0nce")
+    directives = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+    assert directives["frame-ancestors"] == "'none'"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+
+
+def test_line_breaks_in_fields_are_written_as_character_references() -> None:
+    # a browser's HTML parser turns a raw CR LF (or a lone CR) inside an attribute into LF, so the
+    # form would come back changed; &#13; and &#10; survive it (Python's HTMLParser does not
+    # normalise, so this reads the page as written)
+    page = render_resubmit_page("/orders", [("body", "one\r\ntwo\rthree\nfour"), ("a\r\nb", "x")], "n0nce")
+    assert re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page) == [
+        ("body", "one&#13;&#10;two&#13;three&#10;four"),
+        ("a&#13;&#10;b", "x"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "fields"),
     [
@@ -136,3 +177,81 @@ def test_start_and_signed_out_urls_carry_only_sanitised_local_targets() -> None:
     assert signed_out_location("/oauth2", None) == "/oauth2/signed_out"
     assert signed_out_location("/oauth2", "//evil.example") == "/oauth2/signed_out"
     assert signed_out_location("/oauth2", "/reports?w=1") == "/oauth2/signed_out?rd=/reports%3Fw%3D1"
+
+
+# ------------------------------------------------------------------------------ keeping and resubmitting
+
+HTML: Final = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def keeping_route(**options: object) -> RouteConfig:
+    return RouteConfig.model_validate(
+        {"name": "forms", "upstream": "http://127.0.0.1:1", "preserve_post": True, **options}
+    )
+
+
+@pytest.mark.parametrize(("on_unauthenticated", "kept"), [("auto", True), ("redirect", True), ("deny", False)])
+def test_a_route_that_denies_instead_of_redirecting_never_keeps_forms(on_unauthenticated: str, kept: bool) -> None:
+    # docs/legacy-apps.md step 2: on_unauthenticated: deny answers 401 and sends nobody to sign in,
+    # so there is no login for a kept form to wait for
+    route = keeping_route(on_unauthenticated=on_unauthenticated)
+    request = make_mocked_request("POST", "/orders", headers={"Accept": HTML, "Content-Type": FORM_TYPE})
+    assert wants_preservation(route, request) is kept
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_kept_form_older_than_a_login_flow_is_not_posted_back(aiohttp_client: AiohttpClient) -> None:
+    clock = Clock()
+    # the store's own expiry runs on its own clock and has not struck: the keeper's age check decides
+    sessions = SessionManager(
+        MemoryStore(),
+        secrets=["s" * 40],
+        cookie=CookieConfig(secure=False),
+        idle_timeout=4 * KEEP_TTL,
+        absolute_timeout=8 * KEEP_TTL,
+        clock=clock,
+    )
+    keeper = PostKeeper(sessions, "/oauth2", clock=clock)
+    route = keeping_route()
+
+    async def gate(request: web.Request) -> web.StreamResponse:
+        return await keeper.keep(request, route) or web.Response(status=401)
+
+    app = web.Application()
+    app.router.add_post("/orders", gate)
+    keeper.add_routes(app)
+    client = await aiohttp_client(app)
+    _, session = await sessions.create(
+        SessionRecord(
+            sub="alice", created_at=clock.now, last_seen_at=clock.now, absolute_expires_at=clock.now + 8 * KEEP_TTL
+        )
+    )
+
+    async def keep_a_form() -> tuple[str, str]:
+        """The resubmit URL and the Cookie header that takes the kept form back, signed in."""
+        origin = str(client.make_url("")).rstrip("/")
+        headers = {"Accept": HTML, "Origin": origin, "Sec-Fetch-Site": "same-origin"}
+        async with client.post("/orders", data={"note": "hello"}, headers=headers, allow_redirects=False) as kept:
+            assert kept.status == 303
+            rd = parse_qs(urlsplit(kept.headers["Location"]).query)["rd"][0]
+            form_cookie = next(c for c in kept.cookies.values() if "_post_" in c.key)
+        return rd, f"{sessions.cookie_name}={session}; {form_cookie.key}={form_cookie.value}"
+
+    # within KEEP_TTL the form comes back
+    rd, cookies = await keep_a_form()
+    clock.now += KEEP_TTL - 1
+    async with client.get(rd, headers={"Accept": HTML, "Cookie": cookies}, allow_redirects=False) as page:
+        assert page.status == 200 and 'value="hello"' in await page.text()
+
+    # past it, it is gone
+    rd, cookies = await keep_a_form()
+    clock.now += KEEP_TTL + 1
+    async with client.get(rd, headers={"Accept": HTML, "Cookie": cookies}, allow_redirects=False) as page:
+        assert page.status == 410 and 'value="hello"' not in await page.text()
