@@ -544,7 +544,7 @@ class Forwarder:
         except ConnectionError:
             LOG.debug("client went away during the WebSocket handshake", extra={"fields": {"request_id": request_id}})
         finally:
-            await upstream_ws.close()
+            await _close_within(upstream_ws)
         return client_ws
 
 
@@ -565,6 +565,17 @@ def _close_code(code: object) -> int:
     return int(WSCloseCode.OK)
 
 
+async def _close_within(ws: WebSocketLike, *, code: int = WSCloseCode.OK, message: bytes = b"") -> None:
+    """Close ``ws``, waiting at most ``WS_CLOSE_TIMEOUT`` in all for the peer's close frame.
+
+    aiohttp waits ``WS_CLOSE_TIMEOUT`` for each message until the close frame comes, so a peer
+    that keeps sending would keep the connection open for ever; cut short, the close drops it.
+    """
+    with contextlib.suppress(TimeoutError, ConnectionError, aiohttp.ClientError):
+        async with asyncio.timeout(WS_CLOSE_TIMEOUT):
+            await ws.close(code=code, message=message)
+
+
 async def _pipe(source: WebSocketLike, sink: WebSocketLike, abnormal: int) -> None:
     """Copy messages from ``source`` to ``sink`` until either closes; pass the close code on."""
     while True:
@@ -581,15 +592,15 @@ async def _pipe(source: WebSocketLike, sink: WebSocketLike, abnormal: int) -> No
         elif kind is WSMsgType.CLOSE:
             code = _close_code(msg.data)
             reason = (msg.extra or "").encode("utf-8")[:123]  # a close reason fits in 123 bytes
-            await sink.close(code=code, message=reason)
-            await source.close(code=code, message=reason)
+            await _close_within(sink, code=code, message=reason)
+            await _close_within(source, code=code, message=reason)
             return
         elif kind is WSMsgType.CLOSING:
             # the other direction is closing this socket
             return
         else:
             # CLOSED or ERROR: the source went away without a close frame
-            await sink.close(code=abnormal)
+            await _close_within(sink, code=abnormal)
             return
 
 
@@ -609,5 +620,4 @@ async def _relay(client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWe
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, ConnectionError | aiohttp.ClientError):
                 LOG.warning("WebSocket relay failed", extra={"fields": {"error": _describe(result)}})
-        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-            await client_ws.close()
+        await _close_within(client_ws)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from authproxy.proxy import WS_CLOSE_TIMEOUT
 from tests.support.net import free_port
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Route, Upstream, serve_proxy, upstream_fixture  # noqa: F401
 
 
@@ -110,3 +115,50 @@ async def test_upstream_refusing_the_upgrade_passes_its_status(upstream: Upstrea
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await client.ws_connect(url + "/echo")
     assert info.value.status == 502
+
+
+async def test_a_client_that_vanishes_while_the_upstream_streams_ends_the_upstream_connection(
+    run_proxy: Callable[..., ProxyProcess],
+) -> None:
+    # the client stops reading (the proxy's sends back up), then drops its connection with no
+    # close frame; the upstream never stops sending. Waiting for its close frame message by
+    # message kept the upstream connection open for as long as it sent: now one deadline,
+    # WS_CLOSE_TIMEOUT, bounds the close, then the connection is dropped
+    ended: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def streaming(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            while not ws.closed:
+                await ws.send_bytes(b"x" * 1_000_000)
+                await asyncio.sleep(0.1)
+        except ConnectionError:
+            pass
+        finally:
+            if not ended.done():
+                ended.set_result(time.monotonic())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", streaming)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        route = {"name": "app", "upstream": f"http://127.0.0.1:{port}", "auth": "none"}
+        proxy = await asyncio.to_thread(run_proxy, {"routes": [route]})
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        await asyncio.sleep(3.0)  # reads nothing: the proxy's sends to this client back up
+        writer.transport.abort()
+        left = time.monotonic()
+        assert await asyncio.wait_for(ended, 3 * WS_CLOSE_TIMEOUT) - left < 2 * WS_CLOSE_TIMEOUT
+    finally:
+        await runner.cleanup()
