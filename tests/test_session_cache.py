@@ -427,3 +427,27 @@ async def test_a_restarted_store_resubscribes_and_forgets_what_was_cached(
     assert await _until(lambda: a.cache.live, 5.0)
     # nothing persisted: the session is gone, and no cached copy outlived it
     assert await a.sessions.load(cookie) is None
+
+
+async def test_the_feed_keeps_trying_while_sentinel_names_no_master(redis_server: RedisServer) -> None:
+    # during a Sentinel failover the subscriber's address cannot be had for a while: the feed
+    # must keep asking and go live once a master is named, not end with the first refusal
+    store = RedisStore(redis_server.url, key_prefix=PREFIX, timeout=0.5)
+    cache = SessionCache(max_age=60.0)
+    refusals = 2
+
+    async def endpoint() -> Endpoint:
+        nonlocal refusals
+        if refusals > 0:
+            refusals -= 1
+            raise StoreUnavailable("no master for mymaster (test)")
+        return await store.subscriber_endpoint()
+
+    feed = RedisFeed(cache, channel=channel_name(PREFIX), endpoint=endpoint, publish=store.publish)
+    await feed.start()
+    try:
+        assert await _until(lambda: cache.live, 10.0), "the feed gave up"
+        assert refusals == 0
+    finally:
+        await feed.close()
+        await store.close()

@@ -36,6 +36,7 @@ from typing import Final, Protocol, cast
 
 import hiredis
 
+from authproxy.errors import StoreError
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.resp import Endpoint, encode_command, replies
 
@@ -240,7 +241,7 @@ class RedisFeed:
         self._cache.set_live(False)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
             self._task = None
 
@@ -250,8 +251,12 @@ class RedisFeed:
             subscribed = False
             try:
                 subscribed = await self._subscribe_once()
-            except (OSError, TimeoutError, ssl.SSLError) as e:
+            except (OSError, TimeoutError, ssl.SSLError, StoreError) as e:
+                # StoreError: Sentinel names no master (a failover under way); ask again later
                 log.warning("session cache invalidation feed cannot connect: %s", type(e).__name__)
+            except Exception as e:
+                # whatever it was, the feed must come back: without it the cache stays off
+                log.warning("session cache invalidation feed failed: %s; reconnecting", type(e).__name__)
             finally:
                 self._cache.set_live(False)
             delay = RECONNECT_MIN if subscribed else min(delay * 2, RECONNECT_MAX)
