@@ -499,6 +499,12 @@ class Forwarder:
         upstream_headers: CIMultiDict[str],
         request_id: str,
     ) -> web.StreamResponse:
+        if not web.WebSocketResponse().can_prepare(request).ok:
+            # no Sec-WebSocket-Key, an unknown version: refused before the upstream is dialled
+            # with the user's identity
+            return pages.error_response(
+                request, 400, "Bad request", "This WebSocket handshake is not valid.", request_id=request_id
+            )
         session = self._session(target.origin)
         url = URL(target.ws_origin + path_qs, encoded=True)
         protocols = [

@@ -162,3 +162,40 @@ async def test_a_client_that_vanishes_while_the_upstream_streams_ends_the_upstre
         assert await asyncio.wait_for(ended, 3 * WS_CLOSE_TIMEOUT) - left < 2 * WS_CLOSE_TIMEOUT
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param(b"Sec-WebSocket-Version: 13\r\n", id="no-key"),
+        pytest.param(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 5\r\n", id="unknown-version"),
+    ],
+)
+async def test_an_invalid_handshake_is_refused_before_the_upstream_is_dialled(fields: bytes) -> None:
+    dialled: list[str] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        dialled.append(request.path)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with serve_proxy(Route(f"http://127.0.0.1:{port}")) as url:
+            host, proxy_port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(proxy_port))
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + fields + b"\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            writer.close()
+    finally:
+        await runner.cleanup()
+    assert head.startswith(b"HTTP/1.1 400")
+    assert dialled == []
