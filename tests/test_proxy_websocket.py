@@ -168,7 +168,9 @@ async def test_a_client_that_vanishes_while_the_upstream_streams_ends_the_upstre
     "fields",
     [
         pytest.param(b"Sec-WebSocket-Version: 13\r\n", id="no-key"),
-        pytest.param(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 5\r\n", id="unknown-version"),
+        pytest.param(
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 5\r\n", id="unknown-version"
+        ),
     ],
 )
 async def test_an_invalid_handshake_is_refused_before_the_upstream_is_dialled(fields: bytes) -> None:
