@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from authproxy.proxy import WS_CLOSE_TIMEOUT
+from authproxy.proxy import MAX_WS_MESSAGE, WS_CLOSE_TIMEOUT, _close_code
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Route, Upstream, serve_proxy, upstream_fixture  # noqa: F401
@@ -201,3 +202,52 @@ async def test_an_invalid_handshake_is_refused_before_the_upstream_is_dialled(fi
         await runner.cleanup()
     assert head.startswith(b"HTTP/1.1 400")
     assert dialled == []
+
+
+@pytest.mark.parametrize(
+    ("received", "sent"),
+    [
+        pytest.param(1000, 1000, id="normal"),
+        pytest.param(4001, 4001, id="application-code"),
+        pytest.param(1005, 1000, id="no-status-is-never-sent"),
+        pytest.param(1006, 1000, id="abnormal-is-never-sent"),
+        pytest.param(1015, 1000, id="tls-failure-is-never-sent"),
+        pytest.param(999, 1000, id="below-the-range"),
+        pytest.param(5000, 1000, id="above-the-range"),
+        pytest.param(None, 1000, id="no-code"),
+    ],
+)
+def test_only_close_codes_that_may_go_on_the_wire_are_passed_on(received: object, sent: int) -> None:
+    # RFC 6455 section 7.4.1: 1005, 1006 and 1015 are reserved for reporting, never sent
+    assert _close_code(received) == sent
+
+
+async def test_a_message_over_the_size_limit_is_never_relayed() -> None:
+    received: list[int] = []
+
+    async def unlimited(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)  # this upstream would take any size
+        await ws.prepare(request)
+        async for msg in ws:
+            received.append(len(msg.data))
+            await ws.send_str(f"got {len(msg.data)}")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", unlimited)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with serve_proxy(Route(f"http://127.0.0.1:{port}")) as url, aiohttp.ClientSession() as client:
+            ws = await client.ws_connect(url + "/ws", max_msg_size=0)
+            with contextlib.suppress(ConnectionError):
+                await ws.send_bytes(b"x" * (MAX_WS_MESSAGE + 1))
+            msg = await ws.receive(timeout=10)
+            # the proxy ends the WebSocket rather than buffer and pass on the message
+            assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR), msg
+            await ws.close()
+    finally:
+        await runner.cleanup()
+    assert received == []
