@@ -7,7 +7,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -17,6 +17,21 @@ from authproxy.proxy import MAX_WS_MESSAGE, WS_CLOSE_TIMEOUT, _close_code
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Route, Upstream, serve_proxy, upstream_fixture  # noqa: F401
+
+
+@contextlib.asynccontextmanager
+async def websocket_upstream(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """An upstream on a free 127.0.0.1 port answering ``/ws`` with ``handler``; its origin."""
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 async def test_websocket_echo_text_binary_and_close_code(upstream: Upstream) -> None:
@@ -71,19 +86,14 @@ async def test_client_close_reaches_upstream_with_its_code() -> None:
         closed.set_result((ws.close_code, json.dumps(dict(request.headers))))
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with serve_proxy(Route(f"http://127.0.0.1:{port}")) as url, aiohttp.ClientSession() as client:
-            ws = await client.ws_connect(url + "/ws", headers={"X-Forwarded-User": "x", "Origin": "https://app"})
-            await ws.close(code=4321, message=b"done")
-            code, headers_json = await asyncio.wait_for(closed, 5)
-    finally:
-        await runner.cleanup()
+    async with (
+        websocket_upstream(handler) as upstream_url,
+        serve_proxy(Route(upstream_url)) as url,
+        aiohttp.ClientSession() as client,
+    ):
+        ws = await client.ws_connect(url + "/ws", headers={"X-Forwarded-User": "x", "Origin": "https://app"})
+        await ws.close(code=4321, message=b"done")
+        code, headers_json = await asyncio.wait_for(closed, 5)
     assert code == 4321
     seen = {k.lower(): v for k, v in json.loads(headers_json).items()}
     assert seen["origin"] == "https://app"
@@ -141,14 +151,8 @@ async def test_a_client_that_vanishes_while_the_upstream_streams_ends_the_upstre
                 ended.set_result(time.monotonic())
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", streaming)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        route = {"name": "app", "upstream": f"http://127.0.0.1:{port}", "auth": "none"}
+    async with websocket_upstream(streaming) as upstream_url:
+        route = {"name": "app", "upstream": upstream_url, "auth": "none"}
         proxy = await asyncio.to_thread(run_proxy, {"routes": [route]})
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -161,8 +165,6 @@ async def test_a_client_that_vanishes_while_the_upstream_streams_ends_the_upstre
         writer.transport.abort()
         left = time.monotonic()
         assert await asyncio.wait_for(ended, 3 * WS_CLOSE_TIMEOUT) - left < 2 * WS_CLOSE_TIMEOUT
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize(
@@ -183,23 +185,15 @@ async def test_an_invalid_handshake_is_refused_before_the_upstream_is_dialled(fi
         await ws.prepare(request)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with serve_proxy(Route(f"http://127.0.0.1:{port}")) as url:
-            host, proxy_port = url.removeprefix("http://").split(":")
-            reader, writer = await asyncio.open_connection(host, int(proxy_port))
-            writer.write(
-                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + fields + b"\r\n"
-            )
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            writer.close()
-    finally:
-        await runner.cleanup()
+    async with (
+        websocket_upstream(handler) as upstream_url,
+        serve_proxy(Route(upstream_url)) as url,
+    ):
+        host, proxy_port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(proxy_port))
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + fields + b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
     assert head.startswith(b"HTTP/1.1 400")
     assert dialled == []
 
@@ -233,21 +227,16 @@ async def test_a_message_over_the_size_limit_is_never_relayed() -> None:
             await ws.send_str(f"got {len(msg.data)}")
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", unlimited)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with serve_proxy(Route(f"http://127.0.0.1:{port}")) as url, aiohttp.ClientSession() as client:
-            ws = await client.ws_connect(url + "/ws", max_msg_size=0)
-            with contextlib.suppress(ConnectionError):
-                await ws.send_bytes(b"x" * (MAX_WS_MESSAGE + 1))
-            msg = await ws.receive(timeout=10)
-            # the proxy ends the WebSocket rather than buffer and pass on the message
-            assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR), msg
-            await ws.close()
-    finally:
-        await runner.cleanup()
+    async with (
+        websocket_upstream(unlimited) as upstream_url,
+        serve_proxy(Route(upstream_url)) as url,
+        aiohttp.ClientSession() as client,
+    ):
+        ws = await client.ws_connect(url + "/ws", max_msg_size=0)
+        with contextlib.suppress(ConnectionError):
+            await ws.send_bytes(b"x" * (MAX_WS_MESSAGE + 1))
+        msg = await ws.receive(timeout=10)
+        # the proxy ends the WebSocket rather than buffer and pass on the message
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR), msg
+        await ws.close()
     assert received == []
