@@ -14,9 +14,8 @@ import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from authproxy.proxy import MAX_WS_MESSAGE, WS_CLOSE_TIMEOUT, _close_code
-from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess
-from tests.support.upstream import Route, Upstream, serve_proxy, upstream_fixture  # noqa: F401
+from tests.support.upstream import Route, Upstream, serve_here, serve_proxy, upstream_fixture  # noqa: F401
 
 
 @contextlib.asynccontextmanager
@@ -24,14 +23,8 @@ async def websocket_upstream(handler: Callable[[web.Request], Awaitable[web.Stre
     """An upstream on a free 127.0.0.1 port answering ``/ws`` with ``handler``; its origin."""
     app = web.Application()
     app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_here(app) as url:
+        yield url
 
 
 async def test_websocket_echo_text_binary_and_close_code(upstream: Upstream) -> None:

@@ -315,9 +315,8 @@ def build_proxy_app(
 
 
 @contextlib.asynccontextmanager
-async def serve_proxy(route: Route, **kwargs: Any) -> AsyncIterator[str]:
-    """Serve ``build_proxy_app`` on a free 127.0.0.1 port; yields its base URL."""
-    app, _ = build_proxy_app(route, **kwargs)
+async def serve_here(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` in this event loop on a free 127.0.0.1 port; yields its base URL."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()
@@ -326,6 +325,14 @@ async def serve_proxy(route: Route, **kwargs: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_proxy(route: Route, **kwargs: Any) -> AsyncIterator[str]:
+    """Serve ``build_proxy_app`` on a free 127.0.0.1 port; yields its base URL."""
+    app, _ = build_proxy_app(route, **kwargs)
+    async with serve_here(app) as url:
+        yield url
 
 
 async def raw_request(
