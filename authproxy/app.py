@@ -298,7 +298,7 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         forwarder=forwarder,
         strip_by_route=_strip_sets(config),
         # the session cookie, and the host-only name kept forms use beside a cookie domain
-        session_cookie_names=frozenset({cookie.full_name, *([f"__Host-{cookie.name}"] if cookie.secure else [])}),
+        session_cookie_names=frozenset({cookie.full_name, cookie.host_only_name}),
     )
     if config.provider is not None:
         p = config.provider

@@ -362,7 +362,12 @@ class CookieConfig(_Strict):
     @property
     def full_name(self) -> str:
         """The cookie's name on the wire: ``__Host-`` when Secure, host-only, Path=/."""
-        return f"__Host-{self.name}" if self.secure and self.domain is None else self.name
+        return self.host_only_name if self.domain is None else self.name
+
+    @property
+    def host_only_name(self) -> str:
+        """The name of a cookie kept host-only whatever ``domain`` says: ``__Host-`` when Secure."""
+        return f"__Host-{self.name}" if self.secure else self.name
 
 
 def _check_secret(secret: str) -> str:

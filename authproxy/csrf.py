@@ -51,7 +51,7 @@ def trusted_origin_set(origins: Iterable[str]) -> frozenset[str]:
     return frozenset(o for o in (normalize_origin(value) for value in origins) if o is not None)
 
 
-def _host_with_port(origin: str) -> tuple[str, str] | None:
+def _scheme_and_host(origin: str) -> tuple[str, str] | None:
     """The scheme of ``origin`` and the ``Host`` value a browser sends to its server (host, and
     port unless default); None for anything that is not such an origin (``http://[::1`` included)."""
     try:
@@ -101,7 +101,7 @@ def judge_cross_origin(
         return CrossOriginVerdict(False, f"Sec-Fetch-Site {shown}")
     if origin is None:
         return CrossOriginVerdict(True, "no Origin or Sec-Fetch-Site (not a browser)")
-    read = _host_with_port(origin)
+    read = _scheme_and_host(origin)
     if read is None:
         return CrossOriginVerdict(False, "Origin is not a tuple origin (null or malformed)")
     scheme, origin_host = read

@@ -6,7 +6,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from authproxy.config import Config, ProviderConfig
+from authproxy.config import Config, ProviderConfig, TLSConfig
 from authproxy.errors import ConfigError
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.oidc.client import ProviderClient, provider_ssl_context
@@ -59,8 +59,15 @@ def material_problems(config: Config) -> list[str]:
         attempt(lambda: IdentitySigner.from_config(config.identity_jwt, issuer="check"))
     tls = config.server.tls
     if tls is not None:
-        try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert_file, tls.key_file)
-        except (OSError, ssl.SSLError) as e:
-            problems.append(f"server.tls: cannot load the certificate or key: {e}")
+        attempt(lambda: server_ssl_context(tls))
     return problems
+
+
+def server_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The listener's TLS context from ``server.tls``; ``ConfigError`` when the files are not a chain and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError([f"server.tls: cannot load the certificate or key: {e}"]) from e
+    return context

@@ -172,6 +172,12 @@ def _first_token(value: str | None) -> str:
     return value.split(",", 1)[0].strip()
 
 
+def _believed_forwarded_host(existing_host: str | None, *, peer_trusted: bool) -> str | None:
+    """The first ``X-Forwarded-Host`` when a trusted peer sent it and it is a well-formed host."""
+    forwarded_host = _first_token(existing_host) if peer_trusted else ""
+    return forwarded_host if forwarded_host and _HOST_RE.fullmatch(forwarded_host) else None
+
+
 def original_host(host: str | None, existing_host: str | None, *, peer_trusted: bool) -> str | None:
     """The host a request was first sent to: a trusted proxy's ``X-Forwarded-Host``, else ``host``.
 
@@ -179,10 +185,7 @@ def original_host(host: str | None, existing_host: str | None, *, peer_trusted: 
     with its own address as ``Host`` and the visitor's host in ``X-Forwarded-Host``; only a
     peer in ``trusted_proxies`` is believed, and only a well-formed host.
     """
-    forwarded_host = _first_token(existing_host) if peer_trusted else ""
-    if forwarded_host and _HOST_RE.fullmatch(forwarded_host):
-        return forwarded_host
-    return host
+    return _believed_forwarded_host(existing_host, peer_trusted=peer_trusted) or host
 
 
 def forwarded_values(
@@ -204,7 +207,7 @@ def forwarded_values(
         values["X-Forwarded-For"] = chain
     proto = _first_token(existing_proto).lower() if peer_trusted else ""
     values["X-Forwarded-Proto"] = proto if proto in _FORWARDED_PROTOS else scheme
-    forwarded_host = original_host(None, existing_host, peer_trusted=peer_trusted)
+    forwarded_host = _believed_forwarded_host(existing_host, peer_trusted=peer_trusted)
     if forwarded_host:
         values["X-Forwarded-Host"] = forwarded_host
     elif host and not _CONTROL_RE.search(host):

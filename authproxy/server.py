@@ -24,6 +24,7 @@ from authproxy.admin import create_admin_app
 from authproxy.app import create_app, readiness
 from authproxy.config import Config
 from authproxy.errors import ListenError
+from authproxy.factories import server_ssl_context
 from authproxy.fast_path import FastSite
 from authproxy.logs import LOG
 from authproxy.metrics import Metrics
@@ -35,16 +36,8 @@ AFTER_DRAIN_TIMEOUT: Final = 1.0
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    tls = config.server.tls
-    if tls is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as e:
-        # ssl.SSLError is an OSError: say what it is about before it could pass for a bind failure
-        raise ListenError("server.tls", config.server.listen, f"cannot load the certificate or key: {e}") from e
-    return context
+    # a ConfigError (exit 2) when the files are not a chain and key: `check` refuses them too
+    return server_ssl_context(config.server.tls) if config.server.tls is not None else None
 
 
 _BIND_CAUSES: Final = {

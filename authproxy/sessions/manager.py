@@ -173,8 +173,7 @@ class SessionManager:
         Whatever ``session.cookie.domain`` says, such a cookie is set without a domain, and the
         prefix means no cookie a sibling host sets (which cannot carry it) is ever taken for it.
         """
-        name = self.cookie.name + suffix
-        return f"__Host-{name}" if self.cookie.secure else name
+        return self.cookie.host_only_name + suffix
 
     def set_cookie(
         self,
