@@ -92,9 +92,10 @@ def parse_form(body: bytes) -> tuple[tuple[str, str], ...] | None:
     return tuple(pairs)
 
 
-def cookie_suffix_for(tag: str) -> str:
-    """What follows the session cookie's name in the name of the cookie keeping form ``tag``."""
-    return f"_post_{tag}"
+def cookie_name_for(host_only_name: str, tag: str) -> str:
+    """The cookie keeping form ``tag``: after ``session.cookie``'s host-only name, ``__Host-`` when
+    Secure, so no cookie a sibling host sets under the cookie domain can stand in for it."""
+    return f"{host_only_name}_post_{tag}"
 
 
 def is_valid_tag(tag: str) -> bool:
@@ -219,14 +220,14 @@ class PostKeeper:
         response = pages.redirect(start_url(self.prefix, login_target_of(tag, self.prefix)), status=303)
         # host-only whatever session.cookie.domain says: a sibling host must not be able to plant
         # a kept form of its own for this browser to post as its user
-        name = self.sessions.host_only_cookie_name(cookie_suffix_for(tag))
+        name = cookie_name_for(self.sessions.cookie.host_only_name, tag)
         self.sessions.set_cookie(response, name, self.sessions.seal(ticket), KEEP_TTL, host_only=True)
         return response
 
     async def resubmit(self, request: web.Request) -> web.StreamResponse:
         """The auto-submitting page that posts a kept form back, once, after the login."""
         tag = request.query.get("p", "")
-        cookie = self.sessions.host_only_cookie_name(cookie_suffix_for(tag))
+        cookie = cookie_name_for(self.sessions.cookie.host_only_name, tag)
         ticket = self.sessions.open(request.cookies.get(cookie)) if is_valid_tag(tag) else None
         if ticket is None:
             return self._gone(request, "no kept form for this browser")

@@ -36,7 +36,6 @@ from typing import Final, Protocol, cast
 
 import hiredis
 
-from authproxy.errors import StoreError
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.resp import Endpoint, encode_command, replies
 
@@ -251,12 +250,10 @@ class RedisFeed:
             subscribed = False
             try:
                 subscribed = await self._subscribe_once()
-            except (OSError, TimeoutError, ssl.SSLError, StoreError) as e:
-                # StoreError: Sentinel names no master (a failover under way); ask again later
-                log.warning("session cache invalidation feed cannot connect: %s", type(e).__name__)
             except Exception as e:
-                # whatever it was, the feed must come back: without it the cache stays off
-                log.warning("session cache invalidation feed failed: %s; reconnecting", type(e).__name__)
+                # unreachable, refused, or a Sentinel naming no master mid-failover: whatever it
+                # was, the feed must come back, since without it the cache stays off
+                log.warning("session cache invalidation feed cannot connect: %s", type(e).__name__)
             finally:
                 self._cache.set_live(False)
             delay = RECONNECT_MIN if subscribed else min(delay * 2, RECONNECT_MAX)

@@ -167,14 +167,6 @@ class SessionManager:
             attributes["max_age"] = max_age
         return attributes
 
-    def host_only_cookie_name(self, suffix: str) -> str:
-        """The name of a cookie for one host alone: ``__Host-`` prefixed whenever it is Secure.
-
-        Whatever ``session.cookie.domain`` says, such a cookie is set without a domain, and the
-        prefix means no cookie a sibling host sets (which cannot carry it) is ever taken for it.
-        """
-        return self.cookie.host_only_name + suffix
-
     def set_cookie(
         self,
         response: web.StreamResponse,
