@@ -4,39 +4,23 @@ them; anything else is opened as before."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from authproxy.config import CookieConfig
 from authproxy.sessions.manager import Session, SessionManager
 from authproxy.sessions.memory import MemoryStore
-from authproxy.sessions.record import SessionRecord, seal_record
+from authproxy.sessions.record import seal_record
 from authproxy.sessions.ticket import new_ticket
 from authproxy.sessions.written import RecentWrites
+from tests.support.records import NOW, alice_record
 
-NOW = 1_800_000_000.0
 KEY = "session:k1"
-
-
-def _record(**changes: object) -> SessionRecord:
-    base = SessionRecord(
-        sub="alice",
-        claims={"sub": "alice"},
-        access_token="at-1",
-        refresh_token="rt-1",
-        access_expires_at=NOW + 3600,
-        created_at=NOW,
-        last_seen_at=NOW,
-        absolute_expires_at=NOW + 86400,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def test_the_bytes_written_give_back_the_record_written() -> None:
     writes = RecentWrites()
     ticket = new_ticket()
-    record = _record()
+    record = alice_record()
     sealed = seal_record(record.to_bytes(), ticket)
     writes.remember(KEY, ticket.key, sealed, record)
     assert writes.recall(KEY, ticket.key, bytes(sealed)) is record
@@ -49,14 +33,14 @@ def test_the_bytes_written_give_back_the_record_written() -> None:
 def test_anything_but_the_bytes_written_for_that_ticket_is_not_recalled(case: str) -> None:
     writes = RecentWrites()
     ticket = new_ticket()
-    record = _record()
+    record = alice_record()
     sealed = seal_record(record.to_bytes(), ticket)
     writes.remember(KEY, ticket.key, sealed, record)
     key, ticket_key, read = KEY, ticket.key, sealed
     if case == "same-record-sealed-again":
         read = seal_record(record.to_bytes(), ticket)  # a fresh nonce: another write
     elif case == "another-record":
-        read = seal_record(_record(access_token="at-2").to_bytes(), ticket)
+        read = seal_record(alice_record(access_token="at-2").to_bytes(), ticket)
     elif case == "another-ticket-key":
         ticket_key = new_ticket().key
     elif case == "another-store-key":
@@ -69,9 +53,9 @@ def test_anything_but_the_bytes_written_for_that_ticket_is_not_recalled(case: st
 def test_a_forgotten_write_and_the_oldest_past_the_bound_are_not_recalled() -> None:
     writes = RecentWrites(max_entries=2)
     ticket = new_ticket()
-    sealed = {name: seal_record(_record(sub=name).to_bytes(), ticket) for name in ("a", "b", "c")}
+    sealed = {name: seal_record(alice_record(sub=name).to_bytes(), ticket) for name in ("a", "b", "c")}
     for name, blob in sealed.items():
-        writes.remember(name, ticket.key, blob, _record(sub=name))
+        writes.remember(name, ticket.key, blob, alice_record(sub=name))
     assert len(writes) == 2
     assert writes.recall("a", ticket.key, sealed["a"]) is None
     writes.forget("b")
@@ -94,12 +78,12 @@ def _manager(store: MemoryStore) -> SessionManager:
 async def test_a_manager_reads_back_its_own_write_unopened_and_anyone_elses_opened() -> None:
     store = MemoryStore()
     mine, other = _manager(store), _manager(store)
-    session, _ = await mine.create(_record())
+    session, _ = await mine.create(alice_record())
     blob = await store.get(session.store_key)
     assert mine.open_stored(session.ticket, session.store_key, blob) is session.record
 
     # another process (replica, worker) writes the session: its bytes are opened, not recalled
-    changed = Session(session.ticket, _record(access_token="at-2"))
+    changed = Session(session.ticket, alice_record(access_token="at-2"))
     assert await other.save(changed, only_if_present=True)
     blob = await store.get(session.store_key)
     read = mine.open_stored(session.ticket, session.store_key, blob)
@@ -107,7 +91,7 @@ async def test_a_manager_reads_back_its_own_write_unopened_and_anyone_elses_open
     assert mine.open_stored(session.ticket, session.store_key, None) is None
 
     # its own later write is recalled again; after a delete, nothing is
-    assert await mine.save(Session(session.ticket, _record(access_token="at-3")), only_if_present=True)
+    assert await mine.save(Session(session.ticket, alice_record(access_token="at-3")), only_if_present=True)
     blob = await store.get(session.store_key)
     recalled = mine.open_stored(session.ticket, session.store_key, blob)
     assert recalled is not None and recalled.access_token == "at-3"

@@ -31,29 +31,15 @@ from authproxy.sessions.invalidation import (
 )
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.memory import MemoryStore
-from authproxy.sessions.record import SessionRecord
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.resp import Endpoint, encode_command
+from tests.support.records import NOW, alice_record
 from tests.support.redis_server import RedisServer
 
 SECRET = "s" * 40
-NOW = 1_800_000_000.0
 KEY_A = b"a" * 32
 KEY_B = b"b" * 32
 PREFIX = "cachetest:"
-
-
-def _record(**changes: object) -> SessionRecord:
-    base = SessionRecord(
-        sub="alice",
-        claims={"sub": "alice"},
-        access_token="at-1",
-        access_expires_at=NOW + 3600,
-        created_at=NOW,
-        last_seen_at=NOW,
-        absolute_expires_at=NOW + 86400,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def _live_cache(**options: float) -> SessionCache:
@@ -67,14 +53,14 @@ def _live_cache(**options: float) -> SessionCache:
 
 def test_a_cached_record_is_served_to_its_own_ticket() -> None:
     cache = _live_cache()
-    record = _record()
+    record = alice_record()
     assert cache.put("k", KEY_A, record, generation=cache.generation, now=NOW)
     assert cache.get("k", KEY_A, NOW + 1) is record
 
 
 def test_another_ticket_key_never_gets_the_record() -> None:
     cache = _live_cache()
-    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.put("k", KEY_A, alice_record(), generation=cache.generation, now=NOW)
     assert cache.get("k", KEY_B, NOW) is None
     assert cache.get("k", KEY_A, NOW) is None, "a mismatch drops the entry"
 
@@ -85,13 +71,13 @@ def test_another_ticket_key_never_gets_the_record() -> None:
 )
 def test_entries_live_at_most_max_age(age: float, served: bool) -> None:
     cache = _live_cache(max_age=10.0)
-    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.put("k", KEY_A, alice_record(), generation=cache.generation, now=NOW)
     assert (cache.get("k", KEY_A, NOW + age) is not None) is served
 
 
 def test_invalidation_drops_the_entry() -> None:
     cache = _live_cache()
-    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.put("k", KEY_A, alice_record(), generation=cache.generation, now=NOW)
     cache.invalidate("k")
     assert cache.get("k", KEY_A, NOW) is None
 
@@ -100,7 +86,7 @@ def test_a_read_that_an_invalidation_overtook_is_not_kept() -> None:
     cache = _live_cache()
     generation = cache.generation  # a load starts reading the store...
     cache.invalidate("k")  # ...a logout somewhere deletes the record meanwhile
-    assert not cache.put("k", KEY_A, _record(), generation=generation, now=NOW)
+    assert not cache.put("k", KEY_A, alice_record(), generation=generation, now=NOW)
     assert cache.get("k", KEY_A, NOW) is None
 
 
@@ -108,13 +94,13 @@ def test_invalidation_of_another_key_also_refuses_reads_started_before_it() -> N
     cache = _live_cache()
     generation = cache.generation
     cache.invalidate("other")
-    assert not cache.put("k", KEY_A, _record(), generation=generation, now=NOW)
+    assert not cache.put("k", KEY_A, alice_record(), generation=generation, now=NOW)
 
 
 @pytest.mark.parametrize("turn_to", [pytest.param(False, id="going-off"), pytest.param(True, id="coming-back")])
 def test_switching_liveness_forgets_everything(turn_to: bool) -> None:
     cache = _live_cache()
-    cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.put("k", KEY_A, alice_record(), generation=cache.generation, now=NOW)
     cache.set_live(turn_to)
     cache.set_live(True)
     assert cache.get("k", KEY_A, NOW) is None and len(cache) == 0
@@ -123,16 +109,16 @@ def test_switching_liveness_forgets_everything(turn_to: bool) -> None:
 def test_a_cache_that_is_not_live_serves_and_keeps_nothing() -> None:
     cache = SessionCache(max_age=10.0)
     assert not cache.live
-    assert not cache.put("k", KEY_A, _record(), generation=cache.generation, now=NOW)
+    assert not cache.put("k", KEY_A, alice_record(), generation=cache.generation, now=NOW)
     assert cache.get("k", KEY_A, NOW) is None
 
 
 def test_the_least_recently_used_entry_goes_first() -> None:
     cache = _live_cache(max_entries=2)
     for key in ("a", "b"):
-        cache.put(key, KEY_A, _record(), generation=cache.generation, now=NOW)
+        cache.put(key, KEY_A, alice_record(), generation=cache.generation, now=NOW)
     cache.get("a", KEY_A, NOW)
-    cache.put("c", KEY_A, _record(), generation=cache.generation, now=NOW)
+    cache.put("c", KEY_A, alice_record(), generation=cache.generation, now=NOW)
     assert [key for key in ("a", "b", "c") if cache.get(key, KEY_A, NOW)] == ["a", "c"]
 
 
@@ -140,10 +126,10 @@ def test_expired_entries_leave_when_new_ones_come_not_only_when_the_cache_is_ful
     # a burst of sign-ins puts every new session in; an hour later they must not still be held
     cache = _live_cache(max_age=10.0, max_entries=100)
     for index in range(50):
-        cache.put(f"burst-{index}", KEY_A, _record(), generation=cache.generation, now=NOW)
-    cache.put("recent", KEY_A, _record(), generation=cache.generation, now=NOW + 5)
+        cache.put(f"burst-{index}", KEY_A, alice_record(), generation=cache.generation, now=NOW)
+    cache.put("recent", KEY_A, alice_record(), generation=cache.generation, now=NOW + 5)
     assert len(cache) == 51
-    cache.put("later", KEY_A, _record(), generation=cache.generation, now=NOW + 10)
+    cache.put("later", KEY_A, alice_record(), generation=cache.generation, now=NOW + 10)
     assert len(cache) == 2
     assert cache.get("recent", KEY_A, NOW + 10) is not None and cache.get("later", KEY_A, NOW + 10) is not None
 
@@ -296,7 +282,7 @@ async def test_repeat_loads_are_served_from_memory(
     replicas: tuple[Replica, Replica], redis_server: RedisServer
 ) -> None:
     a, _ = replicas
-    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    _, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     first = await a.sessions.load(cookie)
     redis_server.freeze()
     try:
@@ -311,7 +297,7 @@ async def test_the_replica_that_created_a_session_serves_its_first_request_from_
     replicas: tuple[Replica, Replica], redis_server: RedisServer
 ) -> None:
     a, b = replicas
-    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    _, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     redis_server.freeze()
     try:
         # the redirect after sign-in: no store read needed where the session was created
@@ -326,7 +312,7 @@ async def test_a_logout_on_one_replica_ends_the_session_on_the_other_at_once(
     replicas: tuple[Replica, Replica],
 ) -> None:
     a, b = replicas
-    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    session, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     await _cached_everywhere(replicas, cookie)
     await b.sessions.delete(session)
     await _answer_reaches_the_next_request()
@@ -338,7 +324,7 @@ async def test_ending_a_users_sessions_on_one_replica_ends_them_on_the_other_at_
     replicas: tuple[Replica, Replica],
 ) -> None:
     a, b = replicas
-    _, cookie = await a.sessions.create(_record(sid="op-sid", last_seen_at=time.time(), created_at=time.time()))
+    _, cookie = await a.sessions.create(alice_record(sid="op-sid", last_seen_at=time.time(), created_at=time.time()))
     await _cached_everywhere(replicas, cookie)
     assert await b.sessions.end_sessions(sid="op-sid") == 1  # what a back-channel logout does
     await _answer_reaches_the_next_request()
@@ -347,7 +333,7 @@ async def test_ending_a_users_sessions_on_one_replica_ends_them_on_the_other_at_
 
 async def test_a_refresh_on_one_replica_is_seen_by_the_other_at_once(replicas: tuple[Replica, Replica]) -> None:
     a, b = replicas
-    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    session, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     await _cached_everywhere(replicas, cookie)
     session.record = replace(session.record, access_token="at-2", version=2)
     assert await b.sessions.save(session, only_if_present=True)
@@ -360,7 +346,7 @@ async def test_the_replica_that_refreshed_serves_the_new_tokens_from_memory_and_
     replicas: tuple[Replica, Replica], redis_server: RedisServer
 ) -> None:
     a, b = replicas
-    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    session, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     await _cached_everywhere(replicas, cookie)
     session.record = replace(session.record, access_token="at-2", version=2)
     assert await a.sessions.save(session, only_if_present=True)
@@ -379,7 +365,7 @@ async def test_a_write_elsewhere_after_a_refresh_still_reaches_the_replica_that_
     replicas: tuple[Replica, Replica],
 ) -> None:
     a, b = replicas
-    session, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    session, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     session.record = replace(session.record, access_token="at-2", version=2)
     assert await a.sessions.save(session, only_if_present=True)
     session.record = replace(session.record, access_token="at-3", version=3)
@@ -399,7 +385,7 @@ async def test_a_hung_store_switches_the_cache_off_and_requests_fail_closed(
     replicas: tuple[Replica, Replica], redis_server: RedisServer
 ) -> None:
     a, _ = replicas
-    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    _, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     assert await a.sessions.load(cookie) is not None
     redis_server.freeze()
     try:
@@ -418,7 +404,7 @@ async def test_a_restarted_store_resubscribes_and_forgets_what_was_cached(
     replicas: tuple[Replica, Replica], redis_server: RedisServer
 ) -> None:
     a, _ = replicas
-    _, cookie = await a.sessions.create(_record(last_seen_at=time.time(), created_at=time.time()))
+    _, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
     assert await a.sessions.load(cookie) is not None
     assert len(a.cache) == 1
     redis_server.stop()

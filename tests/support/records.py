@@ -1,0 +1,24 @@
+"""Session records for tests that need one and do not care whose: alice's, signed in at ``NOW``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Final
+
+from authproxy.sessions.record import SessionRecord
+
+NOW: Final = 1_800_000_000.0
+
+
+def alice_record(**changes: object) -> SessionRecord:
+    """Alice's record (an access token valid for an hour, a day to live), with ``changes``."""
+    base = SessionRecord(
+        sub="alice",
+        claims={"sub": "alice"},
+        access_token="at-1",
+        access_expires_at=NOW + 3600,
+        created_at=NOW,
+        last_seen_at=NOW,
+        absolute_expires_at=NOW + 86400,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
