@@ -80,6 +80,7 @@ REQUEST_ID: Final = pages.REQUEST_ID
 USER: Final = pages.USER
 METADATA_RETRY_MAX: Final = 30.0
 CLIENT_CLOSED: Final = 499
+SWITCHING_PROTOCOLS: Final = 101
 # the route label of the endpoints under auth_prefix, in the access log and the metrics
 AUTH_ROUTE_LABEL: Final = "_auth"
 
@@ -112,7 +113,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = e.status
         raise
     except asyncio.CancelledError:
-        status = CLIENT_CLOSED  # the client went away mid-request (nginx's 499), not a server error
+        # the client went away mid-request (nginx's 499), not a server error; a WebSocket that
+        # ends cancels its handler too, after its 101 went out
+        status = SWITCHING_PROTOCOLS if request.get(pages.UPGRADED) else CLIENT_CLOSED
         raise
     except AuthproxyError as e:
         if isinstance(e, StoreError):

@@ -47,6 +47,9 @@ from authproxy.errors import (
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 # the signed-in user (sub) of a request, for the access log
 USER: Final = web.RequestKey("user", str)
+# set once a WebSocket's 101 has gone out: aiohttp may cancel the handler as the connection ends,
+# and the access log then shows the 101 the client got rather than a client abort (499)
+UPGRADED: Final = web.RequestKey("upgraded", bool)
 
 RETRY_AFTER_SECONDS: Final = 5
 _TEMPLATE: Final = Template(resources.files("authproxy").joinpath("pages/error.html").read_text("utf-8"))

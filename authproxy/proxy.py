@@ -546,6 +546,7 @@ class Forwarder:
         )
         try:
             await client_ws.prepare(request)
+            request[pages.UPGRADED] = True
             await _relay(client_ws, upstream_ws)
         except ConnectionError:
             LOG.debug("client went away during the WebSocket handshake", extra={"fields": {"request_id": request_id}})

@@ -8,14 +8,21 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
 
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from authproxy.proxy import MAX_WS_MESSAGE, WS_CLOSE_TIMEOUT, _close_code
+from tests.support.ops import json_records
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Route, Upstream, serve_here, serve_proxy, upstream_fixture  # noqa: F401
+
+HANDSHAKE: Final = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 @contextlib.asynccontextmanager
@@ -149,15 +156,56 @@ async def test_a_client_that_vanishes_while_the_upstream_streams_ends_the_upstre
         proxy = await asyncio.to_thread(run_proxy, {"routes": [route]})
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(HANDSHAKE)
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
         await asyncio.sleep(3.0)  # reads nothing: the proxy's sends to this client back up
         writer.transport.abort()
         left = time.monotonic()
         assert await asyncio.wait_for(ended, 3 * WS_CLOSE_TIMEOUT) - left < 2 * WS_CLOSE_TIMEOUT
+
+
+@pytest.mark.parametrize("ended_by", ["upstream", "client", "client-vanishing"])
+async def test_a_websocket_is_logged_with_the_101_it_got_however_it_ends(
+    run_proxy: Callable[..., ProxyProcess], ended_by: str
+) -> None:
+    # aiohttp cancels the handler when the connection ends after a close, which the access log
+    # took for a client abort (499); the client got its 101 and a whole session, as nginx logs it
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("hi")
+        if ended_by == "upstream":
+            await ws.close(code=WSCloseCode.OK)
+        else:
+            async for _ in ws:
+                pass
+        return ws
+
+    async with websocket_upstream(handler) as upstream_url:
+        route = {"name": "app", "upstream": upstream_url, "auth": "none"}
+        proxy = await asyncio.to_thread(run_proxy, {"routes": [route]})
+        if ended_by == "client-vanishing":
+            # no close frame: the TCP connection just drops
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(HANDSHAKE)
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+            await reader.readexactly(4)  # the upstream's "hi" frame
+            writer.transport.abort()
+        else:
+            async with aiohttp.ClientSession() as client:
+                ws = await client.ws_connect(f"http://127.0.0.1:{proxy.port}/ws")
+                assert await ws.receive_str(timeout=5) == "hi"
+                if ended_by == "upstream":
+                    assert (await ws.receive(timeout=5)).type is WSMsgType.CLOSE
+                await ws.close()
+        deadline = time.monotonic() + 10
+        while not (lines := _access_lines(proxy, "/ws")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    assert [line["status"] for line in lines] == [101]
+
+
+def _access_lines(proxy: ProxyProcess, path: str) -> list[dict[str, object]]:
+    return [r for r in json_records(proxy.logs()) if r.get("logger") == "authproxy.access" and r.get("path") == path]
 
 
 @pytest.mark.parametrize(
