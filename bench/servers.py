@@ -242,8 +242,12 @@ async def start_authproxy(
     )
     path = write_file(directory / f"{name}.yaml", yaml.safe_dump(config))
     argv = [sys.executable, "-m", "authproxy", "run", "-c", str(path), "--workers", workers]
-    # not run from the repository: ``-m`` puts the working directory first on sys.path, which
-    # would shadow a PYTHONPATH pointing at another copy of the code (an A/B experiment)
-    started = processes.start(name, argv, log_path=directory / f"{name}.log", cwd=directory, env=env)
+    # the code of this checkout unless ``env`` names another copy (an A/B experiment): the
+    # virtualenv's editable install may point at a different checkout than the one running the
+    # benchmark. Not run from the repository: ``-m`` puts the working directory first on
+    # sys.path, which would shadow that PYTHONPATH
+    started = processes.start(
+        name, argv, log_path=directory / f"{name}.log", cwd=directory, env={"PYTHONPATH": str(REPO), **(env or {})}
+    )
     await wait_http(started, f"http://127.0.0.1:{admin_port}/readyz")
     return Server(name, started, f"http://127.0.0.1:{port}", cookie_name="authproxy_session")
