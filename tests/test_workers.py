@@ -177,3 +177,67 @@ async def test_an_in_flight_request_finishes_when_the_parent_is_told_to_stop(run
         assert await asyncio.to_thread(proxy.process.wait, WAIT) == 0, proxy.logs()
     finally:
         await upstream.close()
+
+
+# ---------------------------------------------------------------- a worker's own start, deterministically
+
+
+def worker_config(tmp_path: Path) -> Path:
+    """A one-route configuration with the memory store, written to a file."""
+    config = {
+        "server": {"listen": f"127.0.0.1:{free_port()}", "admin_listen": f"127.0.0.1:{free_port()}"},
+        "routes": [{"name": "app", "upstream": "http://127.0.0.1:9", "auth": "none"}],
+    }
+    path = tmp_path / "authproxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_python(code: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_a_worker_whose_parent_died_before_it_started_stops_without_serving(tmp_path: Path) -> None:
+    # its parent died before the worker asked for PDEATHSIG: no one would ever tell it to stop,
+    # so it must not start serving (an orphan on the port for ever)
+    path = worker_config(tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    worker = subprocess.run(
+        [sys.executable, "-m", "authproxy.workers", "--config", str(path), "--index", "0", "--parent", str(gone.pid)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert worker.returncode == 0, worker.stderr
+    assert '"msg":"listening"' not in worker.stderr
+
+
+def test_a_stop_signal_that_reached_a_starting_worker_keeps_it_from_serving(tmp_path: Path) -> None:
+    # the signal handlers are the module's first statements: a SIGTERM during the imports and
+    # the configuration's load is remembered, and the worker ends before it listens
+    path = worker_config(tmp_path)
+    worker = run_python(
+        "import os, signal, sys\n"
+        "import authproxy.workers as workers\n"
+        "workers._stop_signal = signal.SIGTERM\n"
+        f"sys.exit(workers._worker_main(['--config', {str(path)!r}, '--index', '0', '--parent', str(os.getppid())]))\n"
+    )
+    assert worker.returncode == 0, worker.stderr
+    assert '"msg":"listening"' not in worker.stderr
+
+
+def test_a_stop_signal_that_came_before_the_servers_handlers_is_honoured_once_listening(tmp_path: Path) -> None:
+    # a SIGTERM after the configuration's load but before the event loop's own signal handlers
+    # exist: the server drains and stops as soon as it listens, instead of serving until killed
+    path = worker_config(tmp_path)
+    worker = run_python(
+        "from authproxy.config import load_config\n"
+        "from authproxy.logs import configure_logging\n"
+        "from authproxy.server import run_worker\n"
+        "configure_logging()\n"
+        f"run_worker(load_config({str(path)!r}), stop_requested=lambda: True)\n"
+    )
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stderr.count('"msg":"listening"') == 1 and '"msg":"stopped"' in worker.stderr
