@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from authproxy.config import IdentityJWTConfig
@@ -96,7 +96,6 @@ def _kind_of(key: object) -> str:
         (rsa.RSAPrivateKey, "an RSA key"),
         (ed25519.Ed25519PrivateKey, "an Ed25519 key"),
         (ed448.Ed448PrivateKey, "an Ed448 key"),
-        (dsa.DSAPrivateKey, "a DSA key"),
     )
     return next((name for kind, name in kinds if isinstance(key, kind)), "a key of another type")
 

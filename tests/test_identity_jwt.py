@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from jwt.utils import base64url_decode, base64url_encode
 
 from authproxy.config import IdentityJWTConfig, parse_config
@@ -259,7 +259,8 @@ def _public_only() -> bytes:
         pytest.param(lambda: pem(ec.generate_private_key(ec.SECP256K1())), "secp256k1", id="ec-secp256k1"),
         pytest.param(lambda: pem(rsa.generate_private_key(65537, 2048)), "RSA", id="rsa"),
         pytest.param(lambda: pem(ed25519.Ed25519PrivateKey.generate()), "Ed25519", id="ed25519"),
-        pytest.param(lambda: pem(dsa.generate_private_key(2048)), "DSA", id="dsa"),
+        # a key-agreement key loads as a private key but signs nothing
+        pytest.param(lambda: pem(x25519.X25519PrivateKey.generate()), "a key of another type", id="x25519"),
         pytest.param(_encrypted_p256, "encrypted", id="encrypted"),
         pytest.param(_public_only, "not a PEM private key", id="public-key-only"),
         pytest.param(lambda: b"not a key\n", "not a PEM private key", id="garbage"),
