@@ -145,3 +145,14 @@ def test_refresh_rounds_combine_into_medians() -> None:
     assert (combined.requests, combined.refresh_grants, combined.errors) == (330, 330, 1)
     assert (combined.p50_ms, combined.p99_ms, combined.cpu_us) == (2.2, 3.4, 850.0)
     assert combined.cost_ms == pytest.approx(2.1)
+
+
+def test_refresh_rounds_that_each_measured_their_own_plain_request_combine_into_its_median() -> None:
+    rounds = [
+        report.Refresh(report.OIDC, 100, 100, 2.3, 3.0, 0, 0.30, 900.0, 300.0),
+        report.Refresh(report.OIDC, 100, 100, 2.4, 3.0, 0, 0.50, 950.0, 340.0),
+        report.Refresh(report.OIDC, 100, 100, 2.2, 3.0, 0, 0.32, 940.0, 310.0),
+    ]
+    combined = report.combine_refreshes(rounds)
+    assert (combined.plain_p50_ms, combined.plain_cpu_us) == (0.32, 310.0)
+    assert combined.cost_ms == pytest.approx(2.3 - 0.32)
