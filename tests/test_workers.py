@@ -193,8 +193,9 @@ def worker_config(tmp_path: Path) -> Path:
     return path
 
 
-def run_python(code: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False)
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    """This interpreter with ``args``, to its end (at most ``WAIT`` seconds); its output as text."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=WAIT, check=False)
 
 
 def test_a_worker_whose_parent_died_before_it_started_stops_without_serving(tmp_path: Path) -> None:
@@ -203,13 +204,7 @@ def test_a_worker_whose_parent_died_before_it_started_stops_without_serving(tmp_
     path = worker_config(tmp_path)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    worker = subprocess.run(
-        [sys.executable, "-m", "authproxy.workers", "--config", str(path), "--index", "0", "--parent", str(gone.pid)],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    worker = run_python("-m", "authproxy.workers", "--config", str(path), "--index", "0", "--parent", str(gone.pid))
     assert worker.returncode == 0, worker.stderr
     assert '"msg":"listening"' not in worker.stderr
 
@@ -219,10 +214,11 @@ def test_a_stop_signal_that_reached_a_starting_worker_keeps_it_from_serving(tmp_
     # the configuration's load is remembered, and the worker ends before it listens
     path = worker_config(tmp_path)
     worker = run_python(
+        "-c",
         "import os, signal, sys\n"
         "import authproxy.workers as workers\n"
         "workers._stop_signal = signal.SIGTERM\n"
-        f"sys.exit(workers._worker_main(['--config', {str(path)!r}, '--index', '0', '--parent', str(os.getppid())]))\n"
+        f"sys.exit(workers._worker_main(['--config', {str(path)!r}, '--index', '0', '--parent', str(os.getppid())]))\n",
     )
     assert worker.returncode == 0, worker.stderr
     assert '"msg":"listening"' not in worker.stderr
@@ -233,11 +229,12 @@ def test_a_stop_signal_that_came_before_the_servers_handlers_is_honoured_once_li
     # exist: the server drains and stops as soon as it listens, instead of serving until killed
     path = worker_config(tmp_path)
     worker = run_python(
+        "-c",
         "from authproxy.config import load_config\n"
         "from authproxy.logs import configure_logging\n"
         "from authproxy.server import run_worker\n"
         "configure_logging()\n"
-        f"run_worker(load_config({str(path)!r}), stop_requested=lambda: True)\n"
+        f"run_worker(load_config({str(path)!r}), stop_requested=lambda: True)\n",
     )
     assert worker.returncode == 0, worker.stderr
     assert worker.stderr.count('"msg":"listening"') == 1 and '"msg":"stopped"' in worker.stderr
