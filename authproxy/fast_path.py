@@ -180,6 +180,8 @@ class FastConnection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._closing = False
         self.busy = False
+        # relaying an answer without a length (an event stream, a chunked or close-delimited body)
+        self._streaming = False
         self.peer_ip: str | None = None
         self.peer_trusted = False
         # the Cookie fields of the last request and the session cookie found in them
@@ -237,9 +239,14 @@ class FastConnection(asyncio.Protocol):
         self._next()
 
     def eof_received(self) -> bool | None:
-        # a half-closed client gets its answer, then the connection closes
         self._closing = True
-        if not self.busy and self.transport is not None:
+        if self._streaming and self.task is not None and not self.task.done():
+            # a client that closes its side while an answer without a length is being relayed
+            # (a closed EventSource, a tab navigated away) has gone, as nginx and Go's servers
+            # judge it: the upstream exchange ends now, not at its next writes or its timeout
+            self.task.cancel()
+        elif not self.busy and self.transport is not None:
+            # a client that half-closed before its answer began gets the answer, then the close
             self.transport.close()
         return True
 
@@ -274,7 +281,11 @@ class FastConnection(asyncio.Protocol):
             self._hand_off()
             return
         except asyncio.CancelledError:
-            return  # the client went away; connection_lost has cleaned up
+            # the client went away: connection_lost has cleaned up, or it closed its side of a
+            # stream (eof_received), and the answer cut short must not look complete
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.abort()
+            return
         self._buffer = self._buffer[len(raw) :]
         self.busy = False
         self._handoffs_in_row = 0
@@ -617,36 +628,40 @@ class FastConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         pending = start
-        while True:
-            try:
-                chunk = upstream.read_nowait()
-                if chunk is None:
-                    if pending:
-                        transport.write(pending)
-                        pending = b""
-                    # only the wait for the upstream counts as idle, not a slow client's drain
-                    chunk = await upstream.read(self._loop.time() + route.timeout)
-            except (TimeoutError, UpstreamHTTPError) as e:
-                self._services.forwarder.body_failed(route, request_id, e)
-                # the status line is gone: closing short is the only way to say "incomplete"
-                transport.abort()
-                return False
-            if transport.is_closing():
-                raise _ClientGone
-            if not chunk:
-                transport.write(pending + b"0\r\n\r\n" if chunked else pending)
-                return True
-            if chunked:
-                pending += b"%x\r\n%b\r\n" % (len(chunk), chunk)
-            else:
-                pending += chunk
-            if upstream.at_eof():
-                transport.write(pending + b"0\r\n\r\n" if chunked else pending)
-                return True
-            transport.write(pending)
-            pending = b""
-            if self._write_paused:
-                await self._drain()
+        self._streaming = chunked
+        try:
+            while True:
+                try:
+                    chunk = upstream.read_nowait()
+                    if chunk is None:
+                        if pending:
+                            transport.write(pending)
+                            pending = b""
+                        # only the wait for the upstream counts as idle, not a slow client's drain
+                        chunk = await upstream.read(self._loop.time() + route.timeout)
+                except (TimeoutError, UpstreamHTTPError) as e:
+                    self._services.forwarder.body_failed(route, request_id, e)
+                    # the status line is gone: closing short is the only way to say "incomplete"
+                    transport.abort()
+                    return False
+                if transport.is_closing():
+                    raise _ClientGone
+                if not chunk:
+                    transport.write(pending + b"0\r\n\r\n" if chunked else pending)
+                    return True
+                if chunked:
+                    pending += b"%x\r\n%b\r\n" % (len(chunk), chunk)
+                else:
+                    pending += chunk
+                if upstream.at_eof():
+                    transport.write(pending + b"0\r\n\r\n" if chunked else pending)
+                    return True
+                transport.write(pending)
+                pending = b""
+                if self._write_paused:
+                    await self._drain()
+        finally:
+            self._streaming = False
 
     async def _drain(self) -> None:
         while self._write_paused and not self._closing:

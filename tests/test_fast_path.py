@@ -554,6 +554,55 @@ async def test_chunks_reach_the_client_as_the_upstream_writes_them(proxy: ProxyP
         upstream.release.set()
 
 
+@pytest.fixture
+async def streaming_proxy(run_proxy: Callable[..., ProxyProcess], upstream: Upstream) -> ProxyProcess:
+    """A route whose timeout is far longer than the tests below wait: only the proxy ends an exchange."""
+    config = {"routes": [{"name": "app", "upstream": upstream.url, "auth": "none", "timeout": "60s"}]}
+    return await asyncio.to_thread(run_proxy, config)
+
+
+async def test_a_client_that_closes_during_an_event_stream_ends_the_upstream_exchange_at_once(
+    streaming_proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    # a closed EventSource or a tab navigated away: the client's FIN comes while the stream is
+    # quiet. It used to hold the upstream's stream until two more writes or the route timeout;
+    # as with nginx, the exchange now ends at once and is logged as 499
+    async with connect(streaming_proxy.url) as connection:
+        await connection.send(get("/sse"))
+        head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+        assert b" 200 " in head and b"Transfer-Encoding: chunked" in head
+        await asyncio.wait_for(connection.reader.readuntil(b"\n\n"), 5)  # the first event
+        connection.writer.write_eof()
+        await asyncio.wait_for(upstream.sse_abandoned.wait(), 5)
+        # the connection ends (cut: a reset is as good as a close here), without the last chunk
+        try:
+            rest = await asyncio.wait_for(connection.reader.read(), 5)
+        except ConnectionResetError:
+            rest = b""
+        assert not rest.endswith(b"0\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while '"status":499' not in streaming_proxy.logs() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert any('"path":"/sse"' in line and '"status":499' in line for line in streaming_proxy.logs().splitlines())
+
+
+async def test_a_client_that_half_closed_before_its_answer_began_still_gets_the_whole_stream(
+    streaming_proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    # a client that sends its request and shuts its side at once (nc -N, some scripts) waits
+    # for the answer: its FIN came before the answer, so the stream is relayed to its end
+    async with connect(streaming_proxy.url) as connection:
+        await connection.send(get("/sse"))
+        connection.writer.write_eof()
+        head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+        assert b" 200 " in head and b"Connection: close" in head
+        await asyncio.sleep(0.3)
+        upstream.release.set()
+        rest = await asyncio.wait_for(connection.reader.read(), 5)
+    assert b"data: second" in rest and b"data: third" in rest and rest.endswith(b"0\r\n\r\n")
+    assert not upstream.sse_abandoned.is_set()
+
+
 async def test_upstream_failures_are_502_and_504_pages(proxy: ProxyProcess) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(get("/reset", "Accept: application/json"))

@@ -64,6 +64,8 @@ class Upstream:
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        # set when the proxy closed an /sse exchange before its end (the handler is cancelled)
+        self.sse_abandoned = asyncio.Event()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
@@ -153,7 +155,11 @@ class Upstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         await response.write(b"id: 1\ndata: first\n\n")
-        await asyncio.wait_for(self.release.wait(), 30)
+        try:
+            await asyncio.wait_for(self.release.wait(), 30)
+        except asyncio.CancelledError:
+            self.sse_abandoned.set()
+            raise
         await response.write(b"id: 2\ndata: second\n\n")
         await response.write(b"id: 3\ndata: third\n\n")
         await response.write_eof()
