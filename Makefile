@@ -48,13 +48,13 @@ soak: $(STAMP) system-deps ## faults under load: Redis (standalone, Cluster, Sen
 	$(BIN)/python bench/soak_faults.py
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check authproxy tests
-	$(BIN)/ruff format --check authproxy tests
+	$(BIN)/ruff check authproxy tests bench
+	$(BIN)/ruff format --check authproxy tests bench
 	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
-	$(BIN)/ruff format authproxy tests
-	$(BIN)/ruff check --fix authproxy tests
+	$(BIN)/ruff format authproxy tests bench
+	$(BIN)/ruff check --fix authproxy tests bench
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache $(NODE_PROVIDER)/node_modules

@@ -70,8 +70,11 @@ async def virtual_user(url: str, deadline: float, tally: Tally, seed: int) -> No
             tally.logins += 1
             session_end = time.monotonic() + rng.uniform(20, 90)
             while time.monotonic() < min(session_end, deadline):
-                answer = await browser.get(url + f"/app/item/{rng.randrange(1000)}",
-                                           headers={"Accept": "application/json"}, follow_redirects=False)
+                answer = await browser.get(
+                    url + f"/app/item/{rng.randrange(1000)}",
+                    headers={"Accept": "application/json"},
+                    follow_redirects=False,
+                )
                 tally.requests += 1
                 if answer.status != 200:
                     tally.errors.append(f"request as {user}: {answer.status}")
@@ -88,9 +91,23 @@ async def virtual_user(url: str, deadline: float, tally: Tally, seed: int) -> No
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.3)
     return process, f"redis://127.0.0.1:{port}/0"
 
@@ -106,11 +123,19 @@ async def soak(seconds: float, users: int) -> int:
         access_token_ttl=ACCESS_TOKEN_TTL,
     )
     config: dict[str, Any] = {
-        "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}",
-                   "rate_limit": {"auth_per_minute": 100000}},
+        "server": {
+            "listen": f"127.0.0.1:{port}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "rate_limit": {"auth_per_minute": 100000},
+        },
         "provider": {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
-        "session": {"store": "redis", "redis": {"url": redis_url}, "secrets": ["s" * 40],
-                    "cookie": {"secure": False}, "refresh_before_expiry": "5s"},
+        "session": {
+            "store": "redis",
+            "redis": {"url": redis_url},
+            "secrets": ["s" * 40],
+            "cookie": {"secure": False},
+            "refresh_before_expiry": "5s",
+        },
         "routes": [],
     }
     tally = Tally()
@@ -139,8 +164,9 @@ async def soak(seconds: float, users: int) -> int:
     return 0 if not tally.errors and alive else 1
 
 
-def report(seconds: float, users: int, tally: Tally, samples: list[tuple[float, float]], refreshes: int,
-           alive: bool) -> None:
+def report(
+    seconds: float, users: int, tally: Tally, samples: list[tuple[float, float]], refreshes: int, alive: bool
+) -> None:
     warm = [rss for t, rss in samples if t >= min(60.0, seconds / 4)] or [samples[-1][1]]
     lines = [
         f"## Soak: {seconds:.0f} s, {users} virtual users, Redis store",
@@ -148,8 +174,7 @@ def report(seconds: float, users: int, tally: Tally, samples: list[tuple[float, 
         f"requests {tally.requests}, logins {tally.logins}, logouts {tally.logouts}, "
         f"refresh grants {refreshes}, errors {len(tally.errors)}, proxy alive at the end: {alive}",
         "",
-        f"RSS after warm-up: min {min(warm):.1f} MiB, max {max(warm):.1f} MiB "
-        f"(growth {max(warm) - min(warm):.1f} MiB)",
+        f"RSS after warm-up: min {min(warm):.1f} MiB, max {max(warm):.1f} MiB (growth {max(warm) - min(warm):.1f} MiB)",
         "",
         "| t (s) | RSS (MiB) |",
         "|---:|---:|",
