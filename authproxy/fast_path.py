@@ -664,7 +664,9 @@ class FastConnection(asyncio.Protocol):
             self._streaming = False
 
     async def _drain(self) -> None:
-        while self._write_paused and not self._closing:
+        # a half-closed client or a shutdown (_closing) still reads at its own pace: only a
+        # transport that is gone ends the wait (connection_lost resolves the future)
+        while self._write_paused and self.transport is not None and not self.transport.is_closing():
             self._drained = self._loop.create_future()
             try:
                 await self._drained

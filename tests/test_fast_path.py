@@ -603,6 +603,23 @@ async def test_a_client_that_half_closed_before_its_answer_began_still_gets_the_
     assert not upstream.sse_abandoned.is_set()
 
 
+@pytest.mark.parametrize("framing", ["", "&chunked=1"], ids=["content-length", "chunked"])
+async def test_a_half_closed_client_that_reads_slowly_still_holds_the_upstream_back(
+    streaming_proxy: ProxyProcess, framing: str
+) -> None:
+    # a client that shuts its side after its request (nc -N) and then reads nothing: the
+    # download must wait for it, not pile up in the proxy's memory (it read the whole 300 MiB
+    # into the client's send buffer, ~300 MB of RSS within seconds)
+    before = streaming_proxy.rss()
+    async with connect(streaming_proxy.url) as connection:
+        await connection.send(get(f"/big?mb=300{framing}"))
+        connection.writer.write_eof()
+        await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.sleep(3)
+        grown = streaming_proxy.rss() - before
+    assert grown < 64 * MIB, f"the proxy's memory grew by {grown / MIB:.0f} MiB"
+
+
 async def test_upstream_failures_are_502_and_504_pages(proxy: ProxyProcess) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(get("/reset", "Accept: application/json"))
