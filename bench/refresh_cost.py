@@ -1,4 +1,4 @@
-"""The refresh target alone: authproxy's cost of a refresh beside mod_auth_openidc's, in ~3 minutes.
+"""The refresh target alone: authproxy's cost of a refresh beside mod_auth_openidc's, in ~1.5 minutes.
 
     .venv/bin/python bench/refresh_cost.py
     BENCH_REFRESH_ROUNDS=8 BENCH_REFRESH_SECONDS=5 .venv/bin/python bench/refresh_cost.py
@@ -7,9 +7,10 @@ The target compares the cost of a refresh (p50 of a request that refreshes, less
 that does not) with mod_auth_openidc's. ``make bench`` measures it once among everything else;
 this starts what ``make bench`` starts (``bench/suite.py``), signs in, and then runs only that
 comparison: per round, for each proxy, a 1-connection wrk run of plain requests and one of
-refreshing requests (a proxy that refreshes on every request, the provider's counter proving
-each one did). The proxies' order flips each round; each round's cost takes that round's plain
-p50, and the table shows the medians over the rounds, as ``bench/results.md`` does. The
+refreshing requests (a proxy that refreshes on every request; the check counts only when the
+provider's counter shows a refresh grant for each of them). The proxies' order flips each
+round; each round's cost takes that round's plain p50, and the cost shown is the median of the
+rounds' costs (the other columns the medians of the rounds' figures). The
 pinning and priority are ``make bench``'s; everything runs on 127.0.0.1 (the provider on
 127.0.0.2) and is ended by PID.
 """

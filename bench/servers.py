@@ -246,8 +246,10 @@ async def start_authproxy(
     # virtualenv's editable install may point at a different checkout than the one running the
     # benchmark. Not run from the repository: ``-m`` puts the working directory first on
     # sys.path, which would shadow that PYTHONPATH
+    inherited = os.environ.get("PYTHONPATH")
+    python_path = f"{REPO}{os.pathsep}{inherited}" if inherited else str(REPO)
     started = processes.start(
-        name, argv, log_path=directory / f"{name}.log", cwd=directory, env={"PYTHONPATH": str(REPO), **(env or {})}
+        name, argv, log_path=directory / f"{name}.log", cwd=directory, env={"PYTHONPATH": python_path, **(env or {})}
     )
     await wait_http(started, f"http://127.0.0.1:{admin_port}/readyz")
     return Server(name, started, f"http://127.0.0.1:{port}", cookie_name="authproxy_session")

@@ -155,4 +155,22 @@ def test_refresh_rounds_that_each_measured_their_own_plain_request_combine_into_
     ]
     combined = report.combine_refreshes(rounds)
     assert (combined.plain_p50_ms, combined.plain_cpu_us) == (0.32, 310.0)
-    assert combined.cost_ms == pytest.approx(2.3 - 0.32)
+    # each round's refreshing run against its own plain run: 2.00, 1.90, 1.88, not 2.3 - 0.32
+    assert combined.cost_ms == pytest.approx(1.90)
+
+
+@pytest.mark.parametrize(
+    ("grants", "passed"),
+    [
+        pytest.param(100, True, id="every-request-refreshed"),
+        pytest.param(101, True, id="one-more-grant-than-requests-counted"),
+        pytest.param(60, False, id="some-requests-did-not-refresh"),
+    ],
+)
+def test_the_refresh_target_counts_only_runs_where_every_request_refreshed(grants: int, passed: bool) -> None:
+    refreshes = [
+        report.Refresh(report.OIDC, 100, 100, 2.3, 3.0, 0, 0.3, 900.0, 300.0),
+        report.Refresh(report.AUTHPROXY, 100, grants, 1.9, 3.0, 0, 0.1, 800.0, 80.0),  # +1.80 vs +2.00 ms
+    ]
+    (check,) = report.refresh_checks(refreshes)
+    assert check.passed is passed
