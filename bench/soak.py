@@ -15,8 +15,6 @@ import asyncio
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from authproxy.demo.provider import DemoClient, DemoProvider
 from tests.support.fault_provider import serve_app
 from tests.support.net import free_port
 from tests.support.proxy_process import start_proxy
+from tests.support.redis_server import start_redis_server
 from tests.support.scripted_browser import ScriptedBrowser, login_demo
 from tests.support.upstream import Upstream
 
@@ -88,33 +87,10 @@ async def virtual_user(url: str, deadline: float, tally: Tally, seed: int) -> No
                     tally.errors.append(f"sign_out: {out.status}")
 
 
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.3)
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
 async def soak(seconds: float, users: int) -> int:
     directory = Path(tempfile.mkdtemp(prefix="authproxy-soak-"))
-    redis, redis_url = start_redis(directory)
+    redis = start_redis_server(directory)
+    redis_url = redis.url
     port = free_port()
     provider_port = free_port(PROVIDER_HOST)
     provider = DemoProvider(
@@ -157,8 +133,7 @@ async def soak(seconds: float, users: int) -> int:
             finally:
                 proxy.terminate()
     finally:
-        redis.send_signal(signal.SIGTERM)
-        redis.wait(timeout=10)
+        redis.kill()
         shutil.rmtree(directory, ignore_errors=True)
     report(seconds, users, tally, samples, provider.stats.refresh_grants, alive)
     return 0 if not tally.errors and alive else 1
