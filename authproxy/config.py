@@ -104,7 +104,7 @@ def _positive(seconds: float) -> float:
 
 
 # a timeout that must bound something: 0s is refused rather than read as "no limit"
-Timeout = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+Timeout = Annotated[Duration, AfterValidator(_positive)]
 
 # a kept form lives in the session store for the length of a login: small by design
 DEFAULT_PRESERVE_POST_MAX_BYTES: Final = 64 * 1024
@@ -574,7 +574,7 @@ def _cross_checks(config: Config) -> list[str]:
                 "session.secrets: at least one secret is required with a provider (authproxy gen-secret makes one)"
             )
     problems += _origin_checks(config)
-    if _listeners_overlap(config.server.listen, config.server.admin_listen):
+    if _listeners_overlap(config.server.listen_host_port(), config.server.admin_host_port()):
         problems.append(
             f"server.admin_listen: {config.server.admin_listen} is also where server.listen serves; the admin "
             "endpoints (metrics, health) need an address of their own"
@@ -587,13 +587,12 @@ def _cross_checks(config: Config) -> list[str]:
 
 
 # addresses that listen on every interface (the check compares them, binds nothing)
-_WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", "[::]", "*", ""})  # noqa: S104
+_WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", "*", ""})  # noqa: S104
 
 
-def _listeners_overlap(first: str, second: str) -> bool:
-    """Whether two ``host:port`` listeners would take the same port (equal or wildcard hosts)."""
-    first_host, _, first_port = first.rpartition(":")
-    second_host, _, second_port = second.rpartition(":")
+def _listeners_overlap(first: tuple[str, int], second: tuple[str, int]) -> bool:
+    """Whether two listeners' ``(host, port)`` would take the same port (equal or wildcard hosts)."""
+    (first_host, first_port), (second_host, second_port) = first, second
     if first_port != second_port:
         return False
     hosts = {first_host.lower(), second_host.lower()}
