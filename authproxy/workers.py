@@ -190,15 +190,11 @@ def _worker_main(argv: Sequence[str] | None = None) -> int:
     from authproxy.server import run_worker
 
     try:
-        # the parent validated this file a moment ago; a change since then is reported the same way
+        # the parent validated this file a moment ago; a change since then is reported the same
+        # way as what only building the services finds
         config = load_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            LOG.error(problem)
-        return 2
-    if _stop_signal is not None:
-        return 0  # told to stop before serving anything
-    try:
+        if _stop_signal is not None:
+            return 0  # told to stop before serving anything
         run_worker(config, worker=args.index, reuse_port=True, stop_requested=lambda: _stop_signal is not None)
     except ListenError as e:
         LOG.error(str(e), extra={"fields": {"worker": args.index}})
