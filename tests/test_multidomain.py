@@ -297,12 +297,18 @@ async def test_sign_in_on_a_host_that_is_not_configured_is_refused(stack: SsoSta
         assert "server.sso_origins" in await answer.text()
 
 
+async def signed_in_on_both(stack: SsoStack, b: ScriptedBrowser, user: str) -> tuple[str, str]:
+    """Signed in as ``user`` on the app (replica 0), then on the wiki by the handoff: each domain's cookie."""
+    await sign_in_on_app(stack, b, user, replica=0)
+    assert (await b.get(stack.wiki_url(0) + "/wiki")).status == 200
+    app_cookie, wiki_cookie = b.cookies.get(COOKIE, APP_HOST), b.cookies.get(COOKIE, WIKI_HOST)
+    assert app_cookie and wiki_cookie
+    return app_cookie, wiki_cookie
+
+
 async def test_a_cookie_of_one_domain_opens_nothing_on_the_other(stack: SsoStack) -> None:
     async with browser() as b:
-        await sign_in_on_app(stack, b, "alice")
-        assert (await b.get(stack.wiki_url(0) + "/wiki")).status == 200
-        app_cookie, wiki_cookie = b.cookies.get(COOKIE, APP_HOST), b.cookies.get(COOKIE, WIKI_HOST)
-        assert app_cookie and wiki_cookie
+        app_cookie, wiki_cookie = await signed_in_on_both(stack, b, "alice")
         assert await status_with_cookie(stack.app_url(0) + "/app", wiki_cookie) == 401
         assert await status_with_cookie(stack.wiki_url(0) + "/wiki", app_cookie) == 401
         assert await status_with_cookie(stack.wiki_url(1) + "/wiki", wiki_cookie) == 200
@@ -319,10 +325,7 @@ async def _forward_auth(stack: SsoStack, cookie: str, forwarded_host: str | None
 
 async def test_forward_auth_judges_the_origin_a_trusted_proxy_names_in_x_forwarded_host(stack: SsoStack) -> None:
     async with browser() as b:
-        await sign_in_on_app(stack, b, "alice")
-        assert (await b.get(stack.wiki_url(0) + "/wiki")).status == 200
-        app_cookie, wiki_cookie = b.cookies.get(COOKIE, APP_HOST), b.cookies.get(COOKIE, WIKI_HOST)
-        assert app_cookie and wiki_cookie
+        app_cookie, wiki_cookie = await signed_in_on_both(stack, b, "alice")
     wiki = f"{WIKI_HOST}:{stack.ports[0]}"
     assert await _forward_auth(stack, wiki_cookie, wiki) == (202, "alice")
     # each cookie only for its own origin, whichever host the check itself was sent to
@@ -336,10 +339,7 @@ async def test_forward_auth_judges_the_origin_a_trusted_proxy_names_in_x_forward
 
 async def test_sign_out_on_the_wiki_ends_the_app_on_every_replica(stack: SsoStack) -> None:
     async with browser() as b:
-        await sign_in_on_app(stack, b, "alice", replica=0)
-        assert (await b.get(stack.wiki_url(0) + "/wiki")).status == 200
-        app_cookie, wiki_cookie = b.cookies.get(COOKIE, APP_HOST), b.cookies.get(COOKIE, WIKI_HOST)
-        assert app_cookie and wiki_cookie
+        app_cookie, wiki_cookie = await signed_in_on_both(stack, b, "alice")
 
         page = await b.get(stack.wiki_url(1) + "/oauth2/sign_out", follow_redirects=False)
         assert page.status == 302 and (page.location or "").startswith(stack.op.issuer)
