@@ -325,11 +325,19 @@ def rst(writer: asyncio.StreamWriter) -> None:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def keepalive_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        await read_head(reader)
-        writer.write(OK)
-        await writer.drain()
+def keep_answering(answer: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A raw server's handler: ``answer`` to every request head on the connection, for as long as it lasts."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(answer)
+            await writer.drain()
+
+    return serve
+
+
+keepalive_ok = keep_answering(OK)
 
 
 @contextlib.asynccontextmanager
@@ -387,14 +395,7 @@ async def test_one_field_is_read_as_headers_reads_it() -> None:
 async def test_trailer_fields_never_join_the_header_section() -> None:
     # in one write, so the trailers are parsed before anyone looks at the head (RFC 9110 6.5.1)
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: evil\r\n\r\n"
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await read_head(reader)
-            writer.write(answer)
-            await writer.drain()
-
-    async with RawServer(serve) as server, client() as http:
+    async with RawServer(keep_answering(answer)) as server, client() as http:
         for _ in range(2):  # and the connection stays usable after them
             response, body = await fetch(http, server.origin)
             assert body == b"ok"
