@@ -78,7 +78,7 @@ def _mac_key(secret: bytes) -> bytes:
 def _tag(payload: bytes, secret: bytes) -> bytes:
     # the version is authenticated too, so a future format cannot be confused with this one
     message = TICKET_PREFIX.encode() + payload
-    return hmac.new(_mac_key(secret), message, hashlib.sha256).digest()
+    return hmac.digest(_mac_key(secret), message, "sha256")
 
 
 def seal_ticket(ticket: Ticket, signing_secret: bytes) -> str:
