@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from aiohttp import web
 
 from authproxy.config import CookieConfig
 from authproxy.sessions.manager import LOCK_PREFIX, TOUCH_INTERVAL, SessionManager
@@ -217,3 +218,14 @@ async def test_redis_holds_no_plaintext_token_and_no_session_id(redis_url: str) 
     finally:
         await raw.aclose()
         await store.close()
+
+
+def test_a_response_sets_each_cookie_once_the_last_way_it_was_set() -> None:
+    sessions = manager(MemoryStore(), Clock())
+    response = web.Response()
+    sessions.set_cookie(response, "authproxy_session_flow", "first", 600)
+    sessions.set_cookie(response, "authproxy_session", "session", 3600)
+    sessions.clear_cookie(response, "authproxy_session_flow")
+    fields = response.headers.getall("Set-Cookie")
+    assert [field.split(";")[0] for field in fields] == ["authproxy_session=session", 'authproxy_session_flow=""']
+    assert "Max-Age=0" in fields[1] and "expires=Thu, 01 Jan 1970 00:00:00 GMT" in fields[1]

@@ -21,11 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from authproxy.config import CookieConfig
 from authproxy.origins import Origins
 from authproxy.sessions.cache import SessionCache
+from authproxy.sessions.cookie_field import set_cookie_field
 from authproxy.sessions.invalidation import InvalidationFeed
 from authproxy.sessions.link import LINK_KEY_PREFIX, SessionLink
 from authproxy.sessions.record import (
@@ -51,6 +52,20 @@ LOCK_PREFIX: Final = "lock:"
 TOUCH_LOCK_LEASE: Final = 5.0
 # cookie values whose signature was checked, kept per process (emptied whole when full)
 OPENED_TICKETS_MAX: Final = 10_000
+_EXPIRED: Final = "Thu, 01 Jan 1970 00:00:00 GMT"  # what aiohttp's del_cookie sets
+
+
+def _add_cookie(response: web.StreamResponse, name: str, field: str) -> None:
+    """Add a ``Set-Cookie`` field, in place of one the response already sets for ``name`` (as
+    aiohttp's ``set_cookie`` keeps one cookie per name)."""
+    headers = response.headers
+    if hdrs.SET_COOKIE in headers:
+        prefix = name + "="
+        kept = [value for value in headers.getall(hdrs.SET_COOKIE) if not value.startswith(prefix)]
+        del headers[hdrs.SET_COOKIE]
+        for value in kept:
+            headers.add(hdrs.SET_COOKIE, value)
+    headers.add(hdrs.SET_COOKIE, field)
 
 
 def _index_key(prefix: str, value: str) -> str:
@@ -178,13 +193,14 @@ class SessionManager:
         host_only: bool = False,
     ) -> None:
         attributes = self.cookie_attributes(max_age, host, host_only=host_only)
-        response.set_cookie(name, value, **attributes)  # type: ignore[arg-type]
+        _add_cookie(response, name, set_cookie_field(name, value, **attributes))  # type: ignore[arg-type]
 
     def clear_cookie(
         self, response: web.StreamResponse, name: str, *, host: str | None = None, host_only: bool = False
     ) -> None:
         attributes = self.cookie_attributes(0, host, host_only=host_only)
-        response.set_cookie(name, "", expires="Thu, 01 Jan 1970 00:00:00 GMT", **attributes)  # type: ignore[arg-type]
+        field = set_cookie_field(name, "", expires=_EXPIRED, **attributes)  # type: ignore[arg-type]
+        _add_cookie(response, name, field)
 
     # ------------------------------------------------------------------ sessions
 
