@@ -107,7 +107,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         services.handling.add(task)
     try:
         response = await handler(request)
-        status = response.status
+        status = CLIENT_CLOSED if request.get(pages.CUT_OFF) else response.status
         return response
     except web.HTTPException as e:
         status = e.status

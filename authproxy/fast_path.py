@@ -658,20 +658,30 @@ class FastConnection(asyncio.Protocol):
                     return True
                 transport.write(pending)
                 pending = b""
-                if self._write_paused:
-                    await self._drain()
+                if self._write_paused and not await self._drain(route.timeout):
+                    self._services.forwarder.client_stalled(route, request_id)
+                    transport.abort()
+                    raise _ClientGone
         finally:
             self._streaming = False
 
-    async def _drain(self) -> None:
-        # a half-closed client or a shutdown (_closing) still reads at its own pace: only a
-        # transport that is gone ends the wait (connection_lost resolves the future)
+    async def _drain(self, seconds: float) -> bool:
+        """Wait until the client has taken enough of what was written to write again; False if it
+        has not within ``seconds`` (a client that stopped reading holds no exchange open).
+
+        A half-closed client or a shutdown (_closing) still reads at its own pace: only a
+        transport that is gone ends the wait early (connection_lost resolves the future).
+        """
         while self._write_paused and self.transport is not None and not self.transport.is_closing():
             self._drained = self._loop.create_future()
             try:
-                await self._drained
+                async with asyncio.timeout(seconds):
+                    await self._drained
+            except TimeoutError:
+                return False
             finally:
                 self._drained = None
+        return True
 
     def _answer_page(
         self,

@@ -50,6 +50,8 @@ USER: Final = web.RequestKey("user", str)
 # set once a WebSocket's 101 has gone out: aiohttp may cancel the handler as the connection ends,
 # and the access log then shows the 101 the client got rather than a client abort (499)
 UPGRADED: Final = web.RequestKey("upgraded", bool)
+# set when the proxy cut off a client that stopped taking its answer: logged as a client abort (499)
+CUT_OFF: Final = web.RequestKey("cut_off", bool)
 
 RETRY_AFTER_SECONDS: Final = 5
 _TEMPLATE: Final = Template(resources.files("authproxy").joinpath("pages/error.html").read_text("utf-8"))

@@ -390,6 +390,13 @@ class Forwarder:
         """Log and count an upstream that failed after the response had started."""
         self._failed(route, request_id, error, started=True)
 
+    def client_stalled(self, route: UpstreamRoute, request_id: str) -> None:
+        """Log a client cut off for not taking its answer within the route's timeout."""
+        LOG.info(
+            "client stopped taking its answer: connection closed after the route timeout",
+            extra={"fields": {"request_id": request_id, "route": route.name, "timeout_s": route.timeout}},
+        )
+
     def _failed(self, route: UpstreamRoute, request_id: str, error: BaseException, *, started: bool) -> str:
         kind = _failure_kind(error)
         if self.metrics is not None:
@@ -478,16 +485,24 @@ class Forwarder:
                 _abort(request)
                 return False
             try:
-                if not chunk:
-                    await response.write_eof()
-                    return True
-                if upstream.at_eof():
-                    # the common small response: its last bytes and the end in one write
-                    await response.write_eof(chunk)
-                    return True
-                await response.write(chunk)
+                # a client that stopped reading holds no exchange open: the wait for it to take
+                # enough of the answer to write again is bounded like the wait for the upstream
+                async with asyncio.timeout(route.timeout):
+                    if not chunk:
+                        await response.write_eof()
+                        return True
+                    if upstream.at_eof():
+                        # the common small response: its last bytes and the end in one write
+                        await response.write_eof(chunk)
+                        return True
+                    await response.write(chunk)
             except ConnectionError:
                 LOG.debug("client went away mid-response", extra={"fields": {"request_id": request_id}})
+                return False
+            except TimeoutError:
+                self.client_stalled(route, request_id)
+                request[pages.CUT_OFF] = True
+                _abort(request)
                 return False
 
     async def _forward_websocket(

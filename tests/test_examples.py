@@ -304,7 +304,9 @@ KEYS: Final[dict[str, Key]] = {
     "routes[].strip_path_prefix": Key("`true`: `/reports/x` reaches the upstream as `/x`.", "true"),
     "routes[].websocket": Key("Proxy WebSocket upgrades.", "false"),
     "routes[].timeout": Key(
-        "Connect and wait for response headers; also the idle time allowed between body chunks.", "5m"
+        "Connect and wait for response headers; also the idle time allowed between body chunks, and "
+        "how long a client that stopped taking its answer is waited for before it is disconnected.",
+        "5m",
     ),
     "routes[].csrf_protection": Key(
         "Refuse cross-site `POST`/`PUT`/`PATCH`/`DELETE` and WebSocket upgrades (403) by `Sec-Fetch-Site` and "

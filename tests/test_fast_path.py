@@ -681,6 +681,52 @@ async def test_a_client_that_leaves_mid_download_is_logged_as_499(proxy: ProxyPr
         assert (await again.answer())[0] == 200
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"], ids=["fast-path", "aiohttp"])
+async def test_a_client_that_stops_reading_is_cut_off_after_the_route_timeout(
+    proxy: ProxyProcess, upstream: Upstream, version: str
+) -> None:
+    # a client that takes nothing more of a download (a slow-read attack, a peer gone without a
+    # reset) held its connection and the upstream's exchange open for good. As with nginx's
+    # send_timeout, the proxy waits the route's timeout (1 s here) for it to take more, then
+    # closes both. HTTP/1.0 requests are answered by aiohttp's path
+    async with connect(proxy.url) as connection:
+        await connection.send(f"GET /big?mb=300 HTTP/{version}\r\nHost: app.test\r\n\r\n".encode())
+        await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(upstream.big_abandoned.wait(), 10)
+        received = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := await asyncio.wait_for(connection.reader.read(MIB), 5):
+                received += len(chunk)
+    assert received < 300 * MIB
+    deadline = time.monotonic() + 5
+    while '"status":499' not in proxy.logs() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    lines = proxy.logs().splitlines()
+    cut = next(line for line in lines if "client stopped taking" in line)
+    assert '"route":"app"' in cut and '"timeout_s":1.0' in cut
+    request_id = json.loads(cut)["request_id"]
+    logged = next(json.loads(line) for line in lines if f'"request_id":"{request_id}"' in line and '"status"' in line)
+    assert logged["path"] == "/big" and logged["status"] == 499
+
+
+async def test_a_slow_client_that_keeps_reading_gets_its_whole_download(proxy: ProxyProcess) -> None:
+    # the route's timeout bounds each wait for the client to take more, not the whole download:
+    # 48 MiB (more than the kernel's socket buffers hold) taken a little at a time with pauses
+    # lasts well beyond the route's 1 s, and the proxy waits for the client many times
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/big?mb=48"))
+        head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
+        assert b" 200 " in head
+        started, received = time.monotonic(), 0
+        while received < 48 * MIB:
+            chunk = await asyncio.wait_for(connection.reader.read(MIB), 5)
+            assert chunk, f"cut off after {received} bytes"
+            received += len(chunk)
+            await asyncio.sleep(0.02)
+        assert received == 48 * MIB and time.monotonic() - started > 2
+    assert "client stopped taking" not in proxy.logs()
+
+
 async def test_fast_path_answers_are_logged_and_counted(proxy: ProxyProcess) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(get("/echo?secret_token=abc"))

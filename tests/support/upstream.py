@@ -66,6 +66,8 @@ class Upstream:
         self.release = asyncio.Event()
         # set when the proxy closed an /sse exchange before its end (the handler is cancelled)
         self.sse_abandoned = asyncio.Event()
+        # set when the proxy closed a /big exchange before its end
+        self.big_abandoned = asyncio.Event()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
@@ -125,14 +127,18 @@ class Upstream:
         if request.method == "HEAD":
             return response
         sent = 0
-        while sent < total:
-            block = BLOCK[: min(len(BLOCK), total - sent)]
-            if 0 <= reset_after <= sent:
-                _reset(request)
-                return response
-            await response.write(block)
-            sent += len(block)
-        await response.write_eof()
+        try:
+            while sent < total:
+                block = BLOCK[: min(len(BLOCK), total - sent)]
+                if 0 <= reset_after <= sent:
+                    _reset(request)
+                    return response
+                await response.write(block)
+                sent += len(block)
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionError):
+            self.big_abandoned.set()
+            raise
         return response
 
     async def upload(self, request: web.Request) -> web.Response:
