@@ -47,22 +47,16 @@ def set_cookie_field(
         coded = None
     if coded is None or not _PLAIN.fullmatch(name) or name.lower() in _ATTRIBUTE_NAMES:
         return _by_morsel(name, value, path, domain, max_age, expires, secure, httponly, samesite)
-    parts = [name + "=" + coded]
-    if domain:
-        parts.append("Domain=" + domain)
-    if expires:
-        parts.append("expires=" + expires)
-    if httponly:
-        parts.append("HttpOnly")
-    if max_age is not None:
-        parts.append(f"Max-Age={max_age}")
-    if path:
-        parts.append("Path=" + path)
-    if samesite:
-        parts.append("SameSite=" + samesite)
-    if secure:
-        parts.append("Secure")
-    return "; ".join(parts)
+    attributes = (  # a morsel's order: sorted by attribute name; empty ones left out
+        "Domain=" + domain if domain else "",
+        "expires=" + expires if expires else "",
+        "HttpOnly" if httponly else "",
+        f"Max-Age={max_age}" if max_age is not None else "",
+        "Path=" + path if path else "",
+        "SameSite=" + samesite if samesite else "",
+        "Secure" if secure else "",
+    )
+    return "; ".join([name + "=" + coded, *filter(None, attributes)])
 
 
 def _by_morsel(
@@ -80,15 +74,16 @@ def _by_morsel(
     cookies: SimpleCookie = SimpleCookie()
     cookies[name] = value
     morsel = cookies[name]
-    if expires is not None:
-        morsel["expires"] = expires
-    if domain is not None:
-        morsel["domain"] = domain
-    if max_age is not None:
-        morsel["max-age"] = str(max_age)
-    morsel["path"] = path
-    morsel["secure"] = secure
-    morsel["httponly"] = httponly
-    if samesite is not None:
-        morsel["samesite"] = samesite
+    given = {
+        "expires": expires,
+        "domain": domain,
+        "max-age": None if max_age is None else str(max_age),
+        "path": path,
+        "secure": secure,
+        "httponly": httponly,
+        "samesite": samesite,
+    }
+    for attribute, setting in given.items():
+        if setting is not None:
+            morsel[attribute] = setting
     return morsel.output(header="")[1:]
