@@ -221,6 +221,9 @@ FAULTS: list[Any] = [
     pytest.param(lambda k: signed_raw(k.rsa, claims_json(exp=math.nan)), {}, "exp malformed", id="exp-nan"),
     pytest.param(lambda k: signed_raw(k.rsa, claims_json(iat=-math.inf)), {}, "iat malformed", id="iat-minus-infinity"),
     pytest.param(lambda k: signed_raw(k.rsa, claims_json(nbf=-math.inf)), {}, "nbf malformed", id="nbf-minus-infinity"),
+    # an integer too large for a float (JSON has no limit) is no time either, not a crash
+    pytest.param(lambda k: signed_raw(k.rsa, claims_json(exp=10**400)), {}, "exp malformed", id="exp-beyond-float"),
+    pytest.param(lambda k: signed_raw(k.rsa, claims_json(iat=-(10**400))), {}, "iat malformed", id="iat-beyond-float"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(iat="yesterday")), {}, "iat malformed", id="iat-not-a-number"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(nbf="tomorrow")), {}, "nbf malformed", id="nbf-not-a-number"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=None)), {}, "iat missing", id="missing-iat"),

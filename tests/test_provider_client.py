@@ -844,6 +844,7 @@ def test_token_response_is_parsed(doc: dict[str, Any], expected: TokenSet) -> No
         pytest.param({"access_token": "a", "token_type": "mac"}, id="mac"),
         pytest.param({"access_token": "a", "token_type": "Bearer", "expires_in": "soon"}, id="expiry-not-a-number"),
         pytest.param({"access_token": "a", "token_type": "Bearer", "expires_in": True}, id="expiry-boolean"),
+        pytest.param({"access_token": "a", "token_type": "Bearer", "expires_in": 10**400}, id="expiry-beyond-float"),
         pytest.param({"access_token": "a", "token_type": "Bearer", "refresh_token": 5}, id="refresh-not-a-string"),
     ],
 )

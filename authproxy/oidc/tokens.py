@@ -503,38 +503,34 @@ def _check_azp(claims: Mapping[str, Any], audiences: Sequence[str], client_id: s
         raise TokenInvalid("azp mismatch")
 
 
-def _check_exp(claims: Mapping[str, Any], now: float, skew: float, *, required: bool) -> None:
-    exp = claims.get("exp")
-    if exp is None:
+def _time_claim(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    """The NumericDate ``name`` (RFC 7519 section 2), None when absent and not ``required``."""
+    value = claims.get(name)
+    if value is None:
         if required:
-            raise TokenInvalid("exp missing")
-        return
-    if not _is_number(exp):
-        raise TokenInvalid("exp malformed")
+            raise TokenInvalid(f"{name} missing")
+        return None
+    if not _is_number(value):
+        raise TokenInvalid(f"{name} malformed")
+    return float(value)
+
+
+def _check_exp(claims: Mapping[str, Any], now: float, skew: float, *, required: bool) -> None:
+    exp = _time_claim(claims, "exp", required=required)
     # RFC 7519 section 4.1.4: the current time must be before exp (skew tolerates slow clocks)
-    if now >= exp + skew:
+    if exp is not None and now >= exp + skew:
         raise TokenInvalid("token expired")
 
 
 def _check_iat(claims: Mapping[str, Any], now: float, skew: float, *, required: bool) -> None:
-    iat = claims.get("iat")
-    if iat is None:
-        if required:
-            raise TokenInvalid("iat missing")
-        return
-    if not _is_number(iat):
-        raise TokenInvalid("iat malformed")
-    if iat > now + skew:
+    iat = _time_claim(claims, "iat", required=required)
+    if iat is not None and iat > now + skew:
         raise TokenInvalid("iat in the future")
 
 
 def _check_nbf(claims: Mapping[str, Any], now: float, skew: float) -> None:
-    nbf = claims.get("nbf")
-    if nbf is None:
-        return
-    if not _is_number(nbf):
-        raise TokenInvalid("nbf malformed")
-    if nbf > now + skew:
+    nbf = _time_claim(claims, "nbf", required=False)
+    if nbf is not None and nbf > now + skew:
         raise TokenInvalid("token not yet valid")
 
 
@@ -594,7 +590,13 @@ def _check_no_nonce(claims: Mapping[str, Any]) -> None:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number: not a boolean, not Infinity or NaN, not an integer beyond a float's range."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _printable(value: str) -> str:
