@@ -95,8 +95,39 @@ def start_proxy(
     """Write ``config`` (listen ports filled in) and start ``authproxy run`` on it.
 
     ``max_open_files`` lowers the process's file descriptor limit (RLIMIT_NOFILE), as a host
-    short of them would.
+    short of them would. A port chosen here was free a moment before the proxy binds it; when
+    another process took it meanwhile, the proxy is started again on fresh ports.
     """
+    server = config.get("server", {})
+    attempts = PORT_ATTEMPTS if "listen" not in server and "admin_listen" not in server else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            proxy = _start_once(config, directory, args, env, timeout, max_open_files)
+            break
+        except _PortTaken:
+            if attempt == attempts:
+                raise
+    if "provider" in config:
+        _wait_ready(proxy, READY_GRACE)
+    return proxy
+
+
+# how many times a proxy is started on fresh ports when one it was given was taken meanwhile
+PORT_ATTEMPTS = 3
+
+
+class _PortTaken(RuntimeError):
+    """The proxy could not listen: another process took a port between its choice and the bind."""
+
+
+def _start_once(
+    config: dict[str, Any],
+    directory: Path,
+    args: tuple[str, ...],
+    env: dict[str, str] | None,
+    timeout: float,
+    max_open_files: int | None,
+) -> ProxyProcess:
     config = {**config}
     server = dict(config.get("server", {}))
     port = free_port()
@@ -130,11 +161,11 @@ def start_proxy(
     )
     try:
         _wait_healthy(proxy, timeout)
-    except Exception:
+    except Exception as e:
         proxy.kill()
+        if "the address is already in use" in proxy.logs():
+            raise _PortTaken(str(e)) from e
         raise
-    if "provider" in config:
-        _wait_ready(proxy, READY_GRACE)
     return proxy
 
 
