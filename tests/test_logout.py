@@ -29,6 +29,7 @@ from authproxy.metrics import Metrics
 from authproxy.oidc.discovery import ProviderMetadata
 from authproxy.oidc.logout import (
     MAX_LOGOUT_TOKEN_AGE,
+    MAX_REPLAY_TTL,
     MIN_REPLAY_TTL,
     Logouts,
     flow_cookie_names,
@@ -123,6 +124,8 @@ NOW = 1_800_000_000.0
         pytest.param({"iat": NOW, "exp": NOW + 3600}, 3600 + 60, id="until-exp-plus-skew"),
         pytest.param({"iat": NOW, "exp": NOW + 10}, MIN_REPLAY_TTL, id="short-exp-gets-the-minimum"),
         pytest.param({"iat": NOW - 100}, MAX_LOGOUT_TOKEN_AGE + 60 - 100, id="no-exp-bounded-by-iat"),
+        pytest.param({"iat": NOW, "exp": NOW + 10**12}, MAX_REPLAY_TTL, id="far-exp-gets-the-maximum"),
+        pytest.param({"iat": NOW, "exp": 1e306}, MAX_REPLAY_TTL, id="exp-near-float-max-gets-the-maximum"),
     ],
 )
 def test_replay_ttl(claims: dict[str, Any], expected: float) -> None:

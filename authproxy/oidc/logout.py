@@ -89,6 +89,9 @@ from authproxy.sessions.store import hold_lock
 JTI_KEY_PREFIX: Final = "jti:"
 # a replay-cache entry lives at least this long, whatever the token's exp says
 MIN_REPLAY_TTL: Final = 300.0
+# and at most this long: a store cannot hold a far-future exp's lifetime (Redis refuses expiries
+# beyond 2**63 ms, and the milliseconds overflow a float long before an exp of 10**308 does)
+MAX_REPLAY_TTL: Final = 366 * 86400.0
 # a logout token without exp is accepted only this long after its iat (section 2.6 step 6)
 MAX_LOGOUT_TOKEN_AGE: Final = 600.0
 # the lease of the refresh lock taken while a session is deleted (extended while held)
@@ -173,7 +176,9 @@ def replay_ttl(claims: Mapping[str, Any], now: float, skew: float) -> float:
 
     As long as the token could still be accepted: until ``exp`` plus the skew allowed in its
     check, or, without ``exp``, until ``iat + MAX_LOGOUT_TOKEN_AGE`` plus the skew (older ones are
-    refused here). Never shorter than ``MIN_REPLAY_TTL``.
+    refused here). Never shorter than ``MIN_REPLAY_TTL``, never longer than ``MAX_REPLAY_TTL``:
+    a token that claims to live for centuries is remembered for a year (its replay could only
+    end, again, sessions it already ended).
     """
     exp = claims.get("exp")
     if isinstance(exp, int | float) and not isinstance(exp, bool):
@@ -185,7 +190,7 @@ def replay_ttl(claims: Mapping[str, Any], now: float, skew: float) -> float:
         until = float(iat) + MAX_LOGOUT_TOKEN_AGE + skew
         if now >= until:
             raise TokenInvalid("logout token too old")
-    return max(MIN_REPLAY_TTL, until - now)
+    return min(MAX_REPLAY_TTL, max(MIN_REPLAY_TTL, until - now))
 
 
 async def form_value(request: web.Request, name: str) -> str | None:
