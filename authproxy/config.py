@@ -70,6 +70,9 @@ def bare_number_problem(value: object) -> str:
     return f"{number} has no unit: write the duration with one, such as {number}s, 5m, 8h or 7d"
 
 
+MAX_DURATION: Final = 36500 * 86400.0
+
+
 def parse_duration(value: object) -> float:
     """``"90s"`` -> 90.0. Numbers passed from Python code are seconds; in a configuration file a
     bare number is refused before this runs (``parse_config``), and so is the text ``"90"``."""
@@ -91,6 +94,9 @@ def parse_duration(value: object) -> float:
         raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        # such a lifetime is no limit at all, and a session store cannot expire a key that late
+        raise ValueError("a duration cannot be longer than 36500d (100 years)")
     return seconds
 
 

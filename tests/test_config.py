@@ -366,10 +366,17 @@ def test_numbers_from_python_code_are_seconds() -> None:
     assert parse_duration(30) == 30 and parse_duration(1.5) == 1.5
 
 
-@pytest.mark.parametrize("value", ["ten", "5 minutes", "-5s", "", True, "5"])
+@pytest.mark.parametrize("value", ["ten", "5 minutes", "-5s", "", True, "5", "36501d", "9" * 400 + "s"])
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)
+
+
+def test_a_duration_beyond_a_century_is_refused_by_its_path() -> None:
+    # a session store cannot expire a key that late (Redis refused each write: every sign-in a 503)
+    assert parse_duration("36500d") == 36500 * 86400
+    text = BASE.replace('secrets: ["' + SECRET + '"]', f'secrets: ["{SECRET}"], absolute_timeout: 999999999999999d')
+    assert "session.absolute_timeout: a duration cannot be longer than 36500d (100 years)" in problems_of(text)
 
 
 @pytest.mark.parametrize("value", ["90", "90.0", "'90'"], ids=["yaml-integer", "yaml-float", "yaml-string"])

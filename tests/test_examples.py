@@ -354,7 +354,7 @@ fetches the provider's discovery document and pings the session store.
   `url_file`: the path of a file holding the value, as Kubernetes mounts Secrets. A trailing
   newline is never part of the value.
 - **Durations** are strings with a unit: `500ms`, `90s`, `5m`, `8h`, `7d`. A bare number such as
-  `90` is refused (seconds or minutes?).
+  `90` is refused (seconds or minutes?), and so is anything longer than `36500d` (100 years).
 - **Unknown keys are errors**, so a typo cannot silently switch a protection off; the message
   suggests the closest valid key (`unknown key (did you mean 'timeout'?)`).
 - **A key given twice in one mapping is an error** (`session: given twice (lines 4 and 9)`).
