@@ -33,14 +33,20 @@ log = logging.getLogger(__name__)
 LOCK_POLL_INTERVAL: Final = 0.05
 
 
+# the longest TTL a store takes: far beyond any session, and far below what Redis can expire
+# (2**63 ms) or a float can count in milliseconds
+MAX_TTL: Final = 36500 * 86400.0
+
+
 def check_ttl(ttl: float) -> float:
     """``ttl`` itself when it is a usable lifetime in seconds; ValueError otherwise.
 
-    A zero, negative or infinite TTL is a bug in the caller: it would either store nothing or
-    store something forever, and the store promises that nothing outlives its TTL.
+    A zero, negative, infinite or longer than ``MAX_TTL`` TTL is a bug in the caller: it would
+    either store nothing or store something (as good as) forever, which some stores refuse
+    outright, and the store promises that nothing outlives its TTL.
     """
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"a store TTL must be a positive number of seconds, not {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > MAX_TTL:
+        raise ValueError(f"a store TTL must be a positive number of seconds up to {MAX_TTL:g}, not {ttl!r}")
     return ttl
 
 
