@@ -70,7 +70,8 @@ def bare_number_problem(value: object) -> str:
     return f"{number} has no unit: write the duration with one, such as {number}s, 5m, 8h or 7d"
 
 
-MAX_DURATION: Final = 36500 * 86400.0
+# a century: any longer is no limit at all (and more than a session store keeps a key)
+MAX_DURATION_DAYS: Final = 36500
 
 
 def parse_duration(value: object) -> float:
@@ -94,9 +95,8 @@ def parse_duration(value: object) -> float:
         raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
-    if seconds > MAX_DURATION:
-        # such a lifetime is no limit at all, and a session store cannot expire a key that late
-        raise ValueError("a duration cannot be longer than 36500d (100 years)")
+    if seconds > MAX_DURATION_DAYS * _DURATION_UNITS["d"]:
+        raise ValueError(f"a duration cannot be longer than {MAX_DURATION_DAYS}d (100 years)")
     return seconds
 
 
