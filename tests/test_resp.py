@@ -31,6 +31,10 @@ def test_integers_travel_as_bulk_strings() -> None:
     )
 
 
+def test_text_travels_as_utf8_and_negative_integers_in_decimal() -> None:
+    assert encode_command("SET", "clé", -1) == "*3\r\n$3\r\nSET\r\n$4\r\nclé\r\n$2\r\n-1\r\n".encode()
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [

@@ -5,7 +5,7 @@ wrapper, per-call timeouts, stream reader); the proxy's own work around a comman
 that. For a standalone server (``redis://``, ``rediss://``, ``unix://`` without options in the
 query), :class:`LeanRedis` sends every command of the process down one connection and matches the
 answers in order (RESP guarantees answers in the order of the commands,
-https://redis.io/docs/latest/develop/reference/protocol-spec/), parsed by ``hiredis``. A command
+https://redis.io/docs/latest/develop/reference/protocol-spec/), written and parsed by ``hiredis``. A command
 then costs about a quarter of the CPU, several commands sent together cost one round trip
 (:meth:`LeanRedis.execute_many`), and no connection pool can run dry under load. Sentinel and
 Cluster stay on redis-py, which knows their topologies.
@@ -34,7 +34,7 @@ import builtins
 import collections
 import math
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 from urllib.parse import unquote, urlsplit
@@ -52,18 +52,13 @@ Arg = str | bytes | int
 # ---------------------------------------------------------------------- pure RESP pieces
 
 
+# hiredis writes a command in C; its stub declares a one-element tuple where any length is taken
+_pack_command: Final = cast("Callable[[tuple[Arg, ...]], bytes]", hiredis.pack_command)
+
+
 def encode_command(*args: Arg) -> bytes:
-    """A command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        else:
-            data = b"%d" % arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    """A command as a RESP array of bulk strings (integers in decimal, text as UTF-8)."""
+    return _pack_command(args)
 
 
 def replies(reader: hiredis.Reader, data: bytes) -> Iterator[object]:
@@ -307,7 +302,7 @@ class LeanRedis:
         An error answer to any of them raises (after all were answered), like redis-py's
         ``pipeline(transaction=False)``.
         """
-        encoded = [encode_command(*command) for command in commands]
+        encoded = [_pack_command(tuple(command)) for command in commands]
         data, count = b"".join(encoded), len(encoded)
         timeout = self._command_timeout
         connection, fresh = await self._ready()
