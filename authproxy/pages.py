@@ -12,6 +12,7 @@ statuses (RFC 9110 section 15).
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -179,6 +180,8 @@ def _json_quality(ranges: Mapping[str, float]) -> float:
     return ranges.get("application/*", 0.0)
 
 
+# a browser sends the same Accept value on every navigation: each distinct value is judged once
+@functools.lru_cache(maxsize=256)
 def prefers_html(accept: str | None) -> bool:
     """True when an ``Accept`` value lists HTML and does not rank JSON above it."""
     ranges = parse_accept(accept)
@@ -186,9 +189,14 @@ def prefers_html(accept: str | None) -> bool:
     return html_q > 0 and html_q >= _json_quality(ranges)
 
 
+@functools.lru_cache(maxsize=256)
+def _lists_html(accept: str | None) -> bool:
+    return parse_accept(accept).get("text/html", 0.0) > 0
+
+
 def wants_html(request: web.BaseRequest) -> bool:
     """A browser navigation: GET or HEAD whose ``Accept`` includes ``text/html`` (SPEC section 4)."""
-    return request.method in ("GET", "HEAD") and parse_accept(request.headers.get("Accept")).get("text/html", 0.0) > 0
+    return request.method in ("GET", "HEAD") and _lists_html(request.headers.get("Accept"))
 
 
 # The name the gate uses; the same rule.
