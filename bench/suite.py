@@ -26,6 +26,7 @@ import asyncio
 import atexit
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -91,6 +92,13 @@ class Settings:
     profile_seconds: float
     quick: bool
     results_path: Path
+    command: str  # the command line that reproduces the run, its BENCH_* variables first
+
+
+def command_line(env: Mapping[str, str]) -> str:
+    """``bench/run.py`` as run, with the ``BENCH_*`` variables that were set (sorted, shell-quoted)."""
+    variables = [f"{name}={shlex.quote(value)}" for name, value in sorted(env.items()) if name.startswith("BENCH_")]
+    return " ".join([*variables, ".venv/bin/python bench/run.py"])
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -111,6 +119,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         profile_seconds=float(env.get("BENCH_PROFILE", "0") or 0),
         quick=quick,
         results_path=Path(env.get("BENCH_RESULTS", str(default_results))),
+        command=command_line(env),
     )
 
 
@@ -370,6 +379,8 @@ def compose(
         f"{' (BENCH_QUICK smoke run: not for conclusions)' if settings.quick else ''}"
         f"{f', then a {settings.profile_seconds:g} s py-spy profile' if settings.profile_seconds else ''}. "
         "See `docs/performance.md` for the method and how to read this.",
+        "",
+        f"Command: `{settings.command}` (`make bench` runs it without variables, then the soak).",
         "",
         "## Machine",
         "",

@@ -18,7 +18,7 @@ from bench.configs import (
     nginx_proxy_conf,
     nginx_upstream_conf,
 )
-from bench.suite import settings_from_env
+from bench.suite import command_line, settings_from_env
 
 CLIENT = Client("bench", "a-client-secret-for-the-benchmark", "http://127.0.0.1:8000/oauth2/callback")
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -109,3 +109,11 @@ def test_settings_from_env(
     )
     # a smoke run never overwrites the committed results
     assert (settings.results_path.name == "results.md") is not quick
+
+
+def test_the_results_name_the_command_with_its_bench_variables() -> None:
+    env = {"PATH": "/usr/bin", "BENCH_SECONDS": "10", "BENCH_PROFILE": "10", "BENCH_CONNECTIONS": "1, 16"}
+    assert command_line(env) == (
+        "BENCH_CONNECTIONS='1, 16' BENCH_PROFILE=10 BENCH_SECONDS=10 .venv/bin/python bench/run.py"
+    )
+    assert settings_from_env({}).command == ".venv/bin/python bench/run.py"
