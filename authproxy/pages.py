@@ -16,7 +16,7 @@ import functools
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -180,8 +180,24 @@ def _json_quality(ranges: Mapping[str, float]) -> float:
     return ranges.get("application/*", 0.0)
 
 
-# a browser sends the same Accept value on every navigation: each distinct value is judged once
-@functools.lru_cache(maxsize=256)
+# a browser sends the same Accept value on every navigation: each distinct value is judged once,
+# up to this length (a browser's is 100-200 characters; longer ones are judged every time, so
+# that odd clients cannot fill the cache with kilobytes each)
+ACCEPT_CACHED_MAX: Final = 512
+
+
+def _judged_once(judge: Callable[[str | None], bool]) -> Callable[[str | None], bool]:
+    cached = functools.lru_cache(maxsize=256)(judge)
+
+    @functools.wraps(judge)
+    def judged(accept: str | None) -> bool:
+        return cached(accept) if accept is None or len(accept) <= ACCEPT_CACHED_MAX else judge(accept)
+
+    judged.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return judged
+
+
+@_judged_once
 def prefers_html(accept: str | None) -> bool:
     """True when an ``Accept`` value lists HTML and does not rank JSON above it."""
     ranges = parse_accept(accept)
@@ -189,7 +205,7 @@ def prefers_html(accept: str | None) -> bool:
     return html_q > 0 and html_q >= _json_quality(ranges)
 
 
-@functools.lru_cache(maxsize=256)
+@_judged_once
 def _lists_html(accept: str | None) -> bool:
     return parse_accept(accept).get("text/html", 0.0) > 0
 

@@ -177,6 +177,21 @@ def test_wants_html(method: str, accept: str, expected: bool) -> None:
     assert pages.is_browser_navigation(request) is expected
 
 
+def test_accept_values_are_judged_alike_whether_remembered_or_too_long_to_be() -> None:
+    long_html = "text/html," + ",".join(f"application/x-{i}" for i in range(60))
+    long_json = "application/json," + ",".join(f"text/x-{i};q=0.1" for i in range(60))
+    assert len(long_html) > pages.ACCEPT_CACHED_MAX and len(long_json) > pages.ACCEPT_CACHED_MAX
+    remembered = pages.prefers_html.cache_info().currsize
+    for _ in range(2):  # the second time from the cache, for the short value
+        assert pages.prefers_html("text/html") is True
+        assert pages.prefers_html(long_html) is True
+        assert pages.prefers_html(long_json) is False
+        navigation = make_mocked_request("GET", "/", headers={"Accept": long_html})
+        assert pages.wants_html(navigation) is True
+    # only the short value was kept: odd clients cannot fill the cache with kilobytes each
+    assert pages.prefers_html.cache_info().currsize <= remembered + 1  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("error", "status"),
     [
