@@ -189,7 +189,7 @@ def test_accept_values_are_judged_alike_whether_remembered_or_too_long_to_be() -
         navigation = make_mocked_request("GET", "/", headers={"Accept": long_html})
         assert pages.wants_html(navigation) is True
     # only the short value was kept: odd clients cannot fill the cache with kilobytes each
-    assert pages.prefers_html.cache_info().currsize <= remembered + 1  # type: ignore[attr-defined]
+    assert pages.prefers_html.cache_info().currsize <= remembered + 1
 
 
 @pytest.mark.parametrize(
