@@ -5,10 +5,10 @@ wrapper, per-call timeouts, stream reader); the proxy's own work around a comman
 that. For a standalone server (``redis://``, ``rediss://``, ``unix://`` without options in the
 query), :class:`LeanRedis` sends every command of the process down one connection and matches the
 answers in order (RESP guarantees answers in the order of the commands,
-https://redis.io/docs/latest/develop/reference/protocol-spec/), written and parsed by ``hiredis``. A command
-then costs about a quarter of the CPU, several commands sent together cost one round trip
-(:meth:`LeanRedis.execute_many`), and no connection pool can run dry under load. Sentinel and
-Cluster stay on redis-py, which knows their topologies.
+https://redis.io/docs/latest/develop/reference/protocol-spec/); ``hiredis`` writes the commands
+and parses the answers. A command then costs about a quarter of the CPU, several commands sent
+together cost one round trip (:meth:`LeanRedis.execute_many`), and no connection pool can run
+dry under load. Sentinel and Cluster stay on redis-py, which knows their topologies.
 
 It offers the subset of redis-py's ``Redis`` methods that :class:`~authproxy.sessions.redis.RedisStore`
 uses, with the same answers and redis-py's own exception classes, so the store treats both alike:
