@@ -40,6 +40,7 @@ from pydantic import (
 
 from authproxy.errors import ConfigError
 from authproxy.origins import host_name, normalize_origin, origin_host, within_cookie_domain
+from authproxy.sessions.store import MAX_TTL_DAYS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -70,8 +71,8 @@ def bare_number_problem(value: object) -> str:
     return f"{number} has no unit: write the duration with one, such as {number}s, 5m, 8h or 7d"
 
 
-# a century: any longer is no limit at all (and more than a session store keeps a key)
-MAX_DURATION_DAYS: Final = 36500
+# durations become store TTLs (idle and absolute timeouts): none may outlast what a store keeps
+MAX_DURATION_DAYS: Final = MAX_TTL_DAYS
 
 
 def parse_duration(value: object) -> float:

@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 LOCK_POLL_INTERVAL: Final = 0.05
 
 
-# the longest TTL a store takes: far beyond any session, and far below what Redis can expire
-# (2**63 ms) or a float can count in milliseconds
-MAX_TTL: Final = 36500 * 86400.0
+# the longest TTL a store takes, a century: far beyond any session, and far below what Redis can
+# expire (2**63 ms) or a float can count in milliseconds
+MAX_TTL_DAYS: Final = 36500
+MAX_TTL: Final = MAX_TTL_DAYS * 86400.0
 
 
 def check_ttl(ttl: float) -> float:
