@@ -11,6 +11,7 @@ state, verifier and token it issued or received, the browser every cookie the pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import subprocess
@@ -517,6 +518,22 @@ def configured_json_logging() -> Iterator[Any]:
         logging.captureWarnings(False)
 
 
+@contextlib.contextmanager
+def only_the_cli_handler() -> Iterator[None]:
+    """The root logger's handlers as the CLI leaves them, for a moment.
+
+    pytest adds its capture handlers to the root logger for every test, after the fixtures have
+    run; with them there, no line could take the direct path the tests below are about.
+    """
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [handler for handler in saved if handler is logs_module._JSON_HANDLER]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+
+
 ACCESS_FIELDS = {
     "request_id": "r1",
     "method": "GET",
@@ -530,8 +547,9 @@ ACCESS_FIELDS = {
 
 
 def test_the_direct_access_line_is_the_line_the_logging_path_writes(configured_json_logging: Any) -> None:
-    logs_module.log_access(dict(ACCESS_FIELDS))
-    logs_module.ACCESS.info("request", extra={"fields": dict(ACCESS_FIELDS)})
+    with only_the_cli_handler():
+        logs_module.log_access(dict(ACCESS_FIELDS))
+        logs_module.ACCESS.info("request", extra={"fields": dict(ACCESS_FIELDS)})
     direct, logged = (json.loads(line) for line in configured_json_logging.getvalue().splitlines())
     direct.pop("time"), logged.pop("time")
     assert direct == logged
@@ -557,8 +575,9 @@ def test_a_direct_line_is_the_line_the_logging_path_writes(
     configured_json_logging: Any, logger_name: str, level: int, msg: str, fields: dict[str, Any]
 ) -> None:
     logger = logging.getLogger(logger_name)
-    logs_module.log_line(logger, level, msg, dict(fields))
-    logger.log(level, msg, extra={"fields": dict(fields)})
+    with only_the_cli_handler():
+        logs_module.log_line(logger, level, msg, dict(fields))
+        logger.log(level, msg, extra={"fields": dict(fields)})
     direct, logged = (json.loads(line) for line in configured_json_logging.getvalue().splitlines())
     direct.pop("time"), logged.pop("time")
     assert direct == logged
@@ -566,8 +585,10 @@ def test_a_direct_line_is_the_line_the_logging_path_writes(
 
 
 def test_a_direct_line_below_the_level_is_not_written(configured_json_logging: Any) -> None:
-    logs_module.log_line(logs_module.AUTH, logging.DEBUG, "refresh ok", {"event": "refresh"})
-    assert configured_json_logging.getvalue() == ""
+    with only_the_cli_handler():
+        logs_module.log_line(logs_module.AUTH, logging.DEBUG, "refresh ok", {"event": "refresh"})
+        logs_module.log_access({**ACCESS_FIELDS, "path": "/a/b", "user": "alice"})
+    assert configured_json_logging.getvalue().count("\n") == 1
 
 
 def test_access_lines_take_the_logging_path_when_someone_else_listens(configured_json_logging: Any) -> None:
@@ -578,11 +599,9 @@ def test_access_lines_take_the_logging_path_when_someone_else_listens(configured
             seen.append(record)
 
     listener = Listener()
-    logging.getLogger().addHandler(listener)
-    try:
-        logs_module.log_access(dict(ACCESS_FIELDS))
-    finally:
-        logging.getLogger().removeHandler(listener)
+    with only_the_cli_handler():
+        logging.getLogger().addHandler(listener)
+        logs_module.log_access({**ACCESS_FIELDS, "path": "/a/b", "user": "alice"})
     assert len(seen) == 1 and seen[0].name == "authproxy.access"
     assert len(configured_json_logging.getvalue().splitlines()) == 1
 
@@ -718,8 +737,9 @@ def test_unredacted_fields_are_written_as_is_only_when_redaction_would_leave_the
 
 def test_a_plain_access_line_is_the_line_the_logging_path_writes(configured_json_logging: Any) -> None:
     fields = {**ACCESS_FIELDS, "path": "/a/b", "user": "alice", "client_ip": None, "duration_ms": 0.07}
-    logs_module.log_access(dict(fields))
-    logs_module.ACCESS.info("request", extra={"fields": dict(fields)})
+    with only_the_cli_handler():
+        logs_module.log_access(dict(fields))
+        logs_module.ACCESS.info("request", extra={"fields": dict(fields)})
     direct, logged = configured_json_logging.getvalue().splitlines()
     assert direct.split(",", 1)[1] == logged.split(",", 1)[1]
     assert json.loads(direct)["path"] == "/a/b"
