@@ -158,16 +158,14 @@ def record_request(
     """The access log line and the request metrics of one answered request (SPEC section 6)."""
     services.metrics.observe_request(route, status, elapsed)
     log_access(
-        {
-            "request_id": request_id,
-            "method": method,
-            "path": path,
-            "route": route,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 2),
-            "user": user,
-            "client_ip": client_ip,
-        }
+        request_id=request_id,
+        method=method,
+        path=path,
+        route=route,
+        status=status,
+        duration_ms=round(elapsed * 1000, 2),
+        user=user,
+        client_ip=client_ip,
     )
 
 

@@ -406,17 +406,12 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _JSON_HANDLER: CoalescingStreamHandler | None = None
 
 
-def log_line(logger: logging.Logger, level: int, msg: str, fields: Mapping[str, Any]) -> None:
-    """One line of ``logger`` at ``level``, as ``logger.log(level, msg, extra={"fields": fields})`` writes it.
+def _direct_handler(logger: logging.Logger, level: int) -> CoalescingStreamHandler | None:
+    """The JSON handler, when a line of ``logger`` at ``level`` would reach it and nothing else.
 
-    Written straight to the JSON handler when that is where the line would go anyway (logging
-    configured by the CLI, nothing added since): the same redaction and the same JSON, without
-    building a LogRecord and walking the logger tree, and gathered with the other lines of the
-    same event-loop turn into one write. Anything else (text format, extra handlers or filters,
-    a test's log capture) takes the ordinary path. ``msg`` is a plain message (no ``%`` arguments).
+    That is: logging configured by the CLI in JSON and nothing added since (no other handler,
+    no filter on the way). Then a line can be written to it directly (:func:`log_line`).
     """
-    if not logger.isEnabledFor(level):
-        return
     handler = _JSON_HANDLER
     root = logging.root
     if (
@@ -432,6 +427,23 @@ def log_line(logger: logging.Logger, level: int, msg: str, fields: Mapping[str, 
         or len(root.handlers) != 1
         or root.handlers[0] is not handler
     ):
+        return None
+    return handler
+
+
+def log_line(logger: logging.Logger, level: int, msg: str, fields: Mapping[str, Any]) -> None:
+    """One line of ``logger`` at ``level``, as ``logger.log(level, msg, extra={"fields": fields})`` writes it.
+
+    Written straight to the JSON handler when that is where the line would go anyway
+    (:func:`_direct_handler`): the same redaction and the same JSON, without building a
+    LogRecord and walking the logger tree, and gathered with the other lines of the same
+    event-loop turn into one write. Anything else (text format, extra handlers or filters, a
+    test's log capture) takes the ordinary path. ``msg`` is a plain message (no ``%`` arguments).
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _direct_handler(logger, level)
+    if handler is None:
         logger.log(level, msg, extra={"fields": fields})
         return
     created = time.time()
@@ -451,9 +463,91 @@ _redacted_message: Final = functools.lru_cache(maxsize=256)(redact)
 _LEVEL_NAMES: Final = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
 
 
-def log_access(fields: Mapping[str, Any]) -> None:
-    """One access log line (``authproxy.access``, "request", ``fields``): :func:`log_line`."""
+def log_access(
+    *,
+    request_id: str,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    duration_ms: float,
+    user: str | None,
+    client_ip: str | None,
+) -> None:
+    """One access log line (``authproxy.access``, "request", these fields): :func:`log_line`.
+
+    One per request, so the usual line (fields redaction would leave alone, logging as the CLI
+    configured it) is written from the values themselves, without a mapping to walk
+    (:func:`_access_members`); any other goes through :func:`log_line` with the same fields.
+    """
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    handler = _direct_handler(ACCESS, logging.INFO)
+    if handler is not None:
+        members = _access_members(request_id, method, path, route, status, duration_ms, user, client_ip)
+        if members is not None:
+            handler.write_line(_line_start(time.time(), "info", ACCESS.name, "request") + members + "}")
+            return
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "user": user,
+        "client_ip": client_ip,
+    }
     log_line(ACCESS, logging.INFO, "request", fields)
+
+
+def _access_members(
+    request_id: str,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    duration_ms: float,
+    user: str | None,
+    client_ip: str | None,
+) -> str | None:
+    """What ``_flat_members(fields, unredacted=True)`` makes of the access line's fields, or None.
+
+    None (the caller takes the general path) for a value of another type than the usual ones,
+    or text that may hold a credential, which is where :func:`_flat_members` gives None too.
+    """
+    if (
+        type(request_id) is not str
+        or type(method) is not str
+        or type(path) is not str
+        or type(route) is not str
+        or type(status) is not int
+        or type(duration_ms) is not float
+        or not math.isfinite(duration_ms)
+    ):
+        return None
+    texts = f"{request_id}\x00{method}\x00{path}\x00{route}"
+    if user is None:
+        user_json = "null"
+    elif type(user) is str:
+        texts += "\x00" + user
+        user_json = _json_text(user)
+    else:
+        return None
+    if client_ip is None:
+        client_ip_json = "null"
+    elif type(client_ip) is str:
+        texts += "\x00" + client_ip
+        client_ip_json = _json_text(client_ip)
+    else:
+        return None
+    if may_hold_credential(texts):
+        return None
+    return (
+        f',"request_id":{_json_text(request_id)},"method":{_json_text(method)},"path":{_json_text(path)}'
+        f',"route":{_json_text(route)},"status":{int.__repr__(status)},"duration_ms":{float.__repr__(duration_ms)}'
+        f',"user":{user_json},"client_ip":{client_ip_json}'
+    )
 
 
 def _text_value(value: Any) -> str:

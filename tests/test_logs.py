@@ -529,6 +529,7 @@ def only_the_cli_handler() -> Iterator[None]:
     saved = root.handlers[:]
     root.handlers[:] = [handler for handler in saved if handler is logs_module._JSON_HANDLER]
     try:
+        assert logs_module._direct_handler(logs_module.ACCESS, logging.INFO) is logs_module._JSON_HANDLER
         yield
     finally:
         root.handlers[:] = saved
@@ -548,7 +549,7 @@ ACCESS_FIELDS = {
 
 def test_the_direct_access_line_is_the_line_the_logging_path_writes(configured_json_logging: Any) -> None:
     with only_the_cli_handler():
-        logs_module.log_access(dict(ACCESS_FIELDS))
+        logs_module.log_access(**ACCESS_FIELDS)
         logs_module.ACCESS.info("request", extra={"fields": dict(ACCESS_FIELDS)})
     direct, logged = (json.loads(line) for line in configured_json_logging.getvalue().splitlines())
     direct.pop("time"), logged.pop("time")
@@ -587,7 +588,7 @@ def test_a_direct_line_is_the_line_the_logging_path_writes(
 def test_a_direct_line_below_the_level_is_not_written(configured_json_logging: Any) -> None:
     with only_the_cli_handler():
         logs_module.log_line(logs_module.AUTH, logging.DEBUG, "refresh ok", {"event": "refresh"})
-        logs_module.log_access({**ACCESS_FIELDS, "path": "/a/b", "user": "alice"})
+        logs_module.log_access(**{**ACCESS_FIELDS, "path": "/a/b", "user": "alice"})
     assert configured_json_logging.getvalue().count("\n") == 1
 
 
@@ -601,7 +602,7 @@ def test_access_lines_take_the_logging_path_when_someone_else_listens(configured
     listener = Listener()
     with only_the_cli_handler():
         logging.getLogger().addHandler(listener)
-        logs_module.log_access({**ACCESS_FIELDS, "path": "/a/b", "user": "alice"})
+        logs_module.log_access(**{**ACCESS_FIELDS, "path": "/a/b", "user": "alice"})
     assert len(seen) == 1 and seen[0].name == "authproxy.access"
     assert len(configured_json_logging.getvalue().splitlines()) == 1
 
@@ -738,8 +739,35 @@ def test_unredacted_fields_are_written_as_is_only_when_redaction_would_leave_the
 def test_a_plain_access_line_is_the_line_the_logging_path_writes(configured_json_logging: Any) -> None:
     fields = {**ACCESS_FIELDS, "path": "/a/b", "user": "alice", "client_ip": None, "duration_ms": 0.07}
     with only_the_cli_handler():
-        logs_module.log_access(dict(fields))
+        logs_module.log_access(**fields)
         logs_module.ACCESS.info("request", extra={"fields": dict(fields)})
     direct, logged = configured_json_logging.getvalue().splitlines()
     assert direct.split(",", 1)[1] == logged.split(",", 1)[1]
     assert json.loads(direct)["path"] == "/a/b"
+
+
+_ACCESS_TEXTS = st.text() | st.sampled_from(["eyJhbGciOi.x.y", "/a?code=x", "/x:y", "Bearer abc", "/plain/path", ""])
+_ACCESS_VALUES = {
+    "request_id": _ACCESS_TEXTS,
+    "method": st.sampled_from(["GET", "POST", "BASIC"]) | st.text(max_size=8),
+    "path": _ACCESS_TEXTS,
+    "route": _ACCESS_TEXTS,
+    "status": st.integers(),
+    "duration_ms": st.floats(),
+    "user": st.none() | _ACCESS_TEXTS,
+    "client_ip": st.none() | st.sampled_from(["127.0.0.1", "::1", "v1." + "A" * 50]),
+}
+
+
+@settings(max_examples=300, database=None)
+@given(**_ACCESS_VALUES)
+@example(request_id="r", method="GET", path="/", route="app", status=200, duration_ms=0.07, user=None, client_ip=None)
+def test_the_access_lines_members_are_what_the_general_writer_makes_of_its_fields(**fields: Any) -> None:
+    # the same text, or None from both (then the line takes the general path, with redaction)
+    assert logs_module._access_members(**fields) == logs_module._flat_members(fields, unredacted=True)
+
+
+@settings(max_examples=100, database=None)
+@given(**{**_ACCESS_VALUES, "status": st.booleans() | st.text(max_size=3), "duration_ms": st.integers()})
+def test_access_values_of_unusual_types_take_the_general_path(**fields: Any) -> None:
+    assert logs_module._access_members(**fields) is None
