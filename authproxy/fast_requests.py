@@ -49,16 +49,19 @@ class RequestHead:
 class _HeadCollector:
     """httptools callbacks for one head (the parser calls these by name)."""
 
+    __slots__ = ("complete", "fields", "url")
+
     def __init__(self) -> None:
         self.url = b""
-        self.fields: list[tuple[bytes, bytes]] = []
+        # decoded as they come: parse_head has checked that the head is ASCII
+        self.fields: list[tuple[str, str]] = []
         self.complete = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
+        self.fields.append((name.decode("ascii"), value.decode("ascii")))
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -78,24 +81,25 @@ def parse_head(head: bytes) -> RequestHead | None:
         parser.feed_data(head)
     except (httptools.HttpParserError, httptools.HttpParserUpgrade):
         return None
-    if not collector.complete or len(collector.fields) > MAX_FIELDS:
+    fields = collector.fields
+    if not collector.complete or len(fields) > MAX_FIELDS:
         return None
-    fields = [(name.decode("ascii"), value.decode("ascii")) for name, value in collector.fields]
-    connection: set[str] = set()
+    close = False
     for name, value in fields:
         lower = name.lower()
         if lower in _NO_BODY_FIELDS:
             return None
-        if lower == "connection":
-            connection.update(token.strip().lower() for token in value.split(","))
+        # a browser's "keep-alive" is not split into tokens: only a value that could say close
+        if lower == "connection" and not close and "close" in value.lower():
+            close = any(token.strip().lower() == "close" for token in value.split(","))
     version = parser.get_http_version()
+    # RFC 9112 section 9.3: HTTP/1.1 persists unless either side says close
     return RequestHead(
-        method=parser.get_method().decode("ascii"),
-        target=collector.url.decode("ascii"),
-        version=version,
-        fields=fields,
-        # RFC 9112 section 9.3: HTTP/1.1 persists unless either side says close
-        keep_alive=version == "1.1" and "close" not in connection,
+        parser.get_method().decode("ascii"),
+        collector.url.decode("ascii"),
+        version,
+        fields,
+        version == "1.1" and not close,
     )
 
 

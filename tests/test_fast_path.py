@@ -147,9 +147,26 @@ def test_a_head_announcing_a_body_or_a_switch_is_left_to_aiohttp(field: str) -> 
     assert parse_head(f"GET / HTTP/1.1\r\nHost: x\r\n{field}\r\n\r\n".encode()) is None
 
 
-def test_connection_close_is_seen() -> None:
-    parsed = parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert parsed is not None and not parsed.keep_alive
+@pytest.mark.parametrize(
+    ("fields", "keep_alive"),
+    [
+        pytest.param("Connection: close", False, id="close"),
+        pytest.param("Connection: keep-alive, Close", False, id="close-among-tokens"),
+        pytest.param("Connection: keep-alive\r\nConnection: close", False, id="close-in-a-second-field"),
+        pytest.param("Connection: close\r\nConnection: closed", False, id="close-in-the-first-field"),
+        pytest.param("Connection: closed, x-close-later", True, id="close-only-inside-tokens"),
+        pytest.param("Connection: keep-alive", True, id="keep-alive"),
+        pytest.param("X-A: close", True, id="close-in-another-field"),
+    ],
+)
+def test_connection_close_is_seen(fields: str, keep_alive: bool) -> None:
+    parsed = parse_head(f"GET / HTTP/1.1\r\nHost: x\r\n{fields}\r\n\r\n".encode())
+    assert parsed is not None and parsed.keep_alive is keep_alive
+
+
+def test_http_1_0_does_not_keep_the_connection() -> None:
+    parsed = parse_head(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    assert parsed is not None and parsed.version == "1.0" and not parsed.keep_alive
 
 
 @pytest.mark.parametrize(
