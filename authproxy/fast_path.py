@@ -11,7 +11,8 @@ gives the connection back.
 Served here (all must hold): HTTP/1.1, GET or HEAD, no body (no ``Content-Length``, no
 ``Transfer-Encoding``), no ``Upgrade`` or ``Expect``, one ``Host``, an ASCII head of at most
 ``MAX_HEAD`` bytes, an origin-form target without ``%``, ``\\``, ``#``, ``//`` or dot segments,
-outside ``auth_prefix``, on a route that exists; and either a public route, an ``optional``
+outside ``auth_prefix``, on a route that exists and that the path keeps with its ``;parameters``
+dropped; and either a public route, an ``optional``
 route without a session cookie, a valid session whose user the route's ``allow`` rules admit,
 or no session on a route that needs one (answered with the gate's own login redirect or 401,
 :meth:`~authproxy.gate.Gate.unauthenticated`). Besides, a plain GET of exactly
@@ -87,6 +88,7 @@ from authproxy.handback import GiveBack, ReturningRequestHandler
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
 from authproxy.policy import Policy
+from authproxy.proxy import normalized_path
 from authproxy.sessions.record import SessionRecord
 from authproxy.upstream_http import HeadTemplate, UpstreamHTTPError, UpstreamResponse
 
@@ -396,6 +398,9 @@ class FastConnection(asyncio.Protocol):
         path, query = routed
         route = services.routes.choose(fields["Host"], path)
         if route is None:
+            return None
+        if ";" in path and services.routes.choose(fields["Host"], normalized_path(path)) is not route:
+            # /admin;x/y judged as the / route, served by Tomcat as /admin/y: aiohttp's path refuses it
             return None
         return route, path, query, fields, cookies
 

@@ -107,12 +107,14 @@ def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
     """``(path, query)`` of an origin-form target the fast path may route on, or None.
 
     Without ``%`` the decoded path (what routes and the dot-segment check see on the aiohttp
-    path) is the raw one, byte for byte.
+    path) is the raw one, byte for byte. A path with ``;parameters`` (``;jsessionid=...``) is
+    taken too: whoever routes it must still check that dropping them keeps the route
+    (:func:`authproxy.proxy.normalized_path`), as aiohttp's path does.
     """
     if not target.startswith("/") or target.startswith("//"):
         return None
     path, _, query = target.partition("?")
-    if "%" in path or "\\" in path or ";" in path or "#" in target or "//" in path or has_dot_segments(path):
+    if "%" in path or "\\" in path or "#" in target or "//" in path or has_dot_segments(path):
         return None
     if path == auth_prefix or path.startswith(auth_prefix + "/"):
         return None

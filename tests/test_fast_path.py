@@ -178,6 +178,8 @@ def test_http_1_0_does_not_keep_the_connection() -> None:
         pytest.param("/a%2Fb", None, id="percent-encoded"),
         pytest.param("/public/../admin", None, id="dot-segments"),
         pytest.param("/a/./b", None, id="dot-segment"),
+        pytest.param("/a/..;x/b", None, id="dot-segment-with-parameter"),
+        pytest.param("/shop;jsessionid=1/cart?q", ("/shop;jsessionid=1/cart", "q"), id="segment-parameter"),
         pytest.param("/a\\b", None, id="backslash"),
         pytest.param("//evil/x", None, id="double-slash-start"),
         pytest.param("/a//b", None, id="double-slash"),
@@ -491,6 +493,19 @@ async def test_keep_alive_serves_many_requests_and_hands_over_mid_connection(pro
         await connection.send(get("/echo%2Fx"))
         status, _, body = await connection.answer()
         assert status == 200 and seen(body)["path"] == "/echo%2Fx"
+
+
+async def test_a_path_parameter_is_served_here_unless_dropping_it_changes_the_route(proxy: ProxyProcess) -> None:
+    async with connect(proxy.url) as connection:
+        # ;jsessionid within the app route: forwarded as sent, by the fast path
+        await connection.send(get("/echo;jsessionid=1/x"))
+        status, _, body = await connection.answer()
+        assert status == 200 and seen(body)["path"] == "/echo;jsessionid=1/x"
+        assert await asyncio.to_thread(handovers, proxy) == {"aiohttp": 0, "fast_path": 0}
+        # chosen as the / route, read as /strip/x by a server that drops parameters: aiohttp's 400
+        await connection.send(get("/strip;x/x"))
+        assert (await connection.answer())[0] == 400
+        assert (await asyncio.to_thread(handovers, proxy))["aiohttp"] == 1
 
 
 async def test_a_connection_goes_back_and_forth_between_the_paths_without_losing_a_byte(proxy: ProxyProcess) -> None:
