@@ -34,7 +34,15 @@ from bench.configs import Client
 from bench.measure import Bench, log_in, measure_logins, measure_point
 from bench.processes import Processes, current_pinning, raise_priority
 from bench.profile import aggregate, py_spy_path, render, start_py_spy
-from bench.servers import PROVIDER_HOST, Server, start_authproxy, start_provider, start_redis, start_upstream
+from bench.servers import (
+    PROVIDER_HOST,
+    START_TIMEOUT,
+    Server,
+    start_authproxy,
+    start_provider,
+    start_redis,
+    start_upstream,
+)
 from bench.suite import BIG_FILE_SIZE, LOGIN_CONCURRENCY, OUT, make_big_file
 from tests.support.net import free_port
 
@@ -67,6 +75,8 @@ class Proxy:
     name: str
     refresh_every_request: bool = False
     checkout: Path | None = None  # another checkout of authproxy to run (first on PYTHONPATH)
+    launcher: tuple[str, ...] = ()  # a tool that runs it (valgrind: bench/instructions.py)
+    start_within: float = START_TIMEOUT  # seconds it may take to answer /readyz
 
 
 def isolated_processes(run_dir: Path) -> Processes:
@@ -112,6 +122,8 @@ async def start_authproxies(processes: Processes, run_dir: Path, proxies: list[P
             redis_port=redis_port,
             refresh_every_request=proxy.refresh_every_request,
             env=None if proxy.checkout is None else {"PYTHONPATH": str(proxy.checkout)},
+            launcher=proxy.launcher,
+            start_within=proxy.start_within,
         )
         for proxy in proxies
     }

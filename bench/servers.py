@@ -15,6 +15,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -51,13 +52,15 @@ class Server:
     cookie_name: str | None = None
 
 
-async def wait_http(started: Started, url: str, *, ok: frozenset[int] = frozenset({200})) -> None:
+async def wait_http(
+    started: Started, url: str, *, ok: frozenset[int] = frozenset({200}), within: float = START_TIMEOUT
+) -> None:
     """Poll ``url`` until it answers one of ``ok``; StartError if the process dies or time runs out.
 
     Asked as an API client would (``Accept: application/json``), so an authenticating proxy
     answers 401 rather than a login redirect.
     """
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + within
     timeout = aiohttp.ClientTimeout(total=2)
     async with aiohttp.ClientSession(timeout=timeout, headers={"Accept": "application/json"}) as http:
         while time.monotonic() < deadline:
@@ -70,7 +73,7 @@ async def wait_http(started: Started, url: str, *, ok: frozenset[int] = frozense
             except (aiohttp.ClientError, OSError, TimeoutError):
                 pass
             await asyncio.sleep(0.1)
-    raise StartError(f"{started.name} did not answer {url} within {START_TIMEOUT:g}s:\n{started.log_tail()}")
+    raise StartError(f"{started.name} did not answer {url} within {within:g}s:\n{started.log_tail()}")
 
 
 async def wait_redis(started: Started, port: int) -> None:
@@ -226,8 +229,13 @@ async def start_authproxy(
     workers: str = "1",
     refresh_every_request: bool = False,
     env: dict[str, str] | None = None,
+    launcher: Sequence[str] = (),
+    start_within: float = START_TIMEOUT,
 ) -> Server:
-    """``authproxy run`` with the Redis store; ready once ``/readyz`` says provider and store are."""
+    """``authproxy run`` with the Redis store; ready once ``/readyz`` says provider and store are.
+
+    ``launcher`` is put before the Python command (a tool that runs it, such as valgrind).
+    """
     admin_port = free_port()
     config = authproxy_config(
         port=port,
@@ -241,7 +249,7 @@ async def start_authproxy(
         refresh_every_request=refresh_every_request,
     )
     path = write_file(directory / f"{name}.yaml", yaml.safe_dump(config))
-    argv = [sys.executable, "-m", "authproxy", "run", "-c", str(path), "--workers", workers]
+    argv = [*launcher, sys.executable, "-m", "authproxy", "run", "-c", str(path), "--workers", workers]
     # the code of this checkout unless ``env`` names another copy (an A/B experiment): the
     # virtualenv's editable install may point at a different checkout than the one running the
     # benchmark. Not run from the repository: ``-m`` puts the working directory first on
@@ -251,5 +259,5 @@ async def start_authproxy(
     started = processes.start(
         name, argv, log_path=directory / f"{name}.log", cwd=directory, env={"PYTHONPATH": python_path, **(env or {})}
     )
-    await wait_http(started, f"http://127.0.0.1:{admin_port}/readyz")
+    await wait_http(started, f"http://127.0.0.1:{admin_port}/readyz", within=start_within)
     return Server(name, started, f"http://127.0.0.1:{port}", cookie_name="authproxy_session")
