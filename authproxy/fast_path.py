@@ -12,12 +12,11 @@ Served here (all must hold): HTTP/1.1, GET or HEAD, no body (no ``Content-Length
 ``Transfer-Encoding``), no ``Upgrade`` or ``Expect``, one ``Host``, an ASCII head of at most
 ``MAX_HEAD`` bytes, an origin-form target without ``%``, ``\\``, ``#``, ``//`` or dot segments,
 outside ``auth_prefix``, on a route that exists and that the path keeps with its ``;parameters``
-dropped; and either a public route, an ``optional``
-route without a session cookie, a valid session whose user the route's ``allow`` rules admit,
-or no session on a route that needs one (answered with the gate's own login redirect or 401,
-:meth:`~authproxy.gate.Gate.unauthenticated`). Besides, a plain GET of exactly
-``/oauth2/start`` or ``/oauth2/callback`` is served by its own aiohttp handler
-(:mod:`authproxy.fast_endpoints`). The session is loaded by the same
+dropped; and either a public route, an ``optional`` route without a session cookie, a valid
+session whose user the route's ``allow`` rules admit, or no session on a route that needs one
+(answered with the gate's own login redirect or 401, :meth:`~authproxy.gate.Gate.unauthenticated`).
+Besides, a plain GET of exactly ``/oauth2/start`` or ``/oauth2/callback`` is served by its own
+aiohttp handler (:mod:`authproxy.fast_endpoints`). The session is loaded by the same
 :class:`~authproxy.sessions.manager.SessionManager` as on the aiohttp path (its cache included)
 and, when its access token is due, refreshed by the same
 :class:`~authproxy.sessions.refresh.Refresher` (one flight per session, the store lock); the
