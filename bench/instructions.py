@@ -37,7 +37,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.measure import Bench, log_in, measure_logins, measure_point
-from bench.paths import PATHS, Proxy, isolated_processes, start_authproxies
+from bench.paths import Proxy, chosen_paths, isolated_processes, start_authproxies
 from bench.servers import Server
 from bench.suite import LOGIN_CONCURRENCY, OUT
 
@@ -185,11 +185,8 @@ async def measure(paths: tuple[str, ...], seconds: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    paths = tuple(argv) or PATHS
-    unknown = [path for path in paths if path not in PATHS]
-    if unknown:
-        choices = ", ".join(PATHS)
-        print(f"bench/instructions.py: unknown path {', '.join(unknown)}; choose from {choices}", file=sys.stderr)
+    paths = chosen_paths(argv, "bench/instructions.py")
+    if paths is None:
         return 2
     missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
     if missing:

@@ -185,11 +185,19 @@ async def measure(paths: tuple[str, ...], seconds: float, profile: bool) -> None
         processes.stop_all()
 
 
-def main(argv: list[str]) -> int:
+def chosen_paths(argv: list[str], program: str) -> tuple[str, ...] | None:
+    """The paths named on the command line (all when none), or None after saying which is unknown."""
     paths = tuple(argv) or PATHS
     unknown = [path for path in paths if path not in PATHS]
     if unknown:
-        print(f"bench/paths.py: unknown path {', '.join(unknown)}; choose from {', '.join(PATHS)}", file=sys.stderr)
+        print(f"{program}: unknown path {', '.join(unknown)}; choose from {', '.join(PATHS)}", file=sys.stderr)
+        return None
+    return paths
+
+
+def main(argv: list[str]) -> int:
+    paths = chosen_paths(argv, "bench/paths.py")
+    if paths is None:
         return 2
     seconds = float(os.environ.get("BENCH_PATHS_SECONDS", "5"))
     profile = os.environ.get("BENCH_PATHS_PROFILE", "") not in ("", "0")
