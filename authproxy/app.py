@@ -34,7 +34,7 @@ from authproxy.oidc.sso import SingleSignOn
 from authproxy.oidc.tokens import TokenSet
 from authproxy.origins import Origins
 from authproxy.preserved_post import PostKeeper
-from authproxy.proxy import Forwarder, has_dot_segments, normalized_path
+from authproxy.proxy import Forwarder, another_route_once_normalised, has_dot_segments
 from authproxy.routing import RouteTable
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.factory import create_cache, create_publisher, create_store
@@ -191,8 +191,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             request, 400, "Bad request", "Paths with . or .. segments are refused.", request_id=request[REQUEST_ID]
         )
     route = services.routes.choose(request.host, request.path)
-    normalized = normalized_path(request.path)
-    if normalized != request.path and services.routes.choose(request.host, normalized) is not route:
+    if another_route_once_normalised(services.routes, request.host, request.path, route):
         # //admin/x or /admin;x/y judged as the / route, then served by the upstream as /admin/...
         return pages.error_response(
             request,

@@ -87,7 +87,7 @@ from authproxy.handback import GiveBack, ReturningRequestHandler
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
 from authproxy.policy import Policy
-from authproxy.proxy import normalized_path
+from authproxy.proxy import another_route_once_normalised
 from authproxy.sessions.record import SessionRecord
 from authproxy.upstream_http import HeadTemplate, UpstreamHTTPError, UpstreamResponse
 
@@ -398,7 +398,7 @@ class FastConnection(asyncio.Protocol):
         route = services.routes.choose(fields["Host"], path)
         if route is None:
             return None
-        if ";" in path and services.routes.choose(fields["Host"], normalized_path(path)) is not route:
+        if another_route_once_normalised(services.routes, fields["Host"], path, route):
             # /admin;x/y judged as the / route, served by Tomcat as /admin/y: aiohttp's path refuses it
             return None
         return route, path, query, fields, cookies

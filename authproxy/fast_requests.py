@@ -109,7 +109,7 @@ def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
     Without ``%`` the decoded path (what routes and the dot-segment check see on the aiohttp
     path) is the raw one, byte for byte. A path with ``;parameters`` (``;jsessionid=...``) is
     taken too: whoever routes it must still check that dropping them keeps the route
-    (:func:`authproxy.proxy.normalized_path`), as aiohttp's path does.
+    (:func:`authproxy.proxy.another_route_once_normalised`), as aiohttp's path does.
     """
     if not target.startswith("/") or target.startswith("//"):
         return None

@@ -46,6 +46,7 @@ from authproxy.headers import (
     strip_hop_by_hop,
 )
 from authproxy.metrics import Metrics
+from authproxy.routing import R, RouteTable
 from authproxy.upstream_http import (
     KEEPALIVE_TIMEOUT,
     MAX_LINE,
@@ -153,6 +154,16 @@ def normalized_path(path: str) -> str:
     segments = [segment.split(";", 1)[0] for segment in path.replace("\\", "/").split("/")]
     inner = [segment for segment in segments[1:-1] if segment]
     return "/" + "/".join([*inner, segments[-1]]) if len(segments) > 1 else "/"
+
+
+def another_route_once_normalised(routes: RouteTable[R], host: str | None, path: str, route: R | None) -> bool:
+    """Whether a server that normalises ``path`` (:func:`normalized_path`) would serve another route's.
+
+    ``route`` is what ``routes`` chose for the path as sent; when the normalised reading chooses
+    another (``/admin;x/secret`` or ``//admin/x`` as the ``/`` route), the request is refused.
+    """
+    normalized = normalized_path(path)
+    return normalized != path and routes.choose(host, normalized) is not route
 
 
 class AmbiguousPath(ValueError):

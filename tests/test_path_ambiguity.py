@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from authproxy.proxy import AmbiguousPath, normalized_path, upstream_path
+from authproxy.proxy import AmbiguousPath, another_route_once_normalised, normalized_path, upstream_path
+from authproxy.routing import RouteTable
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream, raw_request, upstream_fixture  # noqa: F401
 
@@ -42,6 +43,24 @@ from tests.support.upstream import Upstream, raw_request, upstream_fixture  # no
 )
 def test_normalized_path_reads_a_path_as_normalising_servers_do(path: str, expected: str) -> None:
     assert normalized_path(path) == expected
+
+
+TABLE: RouteTable[str] = RouteTable(((None, "/", "site"), (None, "/admin/", "admin")))
+
+
+@pytest.mark.parametrize(
+    ("path", "another"),
+    [
+        pytest.param("/admin;x/secret", True, id="parameter-hides-the-prefix"),
+        pytest.param("//admin/x", True, id="empty-segment-hides-the-prefix"),
+        pytest.param("/shop;jsessionid=1/cart", False, id="parameter-within-the-route"),
+        pytest.param("/admin/x;v=1", False, id="parameter-inside-the-prefix-route"),
+        pytest.param("/shop/cart", False, id="nothing-to-normalise"),
+    ],
+)
+def test_a_path_is_judged_by_the_route_normalising_servers_would_serve(path: str, another: bool) -> None:
+    route = TABLE.choose("front.example", path)
+    assert another_route_once_normalised(TABLE, "front.example", path, route) is another
 
 
 @pytest.mark.parametrize(
