@@ -7,8 +7,9 @@
 The factory writes a JSON config, runs ``npm ci`` in tests/support/oidc_provider when its
 node_modules is missing (from the committed package-lock.json, so a fresh clone is reproducible),
 starts the provider on 127.0.0.2 and a free port (docs/testing.md: another loopback address than the
-proxy keeps cookies apart), waits for its discovery document, and kills every process it started
-by PID at teardown. Default clients, one per token endpoint auth method, all with PKCE and the
+proxy keeps cookies apart), waits for its discovery document (a start that hangs is ended and tried
+once more; the failure names each attempt's process state), and kills every process it started by
+PID at teardown. Default clients, one per token endpoint auth method, all with PKCE and the
 refresh_token grant: ``authproxy-basic`` (client_secret_basic), ``authproxy-post``
 (client_secret_post), ``authproxy-public`` (none). Default users: the demo users.
 """
@@ -39,6 +40,7 @@ PROVIDER_DIR: Final = Path(__file__).parent / "oidc_provider"
 HOST: Final = "127.0.0.2"
 CLIENT_SECRET: Final = "node-provider-client-secret-0123456789abcdef"
 START_TIMEOUT: Final = 30.0
+START_ATTEMPTS: Final = 2
 AUTH_METHOD_BY_KIND: Final = {
     "basic": "client_secret_basic",
     "post": "client_secret_post",
@@ -157,7 +159,8 @@ class NodeProvider:
                 self.process.wait(timeout=5)
 
 
-def _wait_for_discovery(provider: NodeProvider) -> None:
+def _serves_discovery(provider: NodeProvider) -> bool:
+    """Whether discovery answered 200 within START_TIMEOUT; a provider that exits fails the test."""
     deadline = time.monotonic() + START_TIMEOUT
     url = provider.issuer + "/.well-known/openid-configuration"
     while time.monotonic() < deadline:
@@ -166,12 +169,22 @@ def _wait_for_discovery(provider: NodeProvider) -> None:
         try:
             with urllib.request.urlopen(url, timeout=1) as answer:
                 if answer.status == 200:
-                    return
+                    return True
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    provider.stop()
-    pytest.fail(f"oidc-provider did not serve discovery within {START_TIMEOUT}s:\n{provider.logs()}")
+    return False
+
+
+def _process_state(pid: int) -> str:
+    """The kernel's view of a process that hangs: its state and CPU seconds, for the failure text."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return "gone"
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return f"state {fields[0]}, {cpu:.2f} s of CPU"
 
 
 def start_node_provider(
@@ -214,18 +227,24 @@ def start_node_provider(
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / f"oidc-provider-{port}.json"
     config_path.write_text(json.dumps(config, indent=2))
-    log_path = directory / f"oidc-provider-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [node, str(PROVIDER_DIR / "server.mjs"), str(config_path)],
-            cwd=PROVIDER_DIR,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "NODE_ENV": "test"},
-        )
-    provider = NodeProvider(issuer, port, client_list, process, config_path, log_path)
-    _wait_for_discovery(provider)
-    return provider
+    hung: list[str] = []
+    # a start that hangs (seen once on a loaded CI machine, before "listening") is retried once
+    for attempt in range(1, START_ATTEMPTS + 1):
+        log_path = directory / f"oidc-provider-{port}-{attempt}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [node, str(PROVIDER_DIR / "server.mjs"), str(config_path)],
+                cwd=PROVIDER_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "NODE_ENV": "test"},
+            )
+        provider = NodeProvider(issuer, port, client_list, process, config_path, log_path)
+        if _serves_discovery(provider):
+            return provider
+        hung.append(f"attempt {attempt} ({_process_state(process.pid)}):\n{provider.logs()}")
+        provider.stop()
+    pytest.fail(f"oidc-provider did not serve discovery within {START_TIMEOUT}s:\n" + "\n".join(hung))
 
 
 @pytest.fixture
