@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from tests.support.net import proc_stat_fields
+
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 STOP_TIMEOUT: Final = 15.0
 # the benchmark's processes run at this nice value when allowed (root), so background jobs on a
@@ -93,13 +95,9 @@ def _children_map() -> dict[int, list[int]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: fields start after the last ")"
-        fields = stat[stat.rfind(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        fields = proc_stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     return children
 
 
@@ -118,12 +116,9 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time of ``pids`` (processes that are gone count 0)."""
     total = 0
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        fields = proc_stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
     return total / CLOCK_TICKS
 
 
@@ -268,8 +263,5 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rfind(")") + 2 :].split()[0] != "Z"
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[0] != "Z"

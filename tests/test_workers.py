@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from authproxy.workers import clean_exit
-from tests.support.net import free_port
+from tests.support.net import free_port, proc_stat_fields
 from tests.support.proxy_process import ProxyProcess
 
 WAIT = 30.0
@@ -40,11 +40,8 @@ def children_of(pid: int) -> list[int]:
 
 def running(pid: int) -> bool:
     """Whether ``pid`` still exists as a process that has not exited (a zombie has exited)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def exists(pid: int) -> bool:

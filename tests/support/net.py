@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -10,3 +11,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def proc_stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from its state on (proc(5) fields 3 onwards), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may hold spaces and parentheses itself
+    return stat[stat.rfind(")") + 2 :].split() or None

@@ -34,7 +34,7 @@ from typing import Any, Final
 import pytest
 
 from authproxy.demo.users import DEMO_USERS
-from tests.support.net import free_port
+from tests.support.net import free_port, proc_stat_fields
 
 PROVIDER_DIR: Final = Path(__file__).parent / "oidc_provider"
 HOST: Final = "127.0.0.2"
@@ -178,12 +178,10 @@ def _serves_discovery(provider: NodeProvider) -> bool:
 
 def _process_state(pid: int) -> str:
     """The kernel's view of a process that hangs: its state and CPU seconds, for the failure text."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = proc_stat_fields(pid)
+    if fields is None:
         return "gone"
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     return f"state {fields[0]}, {cpu:.2f} s of CPU"
 
 
