@@ -110,25 +110,29 @@ async def op(key_a: JwtKey) -> AsyncIterator[MiniProvider]:
 MakeClient = Callable[..., Awaitable[ProviderClient]]
 
 
+def client_arguments(issuer: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of a ProviderClient for ``issuer`` (client_secret_basic, every asymmetric
+    algorithm, 60 s skew, 5 s timeout, the system's CAs), with ``overrides``."""
+    return {
+        "issuer": issuer,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "auth_method": "client_secret_basic",
+        "private_key_pem": None,
+        "allowed_algorithms": ALL_ASYMMETRIC,
+        "clock_skew": 60.0,
+        "timeout": 5.0,
+        "ca_file": None,
+    } | overrides
+
+
 @pytest.fixture
 async def make_client(op: MiniProvider) -> AsyncIterator[MakeClient]:
     """Started clients of ``op`` (discovery loaded unless ``load=False``), closed at teardown."""
     started: list[ProviderClient] = []
 
     async def make(*, load: bool = True, **overrides: Any) -> ProviderClient:
-        arguments: dict[str, Any] = {
-            "issuer": op.issuer,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "auth_method": "client_secret_basic",
-            "private_key_pem": None,
-            "allowed_algorithms": ALL_ASYMMETRIC,
-            "clock_skew": 60.0,
-            "timeout": 5.0,
-            "ca_file": None,
-        }
-        arguments.update(overrides)
-        client = ProviderClient(**arguments)
+        client = ProviderClient(**client_arguments(op.issuer, **overrides))
         await client.start()
         started.append(client)
         if load:
@@ -167,17 +171,7 @@ async def test_discovery_naming_another_issuer_is_refused(op: MiniProvider, make
 
 
 async def test_discovery_of_an_unreachable_provider_is_unavailable() -> None:
-    client = ProviderClient(
-        issuer=f"http://127.0.0.1:{free_port()}",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        auth_method="client_secret_basic",
-        private_key_pem=None,
-        allowed_algorithms=ALL_ASYMMETRIC,
-        clock_skew=60.0,
-        timeout=2.0,
-        ca_file=None,
-    )
+    client = ProviderClient(**client_arguments(f"http://127.0.0.1:{free_port()}", timeout=2.0))
     await client.start()
     try:
         with pytest.raises(ProviderUnavailable, match="discovery"):
@@ -725,17 +719,7 @@ async def test_private_ca_provider_needs_ca_file_for_documents_and_token_request
     server_context.load_cert_chain(cert_file, key_file)
     async with running_provider(server_context) as provider:
         for ca, expected in ((None, ProviderUnavailable), (str(ca_file), None)):
-            client = ProviderClient(
-                issuer=provider.issuer,
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                auth_method="client_secret_basic",
-                private_key_pem=None,
-                allowed_algorithms=ALL_ASYMMETRIC,
-                clock_skew=60.0,
-                timeout=5.0,
-                ca_file=ca,
-            )
+            client = ProviderClient(**client_arguments(provider.issuer, ca_file=ca))
             await client.start()
             try:
                 if expected is None:
@@ -784,20 +768,8 @@ def test_token_request_failures_are_told_in_words(error: UpstreamHTTPError, word
     ],
 )
 def test_bad_client_configuration_is_a_config_error(overrides: dict[str, Any], problem: str) -> None:
-    arguments: dict[str, Any] = {
-        "issuer": "https://idp.example.com",
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        "auth_method": "client_secret_basic",
-        "private_key_pem": None,
-        "allowed_algorithms": ALL_ASYMMETRIC,
-        "clock_skew": 60.0,
-        "timeout": 5.0,
-        "ca_file": None,
-    }
-    arguments.update(overrides)
     with pytest.raises(ConfigError) as caught:
-        ProviderClient(**arguments)
+        ProviderClient(**client_arguments("https://idp.example.com", **overrides))
     assert caught.value.problems[0].startswith(problem)
 
 
