@@ -182,6 +182,12 @@ FAULTS: list[Any] = [
         id="hs256-client-secret-shorter-than-32-bytes",
     ),
     pytest.param(
+        lambda k: hand_signed(CLIENT_SECRET.encode(), {"alg": "HS256"}, b"not json"),
+        {"client_secret": CLIENT_SECRET, "allowed_algorithms": ["RS256", "HS256"]},
+        "malformed token",
+        id="hs256-payload-not-json",
+    ),
+    pytest.param(
         lambda k: k.rsa.sign(id_token_claims()),
         {"allowed_algorithms": ["ES256"]},
         "alg not allowed: RS256",
@@ -250,6 +256,13 @@ FAULTS: list[Any] = [
         id="at-hash-of-another-hash-size",
     ),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(at_hash=123)), {}, "at_hash mismatch", id="at-hash-not-a-string"),
+    # at_hash is over the access token's ASCII octets (Core 1.0 section 3.1.3.6): one that has none is refused
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(at_hash="AAAAAAAAAAAAAAAAAAAAAA")),
+        {"access_token": "t\u00f8ken"},
+        "at_hash cannot be computed",
+        id="at-hash-of-a-non-ascii-access-token",
+    ),
     pytest.param(lambda k: "not.a.jwt", {}, "malformed token", id="garbage"),
     pytest.param(lambda k: _b64({"alg": "RS256"}) + ".e30", {}, "malformed token", id="two-segments"),
     pytest.param(lambda k: _b64({"alg": "RS256"}) + ".e30.c2ln.x.y", {}, "malformed token", id="five-segments-jwe"),
@@ -258,6 +271,9 @@ FAULTS: list[Any] = [
     pytest.param(lambda k: _b64(["RS256"]) + ".e30.c2ln", {}, "malformed token", id="header-not-an-object"),
     pytest.param(lambda k: "bm90IGpzb24.e30.c2ln", {}, "malformed token", id="header-not-json"),
     pytest.param(lambda k: _b64({"alg": "none"}) + ".e30.", {}, "alg not allowed: none", id="alg-none"),
+    pytest.param(lambda k: _b64({"kid": "rsa-1"}) + ".e30.c2ln", {}, "alg missing", id="alg-missing"),
+    pytest.param(lambda k: _b64({"alg": ""}) + ".e30.c2ln", {}, "alg missing", id="alg-empty"),
+    pytest.param(lambda k: _b64({"alg": 256}) + ".e30.c2ln", {}, "alg missing", id="alg-a-number"),
     pytest.param(lambda k: "x" * 70_000, {}, "token too large", id="oversized"),
     # the compact form, read as strictly as PyJWT reads it (authproxy.oidc.tokens._segment)
     pytest.param(
@@ -510,6 +526,19 @@ def test_at_hash_uses_the_hash_of_the_alg(alg: str, curve: str | None, digest: b
     assert compute_at_hash(ACCESS_TOKEN, alg, curve) == b64(digest)
 
 
+@pytest.mark.parametrize(
+    ("alg", "curve"),
+    [
+        pytest.param("EdDSA", None, id="eddsa-without-its-curve"),
+        pytest.param("EdDSA", "X25519", id="eddsa-on-a-key-agreement-curve"),
+        pytest.param("none", None, id="alg-without-a-hash"),
+    ],
+)
+def test_at_hash_without_a_defined_hash_is_an_error(alg: str, curve: str | None) -> None:
+    with pytest.raises(ValueError):
+        compute_at_hash(ACCESS_TOKEN, alg, curve)
+
+
 def test_at_hash_of_an_eddsa_token_is_checked_with_sha512(keys: Keys) -> None:
     good = keys.ed.sign(id_token_claims(at_hash=b64(hashlib.sha512(ACCESS_TOKEN.encode()).digest()[:32])))
     assert verify(good, keys.keyset())["sub"] == "user-1"
@@ -588,6 +617,14 @@ def test_keyset_find_without_kid_returns_every_key_fitting_the_alg(keys: Keys) -
     assert len(keyset.find(None, "ES256")) == 1
     with pytest.raises(TokenInvalid, match="no key for alg EdDSA"):
         keyset.find(None, "EdDSA")
+
+
+def test_a_key_that_cannot_be_built_for_the_alg_verifies_nothing() -> None:
+    # a set made directly, not through from_jwks (which drops such keys): its modulus is no number
+    keyset = KeySet([{"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"}])
+    with pytest.raises(TokenInvalid) as caught:
+        keyset.find("broken", "RS256")
+    assert caught.value.reason == "unusable key for alg RS256"
 
 
 def test_a_key_below_the_minimum_length_is_refused() -> None:
