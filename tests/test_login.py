@@ -9,6 +9,7 @@ where it matters for "no token request reached the provider".
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -270,7 +271,14 @@ def with_state(url: str, state: str | None) -> str:
     return parts._replace(query=urlencode(query)).geturl()
 
 
-@pytest.mark.parametrize("case", ["missing", "wrong", "replayed", "other-browser", "no-flow-cookie"])
+def flow_cookie_name(state: str) -> str:
+    # the flow cookie's name carries a digest of its state, so that parallel tabs do not collide
+    return FLOW_COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "wrong", "replayed", "other-browser", "no-flow-cookie", "flow-cookie-renamed-to-another-state"]
+)
 async def test_bad_state_is_400_without_a_token_request(stack: Stack, case: str) -> None:
     async with browser() as b:
         callback = await _callback_url(stack, b)
@@ -281,6 +289,12 @@ async def test_bad_state_is_400_without_a_token_request(stack: Stack, case: str)
             page = await b.get(with_state(callback, None))
         elif case == "wrong":
             page = await b.get(with_state(callback, "forged-" + uuid.uuid4().hex))
+        elif case == "flow-cookie-renamed-to-another-state":
+            # the browser's own, valid flow cookie, offered under the name of a state it was not made for
+            forged = "forged-" + uuid.uuid4().hex
+            (flow,) = [cookie for cookie in b.cookies.all() if cookie.name.startswith(FLOW_COOKIE_PREFIX)]
+            b.cookies.set(replace(flow, name=flow_cookie_name(forged)))
+            page = await b.get(with_state(callback, forged))
         elif case == "replayed":
             page = await b.get(callback)
         elif case == "other-browser":
