@@ -169,6 +169,17 @@ async def test_absolute_timeout_is_hard(store: SessionStore) -> None:
     assert await sessions.load(cookie) is None
 
 
+async def test_a_session_past_its_deadline_is_deleted_not_written_back(store: SessionStore) -> None:
+    clock = Clock()
+    sessions = manager(store, clock)
+    session, cookie = await sessions.create(record(clock))
+    clock.now += ABSOLUTE + 1  # a write that comes after the absolute expiry (a slow refresh, say)
+    assert await sessions.save(session) is False
+    assert await store.get(session.store_key) is None
+    clock.now = Clock().now  # even read at a time the record was still valid
+    assert await sessions.load(cookie) is None
+
+
 async def test_secret_rotation_keeps_old_sessions_readable(store: SessionStore) -> None:
     clock = Clock()
     _, cookie = await manager(store, clock, [OLD_SECRET]).create(record(clock))
