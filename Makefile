@@ -48,12 +48,12 @@ soak: $(STAMP) system-deps ## faults under load: Redis (standalone, Cluster, Sen
 	$(BIN)/python bench/soak_faults.py
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check authproxy tests bench
-	$(BIN)/ruff format --check authproxy tests bench
+	$(BIN)/ruff check authproxy tests bench scripts
+	$(BIN)/ruff format --check authproxy tests bench scripts
 	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
-	$(BIN)/ruff format authproxy tests bench
+	$(BIN)/ruff format authproxy tests bench scripts
 	$(BIN)/ruff check --fix authproxy tests bench
 
 clean: ## remove the virtualenv and caches
