@@ -85,8 +85,9 @@ def main(argv: list[str]) -> int:
             target = worktree / module
             original = target.read_text()
             source = original.split("\n")
+            lines = refusal_lines(source)
             survivors = 0
-            for index in refusal_lines(source):
+            for index in lines:
                 target.write_text(with_pass(source, index))
                 try:
                     caught = not tests_pass(worktree, pytest_args)
@@ -95,7 +96,7 @@ def main(argv: list[str]) -> int:
                 survivors += not caught
                 verdict = "caught" if caught else "SURVIVED"
                 print(f"{module}:{index + 1}: {verdict}: {source[index].strip()}", flush=True)
-            print(f"{survivors} of {len(refusal_lines(source))} changes survived")
+            print(f"{survivors} of {len(lines)} changes survived")
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
     return 0
