@@ -170,6 +170,21 @@ async def test_discovery_naming_another_issuer_is_refused(op: MiniProvider, make
     assert not client.ready
 
 
+@pytest.mark.parametrize("status", [404, 503])
+async def test_a_document_the_provider_will_not_serve_is_unavailable_and_names_the_status(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey, status: int
+) -> None:
+    op.discovery_status = status
+    client = await make_client(load=False)
+    with pytest.raises(ProviderUnavailable, match=f"discovery failed: .* answered HTTP {status}"):
+        await client.load_metadata()
+    op.discovery_status = 200
+    await client.load_metadata()
+    op.jwks_status = status
+    with pytest.raises(ProviderUnavailable, match=f"JWKS fetch failed: .* answered HTTP {status}"):
+        await client.verify_id_token(id_token(key_a, op.issuer, time.time()), NONCE)
+
+
 async def test_discovery_of_an_unreachable_provider_is_unavailable() -> None:
     client = ProviderClient(**client_arguments(f"http://127.0.0.1:{free_port()}", timeout=2.0))
     await client.start()

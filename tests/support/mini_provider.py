@@ -53,6 +53,7 @@ class MiniProvider:
     revocation_answer: tuple[int, Any] = (200, "")
     userinfo_answer: tuple[int, Any] = (200, {"sub": "user-1", "email": "alice@example.com"})
     jwks_status: int = 200
+    discovery_status: int = 200
     discovery_overrides: dict[str, Any] = field(default_factory=dict)
     delay: float = 0.0  # seconds every answer waits (timeouts)
     received: list[Received] = field(default_factory=list)
@@ -108,6 +109,8 @@ class MiniProvider:
 
     async def _discovery(self, request: web.Request) -> web.Response:
         await self._record(request)
+        if self.discovery_status != 200:
+            return web.Response(status=self.discovery_status, text="down")
         return web.json_response(self.discovery_document())
 
     async def _jwks(self, request: web.Request) -> web.Response:
