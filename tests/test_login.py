@@ -9,7 +9,6 @@ where it matters for "no token request reached the provider".
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import pytest
 
 from authproxy.demo.provider import DemoClient
+from authproxy.oidc.flow import flow_cookie_name
 from tests.support.fault_provider import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -273,11 +273,6 @@ def with_state(url: str, state: str | None) -> str:
     return parts._replace(query=urlencode(query)).geturl()
 
 
-def flow_cookie_name(state: str) -> str:
-    # the flow cookie's name carries a digest of its state, so that parallel tabs do not collide
-    return FLOW_COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
-
-
 @pytest.mark.parametrize(
     "case", ["missing", "wrong", "replayed", "other-browser", "no-flow-cookie", "flow-cookie-renamed-to-another-state"]
 )
@@ -295,7 +290,7 @@ async def test_bad_state_is_400_without_a_token_request(stack: Stack, case: str)
             # the browser's own, valid flow cookie, offered under the name of a state it was not made for
             forged = "forged-" + uuid.uuid4().hex
             (flow,) = [cookie for cookie in b.cookies.all() if cookie.name.startswith(FLOW_COOKIE_PREFIX)]
-            b.cookies.set(replace(flow, name=flow_cookie_name(forged)))
+            b.cookies.set(replace(flow, name=flow_cookie_name(COOKIE, forged)))
             page = await b.get(with_state(callback, forged))
         elif case == "replayed":
             page = await b.get(callback)
