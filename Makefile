@@ -54,7 +54,7 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format authproxy tests bench scripts
-	$(BIN)/ruff check --fix authproxy tests bench
+	$(BIN)/ruff check --fix authproxy tests bench scripts
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache $(NODE_PROVIDER)/node_modules

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from tests.support.net import proc_stat_fields
+from tests.support.net import proc_stat_fields, stat_cpu_seconds
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 STOP_TIMEOUT: Final = 15.0
@@ -114,12 +114,12 @@ def process_tree(pid: int) -> list[int]:
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time of ``pids`` (processes that are gone count 0)."""
-    total = 0
+    total = 0.0
     for pid in pids:
         fields = proc_stat_fields(pid)
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return total / CLOCK_TICKS
+            total += stat_cpu_seconds(fields)
+    return total
 
 
 def busy_cpu_seconds() -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -21,3 +22,8 @@ def proc_stat_fields(pid: int) -> list[str] | None:
         return None
     # the command name (field 2) is in parentheses and may hold spaces and parentheses itself
     return stat[stat.rfind(")") + 2 :].split() or None
+
+
+def stat_cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU seconds of a process, from its :func:`proc_stat_fields` (utime, stime)."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -34,7 +34,7 @@ from typing import Any, Final
 import pytest
 
 from authproxy.demo.users import DEMO_USERS
-from tests.support.net import free_port, proc_stat_fields
+from tests.support.net import free_port, proc_stat_fields, stat_cpu_seconds
 
 PROVIDER_DIR: Final = Path(__file__).parent / "oidc_provider"
 HOST: Final = "127.0.0.2"
@@ -181,8 +181,7 @@ def _process_state(pid: int) -> str:
     fields = proc_stat_fields(pid)
     if fields is None:
         return "gone"
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return f"state {fields[0]}, {cpu:.2f} s of CPU"
+    return f"state {fields[0]}, {stat_cpu_seconds(fields):.2f} s of CPU"
 
 
 def start_node_provider(
