@@ -11,6 +11,7 @@ import base64
 import datetime
 import errno
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -47,7 +48,7 @@ from authproxy.upstream_http import (
     UpstreamHTTPError,
     UpstreamReset,
 )
-from tests.support.mini_provider import MiniProvider, running_provider
+from tests.support.mini_provider import MiniProvider, RawAnswer, running_provider
 from tests.support.net import free_port
 from tests.support.oidc_tokens import (
     ALL_ASYMMETRIC,
@@ -190,6 +191,59 @@ async def test_discovery_of_an_unreachable_provider_is_unavailable() -> None:
     await client.start()
     try:
         with pytest.raises(ProviderUnavailable, match="discovery"):
+            await client.load_metadata()
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def not_http_port() -> AsyncIterator[int]:
+    """A loopback server that answers whatever it receives with a line that is not HTTP."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"hello there\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "words"),
+    [
+        pytest.param("http", "the answer is not valid HTTP", id="not-http"),
+        pytest.param("https", "the TLS handshake failed", id="tls-to-a-plain-server"),
+    ],
+)
+async def test_discovery_from_a_server_that_does_not_speak_the_protocol_says_so_in_words(
+    not_http_port: int, scheme: str, words: str
+) -> None:
+    issuer = f"{scheme}://127.0.0.1:{not_http_port}"
+    discovery = f"{issuer}/.well-known/openid-configuration"
+    client = ProviderClient(**client_arguments(issuer, timeout=5.0))
+    await client.start()
+    try:
+        with pytest.raises(ProviderUnavailable, match=re.escape(f"discovery failed: {discovery}: {words}") + "$"):
+            await client.load_metadata()
+    finally:
+        await client.close()
+
+
+async def test_discovery_that_redirects_in_a_loop_says_so_in_words(aiohttp_server: AiohttpServer) -> None:
+    async def again(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.path)
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", again)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    client = ProviderClient(**client_arguments(str(server.make_url("")).rstrip("/"), timeout=5.0))
+    await client.start()
+    try:
+        with pytest.raises(ProviderUnavailable, match=r"discovery failed: .*: too many redirects$"):
             await client.load_metadata()
     finally:
         await client.close()
@@ -429,20 +483,37 @@ async def test_userinfo_never_follows_a_redirect_with_the_access_token(
 
 
 @pytest.mark.parametrize(
-    ("answer", "error"),
+    ("answer", "error", "match"),
     [
-        pytest.param((401, ""), TokenEndpointError, id="401"),
-        pytest.param((500, "oops"), ProviderUnavailable, id="500"),
-        pytest.param((200, "<html>"), ProviderUnavailable, id="not-json"),
-        pytest.param((200, ["sub"]), ProviderUnavailable, id="not-an-object"),
+        pytest.param((401, ""), TokenEndpointError, "refused the access token", id="401"),
+        pytest.param((403, ""), TokenEndpointError, "refused the access token", id="403"),
+        pytest.param((500, "oops"), ProviderUnavailable, "HTTP 500", id="500"),
+        pytest.param((200, "<html>"), ProviderUnavailable, "not JSON", id="not-json"),
+        pytest.param((200, '["sub"]'), ProviderUnavailable, "not a JSON object", id="not-an-object"),
+        pytest.param(
+            # a JWT is not JSON, but it is refused for what it is: signed answers are not read
+            (200, RawAnswer("eyJhbGciOiJSUzI1NiJ9.e30.c2ln", "application/jwt")),
+            ProviderUnavailable,
+            "signed or encrypted answers are not supported",
+            id="signed",
+        ),
     ],
 )
 async def test_userinfo_failures(
-    op: MiniProvider, make_client: MakeClient, answer: tuple[int, Any], error: type
+    op: MiniProvider, make_client: MakeClient, answer: tuple[int, Any], error: type, match: str
 ) -> None:
-    op.userinfo_answer = (answer[0], answer[1]) if not isinstance(answer[1], list) else (200, '["sub"]')
-    with pytest.raises(error):
+    op.userinfo_answer = answer
+    with pytest.raises(error, match=match):
         await (await make_client()).fetch_userinfo("at-xyz")
+
+
+async def test_userinfo_of_a_provider_without_the_endpoint_is_unavailable_and_asks_nobody(
+    op: MiniProvider, make_client: MakeClient
+) -> None:
+    op.discovery_overrides["userinfo_endpoint"] = None
+    with pytest.raises(ProviderUnavailable, match="no userinfo endpoint"):
+        await (await make_client()).fetch_userinfo("at-xyz")
+    assert op.requests_to("/userinfo") == []
 
 
 # ---------------------------------------------------------------------- failures
@@ -491,6 +562,33 @@ async def test_timeout_is_unavailable(op: MiniProvider, make_client: MakeClient)
     with pytest.raises(ProviderUnavailable, match="timed out"):
         await exchange(client)
     assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("document", ["discovery", "jwks", "userinfo"])
+async def test_a_document_that_does_not_come_in_time_is_unavailable(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey, document: str
+) -> None:
+    client = await make_client(timeout=0.3, load=document != "discovery")
+    op.delay = 2.0
+    started = time.monotonic()
+    with pytest.raises(ProviderUnavailable, match=r"no answer from http://\S+ within 0.3s \(timed out\)"):
+        if document == "discovery":
+            await client.load_metadata()
+        elif document == "jwks":
+            await client.verify_id_token(id_token(key_a, op.issuer, time.time()), NONCE)
+        else:
+            await client.fetch_userinfo("at-xyz")
+    assert time.monotonic() - started < 1.5
+
+
+async def test_a_closed_client_refuses_to_send_anything(op: MiniProvider, make_client: MakeClient) -> None:
+    client = await make_client()
+    await client.close()
+    with pytest.raises(RuntimeError, match=r"start\(\) was not called"):
+        await exchange(client)
+    with pytest.raises(RuntimeError, match=r"start\(\) was not called"):
+        await client.fetch_userinfo("at-xyz")
+    assert op.token_requests == [] and op.requests_to("/userinfo") == []
 
 
 async def test_oversized_answer_is_unavailable(op: MiniProvider, make_client: MakeClient) -> None:

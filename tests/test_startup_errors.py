@@ -169,6 +169,9 @@ def _key() -> Any:
         ),
         pytest.param(aiohttp.ServerDisconnectedError(), "closed the connection without answering", id="hang-up"),
         pytest.param(aiohttp.ClientPayloadError("cut"), "the answer was cut off", id="cut-off"),
+        pytest.param(aiohttp.InvalidURL("http://idp.example.com:99999/"), "not a usable URL", id="bad-url"),
+        pytest.param(OSError(errno.EHOSTUNREACH, "No route to host"), "the host is unreachable", id="os-error"),
+        pytest.param(aiohttp.ClientError(), "the connection failed", id="anything-else"),
     ],
 )
 def test_provider_transport_failures_are_described_in_plain_words(error: BaseException, words: str) -> None:

@@ -34,13 +34,21 @@ class Received:
     form: dict[str, str]
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """An answer's body sent as given, under its own Content-Type (a signed userinfo answer)."""
+
+    text: str
+    content_type: str
+
+
 @dataclass
 class MiniProvider:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     scheme: str = "http"
     keys: list[JwtKey] = field(default_factory=list)
-    # what the endpoints answer: (status, JSON value or raw text)
+    # what the endpoints answer: (status, JSON value, raw text or a RawAnswer)
     token_answer: tuple[int, Any] = (
         200,
         {
@@ -125,6 +133,8 @@ class MiniProvider:
             status, body = getattr(self, attribute)
             if isinstance(body, Mapping):
                 return web.json_response(dict(body), status=status)
+            if isinstance(body, RawAnswer):
+                return web.Response(status=status, text=body.text, content_type=body.content_type)
             return web.Response(status=status, text=str(body))
 
         return handler
