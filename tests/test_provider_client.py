@@ -869,15 +869,25 @@ def test_token_request_failures_are_told_in_words(error: UpstreamHTTPError, word
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
-        pytest.param({"auth_method": "client_secret_jwt"}, "provider.client_auth_method", id="unknown-method"),
-        pytest.param({"client_secret": None}, "provider.client_secret", id="basic-without-secret"),
-        pytest.param({"auth_method": "private_key_jwt"}, "provider.private_key_file", id="private-key-jwt-without-key"),
+        pytest.param(
+            {"auth_method": "client_secret_jwt"}, "provider.client_auth_method: must be one of", id="unknown-method"
+        ),
+        pytest.param(
+            {"client_secret": None},
+            "provider.client_secret: required for client_secret_basic",
+            id="basic-without-secret",
+        ),
+        pytest.param(
+            {"auth_method": "private_key_jwt"},
+            "provider.private_key_file: required for private_key_jwt",
+            id="private-key-jwt-without-key",
+        ),
         pytest.param(
             {"auth_method": "private_key_jwt", "private_key_pem": b"-----BEGIN NOTHING-----"},
-            "provider.private_key_file",
+            "provider.private_key_file: not an unencrypted PEM private key",
             id="private-key-not-pem",
         ),
-        pytest.param({"ca_file": "/nonexistent/ca.pem"}, "provider.ca_file", id="missing-ca-file"),
+        pytest.param({"ca_file": "/nonexistent/ca.pem"}, "provider.ca_file: cannot load", id="missing-ca-file"),
     ],
 )
 def test_bad_client_configuration_is_a_config_error(overrides: dict[str, Any], problem: str) -> None:

@@ -169,6 +169,7 @@ def _key() -> Any:
         ),
         pytest.param(aiohttp.ServerDisconnectedError(), "closed the connection without answering", id="hang-up"),
         pytest.param(aiohttp.ClientPayloadError("cut"), "the answer was cut off", id="cut-off"),
+        pytest.param(ssl.SSLError(1, "[SSL] record layer failure"), "the TLS handshake failed", id="tls-after-connect"),
         pytest.param(aiohttp.InvalidURL("http://idp.example.com:99999/"), "not a usable URL", id="bad-url"),
         pytest.param(OSError(errno.EHOSTUNREACH, "No route to host"), "the host is unreachable", id="os-error"),
         pytest.param(aiohttp.ClientError(), "the connection failed", id="anything-else"),

@@ -512,9 +512,8 @@ class ProviderClient:
     # ------------------------------------------------------------------ HTTP
 
     async def _get_json(self, url: str, what: str) -> tuple[int, Any]:
+        """The status of a GET of ``url`` and, for a 200, its JSON (the callers judge the status)."""
         status, body, _ = await self._request("GET", url, what)
-        if status >= 500:
-            raise ProviderUnavailable(f"{what} failed: {url} answered HTTP {status}")
         return status, _parse_json(body, f"{what} from {url}") if status == 200 else None
 
     async def _request(
