@@ -142,6 +142,14 @@ async def test_a_wrong_password_is_a_connection_error(lean: LeanRedis, redis_ser
         await bad.aclose()
 
 
+async def test_a_closed_client_refuses_commands_instead_of_dialling_again(redis_server: RedisServer) -> None:
+    client = LeanRedis.from_url(redis_server.url, timeout=2.0)
+    assert await client.ping()
+    await client.aclose()
+    with pytest.raises(RedisConnectionError, match="the client was closed"):
+        await client.get("k")
+
+
 async def test_commands_in_flight_fail_when_redis_goes_away_and_the_next_one_reconnects(
     redis_server: RedisServer,
 ) -> None:

@@ -729,6 +729,28 @@ async def test_refused_connection() -> None:
     assert info.value.strerror
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({}, id="no-length"),
+        pytest.param({"Content-Length": "4"}, id="wrong-length"),
+        pytest.param({"Transfer-Encoding": "chunked"}, id="chunked"),
+    ],
+)
+async def test_content_sent_with_the_head_must_carry_its_own_length(fields: dict[str, str]) -> None:
+    # a body that the upstream would frame differently from what is written is never sent
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))
+        writer.close()
+
+    async with RawServer(handler) as server, client() as http:
+        with pytest.raises(ValueError, match="content goes alone, with its Content-Length"):
+            await http.request(server.origin, "POST", "/token", CIMultiDict(fields), content=b"a=1&b=2")
+    assert not any(received)
+
+
 async def test_close_closes_pooled_connections() -> None:
     eof = asyncio.Event()
 
