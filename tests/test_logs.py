@@ -432,6 +432,17 @@ def test_json_formatter_redacts_message_fields_and_traceback() -> None:
     assert "RuntimeError" in entry["error"] and "Traceback" in entry["error"]
 
 
+def test_json_formatter_redacts_secrets_nested_under_ordinary_field_names() -> None:
+    # nothing at the top looks like a credential: only a look inside the values finds them
+    fields = {"user": "bob", "answer": {"access_token": "n-secret", "expires_in": 300}, "tried": ["code=l-code", 2]}
+    line = JsonFormatter().format(_record("token answer", fields=fields))
+    entry = json.loads(line)
+    assert entry["user"] == "bob"
+    assert entry["answer"] == {"access_token": REDACTED, "expires_in": 300}
+    assert entry["tried"][1] == 2
+    assert "n-secret" not in line and "l-code" not in line
+
+
 def test_json_formatter_fields_cannot_hide_the_standard_keys() -> None:
     entry = json.loads(JsonFormatter().format(_record("real", fields={"msg": "fake", "level": "debug", "x": 1})))
     assert (entry["msg"], entry["level"], entry["field_msg"], entry["field_level"], entry["x"]) == (
@@ -770,4 +781,15 @@ def test_the_access_lines_members_are_what_the_general_writer_makes_of_its_field
 @settings(max_examples=100, database=None)
 @given(**{**_ACCESS_VALUES, "status": st.booleans() | st.text(max_size=3), "duration_ms": st.integers()})
 def test_access_values_of_unusual_types_take_the_general_path(**fields: Any) -> None:
+    assert logs_module._access_members(**fields) is None
+
+
+@settings(max_examples=60, database=None)
+@given(
+    **{**_ACCESS_VALUES, "user": st.none(), "client_ip": st.none()},
+    odd=st.sampled_from(["user", "client_ip"]),
+    value=st.integers() | st.binary(max_size=4) | st.lists(st.text(max_size=3), max_size=2),
+)
+def test_a_user_or_client_address_of_another_type_takes_the_general_path(odd: str, value: Any, **fields: Any) -> None:
+    fields[odd] = value
     assert logs_module._access_members(**fields) is None
