@@ -17,6 +17,12 @@ from tests.support.records import NOW, alice_record
 KEY = "session:k1"
 
 
+@pytest.mark.parametrize("max_entries", [0, -1])
+def test_a_memory_of_no_writes_is_a_mistake(max_entries: int) -> None:
+    with pytest.raises(ValueError, match="positive max_entries"):
+        RecentWrites(max_entries)
+
+
 def test_the_bytes_written_give_back_the_record_written() -> None:
     writes = RecentWrites()
     ticket = new_ticket()

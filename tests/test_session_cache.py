@@ -51,6 +51,12 @@ def _live_cache(**options: float) -> SessionCache:
 # ---------------------------------------------------------------------------------------------- pure
 
 
+@pytest.mark.parametrize(("max_age", "max_entries"), [(0.0, 100), (-1.0, 100), (10.0, 0)])
+def test_a_cache_that_could_hold_nothing_is_a_mistake_not_a_cache(max_age: float, max_entries: int) -> None:
+    with pytest.raises(ValueError, match="positive max_age and max_entries"):
+        SessionCache(max_age=max_age, max_entries=max_entries)
+
+
 def test_a_cached_record_is_served_to_its_own_ticket() -> None:
     cache = _live_cache()
     record = alice_record()
