@@ -404,6 +404,17 @@ async def test_memory_value_lives_exactly_its_ttl() -> None:
     assert await store.get("k") is None
 
 
+async def test_memory_never_serves_an_expired_value_the_sweep_has_not_reached() -> None:
+    clock = StepClock()
+    store = MemoryStore(clock=clock)
+    for n in range(1000):
+        await store.set(f"session:{n:03d}", b"v", 10)
+    clock.now += 10
+    # a read sweeps a bounded batch, the earliest keys first: the last one is far from swept
+    assert await store.get("session:999") is None
+    assert await store.take("session:998") is None
+
+
 async def test_memory_sweeps_expired_entries_nobody_reads() -> None:
     clock = StepClock()
     store = MemoryStore(clock=clock)
