@@ -11,6 +11,7 @@ Routes: ``/`` guarded and keeping forms (max 1024 bytes, one trusted origin); ``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -119,6 +120,7 @@ def same_origin(stack: Stack) -> dict[str, str]:
 
 
 CROSS_SITE: Final = {"Accept": HTML, "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+CROSS_SITE_FIELDS: Final = ("Origin: http://evil.example", "Sec-Fetch-Site: cross-site")
 
 
 async def signed_in(stack: Stack, user: str = "alice") -> ScriptedBrowser:
@@ -156,6 +158,26 @@ async def test_cross_site_unsafe_request_is_refused_with_a_logged_reason(stack: 
         assert api.status == 403 and api.json()["error"] == "cross_origin_request"
     refused = [e for e in log_events(stack, "cross_origin_refused") if e.get("path") == f"/transfer-{method}"]
     assert refused and refused[0]["reason"] == "Sec-Fetch-Site cross-site" and refused[0]["route"] == "app"
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+async def test_a_cross_site_unsafe_request_with_no_body_at_all_is_refused_too(stack: Stack, method: str) -> None:
+    # the head alone, without Content-Length or Transfer-Encoding, as any client can send it: a
+    # request that announces no body is otherwise the kind the proxy answers on its quickest path
+    b = await signed_in(stack)
+    async with b:
+        cookie = b.cookies.header_for(stack.url + "/transfer")
+    assert cookie
+    authority = stack.url.removeprefix("http://")
+    host, port = authority.split(":")
+    fields = [f"Host: {authority}", f"Cookie: {cookie}", "Accept: application/json", *CROSS_SITE_FIELDS]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(("\r\n".join([f"{method} /transfer-bodyless HTTP/1.1", *fields]) + "\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 403 "), head
 
 
 async def test_same_origin_and_trusted_origin_posts_pass(stack: Stack) -> None:
