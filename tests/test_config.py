@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,70 @@ def test_example_config_is_valid() -> None:
         ),
         pytest.param(
             BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: [none]"),
-            "provider.allowed_algorithms:",
+            "provider.allowed_algorithms: 'none' is never an allowed algorithm",
             id="alg-none",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: [RS256, None]"),
+            "provider.allowed_algorithms: 'none' is never an allowed algorithm",
+            id="alg-none-capitalised",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: [RS257]"),
+            "provider.allowed_algorithms: unknown algorithm 'RS257'",
+            id="alg-unknown",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: []"),
+            "provider.allowed_algorithms: at least one algorithm is needed",
+            id="alg-list-empty",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_secret: x, scopes: [profile, email]"),
+            "provider.scopes: scopes must include openid",
+            id="scopes-without-openid",
+        ),
+        pytest.param(
+            BASE.replace("client_secret: x", "client_auth_method: private_key_jwt"),
+            "provider: client_auth_method private_key_jwt needs private_key_file",
+            id="private-key-jwt-without-key",
+        ),
+        pytest.param(
+            BASE.replace("issuer: https://idp.example.com", "issuer: 'https://idp.example.com/?tenant=a'"),
+            "provider.issuer: the issuer has no query or fragment",
+            id="issuer-with-query",
+        ),
+        pytest.param(
+            BASE.replace("public_url: https://app.example.com", "public_url: https://app.example.com/app"),
+            "server.public_url: public_url is an origin such as https://app.example.com (no path)",
+            id="public-url-with-path",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "http://127.0.0.1:99999"),
+            "routes[0].upstream: 'http://127.0.0.1:99999' has an invalid port",
+            id="upstream-port-out-of-range",
+        ),
+        pytest.param(
+            BASE.replace("session: {", "session: {store: redis, redis: {url: 'http://127.0.0.1:6379/0'}, "),
+            "session.redis.url: expected a redis://, rediss:// or unix:// URL",
+            id="redis-url-of-another-scheme",
+        ),
+        pytest.param(
+            BASE.replace(
+                'secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cache: {enabled: true, max_age: 0s}'
+            ),
+            "session.cache.max_age: must be positive",
+            id="cache-max-age-0",
+        ),
+        pytest.param(
+            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], idle_timeout: 0s'),
+            "session: idle_timeout and absolute_timeout must be positive",
+            id="idle-timeout-0",
+        ),
+        pytest.param(
+            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], absolute_timeout: 0s'),
+            "session: idle_timeout and absolute_timeout must be positive",
+            id="absolute-timeout-0",
         ),
         pytest.param(
             BASE.replace("client_secret: x", "client_auth_method: client_secret_post"),
@@ -366,9 +429,24 @@ def test_numbers_from_python_code_are_seconds() -> None:
     assert parse_duration(30) == 30 and parse_duration(1.5) == 1.5
 
 
-@pytest.mark.parametrize("value", ["ten", "5 minutes", "-5s", "", True, "5", "36501d", "9" * 400 + "s"])
-def test_bad_durations(value: object) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        pytest.param("ten", "is not a duration", id="word"),
+        pytest.param("5 minutes", "is not a duration", id="unit-in-words"),
+        pytest.param("-5s", "is not a duration", id="negative-text"),
+        pytest.param("", "is not a duration", id="empty"),
+        pytest.param(True, "expected a duration such as", id="boolean"),
+        pytest.param("5", "has no unit", id="bare-number-text"),
+        pytest.param("36501d", "cannot be longer than 36500d", id="beyond-a-century"),
+        pytest.param("9" * 400 + "s", "must be a finite number of seconds", id="infinite-text"),
+        pytest.param(float("nan"), "must be a finite number of seconds", id="nan"),
+        pytest.param(10**400, "too large to be useful", id="integer-beyond-a-float"),
+        pytest.param(-5, "cannot be negative", id="negative-number"),
+    ],
+)
+def test_bad_durations(value: object, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
         parse_duration(value)
 
 
