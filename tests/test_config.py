@@ -257,8 +257,36 @@ def test_example_config_is_valid() -> None:
             "session.cookie.name:",
             id="cookie-name-with-its-own-prefix",
         ),
+        pytest.param(
+            BASE + "    identity_headers: {'X User': sub}\n",
+            "routes[0].identity_headers: 'X User' is not a valid header name",
+            id="identity-header-name-with-space",
+        ),
+        pytest.param(
+            BASE + '    identity_headers: {"X-User\\r\\nX-Admin": sub}\n',
+            "routes[0].identity_headers: 'X-User\\r\\nX-Admin' is not a valid header name",
+            id="identity-header-name-with-line-break",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "http://127.0.0.1:8080/?a=1"),
+            "routes[0].upstream: an upstream URL has no query or fragment",
+            id="upstream-with-query",
+        ),
+        pytest.param(BASE + "    timeout: 0s\n", "routes[0].timeout: timeout must be positive", id="route-timeout-0"),
         pytest.param("routes: [", "line ", id="broken-yaml"),
-        pytest.param("- a\n- b\n", "(top level)", id="not-a-mapping"),
+        pytest.param(
+            "- a\n- b\n",
+            "(top level): expected a mapping of sections (server, provider, session, routes, ...)",
+            id="not-a-mapping",
+        ),
+        pytest.param(
+            "a: &x [*x]\n", "(file): nested deeper than 32 levels (or a YAML alias refers to itself)", id="alias-cycle"
+        ),
+        pytest.param(
+            "a: " + "[" * 60 + "]" * 60 + "\n",
+            "(file): nested deeper than 32 levels (or a YAML alias refers to itself)",
+            id="nested-too-deep",
+        ),
     ],
 )
 def test_each_problem_names_its_yaml_path(text: str, expected: str) -> None:
