@@ -538,6 +538,20 @@ async def test_a_connection_goes_back_and_forth_between_the_paths_without_losing
     assert await asyncio.to_thread(handovers, proxy) == {"aiohttp": 3 + row, "fast_path": 3 + row - 1}
 
 
+async def test_a_connection_given_back_is_not_closed_later_by_aiohttps_keep_alive_timer(proxy: ProxyProcess) -> None:
+    # aiohttp answers the 404 and gives the connection back; its own keep-alive timer (the
+    # header timeout, HEADER_TIMEOUT here) must then be let go, or it would close the
+    # connection under the fast path's requests that follow
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/oauth2/nothing-here"))
+        assert (await connection.answer())[0] == 404
+        for i in range(8):
+            await asyncio.sleep(HEADER_TIMEOUT / 4)
+            await connection.send(get(f"/echo?i={i}"))
+            status, _, body = await connection.answer()
+            assert status == 200 and seen(body)["query"] == f"i={i}"
+
+
 async def test_a_head_with_bare_line_feeds_is_answered_like_aiohttp_answers_it(proxy: ProxyProcess) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(b"GET /echo HTTP/1.1\nHost: app.test\nConnection: close\n\n")
