@@ -590,6 +590,20 @@ async def test_head_and_chunked_and_length_delimited_bodies(proxy: ProxyProcess)
         assert fields["Transfer-Encoding"] == "chunked" and len(body) == 2 * MIB
 
 
+async def test_a_chunked_answer_whose_end_comes_late_is_ended_once(proxy: ProxyProcess) -> None:
+    # /chunked pauses before its last chunk: the end of the body is read on its own, after the
+    # last data, and must close the answer exactly once, or the next answer starts with its bytes
+    async with connect(proxy.url) as connection:
+        for _ in range(2):
+            await connection.send(get("/chunked"))
+            status, fields, body = await connection.answer()
+            assert status == 200 and fields["Transfer-Encoding"] == "chunked"
+            assert body == b"alpha\nbeta\ngamma\n"
+        await connection.send(get("/echo?after=chunked"))
+        status, _, body = await connection.answer()
+        assert status == 200 and seen(body)["query"] == "after=chunked"
+
+
 async def test_chunks_reach_the_client_as_the_upstream_writes_them(proxy: ProxyProcess, upstream: Upstream) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(get("/sse"))
