@@ -703,6 +703,12 @@ async def test_an_upstream_going_silent_mid_body_cuts_the_answer_short(proxy: Pr
         # the idle timeout (the route's 1 s) ends the connection without the final chunk
         data = await asyncio.wait_for(connection.reader.read(), 5)
         assert not data.endswith(b"0\r\n\r\n") and time.monotonic() - started < 4
+    # logged with the status that was sent, not as a client that left (499): the upstream failed
+    deadline = time.monotonic() + 5
+    while not (lines := [line for line in proxy.logs().splitlines() if '"path":"/stall"' in line]):
+        assert time.monotonic() < deadline, "no access line for /stall"
+        await asyncio.sleep(0.05)
+    assert '"status":200' in lines[0], lines[0]
 
 
 async def test_connection_close_is_honoured(proxy: ProxyProcess) -> None:
