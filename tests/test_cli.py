@@ -85,6 +85,12 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot read" in result.stderr
 
 
+def test_no_config_file_at_all_says_how_to_give_one() -> None:
+    result = authproxy("check")
+    assert result.returncode == 2
+    assert result.stderr.startswith("(command line): no configuration file: give -c FILE or set AUTHPROXY_CONFIG")
+
+
 def test_gen_secret_prints_32_random_bytes_base64url() -> None:
     first, second = authproxy("gen-secret").stdout.strip(), authproxy("gen-secret").stdout.strip()
     assert first != second

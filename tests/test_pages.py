@@ -39,3 +39,17 @@ def test_every_error_page_forbids_framing_and_content_sniffing(accept: str) -> N
     for response in error_pages(accept):
         assert csp_directives(response)["frame-ancestors"] == "'none'", response
         assert response.headers["X-Content-Type-Options"] == "nosniff", response
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        pytest.param("/app\r\nSet-Cookie: session=forged", id="line-break"),
+        pytest.param("/app\x00", id="nul"),
+        pytest.param("/app\x1b[2J", id="escape"),
+        pytest.param("/app\x7f", id="delete"),
+    ],
+)
+def test_a_redirect_never_carries_a_control_character(location: str) -> None:
+    with pytest.raises(ValueError, match="control character in a redirect location"):
+        pages.redirect(location)
