@@ -21,6 +21,16 @@ routes:
 """
 
 
+def with_session(keys: str) -> str:
+    """BASE with ``keys`` (flow-style YAML) added to its session section."""
+    return BASE.replace('secrets: ["' + SECRET + '"]', f'secrets: ["{SECRET}"], {keys}')
+
+
+def with_provider(keys: str) -> str:
+    """BASE with ``keys`` (flow-style YAML) added to its provider section."""
+    return BASE.replace("client_secret: x", f"client_secret: x, {keys}")
+
+
 def problems_of(text: str, env: dict[str, str] | None = None, workers: int = 1) -> list[str]:
     with pytest.raises(ConfigError) as info:
         parse_config(text, env or {}, workers=workers)
@@ -77,27 +87,27 @@ def test_example_config_is_valid() -> None:
             id="missing-env",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: [none]"),
+            with_provider("allowed_algorithms: [none]"),
             "provider.allowed_algorithms: 'none' is never an allowed algorithm",
             id="alg-none",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: [RS256, None]"),
+            with_provider("allowed_algorithms: [RS256, None]"),
             "provider.allowed_algorithms: 'none' is never an allowed algorithm",
             id="alg-none-capitalised",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: [RS257]"),
+            with_provider("allowed_algorithms: [RS257]"),
             "provider.allowed_algorithms: unknown algorithm 'RS257'",
             id="alg-unknown",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, allowed_algorithms: []"),
+            with_provider("allowed_algorithms: []"),
             "provider.allowed_algorithms: at least one algorithm is needed",
             id="alg-list-empty",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, scopes: [profile, email]"),
+            with_provider("scopes: [profile, email]"),
             "provider.scopes: scopes must include openid",
             id="scopes-without-openid",
         ),
@@ -127,19 +137,17 @@ def test_example_config_is_valid() -> None:
             id="redis-url-of-another-scheme",
         ),
         pytest.param(
-            BASE.replace(
-                'secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cache: {enabled: true, max_age: 0s}'
-            ),
+            with_session("cache: {enabled: true, max_age: 0s}"),
             "session.cache.max_age: must be positive",
             id="cache-max-age-0",
         ),
         pytest.param(
-            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], idle_timeout: 0s'),
+            with_session("idle_timeout: 0s"),
             "session: idle_timeout and absolute_timeout must be positive",
             id="idle-timeout-0",
         ),
         pytest.param(
-            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], absolute_timeout: 0s'),
+            with_session("absolute_timeout: 0s"),
             "session: idle_timeout and absolute_timeout must be positive",
             id="absolute-timeout-0",
         ),
@@ -175,12 +183,12 @@ def test_example_config_is_valid() -> None:
             id="relative-prefix",
         ),
         pytest.param(
-            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], idle_timeout: 8d'),
+            with_session("idle_timeout: 8d"),
             "session: idle_timeout cannot exceed",
             id="idle-beyond-absolute",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, ca_file: /nonexistent/ca.pem"),
+            with_provider("ca_file: /nonexistent/ca.pem"),
             "provider.ca_file: /nonexistent/ca.pem is not a readable file",
             id="missing-ca-file",
         ),
@@ -199,9 +207,7 @@ def test_example_config_is_valid() -> None:
             BASE + "    preserve_post_max_bytes: 2000000\n", "routes[0].preserve_post_max_bytes:", id="kept-size-huge"
         ),
         pytest.param(
-            BASE.replace(
-                'secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cookie: {same_site: none, secure: false}'
-            ),
+            with_session("cookie: {same_site: none, secure: false}"),
             "session.cookie: same_site: none requires secure: true",
             id="samesite-none-needs-secure",
         ),
@@ -243,17 +249,17 @@ def test_example_config_is_valid() -> None:
             id="hs-without-client-secret",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, extra_authorize_params: {state: x}"),
+            with_provider("extra_authorize_params: {state: x}"),
             "provider.extra_authorize_params: these parameters are set by authproxy itself: state",
             id="reserved-authorize-param",
         ),
         pytest.param(
-            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cookie: {name: "a b"}'),
+            with_session('cookie: {name: "a b"}'),
             "session.cookie.name:",
             id="cookie-name-with-space",
         ),
         pytest.param(
-            BASE.replace('secrets: ["' + SECRET + '"]', 'secrets: ["' + SECRET + '"], cookie: {name: "__Host-x"}'),
+            with_session('cookie: {name: "__Host-x"}'),
             "session.cookie.name:",
             id="cookie-name-with-its-own-prefix",
         ),
@@ -335,7 +341,7 @@ def test_a_key_beside_a_merge_overrides_it_without_complaint() -> None:
             id="header-timeout-0",
         ),
         pytest.param(
-            BASE.replace("client_secret: x", "client_secret: x, timeout: 0s"),
+            with_provider("timeout: 0s"),
             "provider.timeout: must be longer than 0s",
             id="provider-timeout-0",
         ),
@@ -481,13 +487,13 @@ def test_bad_durations(value: object, problem: str) -> None:
 def test_a_duration_beyond_a_century_is_refused_by_its_path() -> None:
     # a session store cannot expire a key that late (Redis refused each write: every sign-in a 503)
     assert parse_duration("36500d") == 36500 * 86400
-    text = BASE.replace('secrets: ["' + SECRET + '"]', f'secrets: ["{SECRET}"], absolute_timeout: 999999999999999d')
+    text = with_session("absolute_timeout: 999999999999999d")
     assert "session.absolute_timeout: a duration cannot be longer than 36500d (100 years)" in problems_of(text)
 
 
 @pytest.mark.parametrize("value", ["90", "90.0", "'90'"], ids=["yaml-integer", "yaml-float", "yaml-string"])
 def test_a_bare_number_for_a_duration_is_refused_with_the_expected_form(value: str) -> None:
-    text = BASE.replace('secrets: ["' + SECRET + '"]', f'secrets: ["{SECRET}"], idle_timeout: {value}')
+    text = with_session(f"idle_timeout: {value}")
     assert (
         f"session.idle_timeout: {value.strip(chr(39))} has no unit: write the duration with one, such as "
         f"{value.strip(chr(39))}s, 5m, 8h or 7d" in problems_of(text)
