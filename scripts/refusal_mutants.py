@@ -3,12 +3,14 @@
     .venv/bin/python scripts/refusal_mutants.py authproxy/oidc/tokens.py tests/test_id_token.py
     .venv/bin/python scripts/refusal_mutants.py authproxy/oidc/flow.py tests/test_login.py -k bad_state
 
-Every one-line ``raise SomeError(...)``, ``return None``, ``return False``, ``return True`` and
-``return "reason"`` of the module is replaced, one at a time, by ``pass``, and the given tests
-run against that version (``pytest -x``; arguments after the module are pytest's). A line whose
-change leaves the tests green is printed as SURVIVED: either no test depends on that check, or
-the change makes no difference (a ``return None`` that ends a function, a check another one
-repeats). Each survivor needs a look, not necessarily a test.
+Every refusal of the module is replaced, one at a time, by ``pass``, and the given tests run
+against that version (``pytest -x``; arguments after the module are pytest's). A refusal is a
+statement, on one line or several, as Python's own parser finds it: every ``raise``, a
+``return`` of ``None``, ``False``, ``True`` or a string (a reason), and a ``return`` of a call
+to something named ``*refuse*`` (a handler's refusal page). A refusal whose change leaves the
+tests green is printed as SURVIVED: either no test depends on that check, or the change makes
+no difference (a ``return None`` that ends a function, a check another one repeats). Each
+survivor needs a look, not necessarily a test.
 
 The work happens in a temporary ``git worktree`` of HEAD, removed at the end, so the checkout
 you run it from is never modified (and uncommitted changes are not part of the run).
@@ -16,31 +18,64 @@ you run it from is never modified (and uncommitted changes are not part of the r
 
 from __future__ import annotations
 
-import re
+import ast
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 REPO: Final = Path(__file__).resolve().parent.parent
-REFUSAL: Final = re.compile(
-    r"^(\s+)(return None|return False|return True|return \"[^\"]*\"|raise \w+\(.*\)( from e)?)$"
-)
 PYTEST_TIMEOUT: Final = 900  # seconds, for one run of the chosen tests
 
 
-def refusal_lines(source: list[str]) -> list[int]:
-    """Indexes of the lines that are whole one-line refusals (brackets balanced)."""
-    return [index for index, line in enumerate(source) if REFUSAL.match(line) and line.count("(") == line.count(")")]
+@dataclass(frozen=True)
+class Refusal:
+    """Where a refusing statement stands: lines counted from 1, columns from 0 (as ``ast`` counts)."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
 
 
-def with_pass(source: list[str], index: int) -> str:
-    """``source`` with line ``index`` replaced by ``pass`` at the same indentation."""
-    line = source[index]
-    changed = list(source)
-    changed[index] = line[: len(line) - len(line.lstrip())] + "pass"
-    return "\n".join(changed)
+def _refuses(statement: ast.stmt) -> bool:
+    if isinstance(statement, ast.Raise):
+        return True
+    if not isinstance(statement, ast.Return) or statement.value is None:
+        return False
+    value = statement.value
+    if isinstance(value, ast.Constant):
+        return value.value is None or isinstance(value.value, bool | str)
+    if isinstance(value, ast.Call):
+        called = value.func
+        name = called.attr if isinstance(called, ast.Attribute) else getattr(called, "id", "")
+        return "refuse" in name
+    return False
+
+
+def refusals(text: str) -> list[Refusal]:
+    """The refusing statements of the module ``text``, in the order they stand."""
+    found = [
+        Refusal(node.lineno, node.col_offset, node.end_lineno or node.lineno, node.end_col_offset or 0)
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.stmt) and _refuses(node)
+    ]
+    return sorted(found, key=lambda refusal: (refusal.line, refusal.column))
+
+
+def with_pass(text: str, refusal: Refusal) -> str:
+    """``text`` with the statement at ``refusal`` replaced by ``pass`` (where it began)."""
+    lines = text.split("\n")
+    head = lines[refusal.line - 1][: refusal.column]
+    tail = lines[refusal.end_line - 1][refusal.end_column :]
+    return "\n".join([*lines[: refusal.line - 1], head + "pass" + tail, *lines[refusal.end_line :]])
+
+
+def first_line(text: str, refusal: Refusal) -> str:
+    """The statement's first line, for the report."""
+    return text.split("\n")[refusal.line - 1][refusal.column :].strip()
 
 
 def tests_pass(worktree: Path, pytest_args: list[str]) -> bool:
@@ -84,19 +119,18 @@ def main(argv: list[str]) -> int:
                 return 2
             target = worktree / module
             original = target.read_text()
-            source = original.split("\n")
-            lines = refusal_lines(source)
+            found = refusals(original)
             survivors = 0
-            for index in lines:
-                target.write_text(with_pass(source, index))
+            for refusal in found:
+                target.write_text(with_pass(original, refusal))
                 try:
                     caught = not tests_pass(worktree, pytest_args)
                 finally:
                     target.write_text(original)
                 survivors += not caught
                 verdict = "caught" if caught else "SURVIVED"
-                print(f"{module}:{index + 1}: {verdict}: {source[index].strip()}", flush=True)
-            print(f"{survivors} of {len(lines)} changes survived")
+                print(f"{module}:{refusal.line}: {verdict}: {first_line(original, refusal)}", flush=True)
+            print(f"{survivors} of {len(found)} changes survived")
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
     return 0
