@@ -10,6 +10,7 @@ how long a ``jti`` is remembered) have tables of their own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,6 +22,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from authproxy.config import parse_config
@@ -432,7 +434,7 @@ class LockWatchingStore(MemoryStore):
 class RevocationRecorder:
     """Stands in for the provider client: its metadata, and the revocations it was asked for."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, revocation_endpoint: bool = True) -> None:
         issuer = "https://op.example.com"
         self.metadata = ProviderMetadata(
             issuer=issuer,
@@ -440,7 +442,7 @@ class RevocationRecorder:
             token_endpoint=issuer + "/token",
             jwks_uri=issuer + "/jwks",
             end_session_endpoint=END_SESSION,
-            revocation_endpoint=issuer + "/revoke",
+            revocation_endpoint=issuer + "/revoke" if revocation_endpoint else None,
         )
         self.revoked: list[tuple[str, str | None]] = []
 
@@ -448,9 +450,10 @@ class RevocationRecorder:
         self.revoked.append((token, token_type_hint))
 
 
-async def test_sign_out_revokes_the_refresh_token_a_refresh_elsewhere_stored_meanwhile(
-    aiohttp_client: AiohttpClient,
-) -> None:
+async def logouts_client(
+    aiohttp_client: AiohttpClient, provider: RevocationRecorder, store: MemoryStore
+) -> tuple[TestClient[web.Request, web.Application], SessionManager]:
+    """The logout endpoints alone, with ``provider`` for the provider client, and their sessions."""
     config = parse_config(
         yaml.safe_dump(
             {
@@ -461,25 +464,49 @@ async def test_sign_out_revokes_the_refresh_token_a_refresh_elsewhere_stored_mea
             }
         )
     )
-    store = LockWatchingStore()
     sessions = SessionManager(
         store, secrets=[SECRET], cookie=config.session.cookie, idle_timeout=600, absolute_timeout=3600
     )
-    provider = RevocationRecorder()
     app = web.Application()
     Logouts(config, provider, sessions, Metrics()).add_routes(app)  # type: ignore[arg-type]
-    client = await aiohttp_client(app)
+    return await aiohttp_client(app), sessions
+
+
+def signed_in_record(refresh_token: str = "rt-0", access_token: str = "at-0") -> SessionRecord:
     now = time.time()
-    session, cookie = await sessions.create(
-        SessionRecord(
-            sub="alice",
-            refresh_token="rt-0",
-            access_token="at-0",
-            created_at=now,
-            last_seen_at=now,
-            absolute_expires_at=now + 3600,
-        )
+    return SessionRecord(
+        sub="alice",
+        refresh_token=refresh_token,
+        access_token=access_token,
+        created_at=now,
+        last_seen_at=now,
+        absolute_expires_at=now + 3600,
     )
+
+
+@pytest.mark.parametrize("endpoint", [True, False], ids=["revocation-endpoint", "no-revocation-endpoint"])
+async def test_the_logout_event_says_whether_the_grant_was_revoked(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture, endpoint: bool
+) -> None:
+    provider = RevocationRecorder(revocation_endpoint=endpoint)
+    client, sessions = await logouts_client(aiohttp_client, provider, MemoryStore())
+    _, cookie = await sessions.create(signed_in_record())
+    with caplog.at_level(logging.INFO, logger="authproxy.auth"):
+        answer = await client.get("/oauth2/sign_out", headers={"Cookie": f"{COOKIE}={cookie}"}, allow_redirects=False)
+    assert answer.status == 302
+    # a provider that cannot revoke is not asked to, and the event does not claim it was done
+    assert provider.revoked == ([("rt-0", "refresh_token")] if endpoint else [])
+    (event,) = [record for record in caplog.records if record.getMessage() == "logout"]
+    assert event.fields["revoked"] is endpoint  # type: ignore[attr-defined]
+
+
+async def test_sign_out_revokes_the_refresh_token_a_refresh_elsewhere_stored_meanwhile(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    store = LockWatchingStore()
+    provider = RevocationRecorder()
+    client, sessions = await logouts_client(aiohttp_client, provider, store)
+    session, cookie = await sessions.create(signed_in_record())
     # a refresh on another worker holds the session's lock while the provider rotates rt-0
     refresh_lock = await store.acquire_lock(LOCK_PREFIX + session.store_key, 10.0)
     assert refresh_lock is not None
