@@ -538,6 +538,26 @@ async def test_a_connection_goes_back_and_forth_between_the_paths_without_losing
     assert await asyncio.to_thread(handovers, proxy) == {"aiohttp": 3 + row, "fast_path": 3 + row - 1}
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(get("/echo"), id="fast-path"),
+        pytest.param(get("/echo", "Content-Length: 3", method="POST") + b"a=1", id="aiohttp"),
+    ],
+)
+async def test_the_upstream_connection_is_kept_for_the_next_request_on_both_paths(
+    proxy: ProxyProcess, request_bytes: bytes
+) -> None:
+    ports = []
+    async with connect(proxy.url) as connection:
+        for _ in range(3):
+            await connection.send(request_bytes)
+            status, _, body = await connection.answer()
+            assert status == 200
+            ports.append(seen(body)["peer_port"])
+    assert ports[0] and len(set(ports)) == 1, ports
+
+
 async def test_a_connection_given_back_is_not_closed_later_by_aiohttps_keep_alive_timer(proxy: ProxyProcess) -> None:
     # aiohttp answers the 404 and gives the connection back; its own keep-alive timer (the
     # header timeout, HEADER_TIMEOUT here) must then be let go, or it would close the

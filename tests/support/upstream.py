@@ -113,6 +113,10 @@ class Upstream:
                 "headers": [[k, v] for k, v in request.headers.items()],
                 "body_size": size,
                 "peer": request.remote,
+                # which of the proxy's connections brought it: reuse shows as the same port
+                "peer_port": (request.transport.get_extra_info("peername") or ("", 0))[1]
+                if request.transport is not None
+                else 0,
             },
             headers={"Set-Cookie": "upstream=1; Path=/"},
         )
