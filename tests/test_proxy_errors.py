@@ -13,6 +13,8 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from authproxy import errors, pages
+from authproxy.proxy import _failure_kind
+from authproxy.upstream_http import UpstreamBadResponse, UpstreamConnectError, UpstreamReset
 from tests.support.net import free_port
 from tests.support.upstream import Route, Upstream, serve_proxy, upstream_fixture  # noqa: F401
 
@@ -289,3 +291,25 @@ def test_request_id_of_without_middleware_creates_one() -> None:
     first = pages.request_id_of(request)
     assert len(first) == 32
     assert pages.request_id_of(request) == first
+
+
+def _connector_key() -> Any:
+    # what aiohttp's connector errors carry about the connection; only its host and port matter
+    return type("Key", (), {"host": "127.0.0.1", "port": 9, "ssl": False})()
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        pytest.param(TimeoutError(), "timeout", id="timeout"),
+        pytest.param(UpstreamConnectError("no"), "refused", id="lean-client-refused"),
+        pytest.param(UpstreamBadResponse("garbage"), "bad_response", id="lean-client-garbage"),
+        pytest.param(UpstreamReset("closed"), "reset", id="lean-client-reset"),
+        pytest.param(aiohttp.ClientConnectorError(_connector_key(), ConnectionRefusedError()), "refused", id="refused"),
+        pytest.param(aiohttp.ClientResponseError(None, ()), "bad_response", id="bad-response"),  # type: ignore[arg-type]
+        pytest.param(aiohttp.ServerDisconnectedError(), "reset", id="hung-up"),
+    ],
+)
+def test_an_upstream_failure_is_counted_and_logged_by_its_kind(error: BaseException, kind: str) -> None:
+    # the kind is the label of authproxy_upstream_errors_total and the "kind" of the log line
+    assert _failure_kind(error) == kind

@@ -13,8 +13,9 @@ from typing import Final
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import CIMultiDict
 
-from authproxy.proxy import MAX_WS_MESSAGE, WS_CLOSE_TIMEOUT, _close_code
+from authproxy.proxy import MAX_WS_MESSAGE, WS_CLOSE_TIMEOUT, _close_code, is_websocket_upgrade
 from tests.support.ops import json_records
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Route, Upstream, serve_here, serve_proxy, upstream_fixture  # noqa: F401
@@ -281,3 +282,21 @@ async def test_a_message_over_the_size_limit_is_never_relayed() -> None:
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR), msg
         await ws.close()
     assert received == []
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "upgrade"),
+    [
+        pytest.param("GET", {"Upgrade": "websocket", "Connection": "Upgrade"}, True, id="handshake"),
+        pytest.param("GET", {"Upgrade": "WebSocket", "Connection": "keep-alive, Upgrade"}, True, id="as-firefox-sends"),
+        pytest.param("POST", {"Upgrade": "websocket", "Connection": "Upgrade"}, False, id="not-a-get"),
+        pytest.param("GET", {"Upgrade": "h2c", "Connection": "Upgrade"}, False, id="another-protocol"),
+        pytest.param("GET", {"Upgrade": "websocket", "Connection": "keep-alive"}, False, id="connection-not-upgrade"),
+        pytest.param("GET", {}, False, id="plain-get"),
+    ],
+)
+def test_only_a_get_asking_to_upgrade_to_websocket_is_forwarded_as_one(
+    method: str, fields: dict[str, str], upgrade: bool
+) -> None:
+    # RFC 6455 section 4.1: the opening handshake is a GET with both fields
+    assert is_websocket_upgrade(method, CIMultiDict(fields)) is upgrade
