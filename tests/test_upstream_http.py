@@ -721,6 +721,23 @@ async def test_unsolicited_bytes_on_an_idle_connection_close_it() -> None:
     assert server.connections == 2
 
 
+async def test_a_second_answer_in_the_same_write_is_never_given_to_a_later_request() -> None:
+    # an upstream that answers one request with two responses at once: the second must not wait
+    # in the pooled connection for whoever asks next (response queue poisoning)
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+            await writer.drain()
+
+    async with RawServer(handler) as server, client() as http:
+        answers = [(await fetch(http, server.origin))[1] for _ in range(2)]
+    # the first answer is delivered; its connection is not pooled, so the next request gets a
+    # new one and its own first answer
+    assert answers == [b"ok", b"ok"]
+    assert server.connections == 2
+
+
 async def test_refused_connection() -> None:
     async with client() as http:
         with pytest.raises(UpstreamConnectError) as info:
