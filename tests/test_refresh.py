@@ -20,13 +20,14 @@ import aiohttp
 import pytest
 
 from authproxy.config import CookieConfig
-from authproxy.errors import ProviderUnavailable, SessionEnded, TokenEndpointError, TokenInvalid
+from authproxy.errors import ProviderUnavailable, SessionEnded, StoreUnavailable, TokenEndpointError, TokenInvalid
 from authproxy.sessions.manager import Session, SessionManager, sub_index
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.record import SessionRecord
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.refresh import (
     LOCK_PREFIX,
+    SAVE_ATTEMPTS,
     Refresher,
     build_refreshed_record,
     is_refresh_due,
@@ -345,6 +346,32 @@ async def test_provider_without_rotation_keeps_the_refresh_token(store: SessionS
 
 
 # ---------------------------------------------------------------------- failures
+
+
+class StoreThatCannotWrite(MemoryStore):
+    """A store that reads, and locks, but fails every write of a session that exists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    async def set_if_present(self, key: str, value: bytes, ttl: float, **options: Any) -> bool:
+        self.writes += 1
+        raise StoreUnavailable("the store is down")
+
+
+async def test_refreshed_tokens_that_cannot_be_stored_fail_the_request_rather_than_being_used_unsaved() -> None:
+    # the provider has spent (and may have rotated) the refresh token: tokens the store never
+    # saw must not be forwarded as if the refresh had worked
+    clock = Clock()
+    store = StoreThatCannotWrite()
+    sessions = manager(store, clock)
+    provider = RotatingProvider(clock=clock)
+    session, _ = await sessions.create(make_record(clock.now))
+    refresher = Refresher(sessions, provider.refresh, refresh_before_expiry=BEFORE, clock=clock)
+    with pytest.raises(StoreUnavailable):
+        await refresher.ensure_fresh(session)
+    assert provider.calls == 1 and store.writes == SAVE_ATTEMPTS
 
 
 async def test_invalid_grant_ends_and_deletes_the_session(store: SessionStore) -> None:
