@@ -580,6 +580,7 @@ async def test_fresh_connection_closed_before_answer_is_not_retried() -> None:
         pytest.param(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", id="field-without-colon"),
         pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", id="double-length"),
         pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n", id="upgrade"),
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", id="switch-without-upgrade-field"),
         pytest.param(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (20 * 1024) + b"\r\n\r\n", id="header-line-too-long"),
         pytest.param(b"HTTP/1.1 200 " + b"R" * (20 * 1024) + b"\r\n\r\n", id="status-line-too-long"),
         pytest.param(
