@@ -472,12 +472,13 @@ async def logouts_client(
     return await aiohttp_client(app), sessions
 
 
-def signed_in_record(refresh_token: str = "rt-0", access_token: str = "at-0") -> SessionRecord:
+def signed_in_record() -> SessionRecord:
+    """Alice's session, with the refresh token rt-0 and the access token at-0."""
     now = time.time()
     return SessionRecord(
         sub="alice",
-        refresh_token=refresh_token,
-        access_token=access_token,
+        refresh_token="rt-0",
+        access_token="at-0",
         created_at=now,
         last_seen_at=now,
         absolute_expires_at=now + 3600,
