@@ -19,6 +19,7 @@ you run it from is never modified (and uncommitted changes are not part of the r
 from __future__ import annotations
 
 import ast
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from typing import Final
 
 REPO: Final = Path(__file__).resolve().parent.parent
 PYTEST_TIMEOUT: Final = 900  # seconds, for one run of the chosen tests
+PYTEST_STOP_TIMEOUT: Final = 60  # seconds pytest has to end its fixtures' processes when interrupted
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,29 @@ def first_line(text: str, refusal: Refusal) -> str:
 
 
 def tests_pass(worktree: Path, pytest_args: list[str]) -> bool:
-    run = subprocess.run(
+    """Whether the tests pass in ``worktree``.
+
+    Interrupted (Ctrl-C, or a timeout), pytest is asked to stop as Ctrl-C asks it, so that its
+    fixtures end the servers and proxies they started; only one that does not stop in time is
+    killed.
+    """
+    pytest = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *pytest_args],
         cwd=worktree,
-        capture_output=True,
-        timeout=PYTEST_TIMEOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C reaches this script only, which passes it on once
     )
-    return run.returncode == 0
+    try:
+        return pytest.wait(timeout=PYTEST_TIMEOUT) == 0
+    except BaseException:
+        pytest.send_signal(signal.SIGINT)
+        try:
+            pytest.wait(timeout=PYTEST_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.kill()
+            pytest.wait()
+        raise
 
 
 def imports_from(worktree: Path) -> bool:
