@@ -118,6 +118,9 @@ def imports_from(worktree: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    # started in the background, a shell has this process ignore SIGINT (and its pytest would
+    # inherit that): take it back, so that an interrupt ends the run cleanly wherever it started
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if len(argv) < 2:
         print("usage: scripts/refusal_mutants.py MODULE.py TEST... [pytest options]", file=sys.stderr)
         return 2
@@ -155,4 +158,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    try:
+        raise SystemExit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("refusal_mutants: interrupted; the worktree and the tests' processes are gone", file=sys.stderr)
+        raise SystemExit(130) from None
