@@ -347,6 +347,17 @@ def handovers(proxy: ProxyProcess) -> dict[str, int]:
     return counts
 
 
+async def logged_line(proxy: ProxyProcess, *marks: str, within: float = 5.0) -> str:
+    """The first line of ``proxy``'s log that holds every one of ``marks``, waited for ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        found = next((line for line in proxy.logs().splitlines() if all(mark in line for mark in marks)), None)
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, f"no log line holding {marks}"
+        await asyncio.sleep(0.05)
+
+
 HEADER_TIMEOUT = 1.0
 
 
@@ -660,10 +671,7 @@ async def test_a_client_that_closes_during_an_event_stream_ends_the_upstream_exc
         except ConnectionResetError:
             rest = b""
         assert not rest.endswith(b"0\r\n\r\n")
-    deadline = time.monotonic() + 5
-    while '"status":499' not in streaming_proxy.logs() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert any('"path":"/sse"' in line and '"status":499' in line for line in streaming_proxy.logs().splitlines())
+    await logged_line(streaming_proxy, '"path":"/sse"', '"status":499')
 
 
 async def test_a_client_that_half_closed_before_its_answer_began_still_gets_the_whole_stream(
@@ -724,11 +732,8 @@ async def test_an_upstream_going_silent_mid_body_cuts_the_answer_short(proxy: Pr
         data = await asyncio.wait_for(connection.reader.read(), 5)
         assert not data.endswith(b"0\r\n\r\n") and time.monotonic() - started < 4
     # logged with the status that was sent, not as a client that left (499): the upstream failed
-    deadline = time.monotonic() + 5
-    while not (lines := [line for line in proxy.logs().splitlines() if '"path":"/stall"' in line]):
-        assert time.monotonic() < deadline, "no access line for /stall"
-        await asyncio.sleep(0.05)
-    assert '"status":200' in lines[0], lines[0]
+    line = await logged_line(proxy, '"path":"/stall"')
+    assert '"status":200' in line, line
 
 
 async def test_connection_close_is_honoured(proxy: ProxyProcess) -> None:
@@ -756,10 +761,7 @@ async def test_a_client_that_leaves_mid_download_is_logged_as_499(proxy: ProxyPr
     async with connect(proxy.url) as connection:
         await connection.send(get("/big?mb=64"))
         await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), 5)
-    deadline = time.monotonic() + 5
-    while '"status":499' not in proxy.logs() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    line = next(line for line in proxy.logs().splitlines() if '"status":499' in line)
+    line = await logged_line(proxy, '"status":499')
     assert '"path":"/big"' in line and "mb=64" not in line
     # the proxy serves on
     async with connect(proxy.url) as again:
@@ -784,9 +786,7 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_route_timeout(
             while chunk := await asyncio.wait_for(connection.reader.read(MIB), 5):
                 received += len(chunk)
     assert received < 300 * MIB
-    deadline = time.monotonic() + 5
-    while '"status":499' not in proxy.logs() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await logged_line(proxy, '"status":499')
     lines = proxy.logs().splitlines()
     cut = next(line for line in lines if "client stopped taking" in line)
     assert '"route":"app"' in cut and '"timeout_s":1.0' in cut
@@ -817,10 +817,7 @@ async def test_fast_path_answers_are_logged_and_counted(proxy: ProxyProcess) -> 
     async with connect(proxy.url) as connection:
         await connection.send(get("/echo?secret_token=abc"))
         await connection.answer()
-    deadline = time.monotonic() + 5
-    while '"path":"/echo"' not in proxy.logs() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    line = next(line for line in proxy.logs().splitlines() if '"path":"/echo"' in line)
+    line = await logged_line(proxy, '"path":"/echo"')
     entry = json.loads(line)
     assert entry["route"] == "app" and entry["status"] == 200 and entry["client_ip"] == "127.0.0.1"
     assert "abc" not in line
