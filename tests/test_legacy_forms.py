@@ -11,7 +11,6 @@ Routes: ``/`` guarded and keeping forms (max 1024 bytes, one trusted origin); ``
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -29,7 +28,7 @@ from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
 from tests.support.scripted_browser import Page, ScriptedBrowser, login_demo
-from tests.support.upstream import Upstream
+from tests.support.upstream import Upstream, raw_request
 
 SECRET: Final = "legacy-forms-session-secret-0123456789abcdef"
 HTML: Final = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -120,7 +119,6 @@ def same_origin(stack: Stack) -> dict[str, str]:
 
 
 CROSS_SITE: Final = {"Accept": HTML, "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
-CROSS_SITE_FIELDS: Final = ("Origin: http://evil.example", "Sec-Fetch-Site: cross-site")
 
 
 async def signed_in(stack: Stack, user: str = "alice") -> ScriptedBrowser:
@@ -168,16 +166,10 @@ async def test_a_cross_site_unsafe_request_with_no_body_at_all_is_refused_too(st
     async with b:
         cookie = b.cookies.header_for(stack.url + "/transfer")
     assert cookie
-    authority = stack.url.removeprefix("http://")
-    host, port = authority.split(":")
-    fields = [f"Host: {authority}", f"Cookie: {cookie}", "Accept: application/json", *CROSS_SITE_FIELDS]
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(("\r\n".join([f"{method} /transfer-bodyless HTTP/1.1", *fields]) + "\r\n\r\n").encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    finally:
-        writer.close()
-    assert head.startswith(b"HTTP/1.1 403 "), head
+    fields = {"Host": stack.url.removeprefix("http://"), "Cookie": cookie, **CROSS_SITE, "Accept": "application/json"}
+    head = "\n".join([f"{method} /transfer-bodyless HTTP/1.1", *(f"{name}: {value}" for name, value in fields.items())])
+    status, _, body = await raw_request(stack.url, head)
+    assert status == 403, body
 
 
 async def test_same_origin_and_trusted_origin_posts_pass(stack: Stack) -> None:
