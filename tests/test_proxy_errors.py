@@ -15,7 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 from authproxy import errors, pages
 from authproxy.proxy import _failure_kind
 from authproxy.upstream_http import UpstreamBadResponse, UpstreamConnectError, UpstreamReset
-from tests.support.net import free_port
+from tests.support.net import connection_key, free_port
 from tests.support.upstream import Route, Upstream, serve_proxy, upstream_fixture  # noqa: F401
 
 JSON = {"Accept": "application/json"}
@@ -293,11 +293,6 @@ def test_request_id_of_without_middleware_creates_one() -> None:
     assert pages.request_id_of(request) == first
 
 
-def _connector_key() -> Any:
-    # what aiohttp's connector errors carry about the connection; only its host and port matter
-    return type("Key", (), {"host": "127.0.0.1", "port": 9, "ssl": False})()
-
-
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
@@ -305,7 +300,11 @@ def _connector_key() -> Any:
         pytest.param(UpstreamConnectError("no"), "refused", id="lean-client-refused"),
         pytest.param(UpstreamBadResponse("garbage"), "bad_response", id="lean-client-garbage"),
         pytest.param(UpstreamReset("closed"), "reset", id="lean-client-reset"),
-        pytest.param(aiohttp.ClientConnectorError(_connector_key(), ConnectionRefusedError()), "refused", id="refused"),
+        pytest.param(
+            aiohttp.ClientConnectorError(connection_key("127.0.0.1", 9), ConnectionRefusedError()),
+            "refused",
+            id="refused",
+        ),
         pytest.param(aiohttp.ClientResponseError(None, ()), "bad_response", id="bad-response"),  # type: ignore[arg-type]
         pytest.param(aiohttp.ServerDisconnectedError(), "reset", id="hung-up"),
     ],

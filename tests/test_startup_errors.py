@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -18,7 +17,7 @@ import yaml
 
 from authproxy.oidc.client import describe_transport_error
 from authproxy.server import describe_bind_error
-from tests.support.net import free_port
+from tests.support.net import connection_key, free_port
 
 
 @pytest.fixture
@@ -144,26 +143,25 @@ def test_discovery_failure_when_the_server_hangs_up_says_so_in_words(tmp_path: P
     assert "Error" not in problem
 
 
-def _key() -> Any:
-    # what aiohttp's connector errors carry about the connection; only its host and port matter here
-    return SimpleNamespace(host="idp.example.com", port=443, ssl=True)
-
-
 @pytest.mark.parametrize(
     ("error", "words"),
     [
         pytest.param(
-            aiohttp.ClientConnectorError(_key(), ConnectionRefusedError(errno.ECONNREFUSED, "refused")),
+            aiohttp.ClientConnectorError(connection_key(), ConnectionRefusedError(errno.ECONNREFUSED, "refused")),
             "connection refused",
             id="refused",
         ),
         pytest.param(
-            aiohttp.ClientConnectorError(_key(), socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
+            aiohttp.ClientConnectorError(
+                connection_key(), socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            ),
             "the host name does not resolve",
             id="dns",
         ),
         pytest.param(
-            aiohttp.ClientConnectorCertificateError(_key(), ssl.SSLCertVerificationError("self-signed certificate")),
+            aiohttp.ClientConnectorCertificateError(
+                connection_key(), ssl.SSLCertVerificationError("self-signed certificate")
+            ),
             "TLS certificate is not trusted (for a private CA, set provider.ca_file)",
             id="untrusted-certificate",
         ),

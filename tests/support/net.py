@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,3 +29,9 @@ def proc_stat_fields(pid: int) -> list[str] | None:
 def stat_cpu_seconds(fields: list[str]) -> float:
     """User + system CPU seconds of a process, from its :func:`proc_stat_fields` (utime, stime)."""
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def connection_key(host: str = "idp.example.com", port: int = 443) -> Any:
+    """What aiohttp's connector errors carry about their connection (only host and port are read),
+    for building such an error without a connection."""
+    return SimpleNamespace(host=host, port=port, ssl=port == 443)
