@@ -769,6 +769,19 @@ async def test_a_client_that_leaves_mid_download_is_logged_as_499(proxy: ProxyPr
         assert (await again.answer())[0] == 200
 
 
+async def test_a_client_that_leaves_while_aiohttps_path_waits_is_logged_as_499_and_nothing_else(
+    streaming_proxy: ProxyProcess,
+) -> None:
+    # HTTP/1.0 goes through aiohttp's web layer, which cancels the handler when its client
+    # leaves; the cancellation must go on up to aiohttp, not end the handler as if it had answered
+    async with connect(streaming_proxy.url) as connection:
+        await connection.send(b"GET /slow?s=5 HTTP/1.0\r\nHost: app.test\r\n\r\n")
+        await asyncio.sleep(0.5)  # the proxy is waiting for the upstream's answer
+    await logged_line(streaming_proxy, '"path":"/slow"', '"status":499')
+    await asyncio.sleep(0.5)
+    assert [line for line in streaming_proxy.logs().splitlines() if '"level":"error"' in line] == []
+
+
 @pytest.mark.parametrize("version", ["1.1", "1.0"], ids=["fast-path", "aiohttp"])
 async def test_a_client_that_stops_reading_is_cut_off_after_the_route_timeout(
     proxy: ProxyProcess, upstream: Upstream, version: str
