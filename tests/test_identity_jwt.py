@@ -17,9 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from jwt.utils import base64url_decode, base64url_encode
 
+from authproxy.app import Services, build_services
 from authproxy.config import IdentityJWTConfig, parse_config
 from authproxy.errors import ConfigError
 from authproxy.identity_jwt import CACHE_MAX_ENTRIES, IdentitySigner, jwk_thumbprint, load_signing_key, public_jwk
+from authproxy.metrics import Metrics
 
 ISSUER = "https://app.example.com"
 TTL = 60.0
@@ -225,6 +227,37 @@ def test_without_a_key_file_a_key_is_generated() -> None:
     # this is why the caller warns: two replicas would each publish a different key
     assert first.kid != second.kid
     assert verify(first.sign(USER, "app", time.time()), first.jwks(), "app")["sub"] == "u-1"
+
+
+def _services_for(route_asks: bool, key_file: str | None) -> Services:
+    key = f"identity_jwt: {{signing_key_file: {key_file}}}\n" if key_file else ""
+    config = parse_config(
+        "server: {public_url: 'https://app.example.test'}\n"
+        "provider: {issuer: 'https://id.example.test', client_id: app, client_secret: s3cret-s3cret}\n"
+        f"session: {{secrets: ['{'s' * 32}']}}\n"
+        + key
+        + f"routes: [{{name: a, upstream: 'http://127.0.0.1:1', auth: none, identity_jwt: {str(route_asks).lower()}}}]",
+        {},
+    )
+    return build_services(config, Metrics())
+
+
+async def test_no_key_is_made_when_no_route_asks_for_assertions_and_none_is_configured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # else /oauth2/jwks.json would publish a key nothing signs with, and start would warn of it
+    assert _services_for(route_asks=False, key_file=None).signer is None
+    assert "a key was generated" not in caplog.text
+
+
+async def test_a_key_is_made_for_a_route_that_asks_and_loaded_when_configured(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    generated = _services_for(route_asks=True, key_file=None).signer
+    assert generated is not None and generated.generated
+    assert "a key was generated at start" in caplog.text
+    loaded = _services_for(route_asks=False, key_file=write_key(tmp_path, pem(fixed_key()))).signer
+    assert loaded is not None and not loaded.generated
 
 
 def test_ttl_comes_from_the_config(tmp_path: Path) -> None:
