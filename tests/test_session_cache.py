@@ -18,11 +18,12 @@ import pytest
 from authproxy.config import CookieConfig, SessionConfig, parse_config
 from authproxy.errors import ConfigError, StoreUnavailable
 from authproxy.sessions.cache import SessionCache
-from authproxy.sessions.factory import create_cache
+from authproxy.sessions.factory import create_cache, create_publisher
 from authproxy.sessions.invalidation import (
     LIVENESS_TIMEOUT,
     PING_INTERVAL,
     LocalFeed,
+    PublishOnlyFeed,
     RedisFeed,
     channel_name,
     read_message,
@@ -191,6 +192,18 @@ def test_the_cache_is_on_unless_disabled() -> None:
     tuned = SessionConfig.model_validate({"cache": {"max_age": "3s"}})
     made = create_cache(tuned, MemoryStore())
     assert made is not None and made[0].max_age == 3.0 and isinstance(made[1], LocalFeed)
+
+
+async def test_without_a_cache_only_a_process_on_redis_publishes_its_invalidations() -> None:
+    # replicas on Redis that keep a cache must hear of sessions this one ended; on the memory
+    # store there is no other process to tell
+    off = SessionConfig.model_validate({"cache": {"enabled": False}})
+    assert create_publisher(off, MemoryStore()) is None
+    store = RedisStore("redis://127.0.0.1:1", key_prefix=PREFIX)
+    try:
+        assert isinstance(create_publisher(off, store), PublishOnlyFeed)
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(
