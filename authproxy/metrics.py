@@ -3,14 +3,26 @@
 With ``--workers N`` each worker keeps its own registry and serves it on the shared admin port
 (SO_REUSEPORT), so one scrape sees one worker; every series carries a ``worker`` label so that
 sums over scrapes stay meaningful.
+
+The two series every request moves (``authproxy_requests_total`` and
+``authproxy_request_duration_seconds``) are plain counts in :class:`RequestSeries`, read by the
+registry at scrape time, rather than ``prometheus_client`` metrics: those take a lock per
+increment for threads the proxy does not have (each worker counts on its one event loop), which
+cost about 2 µs per request. The exposition is the same, ``_created`` series included.
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 _BUCKETS: Final = (
@@ -32,6 +44,74 @@ _BUCKETS: Final = (
 )
 
 
+# each bound as prometheus_client writes a histogram's ``le``
+_BUCKET_NAMES: Final = (*(str(floatToGoString(bound)) for bound in _BUCKETS), "+Inf")  # type: ignore[no-untyped-call]
+REQUESTS_HELP: Final = "Requests answered, by route and status code."
+DURATION_HELP: Final = "Time to answer a request (to response headers for streams)."
+
+
+class _RouteSeries:
+    """One route's request counts by status code, and its duration histogram."""
+
+    __slots__ = ("buckets", "code_created", "codes", "created", "total_seconds")
+
+    def __init__(self) -> None:
+        self.created = time.time()
+        self.codes: dict[int, int] = {}
+        self.code_created: dict[int, float] = {}
+        # one count per bucket, not cumulative (the last is +Inf); summed up at scrape time
+        self.buckets = [0] * (len(_BUCKETS) + 1)
+        self.total_seconds = 0.0
+
+
+class RequestSeries:
+    """``authproxy_requests_total{route,code}`` and ``authproxy_request_duration_seconds{route}``.
+
+    A collector for the registry: counts kept in plain dicts and lists by the event loop's
+    thread, turned into metric families when scraped.
+    """
+
+    def __init__(self, worker: str) -> None:
+        self._worker = worker
+        self._routes: dict[str, _RouteSeries] = {}
+
+    def observe(self, route: str, code: int, seconds: float) -> None:
+        series = self._routes.get(route)
+        if series is None:
+            series = self._routes[route] = _RouteSeries()
+        count = series.codes.get(code)
+        if count is None:
+            series.code_created[code] = time.time()
+            count = 0
+        series.codes[code] = count + 1
+        # a value equal to a bound belongs to that bound's bucket (le, "less than or equal")
+        series.buckets[bisect_left(_BUCKETS, seconds)] += 1
+        series.total_seconds += seconds
+
+    def describe(self) -> list[Metric]:
+        return [
+            CounterMetricFamily("authproxy_requests", REQUESTS_HELP, labels=("route", "code", "worker")),
+            HistogramMetricFamily("authproxy_request_duration_seconds", DURATION_HELP, labels=("route", "worker")),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        requests, durations = self.describe()
+        assert isinstance(requests, CounterMetricFamily) and isinstance(durations, HistogramMetricFamily)
+        for route, series in list(self._routes.items()):
+            for code, count in list(series.codes.items()):
+                requests.add_metric((route, str(code), self._worker), count, created=series.code_created[code])
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for name, count in zip(_BUCKET_NAMES, series.buckets, strict=True):
+                cumulative += count
+                buckets.append((name, cumulative))
+            durations.add_metric((route, self._worker), buckets, series.total_seconds)
+            labels = {"route": route, "worker": self._worker}
+            durations.samples.append(Sample(durations.name + "_created", labels, series.created))
+        yield requests
+        yield durations
+
+
 class Metrics:
     """Every metric authproxy exports."""
 
@@ -39,19 +119,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.worker = worker
         registry = self.registry
-        self.requests = Counter(
-            "authproxy_requests_total",
-            "Requests answered, by route and status code.",
-            ["route", "code", "worker"],
-            registry=registry,
-        )
-        self.request_duration = Histogram(
-            "authproxy_request_duration_seconds",
-            "Time to answer a request (to response headers for streams).",
-            ["route", "worker"],
-            buckets=_BUCKETS,
-            registry=registry,
-        )
+        self.requests = RequestSeries(worker)
+        registry.register(self.requests)
         self.logins = Counter(
             "authproxy_logins_total",
             "Completed login callbacks, by result.",
@@ -76,8 +145,6 @@ class Metrics:
             ["worker"],
             registry=registry,
         )
-        self._request_series: dict[tuple[str, int], Counter] = {}
-        self._duration_series: dict[str, Histogram] = {}
         self.upstream_errors = Counter(
             "authproxy_upstream_errors_total",
             "Upstream failures, by route and kind (refused, timeout, reset).",
@@ -94,15 +161,7 @@ class Metrics:
         self._handovers = {to: self.connection_handovers.labels(to, worker) for to in ("aiohttp", "fast_path")}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
-        # once per request: keep each label set's series instead of looking it up every time
-        counter = self._request_series.get((route, code))
-        if counter is None:
-            counter = self._request_series[(route, code)] = self.requests.labels(route, str(code), self.worker)
-        histogram = self._duration_series.get(route)
-        if histogram is None:
-            histogram = self._duration_series[route] = self.request_duration.labels(route, self.worker)
-        counter.inc()
-        histogram.observe(seconds)
+        self.requests.observe(route, code, seconds)
 
     def count_login(self, result: str) -> None:
         self.logins.labels(result, self.worker).inc()

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from authproxy.metrics import Metrics
 from tests.support.ops import JSON, OpsStack, Samples, login, metric, scrape_metrics, start_ops_stack
 
 FAMILIES = {
@@ -126,3 +127,51 @@ def test_duration_histogram_adds_up(run: Run, route: str) -> None:
     assert buckets[-1] == (math.inf, count)
     assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets))
     assert 0 < metric(run.after, name + "_sum", route=route) < 30 * count
+
+
+# ---------------------------------------------------------------------- the request series alone
+
+
+def _samples_of(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+    }
+
+
+def test_request_series_count_each_route_and_code_and_fill_the_histogram_by_le() -> None:
+    metrics = Metrics(worker="2")
+    for route, code, seconds in [
+        ("app", 200, 0.0004),
+        ("app", 200, 0.001),  # on a bound: in that bound's bucket ("less than or equal")
+        ("app", 404, 0.3),
+        ("app", 200, 61.0),  # past the last bound: +Inf only
+        ("_auth", 302, 0.002),
+    ]:
+        metrics.observe_request(route, code, seconds)
+    samples = _samples_of(metrics)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, frozenset({**labels, "worker": "2"}.items()))]
+
+    assert value("authproxy_requests_total", route="app", code="200") == 3
+    assert value("authproxy_requests_total", route="app", code="404") == 1
+    assert value("authproxy_requests_total", route="_auth", code="302") == 1
+    bucket = "authproxy_request_duration_seconds_bucket"
+    assert value(bucket, route="app", le="0.001") == 2
+    assert value(bucket, route="app", le="0.25") == 2
+    assert value(bucket, route="app", le="0.5") == 3
+    assert value(bucket, route="app", le="60.0") == 3
+    assert value(bucket, route="app", le="+Inf") == 4
+    assert value(bucket, route="_auth", le="0.001") == 0
+    assert value(bucket, route="_auth", le="0.0025") == 1
+    assert value("authproxy_request_duration_seconds_count", route="app") == 4
+    assert value("authproxy_request_duration_seconds_sum", route="app") == pytest.approx(61.3014)
+    assert ("authproxy_requests_created", frozenset({"route": "app", "code": "404", "worker": "2"}.items())) in samples
+
+
+def test_request_series_stay_empty_until_a_request_is_answered() -> None:
+    families = {family.name: family.samples for family in text_string_to_metric_families(Metrics().render().decode())}
+    assert families["authproxy_requests"] == []
+    assert families["authproxy_request_duration_seconds"] == []
