@@ -7,17 +7,20 @@ session through the link ends the central one (single logout).
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from authproxy.config import CookieConfig
 from authproxy.origins import Origins
-from authproxy.sessions.link import LINK_KEY_PREFIX
+from authproxy.sessions.link import LINK_KEY_PREFIX, SessionLink
 from authproxy.sessions.manager import SessionManager
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.store import SessionStore
+from authproxy.sessions.ticket import ID_BYTES, KEY_BYTES, Ticket
 from tests.test_sessions import ABSOLUTE, IDLE, NEW_SECRET, Clock, record
 
 ORIGINS = Origins.build("https://app.example.com", ["https://wiki.example.org", "https://tickets.example.net"])
@@ -128,3 +131,41 @@ def test_cookies_on_an_sso_origin_are_host_only() -> None:
     )
     assert sessions.cookie_attributes(60, A)["domain"] == "example.com"
     assert "domain" not in sessions.cookie_attributes(60, B)
+
+
+# ---------------------------------------------------------------------- the link record, read back
+
+LINK = SessionLink(Ticket(b"i" * ID_BYTES, b"k" * KEY_BYTES), "https://wiki.example.org", 1000.0)
+MISSING = object()
+SHORT_TICKET = base64.urlsafe_b64encode(b"x" * 10).decode()
+
+
+def _link_json(**changes: object) -> bytes:
+    fields = {**json.loads(LINK.to_bytes()), **changes}
+    return json.dumps({name: value for name, value in fields.items() if value is not MISSING}).encode()
+
+
+def test_a_link_record_reads_back_as_written() -> None:
+    assert SessionLink.from_bytes(LINK.to_bytes()) == LINK
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        pytest.param(b"{not json", "a session link is not JSON", id="not-json"),
+        pytest.param(b'["central"]', "a session link is not a JSON object", id="not-an-object"),
+        pytest.param(_link_json(central=7), "expected an encoded ticket", id="central-not-text"),
+        pytest.param(_link_json(central="abc"), "not an encoded ticket", id="central-bad-padding"),
+        pytest.param(_link_json(central="é"), "not an encoded ticket", id="central-not-ascii"),
+        pytest.param(_link_json(central=SHORT_TICKET), "not an encoded ticket", id="central-short"),
+        pytest.param(_link_json(origin=""), "session link field origin: expected a string", id="origin-empty"),
+        pytest.param(_link_json(origin=MISSING), "session link field origin: expected a string", id="origin-missing"),
+        pytest.param(_link_json(created_at=True), "field created_at: expected a number", id="created-at-bool"),
+        pytest.param(_link_json(created_at="1000"), "field created_at: expected a number", id="created-at-text"),
+    ],
+)
+def test_a_malformed_link_record_is_refused_whole(data: bytes, says: str) -> None:
+    # a link is sealed, so only a store written by something else holds one of these: it must
+    # never be half read into a session
+    with pytest.raises(ValueError, match=says):
+        SessionLink.from_bytes(data)
