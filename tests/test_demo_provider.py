@@ -381,6 +381,72 @@ async def test_client_secret_post_and_public_client(
     assert (await verify(rp, served, tokens["id_token"], "spa"))["nonce"] == login.nonce
 
 
+async def test_token_endpoint_refusals_name_their_reason(
+    served: Served, browser: ScriptedBrowser, rp: aiohttp.ClientSession
+) -> None:
+    login = await log_in(browser, served)
+    form = {"grant_type": "authorization_code", "code": login.code, "redirect_uri": CALLBACK,
+            "code_verifier": login.verifier}  # fmt: skip
+    assertion = {"client_id": "web", "client_assertion": "a.b.c",
+                 "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}  # fmt: skip
+    as_web, as_rp = basic("web", WEB_SECRET), basic("rp", WEB_SECRET)
+    refusals = [
+        ({**form, "grant_type": "password"}, as_web, "unsupported_grant_type", "use authorization_code"),
+        ({**form, **assertion}, None, "invalid_client", "private_key_jwt is not supported"),
+        ({**form, "client_id": "rp"}, as_web, "invalid_client", "client_id does not match"),
+        # the last: it spends the code
+        (form, as_rp, "invalid_grant", "the code was issued to another client"),
+    ]
+    for sent, headers, error, description in refusals:
+        status, body = await token_request(rp, served, sent, headers)
+        assert (status, body["error"]) == (401 if error == "invalid_client" else 400, error), sent
+        assert body["error_description"].startswith(description)
+    assert served.provider.stats.code_grants == 0
+
+
+async def test_a_refresh_token_of_another_client_unknown_or_expired_is_invalid_grant(
+    served: Served, browser: ScriptedBrowser, rp: aiohttp.ClientSession
+) -> None:
+    _, tokens = await exchange(rp, served, await log_in(browser, served))
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    for sent, client in [(form, "rp"), ({**form, "refresh_token": "never-issued"}, "web")]:
+        status, body = await token_request(rp, served, sent, basic(client, WEB_SECRET))
+        assert (status, body["error"], body["error_description"]) == (400, "invalid_grant", "unknown refresh token")
+    lifetime = served.provider.refresh_token_ttl
+    assert lifetime is not None
+    served.clock.now += lifetime + 1
+    status, body = await refresh(rp, served, tokens["refresh_token"])
+    assert (status, body["error_description"]) == (400, "the refresh token has expired")
+    assert served.provider.stats.refresh_grants == 0
+
+
+async def test_userinfo_refuses_expired_foreign_and_id_tokens(
+    served: Served, browser: ScriptedBrowser, rp: aiohttp.ClientSession
+) -> None:
+    login = await log_in(browser, served)
+    _, tokens = await exchange(rp, served, login)
+
+    async def userinfo_status(token: str) -> int:
+        headers = {"Authorization": "Bearer " + token}
+        async with rp.get(served.provider.endpoint("userinfo"), headers=headers) as answer:
+            return answer.status
+
+    assert await userinfo_status(tokens["access_token"]) == 200
+    assert await userinfo_status(tokens["id_token"]) == 401  # signed by the provider, but no access token
+    assert await userinfo_status("not-a-token") == 401
+    served.clock.now += served.provider.access_token_ttl + 1
+    assert await userinfo_status(tokens["access_token"]) == 401
+
+
+def test_demo_clients_and_keys_are_checked_when_made() -> None:
+    with pytest.raises(ValueError, match="unsupported client auth methods: \\['private_key_jwt'\\]"):
+        DemoClient("c", "secret", [CALLBACK], auth_methods=["private_key_jwt"])
+    with pytest.raises(ValueError, match="a client without a secret can only use the auth method none"):
+        DemoClient("c", None, [CALLBACK], auth_methods=["client_secret_basic"])
+    with pytest.raises(ValueError, match="unsupported demo key algorithm: HS256"):
+        generate_signing_key("HS256")
+
+
 async def test_refresh_rotates_and_reuse_revokes_the_family(
     served: Served, browser: ScriptedBrowser, rp: aiohttp.ClientSession
 ) -> None:
