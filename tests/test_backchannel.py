@@ -47,6 +47,7 @@ from tests.support.logout import (
     status_with_cookie,
     xhr,
 )
+from tests.support.logs import logged_line
 from tests.support.scripted_browser import ScriptedBrowser, confirm_node_provider_logout
 
 
@@ -97,8 +98,7 @@ async def test_logout_at_oidc_provider_ends_the_session_on_every_replica(op_stac
             assert await status_with_cookie(proxy.url + "/app", cookie) == 401
         # the other provider session (another sid) was not part of this logout
         assert await _alive_everywhere(op_stack, elsewhere, "alice")
-    logs = op_stack.proxies[0].logs()
-    assert '"event":"backchannel_logout"' in logs and '"sessions_ended":1' in logs
+    await logged_line(op_stack.proxies[0], '"event":"backchannel_logout"', '"sessions_ended":1')
 
 
 # ---------------------------------------------------------------------------------------------- development provider

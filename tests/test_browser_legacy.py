@@ -24,6 +24,7 @@ from authproxy.demo.echo import create_echo_app
 from authproxy.demo.provider import DemoClient, DemoProvider
 from tests.support.browser import Artifacts, run_demo
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
+from tests.support.logs import logs_with
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
 
@@ -178,7 +179,8 @@ async def test_cross_site_form_post_from_another_origin_is_refused(
     assert sent["sec-fetch-site"] == "cross-site" and sent["origin"] == stack.other_site
     await expect(page.get_by_role("heading", name="Request refused")).to_be_visible()
     await artifacts.screenshot(page, "cross-site-post-refused")
-    refused = [json.loads(line) for line in stack.proxy.logs().splitlines() if '"cross_origin_refused"' in line]
+    logs = await logs_with(stack.proxy, '"cross_origin_refused"', '"path":"/transfer"')
+    refused = [json.loads(line) for line in logs.splitlines() if '"cross_origin_refused"' in line]
     assert any(e["path"] == "/transfer" and e["reason"] == "Sec-Fetch-Site cross-site" for e in refused), refused
 
     # the same form sent from the app's own page passes, with the same session

@@ -29,6 +29,7 @@ from authproxy.policy import compile_allow
 from authproxy.sessions.record import SessionRecord
 from authproxy.upstream_http import HeadTemplate
 from tests.support.logout import COOKIE, Stack, browser, fault_stack, log_in, upstream_seen, xhr
+from tests.support.logs import logged_line
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import MIB, Upstream, upstream_fixture  # noqa: F401
 
@@ -345,17 +346,6 @@ def handovers(proxy: ProxyProcess) -> dict[str, int]:
             to = labels.split('to="', 1)[1].split('"', 1)[0]
             counts[to] += int(float(value))
     return counts
-
-
-async def logged_line(proxy: ProxyProcess, *marks: str, within: float = 5.0) -> str:
-    """The first line of ``proxy``'s log that holds every one of ``marks``, waited for ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        found = next((line for line in proxy.logs().splitlines() if all(mark in line for mark in marks)), None)
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, f"no log line holding {marks}"
-        await asyncio.sleep(0.05)
 
 
 HEADER_TIMEOUT = 1.0
@@ -925,6 +915,7 @@ async def test_a_whole_sign_in_on_one_connection_never_needs_aiohttp(signing_in:
         again = await xhr(b, signing_in.public_url + "/app?again=1")
         assert again.status == 200 and upstream_seen(again)["x-forwarded-user"] == seen["x-forwarded-user"] == "alice"
     assert await asyncio.to_thread(handovers, proxy) == before
+    await logged_line(proxy, '"route":"_auth"', '"path":"/oauth2/callback"')
     logged = [json.loads(line) for line in proxy.logs().splitlines() if '"route":"_auth"' in line]
     assert {entry["path"] for entry in logged} >= {"/oauth2/start", "/oauth2/callback"}
     assert any(entry["path"] == "/oauth2/callback" and entry.get("user") == "alice" for entry in logged)

@@ -32,6 +32,7 @@ import pytest
 
 from authproxy.demo.provider import DemoClient, DemoProvider, Grant, b64url, generate_signing_key
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
+from tests.support.logs import logged_line
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
 from tests.support.scripted_browser import Page, ScriptedBrowser, login_demo
@@ -220,8 +221,7 @@ async def test_refusal_names_the_rule_and_offers_sign_out_and_another_account(st
         emails = await b.request("GET", stack.url + "/emails/api", headers=JSON, navigation=False)
         assert emails.status == 403 and emails.json()["rule"] == "emails"
         assert "alice" not in emails.text
-    lines = [json.loads(line) for line in stack.proxy.logs().splitlines() if '"access_denied"' in line]
-    assert any(line.get("user") == "bob" and line.get("kind") == "groups" for line in lines), lines
+    await logged_line(stack.proxy, '"access_denied"', '"user":"bob"', '"kind":"groups"')
 
 
 async def test_switch_account_link_asks_the_provider_for_a_new_login(stack: Stack) -> None:

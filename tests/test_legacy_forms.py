@@ -25,6 +25,7 @@ import pytest
 from authproxy.demo.echo import create_echo_app
 from authproxy.demo.provider import DemoClient, DemoProvider
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
+from tests.support.logs import logs_with
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
 from tests.support.scripted_browser import Page, ScriptedBrowser, login_demo
@@ -136,8 +137,10 @@ def form_of(page: Page) -> list[list[str]]:
     return list(form)
 
 
-def log_events(stack: Stack, event: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stack.proxy.logs().splitlines() if f'"{event}"' in line]
+async def log_events(stack: Stack, event: str, *marks: str) -> list[dict[str, Any]]:
+    """The proxy's ``event`` lines, once one holding every one of ``marks`` is written."""
+    logs = await logs_with(stack.proxy, f'"{event}"', *marks)
+    return [json.loads(line) for line in logs.splitlines() if f'"{event}"' in line]
 
 
 # ------------------------------------------------------------------------------------ cross-origin guard
@@ -154,7 +157,8 @@ async def test_cross_site_unsafe_request_is_refused_with_a_logged_reason(stack: 
             method, stack.url + "/transfer", data=[("a", "1")], headers={**CROSS_SITE, "Accept": "application/json"}
         )
         assert api.status == 403 and api.json()["error"] == "cross_origin_request"
-    refused = [e for e in log_events(stack, "cross_origin_refused") if e.get("path") == f"/transfer-{method}"]
+    events = await log_events(stack, "cross_origin_refused", f'"path":"/transfer-{method}"')
+    refused = [e for e in events if e.get("path") == f"/transfer-{method}"]
     assert refused and refused[0]["reason"] == "Sec-Fetch-Site cross-site" and refused[0]["route"] == "app"
 
 
@@ -271,7 +275,7 @@ async def test_form_posted_without_a_session_is_delivered_after_login(stack: Sta
         # the kept form is sent once: the page cannot be replayed
         again = await b.get(stack.url + rd)
         assert again.status == 410
-    assert log_events(stack, "post_kept") and log_events(stack, "post_resubmitted")
+    assert await log_events(stack, "post_kept") and await log_events(stack, "post_resubmitted")
 
 
 def seen_user(page: Page) -> str:
@@ -353,10 +357,7 @@ async def test_a_kept_form_is_posted_back_only_on_the_host_that_kept_it(stack: S
         assert page.status == 410 and "This form is no longer kept" in page.text
         assert not page.forms
         assert not [c for c in b.cookies.all() if "_post_" in c.name]  # the form's cookie is cleared
-    assert any(
-        e["reason"] == "the kept form belongs to another host or expired"
-        for e in log_events(stack, "post_not_resubmitted")
-    )
+    await log_events(stack, "post_not_resubmitted", '"reason":"the kept form belongs to another host or expired"')
 
 
 async def test_api_post_without_session_still_gets_401_json(stack: Stack) -> None:

@@ -29,6 +29,7 @@ from tests.support.fault_provider import (
     FaultProvider,
     serve_app,
 )
+from tests.support.logs import logs_with
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
 from tests.support.scripted_browser import Page, ScriptedBrowser, cancel_demo_login, login_demo
@@ -352,9 +353,8 @@ async def test_a_provider_error_code_reaches_the_page_and_the_log_only_when_it_i
         assert "reported an error (error)" in page.text
         assert "spoof text" not in page.text
         assert stack.provider.stats.token_requests == tokens_before
-    logged = [json.loads(line) for line in stack.proxy.logs().splitlines() if '"login_failed"' in line]
-    assert any(e.get("reason") == "provider error: error" for e in logged), logged[-3:]
-    assert "spoof text" not in stack.proxy.logs()
+    logs = await logs_with(stack.proxy, '"login_failed"', '"reason":"provider error: error"')
+    assert "spoof text" not in logs
 
 
 # ---------------------------------------------------------------------------------------------- rd

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from authproxy import logs as logs_module
 from authproxy.logs import REDACTED, JsonFormatter, TextFormatter, is_secret_name, redact, redact_value
+from tests.support.logs import logs_with
 from tests.support.ops import JSON, OpsStack, json_records, login, start_ops_stack, upstream_seen
 
 QUERY_SECRET = "q-value-that-must-not-be-logged-7f3a"
@@ -77,7 +78,8 @@ async def _scenario(stack: OpsStack) -> Run:
         assert sign_out.status == 302, sign_out
         after = await b.get(f"{stack.url}/app/after", headers=JSON)
         assert after.status == 401
-    return Run(stack.proxy.logs(), stack.secrets(), request_id)
+    logs = await logs_with(stack.proxy, '"path":"/app/after"', '"status":401')
+    return Run(logs, stack.secrets(), request_id)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import pytest
 
 from authproxy.oidc.pkce import new_state
 from tests.support.logout import COOKIE, status_with_cookie
+from tests.support.logs import logged_line
 from tests.support.multidomain import (
     APP_HOST,
     JSON,
@@ -154,7 +155,7 @@ async def test_a_replayed_handoff_is_refused(stack: SsoStack) -> None:
         elsewhere = await thief.get(callback, follow_redirects=False)
         assert elsewhere.status == 400
         assert not await alive(thief, stack.wiki_url(0) + "/wiki")
-    assert "sso handoff: code unknown, expired or already used" in stack.logs()
+    await logged_line(stack, "sso handoff: code unknown, expired or already used")
 
 
 async def test_a_code_is_bound_to_the_browser_that_asked_for_it(stack: SsoStack) -> None:
@@ -172,7 +173,7 @@ async def test_a_code_is_bound_to_the_browser_that_asked_for_it(stack: SsoStack)
         assert not await alive(attacker, stack.wiki_url(0) + "/wiki")
         # and the code is spent: the victim's own use of it fails too (one-time, whoever tried)
         assert (await victim.get(stolen, follow_redirects=False)).status == 400
-    assert "sso handoff: code issued for another handoff" in stack.logs()
+    await logged_line(stack, "sso handoff: code issued for another handoff")
 
 
 async def handoff_callback_without_session(b: ScriptedBrowser, stack: SsoStack) -> str:
@@ -267,7 +268,7 @@ async def test_a_handoff_whose_sign_in_ended_before_its_callback_is_refused(stac
         page = await b.get(callback, follow_redirects=False)
         assert page.status == 400 and "no longer valid" in page.text
         assert not await alive(b, stack.wiki_url(0) + "/wiki")
-    assert "sso handoff: the sign-in ended meanwhile" in stack.logs()
+    await logged_line(stack, "sso handoff: the sign-in ended meanwhile")
 
 
 async def test_a_new_handoff_ends_the_link_the_browser_held_before(stack: SsoStack) -> None:
@@ -349,7 +350,7 @@ async def test_sign_out_on_the_wiki_ends_the_app_on_every_replica(stack: SsoStac
             assert await status_with_cookie(stack.app_url(replica) + "/app", app_cookie) == 401
             assert await status_with_cookie(stack.wiki_url(replica) + "/wiki", wiki_cookie) == 401
             assert not await alive(b, stack.app_url(replica) + "/app")
-    assert '"event":"logout"' in stack.logs()
+    await logged_line(stack, '"event":"logout"')
 
 
 def _discovery(issuer: str) -> dict[str, Any]:

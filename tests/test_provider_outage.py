@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tests.support.logs import logged_line
 from tests.support.ops import JSON, OpsStack, json_records, login, readiness, start_ops_stack, upstream_seen
 from tests.support.scripted_browser import Page, login_demo
 
@@ -108,8 +109,7 @@ async def test_due_refresh_waits_for_the_provider_and_keeps_the_session(tmp_path
             stack.provider_server.start()
             page = await b.get(f"{stack.url}/app/back", headers=JSON)
             assert page.status == 200 and upstream_seen(page)["x-forwarded-user"] == "alice"
-        records = json_records(stack.proxy.logs())
-        assert [r for r in records if r.get("event") == "refresh" and r.get("result") == "unavailable"]
+        await logged_line(stack.proxy, '"event":"refresh"', '"result":"unavailable"')
         assert_proxy_healthy(stack)
 
 
