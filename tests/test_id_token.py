@@ -217,6 +217,10 @@ FAULTS: list[Any] = [
     pytest.param(
         lambda k: k.rsa.sign(id_token_claims(exp=int(NOW - SKEW) - 1)), {}, "token expired", id="expired-beyond-skew"
     ),
+    # RFC 7519 section 4.1.4: valid only *before* exp, so a token is refused at exp + skew itself
+    pytest.param(
+        lambda k: k.rsa.sign(id_token_claims(exp=int(NOW - SKEW))), {}, "token expired", id="expired-at-exp-plus-skew"
+    ),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(exp=None)), {}, "exp missing", id="missing-exp"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(exp="tomorrow")), {}, "exp malformed", id="exp-not-a-number"),
     # a boolean is not a number, even though Python's True == 1
@@ -362,6 +366,8 @@ ACCEPTED: list[Any] = [
     pytest.param(lambda k: signed_raw(k.rsa, json.dumps(id_token_claims()).encode(), b64=True), {}, id="b64-true"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(exp=int(NOW - SKEW) + 1)), {}, id="expired-but-within-skew"),
     pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=int(NOW + SKEW) - 1)), {}, id="iat-ahead-within-skew"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(iat=int(NOW + SKEW))), {}, id="iat-ahead-by-exactly-the-skew"),
+    pytest.param(lambda k: k.rsa.sign(id_token_claims(nbf=int(NOW + SKEW))), {}, id="nbf-ahead-by-exactly-the-skew"),
     pytest.param(
         lambda k: hmac_token(id_token_claims()),
         {"client_secret": CLIENT_SECRET, "allowed_algorithms": ["RS256", "HS256"]},
