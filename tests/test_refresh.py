@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from authproxy.sessions.refresh import (
     SAVE_ATTEMPTS,
     Refresher,
     build_refreshed_record,
+    is_access_valid,
     is_refresh_due,
     is_refreshed_since,
 )
@@ -116,6 +118,24 @@ async def stored(sessions: SessionManager, cookie: str) -> SessionRecord | None:
 
 
 # ---------------------------------------------------------------------- pure decisions
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "valid"),
+    [
+        pytest.param(None, True, id="unknown-lifetime"),
+        pytest.param(0.001, True, id="just-before-expiry"),
+        pytest.param(0.0, False, id="at-expiry"),
+        pytest.param(-1.0, False, id="expired"),
+    ],
+)
+def test_an_access_token_is_forwarded_only_before_its_expiry(expires_in: float | None, valid: bool) -> None:
+    # after a refresh that could not happen, the old token is forwarded only while this holds
+    assert is_access_valid(make_record(T0, expires_in=expires_in), T0) is valid
+
+
+def test_a_session_without_an_access_token_has_none_to_forward() -> None:
+    assert is_access_valid(replace(make_record(T0, expires_in=None), access_token=None), T0) is False
 
 
 @pytest.mark.parametrize(
