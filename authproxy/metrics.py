@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import metrics as client_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
@@ -97,17 +98,22 @@ class RequestSeries:
     def collect(self) -> Iterator[Metric]:
         requests, durations = self.describe()
         assert isinstance(requests, CounterMetricFamily) and isinstance(durations, HistogramMetricFamily)
+        # as prometheus_client's own metrics do: no _created series after disable_created_metrics()
+        # or with PROMETHEUS_DISABLE_CREATED_SERIES=True
+        with_created = getattr(client_metrics, "_use_created", True)
         for route, series in list(self._routes.items()):
             for code, count in list(series.codes.items()):
-                requests.add_metric((route, str(code), self._worker), count, created=series.code_created[code])
+                created = series.code_created[code] if with_created else None
+                requests.add_metric((route, str(code), self._worker), count, created=created)
             cumulative = 0
             buckets: list[tuple[str, float]] = []
             for name, count in zip(_BUCKET_NAMES, series.buckets, strict=True):
                 cumulative += count
                 buckets.append((name, cumulative))
             durations.add_metric((route, self._worker), buckets, series.total_seconds)
-            labels = {"route": route, "worker": self._worker}
-            durations.samples.append(Sample(durations.name + "_created", labels, series.created))
+            if with_created:
+                labels = {"route": route, "worker": self._worker}
+                durations.samples.append(Sample(durations.name + "_created", labels, series.created))
         yield requests
         yield durations
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
+import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -175,3 +176,16 @@ def test_request_series_stay_empty_until_a_request_is_answered() -> None:
     families = {family.name: family.samples for family in text_string_to_metric_families(Metrics().render().decode())}
     assert families["authproxy_requests"] == []
     assert families["authproxy_request_duration_seconds"] == []
+
+
+def test_request_series_leave_out_created_series_when_the_client_library_is_told_to() -> None:
+    metrics = Metrics()
+    metrics.observe_request("app", 200, 0.01)
+    metrics.count_login("ok")
+    prometheus_client.disable_created_metrics()
+    try:
+        text = metrics.render().decode()
+    finally:
+        prometheus_client.enable_created_metrics()
+    assert "authproxy_requests_total{" in text and "_created" not in text
+    assert "authproxy_requests_created{" in metrics.render().decode()
