@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from authproxy.metrics import Metrics
-from tests.support.ops import JSON, OpsStack, Samples, login, metric, scrape_metrics, start_ops_stack
+from tests.support.ops import JSON, OpsStack, Samples, login, metric, parse_metrics, scrape_metrics, start_ops_stack
 
 FAMILIES = {
     "authproxy_requests": "counter",
@@ -133,14 +133,6 @@ def test_duration_histogram_adds_up(run: Run, route: str) -> None:
 # ---------------------------------------------------------------------- the request series alone
 
 
-def _samples_of(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(metrics.render().decode())
-        for sample in family.samples
-    }
-
-
 def test_request_series_count_each_route_and_code_and_fill_the_histogram_by_le() -> None:
     metrics = Metrics(worker="2")
     for route, code, seconds in [
@@ -151,7 +143,7 @@ def test_request_series_count_each_route_and_code_and_fill_the_histogram_by_le()
         ("_auth", 302, 0.002),
     ]:
         metrics.observe_request(route, code, seconds)
-    samples = _samples_of(metrics)
+    samples = parse_metrics(metrics.render().decode(), without=None)
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, frozenset({**labels, "worker": "2"}.items()))]

@@ -236,11 +236,16 @@ async def scrape_metrics(admin_url: str) -> Samples:
     """The admin listener's /metrics as {(sample name, labels without ``worker``): value}."""
     async with aiohttp.ClientSession() as client, client.get(admin_url + "/metrics") as answer:
         assert answer.status == 200
-        text = await answer.text()
+        return parse_metrics(await answer.text())
+
+
+def parse_metrics(text: str, *, without: str | None = "worker") -> Samples:
+    """Prometheus text as {(sample name, labels): value}; samples that differ only in the label
+    ``without`` are summed (by default the worker's: one scrape's figures, whichever worker)."""
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = frozenset((k, v) for k, v in sample.labels.items() if k != "worker")
+            labels = frozenset((k, v) for k, v in sample.labels.items() if k != without)
             key = (sample.name, labels)
             samples[key] = samples.get(key, 0.0) + sample.value
     return samples
