@@ -90,14 +90,10 @@ class RequestSeries:
         series.total_seconds += seconds
 
     def describe(self) -> list[Metric]:
-        return [
-            CounterMetricFamily("authproxy_requests", REQUESTS_HELP, labels=("route", "code", "worker")),
-            HistogramMetricFamily("authproxy_request_duration_seconds", DURATION_HELP, labels=("route", "worker")),
-        ]
+        return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        requests, durations = self.describe()
-        assert isinstance(requests, CounterMetricFamily) and isinstance(durations, HistogramMetricFamily)
+        requests, durations = self._families()
         # as prometheus_client's own metrics do: no _created series after disable_created_metrics()
         # or with PROMETHEUS_DISABLE_CREATED_SERIES=True
         with_created = getattr(client_metrics, "_use_created", True)
@@ -116,6 +112,14 @@ class RequestSeries:
                 durations.samples.append(Sample(durations.name + "_created", labels, series.created))
         yield requests
         yield durations
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+        """The two families, empty: their names and help for ``describe``, filled by ``collect``."""
+        return (
+            CounterMetricFamily("authproxy_requests", REQUESTS_HELP, labels=("route", "code", "worker")),
+            HistogramMetricFamily("authproxy_request_duration_seconds", DURATION_HELP, labels=("route", "worker")),
+        )
 
 
 class Metrics:
