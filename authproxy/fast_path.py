@@ -68,6 +68,7 @@ from multidict import CIMultiDict
 from authproxy import headers, pages
 from authproxy.app import AUTH_ROUTE_LABEL, Services, record_request, upstream_identity_headers
 from authproxy.config import RouteConfig
+from authproxy.cookie_header import find_cookie
 from authproxy.deadlines import LazyDeadline
 from authproxy.errors import AuthproxyError, SessionEnded, StoreError
 from authproxy.fast_endpoints import Handler, Peer, answer_fields, endpoint_handlers, endpoint_of, make_request
@@ -78,7 +79,6 @@ from authproxy.fast_requests import (
     RecordMemo,
     RequestHead,
     answer_head,
-    find_cookie,
     parse_head,
     simple_path,
 )

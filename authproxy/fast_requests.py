@@ -4,7 +4,6 @@
   anything unusual (refused by llhttp, non-ASCII, a body, an upgrade, too big).
 - :func:`simple_path`: an origin-form target (RFC 9112 section 3.2.1) whose raw path is also its
   decoded path, outside the auth prefix.
-- :func:`find_cookie`: the session cookie when its value is unambiguous (RFC 6265 section 5.4).
 - :func:`answer_head`: the status line and fields of an answer,
   completed the way aiohttp completes them (RFC 9112 section 6: Content-Length or chunked; no
   body for HEAD, 1xx, 204 and 304; ``Date`` per RFC 9110 section 6.6.1).
@@ -32,7 +31,6 @@ MAX_FIELDS: Final = 100
 EMPTY_BODY_STATUSES: Final = frozenset({204, 304, *range(100, 200)})
 _NO_BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
 V = TypeVar("V")
-_COOKIE_VALUE_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 @dataclass
@@ -119,24 +117,6 @@ def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
     if path == auth_prefix or path.startswith(auth_prefix + "/"):
         return None
     return path, query
-
-
-def find_cookie(cookie_fields: list[str], name: str) -> tuple[bool, str | None]:
-    """``(clear, value)`` of cookie ``name`` in the ``Cookie`` fields.
-
-    ``clear`` is False when the answer is not obvious (the name twice, or a value in a form the
-    session ticket never takes, such as quoted): aiohttp's cookie parser decides those.
-    """
-    found: str | None = None
-    for field in cookie_fields:
-        for pair in field.split(";"):
-            key, sep, value = pair.strip().partition("=")
-            if key.strip() != name or not sep:
-                continue
-            if found is not None or not value or not set(value) <= _COOKIE_VALUE_CHARS:
-                return False, None
-            found = value
-    return True, found
 
 
 def answer_head(

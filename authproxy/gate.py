@@ -19,6 +19,7 @@ from aiohttp import web
 from authproxy import pages
 from authproxy.account_pages import forbidden_response
 from authproxy.config import RouteConfig
+from authproxy.cookie_header import request_cookie
 from authproxy.errors import SessionEnded, TokenInvalid
 from authproxy.oidc.client import ProviderClient
 from authproxy.policy import Policy, compile_allow
@@ -92,7 +93,7 @@ class Gate:
         A provider outage with an expired access token raises ProviderUnavailable (503); a store
         outage raises StoreUnavailable (503): neither is ever taken as "anonymous".
         """
-        cookie = request.cookies.get(self.sessions.cookie_name)
+        cookie = request_cookie(request, self.sessions.cookie_name)
         session = await self.sessions.load(cookie, request.host if host is None else host)
         if session is None:
             return None

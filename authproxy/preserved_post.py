@@ -45,6 +45,7 @@ from aiohttp import web
 from authproxy import pages
 from authproxy.account_pages import start_url
 from authproxy.config import RouteConfig
+from authproxy.cookie_header import request_cookie
 from authproxy.cross_origin import verdict_for
 from authproxy.logs import log_event
 from authproxy.oidc.flow import FLOW_TTL
@@ -228,11 +229,11 @@ class PostKeeper:
         """The auto-submitting page that posts a kept form back, once, after the login."""
         tag = request.query.get("p", "")
         cookie = cookie_name_for(self.sessions.cookie.host_only_name, tag)
-        ticket = self.sessions.open(request.cookies.get(cookie)) if is_valid_tag(tag) else None
+        ticket = self.sessions.open(request_cookie(request, cookie)) if is_valid_tag(tag) else None
         if ticket is None:
             return self._gone(request, "no kept form for this browser")
         # the host: on an SSO origin the cookie names a link to the central session
-        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name), request.host)
+        session = await self.sessions.load(request_cookie(request, self.sessions.cookie_name), request.host)
         if session is None:
             # not signed in (yet): the form stays kept for the login this sends the browser to
             return pages.redirect(start_url(self.prefix, request.raw_path))

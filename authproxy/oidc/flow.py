@@ -32,6 +32,7 @@ from aiohttp import web
 from authproxy import pages
 from authproxy.account_pages import authorize_prompt
 from authproxy.config import Config
+from authproxy.cookie_header import request_cookie
 from authproxy.errors import FlowError, ProviderUnavailable, TokenEndpointError, TokenInvalid
 from authproxy.json_codec import dumps_sorted, loads
 from authproxy.logs import log_event
@@ -351,7 +352,7 @@ class LoginFlows:
                 retry_url=self._start_url(flow.redirect),
             )
         # a fresh session id at every login (fixation defence); the old session, if any, ends
-        old = await self.sessions.load(request.cookies.get(self.sessions.cookie_name))
+        old = await self.sessions.load(request_cookie(request, self.sessions.cookie_name))
         if old is not None:
             await self.sessions.delete(old)
         # a finished sign-in clears the browser's loop counter in the same round trip
@@ -372,7 +373,7 @@ class LoginFlows:
         """The ticket of the flow cookie this browser holds for ``state``, if any."""
         if not state:
             return None
-        return self.sessions.open(request.cookies.get(flow_cookie_name(self.sessions.cookie_name, state)))
+        return self.sessions.open(request_cookie(request, flow_cookie_name(self.sessions.cookie_name, state)))
 
     def _open_flow(self, state: str, ticket: Ticket | None, blob: bytes | None) -> LoginFlow:
         """The flow ``ticket`` names, taken from the store as ``blob``; FlowError unless it is this state's."""

@@ -75,6 +75,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from authproxy import pages
 from authproxy.account_pages import signed_out_location
 from authproxy.config import Config
+from authproxy.cookie_header import request_cookie
 from authproxy.errors import ProviderError, ProviderUnavailable, StoreError, TokenInvalid
 from authproxy.logs import log_event
 from authproxy.metrics import Metrics
@@ -273,7 +274,7 @@ class Logouts:
             # an unreadable body still signs out: only the destination is lost
             rd = await form_value(request, "rd")
         try:
-            session = await self._delete_session(request.cookies.get(self.sessions.cookie_name), request.host)
+            session = await self._delete_session(request_cookie(request, self.sessions.cookie_name), request.host)
         except StoreError as e:
             self.metrics.count_store_error()
             log_event(

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from authproxy import pages
 from authproxy.account_pages import authorize_prompt, start_url
+from authproxy.cookie_header import request_cookie
 from authproxy.logs import log_event
 from authproxy.metrics import Metrics
 from authproxy.oidc.flow import LoginFlows, handoff_cookie_name
@@ -109,7 +110,7 @@ class SingleSignOn:
             log_event("sso_refused", reason="malformed state", client_ip=request.remote)
             self.metrics.count_login("sso_refused")
             return self._page(request, 400, "Bad request", "The sign-in request is incomplete.")
-        session = await self.sessions.load(request.cookies.get(self.sessions.cookie_name), request.host)
+        session = await self.sessions.load(request_cookie(request, self.sessions.cookie_name), request.host)
         prompt = authorize_prompt({}, request.query.get("prompt")).get("prompt")
         if session is None or prompt is not None:
             # sign in here first (again, for a switch-account prompt); the ordinary login comes
@@ -151,7 +152,7 @@ class SingleSignOn:
         if central is None or cookie_value is None:
             return self._refuse(request, "the sign-in ended meanwhile", redirect=flow.redirect)
         # a cookie this browser held before names a link nobody can use any more
-        await self.sessions.forget_link(request.cookies.get(self.sessions.cookie_name))
+        await self.sessions.forget_link(request_cookie(request, self.sessions.cookie_name))
         await self.store.delete(self.flows.loop_key(request))
         request[pages.USER] = central.record.sub
         log_event("sso_login_ok", user=central.record.sub, origin=origin, client_ip=request.remote)
@@ -168,7 +169,7 @@ class SingleSignOn:
         return _parsed(HandoffGrant.from_bytes, plaintext)
 
     async def _take_flow(self, request: web.Request, state: str) -> HandoffFlow | None:
-        cookie = request.cookies.get(handoff_cookie_name(self.sessions.cookie_name, state))
+        cookie = request_cookie(request, handoff_cookie_name(self.sessions.cookie_name, state))
         return _parsed(HandoffFlow.from_bytes, await self._take_sealed(HANDOFF_FLOW_KEY_PREFIX, cookie))
 
     async def _take_sealed(self, prefix: str, sealed_ticket: str | None) -> bytes | None:
