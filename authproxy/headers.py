@@ -135,6 +135,8 @@ def remove_cookie(cookie_header: str | None, names: frozenset[str]) -> str | Non
     """``cookie_header`` without the cookies in ``names`` nor their ``<name>_*`` variants (flow cookies).
 
     Other cookies are kept byte for byte, in order. None when nothing is left (drop the header).
+    A pair holding such a cookie after whitespace (``theme=dark authproxy_session=...``) goes
+    whole: aiohttp's parser, which reads the session cookie, takes whitespace as a separator too.
     """
     if not cookie_header:
         return None
@@ -145,11 +147,15 @@ def remove_cookie(cookie_header: str | None, names: frozenset[str]) -> str | Non
         pair = pair.strip()
         if not pair:
             continue
-        name = pair.split("=", 1)[0].strip()
-        if name in names or any(name.startswith(n + "_") for n in names):
+        if any(_is_named(word.split("=", 1)[0], names) for word in pair.split()):
             continue
         kept.append(pair)
     return "; ".join(kept) if kept else None
+
+
+def _is_named(cookie_name: str, names: frozenset[str]) -> bool:
+    """Whether ``cookie_name`` is one of ``names`` or a ``<name>_*`` variant of one."""
+    return cookie_name in names or any(cookie_name.startswith(n + "_") for n in names)
 
 
 def peer_is_trusted(peer_ip: str | None, trusted_proxies: Sequence[IPNetwork]) -> bool:
