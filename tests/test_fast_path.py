@@ -931,7 +931,7 @@ async def test_both_paths_read_the_session_cookie_alike(signing_in: Stack, cooki
     fast, slow = await _on_both_paths(signing_in.public_url, get("/app/cookie-read", "Accept: application/json", field))
     assert fast[0] == slow[0] == (200 if signed_in else 401)
     if signed_in:
-        # read as the session cookie, so never passed on (SPEC section 3)
+        # read as the session cookie, so never passed on (SPEC section 4)
         for _, _, body in (fast, slow):
             assert [name for name, sent in json.loads(body)["headers"] if value in sent] == []
 
