@@ -525,6 +525,7 @@ async def test_userinfo_of_a_provider_without_the_endpoint_is_unavailable_and_as
         pytest.param((500, "Internal Server Error"), ProviderUnavailable, "HTTP 500", id="5xx"),
         pytest.param((502, {"error": "invalid_grant"}), ProviderUnavailable, "HTTP 502", id="5xx-with-json"),
         pytest.param((200, "<html>sign in</html>"), ProviderUnavailable, "not JSON", id="not-json"),
+        pytest.param((200, '["access_token"]'), ProviderUnavailable, "not a JSON object", id="not-an-object"),
         pytest.param((200, {"token_type": "Bearer"}), ProviderUnavailable, "no access_token", id="no-access-token"),
         pytest.param(
             (200, {"access_token": "at", "token_type": "DPoP"}), ProviderUnavailable, "not Bearer", id="not-bearer"
