@@ -89,6 +89,31 @@ def flow_cookie_name(session_cookie: str, state: str) -> str:
     return f"{session_cookie}_flow_{tag}"
 
 
+def open_flow(state: str, ticket: Ticket | None, blob: bytes | None, now: float) -> LoginFlow:
+    """The login flow a callback completes; ``FlowError`` (its reason for the log) unless it is this one.
+
+    ``state`` is the callback's, ``ticket`` the one in the browser's flow cookie for that state,
+    ``blob`` what the store held under the ticket's key (taken, so a state is used once). The flow
+    must open under the ticket (sealed for this browser), name the same state (compared in
+    constant time) and be younger than ``FLOW_TTL``.
+    """
+    if not state:
+        raise FlowError("no state")
+    if ticket is None:
+        raise FlowError("no flow cookie for this state")
+    if blob is None:
+        raise FlowError("flow expired or already used")
+    plaintext = open_record(blob, ticket)
+    if plaintext is None:
+        raise FlowError("flow record does not open")
+    flow = LoginFlow.from_bytes(plaintext)
+    if not hmac.compare_digest(flow.state.encode(), state.encode()):
+        raise FlowError("state mismatch")
+    if now - flow.started_at > FLOW_TTL:
+        raise FlowError("flow expired")
+    return flow
+
+
 def handoff_cookie_name(session_cookie: str, state: str) -> str:
     """The binding cookie of a handoff on an SSO origin (a flow cookie: sign-out clears it too)."""
     tag = hashlib.sha256(state.encode()).hexdigest()[:16]
@@ -306,7 +331,7 @@ class LoginFlows:
         if "error" in query:
             return self._provider_error(request, state, ticket, blob, query.get("error", ""))
         try:
-            flow = self._open_flow(state, ticket, blob)
+            flow = open_flow(state, ticket, blob, self.clock())
         except FlowError as e:
             log_event("login_failed", reason=e.reason, client_ip=request.remote)
             self.metrics.count_login("bad_state")
@@ -375,30 +400,12 @@ class LoginFlows:
             return None
         return self.sessions.open(request_cookie(request, flow_cookie_name(self.sessions.cookie_name, state)))
 
-    def _open_flow(self, state: str, ticket: Ticket | None, blob: bytes | None) -> LoginFlow:
-        """The flow ``ticket`` names, taken from the store as ``blob``; FlowError unless it is this state's."""
-        if not state:
-            raise FlowError("no state")
-        if ticket is None:
-            raise FlowError("no flow cookie for this state")
-        if blob is None:
-            raise FlowError("flow expired or already used")
-        plaintext = open_record(blob, ticket)
-        if plaintext is None:
-            raise FlowError("flow record does not open")
-        flow = LoginFlow.from_bytes(plaintext)
-        if not hmac.compare_digest(flow.state.encode(), state.encode()):
-            raise FlowError("state mismatch")
-        if self.clock() - flow.started_at > FLOW_TTL:
-            raise FlowError("flow expired")
-        return flow
-
     def _provider_error(
         self, request: web.Request, state: str, ticket: Ticket | None, blob: bytes | None, error: str
     ) -> web.StreamResponse:
         redirect = "/"
         with contextlib.suppress(FlowError):
-            redirect = self._open_flow(state, ticket, blob).redirect
+            redirect = open_flow(state, ticket, blob, self.clock()).redirect
         safe_error = error if error.replace("_", "").isalnum() and len(error) < 64 else "error"
         log_event("login_failed", reason=f"provider error: {safe_error}", client_ip=request.remote)
         self.metrics.count_login("provider_error")
