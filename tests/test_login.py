@@ -220,6 +220,16 @@ async def test_id_token_fault_refuses_the_login(stack: Stack, fault: str) -> Non
         assert again.status == 401
 
 
+async def test_a_token_response_without_an_id_token_refuses_the_login(stack: Stack) -> None:
+    # OpenID Connect Core 1.0 section 3.1.3.3: the answer to the code exchange carries the ID token
+    stack.provider.set_fault("no_id_token")
+    async with browser() as b:
+        page = await login_demo(b, stack.url + "/app", "alice")
+        assert page.status == 401, page
+        assert session_cookie(b) is None
+    await logs_with(stack.proxy, '"login_failed"', '"reason":"no id_token in the token response"')
+
+
 async def test_userinfo_sub_mismatch_refuses_the_login(tmp_path: Path) -> None:
     with start_stack(tmp_path, userinfo=True) as stack:
         async with browser() as b:

@@ -59,7 +59,7 @@ ID_TOKEN_FAULTS: Final = frozenset(
 OTHER_FAULTS: Final = frozenset(
     {
         "userinfo_sub_mismatch", "invalid_grant_on_refresh", "token_endpoint_down", "token_endpoint_slow",
-        "access_denied",
+        "access_denied", "no_id_token",
     }
 )  # fmt: skip
 FAULTS: Final = ID_TOKEN_FAULTS | OTHER_FAULTS
@@ -157,6 +157,13 @@ class FaultProvider(DemoProvider):
             error = {"error": "access_denied", "error_description": "the user refused"}
             return self.redirect_to_client(auth_request.redirect_uri, auth_request.state, error)
         return await super().handle_authorization(request, auth_request)
+
+    def token_response(self, grant: Grant, *, now: float, refresh_token: str | None) -> dict[str, Any]:
+        body = super().token_response(grant, now=now, refresh_token=refresh_token)
+        if self.fault == "no_id_token":
+            # an OAuth 2.0 answer to an OpenID Connect request: no identity to sign in with
+            body.pop("id_token", None)
+        return body
 
     async def handle_token(self, request: web.Request) -> web.Response:
         if self.fault == "token_endpoint_down":
