@@ -515,6 +515,25 @@ async def test_redis_down_gives_store_unavailable_quickly(redis_server: RedisSer
         await store.close()
 
 
+async def test_a_write_that_would_free_its_lock_fails_as_unavailable_and_leaves_the_release_to_retry(
+    redis_server: RedisServer,
+) -> None:
+    # a refresh's last round trip (the record, then the lock's release) while Redis is gone
+    store = RedisStore.from_settings(url=redis_server.url, timeout=0.5)
+    try:
+        await store.set("session", b"v1", LONG)
+        lock = await store.acquire_lock("refresh", LONG)
+        assert lock is not None
+        redis_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.set_if_present("session", b"v2", LONG, release=lock)
+        # the release may not have landed, so the holder's own release still tries it
+        with pytest.raises(StoreUnavailable):
+            await lock.release()
+    finally:
+        await store.close()
+
+
 async def test_hung_redis_gives_store_unavailable_within_the_timeout(redis_server: RedisServer) -> None:
     store = RedisStore.from_settings(url=redis_server.url, timeout=0.3)
     try:
