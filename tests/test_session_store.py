@@ -271,6 +271,12 @@ async def test_using_a_value_as_an_index_is_a_store_error(harness: Harness) -> N
         await store.take("index")
 
 
+async def test_counting_a_value_that_is_not_a_counter_is_a_store_error(harness: Harness) -> None:
+    await harness.store.set("value", b"not a number", LONG)
+    with pytest.raises(StoreError):
+        await harness.store.increment("value", LONG)
+
+
 # ---------------------------------------------------------------------------- locks
 
 
