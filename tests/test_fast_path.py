@@ -398,6 +398,22 @@ async def test_a_head_longer_than_the_fast_path_reads_is_answered_by_aiohttp_not
     assert status in (400, 431)
 
 
+async def test_a_request_no_route_matches_is_404_and_never_forwarded(
+    run_proxy: Callable[..., ProxyProcess], upstream: Upstream
+) -> None:
+    # SPEC section 2: no route, 404 (the upstream would echo any path with a 200)
+    config = {"routes": [{"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "none"}]}
+    proxy = await asyncio.to_thread(run_proxy, config)
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/app/x"))
+        status, _, body = await connection.answer()
+        assert status == 200 and seen(body)["path"] == "/app/x"
+        for request in (get("/elsewhere"), get("/elsewhere", "Content-Length: 0", method="POST")):
+            await connection.send(request)
+            status, _, body = await connection.answer()
+            assert status == 404 and b"/elsewhere" not in body
+
+
 async def test_a_request_with_two_hosts_is_refused(proxy: ProxyProcess) -> None:
     async with connect(proxy.url) as connection:
         await connection.send(get("/echo", "Host: other.test"))
@@ -948,6 +964,7 @@ def _cookie_attributes(fields: CIMultiDict[str]) -> list[str]:
         pytest.param(get("/oauth2/callback?state=not-this-browsers&code=x", NAVIGATION), 400, id="callback-bad-state"),
         pytest.param(get("/oauth2/callback?error=access_denied", NAVIGATION), 403, id="callback-provider-error"),
         pytest.param(get("/oauth2/callback?state=s", "Accept: application/json"), 400, id="callback-api-client"),
+        pytest.param(get("/oauth2/start?rd=/app", NAVIGATION, "Host: other.test"), 400, id="start-two-hosts"),
     ],
 )
 async def test_the_sign_in_endpoints_answer_alike_on_both_paths(
