@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from authproxy.config import parse_config
-from authproxy.errors import TokenInvalid
+from authproxy.errors import ProviderUnavailable, TokenInvalid
 from authproxy.metrics import Metrics
 from authproxy.oidc.discovery import ProviderMetadata
 from authproxy.oidc.logout import (
@@ -138,6 +138,13 @@ def test_replay_ttl(claims: dict[str, Any], expected: float) -> None:
 def test_replay_ttl_refuses_an_old_token_without_exp() -> None:
     with pytest.raises(TokenInvalid, match="too old"):
         replay_ttl({"iat": NOW - MAX_LOGOUT_TOKEN_AGE - 61}, NOW, 60.0)
+
+
+@pytest.mark.parametrize("iat", [None, "1800000000", True], ids=["absent", "string", "boolean"])
+def test_replay_ttl_refuses_a_token_with_neither_exp_nor_a_numeric_iat(iat: object) -> None:
+    claims = {} if iat is None else {"iat": iat}
+    with pytest.raises(TokenInvalid, match="iat missing"):
+        replay_ttl(claims, NOW, 60.0)
 
 
 def test_replay_key_hides_the_jti() -> None:
@@ -434,7 +441,7 @@ class LockWatchingStore(MemoryStore):
 class RevocationRecorder:
     """Stands in for the provider client: its metadata, and the revocations it was asked for."""
 
-    def __init__(self, *, revocation_endpoint: bool = True) -> None:
+    def __init__(self, *, revocation_endpoint: bool = True, revocation_fails: bool = False) -> None:
         issuer = "https://op.example.com"
         self.metadata = ProviderMetadata(
             issuer=issuer,
@@ -445,9 +452,12 @@ class RevocationRecorder:
             revocation_endpoint=issuer + "/revoke" if revocation_endpoint else None,
         )
         self.revoked: list[tuple[str, str | None]] = []
+        self.revocation_fails = revocation_fails
 
     async def revoke(self, token: str, token_type_hint: str | None = None) -> None:
         self.revoked.append((token, token_type_hint))
+        if self.revocation_fails:
+            raise ProviderUnavailable("token revocation failed: the provider answered HTTP 503")
 
 
 async def logouts_client(
@@ -485,11 +495,18 @@ def signed_in_record() -> SessionRecord:
     )
 
 
-@pytest.mark.parametrize("endpoint", [True, False], ids=["revocation-endpoint", "no-revocation-endpoint"])
+@pytest.mark.parametrize(
+    ("endpoint", "fails", "revoked"),
+    [
+        pytest.param(True, False, True, id="revocation-endpoint"),
+        pytest.param(False, False, False, id="no-revocation-endpoint"),
+        pytest.param(True, True, False, id="revocation-failed"),
+    ],
+)
 async def test_the_logout_event_says_whether_the_grant_was_revoked(
-    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture, endpoint: bool
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture, endpoint: bool, fails: bool, revoked: bool
 ) -> None:
-    provider = RevocationRecorder(revocation_endpoint=endpoint)
+    provider = RevocationRecorder(revocation_endpoint=endpoint, revocation_fails=fails)
     client, sessions = await logouts_client(aiohttp_client, provider, MemoryStore())
     _, cookie = await sessions.create(signed_in_record())
     with caplog.at_level(logging.INFO, logger="authproxy.auth"):
@@ -498,7 +515,7 @@ async def test_the_logout_event_says_whether_the_grant_was_revoked(
     # a provider that cannot revoke is not asked to, and the event does not claim it was done
     assert provider.revoked == ([("rt-0", "refresh_token")] if endpoint else [])
     (event,) = [record for record in caplog.records if record.getMessage() == "logout"]
-    assert event.fields["revoked"] is endpoint  # type: ignore[attr-defined]
+    assert event.fields["revoked"] is revoked  # type: ignore[attr-defined]
 
 
 async def test_sign_out_revokes_the_refresh_token_a_refresh_elsewhere_stored_meanwhile(
