@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from authproxy.errors import ConfigError
+from authproxy.logs import without_url_passwords
 from authproxy.origins import host_name, normalize_origin, origin_host, within_cookie_domain
 from authproxy.sessions.store import MAX_TTL_DAYS
 
@@ -846,7 +847,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             message = message.removeprefix("Value error, ")
         elif message.startswith("Input should be "):
             message = "expected " + message.removeprefix("Input should be ")
-        problems.append(f"{_path_str(loc)}: {message}")
+        # validators quote the value they refuse; a URL's password must not reach the terminal
+        problems.append(f"{_path_str(loc)}: {without_url_passwords(message)}")
     return problems
 
 

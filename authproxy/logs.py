@@ -69,6 +69,10 @@ _PARAM_NAMES: Final = (
 # line, so none may backtrack more than linearly: runs are matched possessively (``++``, Python
 # 3.11) and anchored where a credential can start, and open-ended parts are bounded.
 _B64URL_START: Final = r"(?<![A-Za-z0-9_-])"
+# the password in a URL's userinfo: scheme://user:password@host (schemes are short; userinfo is
+# bounded so that a long run of colons cannot make this quadratic)
+_URL_PASSWORD: Final = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]{0,31}://[^/\s:@]{0,256}):[^/\s@]{1,256}@")
+_URL_PASSWORD_REPLACEMENT: Final = r"\1:" + REDACTED + "@"
 _REDACTIONS: Final = (
     # JWS/JWE compact serialisations (ID, access, logout tokens): a base64url JSON header "eyJ"
     (re.compile(_B64URL_START + r"eyJ[A-Za-z0-9_-]{4,}+(?:\.[A-Za-z0-9_-]*+){1,4}"), "[redacted-jwt]"),
@@ -89,12 +93,8 @@ _REDACTIONS: Final = (
     (re.compile(r"(?i)\b(bearer|basic)(\s++)[A-Za-z0-9._~+/=-]++"), r"\1\2" + REDACTED),
     # authproxy's cookie tickets (session and login flow): "v1." + 128 base64url characters
     (re.compile(_B64URL_START + r"v1\.[A-Za-z0-9_-]{40,}+(?:\.[A-Za-z0-9_-]++)?"), "[redacted-ticket]"),
-    # the password in a URL's userinfo: scheme://user:password@host (schemes are short; userinfo
-    # is bounded so that a long run of colons cannot make this quadratic)
-    (
-        re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]{0,31}://[^/\s:@]{0,256}):[^/\s@]{1,256}@"),
-        r"\1:" + REDACTED + "@",
-    ),
+    # the password in a URL's userinfo
+    (_URL_PASSWORD, _URL_PASSWORD_REPLACEMENT),
 )
 
 
@@ -133,6 +133,11 @@ def redact(text: str) -> str:
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def without_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL's userinfo replaced (``redis://:[redacted]@host``)."""
+    return _URL_PASSWORD.sub(_URL_PASSWORD_REPLACEMENT, text) if "@" in text else text
 
 
 @functools.lru_cache(maxsize=1024)

@@ -324,6 +324,33 @@ def test_a_key_given_twice_is_refused_rather_than_silently_replaced(text: str, e
     assert any(p.startswith(expected) for p in problems_of(text)), problems_of(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "http://admin:hunter2@127.0.0.1:99999"),
+            "routes[0].upstream: 'http://admin:[redacted]@127.0.0.1:99999'",
+            id="upstream-bad-port",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "ftp://admin:hunter2@127.0.0.1/"),
+            "routes[0].upstream: 'ftp://admin:[redacted]@127.0.0.1/'",
+            id="upstream-other-scheme",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {sso_origins: ['https://admin:hunter2@wiki.example.org/x'], "),
+            "server.sso_origins: ",
+            id="sso-origin-with-path",
+        ),
+    ],
+)
+def test_a_refused_url_is_quoted_without_its_password(text: str, path: str) -> None:
+    # `authproxy check` and `run` print these problems to the terminal and the container log
+    problems = problems_of(text)
+    assert any(p.startswith(path) for p in problems), problems
+    assert not [p for p in problems if "hunter2" in p], problems
+
+
 def test_a_key_beside_a_merge_overrides_it_without_complaint() -> None:
     text = BASE.replace(
         "server: {public_url: https://app.example.com}",
