@@ -185,8 +185,9 @@ class FastConnection(asyncio.Protocol):
         self._streaming = False
         self.peer_ip: str | None = None
         self.peer_trusted = False
-        # the Cookie fields of the last request and the session cookie found in them
+        # the Cookie fields of the last request and the session cookie (by that name) found in them
         self._cookie_fields: list[str] | None = None
+        self._cookie_name = ""
         self._cookie_found: tuple[bool, str | None] = (True, None)
         # the last request head read, as it came and parsed, and the plan made for it
         self._last_head = b""
@@ -413,11 +414,12 @@ class FastConnection(asyncio.Protocol):
             return None, _NO_HEADERS, True
         if route.bearer_tokens and "Authorization" in fields:
             return None, _NO_HEADERS, False
-        if cookies == self._cookie_fields:
+        name = sessions.cookie_name_at(fields["Host"])
+        if cookies == self._cookie_fields and name is self._cookie_name:
             clear, cookie = self._cookie_found
         else:
-            clear, cookie = self._cookie_found = find_cookie(cookies, sessions.cookie_name)
-            self._cookie_fields = cookies
+            clear, cookie = self._cookie_found = find_cookie(cookies, name)
+            self._cookie_fields, self._cookie_name = cookies, name
         if not clear:
             return None, _NO_HEADERS, False
         session = await sessions.load(cookie, fields["Host"]) if cookie is not None else None

@@ -93,8 +93,9 @@ class Gate:
         A provider outage with an expired access token raises ProviderUnavailable (503); a store
         outage raises StoreUnavailable (503): neither is ever taken as "anonymous".
         """
-        cookie = request_cookie(request, self.sessions.cookie_name)
-        session = await self.sessions.load(cookie, request.host if host is None else host)
+        host = request.host if host is None else host
+        cookie = request_cookie(request, self.sessions.cookie_name_at(host))
+        session = await self.sessions.load(cookie, host)
         if session is None:
             return None
         try:

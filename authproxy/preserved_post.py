@@ -233,7 +233,9 @@ class PostKeeper:
         if ticket is None:
             return self._gone(request, "no kept form for this browser")
         # the host: on an SSO origin the cookie names a link to the central session
-        session = await self.sessions.load(request_cookie(request, self.sessions.cookie_name), request.host)
+        session = await self.sessions.load(
+            request_cookie(request, self.sessions.cookie_name_at(request.host)), request.host
+        )
         if session is None:
             # not signed in (yet): the form stays kept for the login this sends the browser to
             return pages.redirect(start_url(self.prefix, request.raw_path))

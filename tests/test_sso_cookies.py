@@ -1,6 +1,10 @@
 """Cookies on an SSO origin are host-only (docs/multi-domain.md): ``session.cookie.domain`` names
 the authenticating origin's domain, which a browser refuses on another domain's answer.
 
+Being host-only, they are named ``__Host-`` (they are Secure): a host under a domain the SSO
+origin shares (``evil.other.test`` beside ``wiki.other.test``) can set a cookie for that domain
+with any other name, and would plant its own handoff binding or session link.
+
 The handlers that set or expire cookies are asked on both hosts of one in-process app (memory
 store, the fault provider on 127.0.0.2): the authenticating origin's cookies carry the domain,
 so a handler that forgot its host would show it on the SSO origin's.
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from http.cookies import SimpleCookie
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import ClientResponse, web
@@ -22,6 +28,7 @@ from authproxy.config import parse_config
 from authproxy.errors import ProviderUnavailable
 from authproxy.headers import remove_cookie
 from authproxy.metrics import Metrics
+from authproxy.sessions.record import SessionRecord
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, FaultProviderServer
 
 SECRET = "s" * 32
@@ -55,6 +62,33 @@ routes:
     raise AssertionError("the provider's discovery did not succeed")
 
 
+def _values(answer: ClientResponse) -> dict[str, str]:
+    """Each Set-Cookie of ``answer`` by name: its value."""
+    found = {}
+    for header in answer.headers.getall("Set-Cookie", []):
+        parsed = SimpleCookie()
+        parsed.load(header)
+        found.update((name, morsel.value) for name, morsel in parsed.items())
+    return found
+
+
+def _local(url: str) -> str:
+    """The path and query of ``url``."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+async def _get(
+    client: TestClient[web.Request, web.Application], path: str, host: str, cookie: str = ""
+) -> ClientResponse:
+    """``GET path`` as a browser on ``host`` holding ``cookie`` and nothing else."""
+    client.session.cookie_jar.clear()
+    headers = {"Host": host, "Accept": "application/json"}
+    if cookie:
+        headers["Cookie"] = cookie
+    return await client.get(path, headers=headers, allow_redirects=False)
+
+
 def _cookies(answer: ClientResponse) -> dict[str, str]:
     """Each Set-Cookie of ``answer`` by name: its attributes, lower-cased."""
     found = {}
@@ -66,28 +100,67 @@ def _cookies(answer: ClientResponse) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize(("host", "domain"), [(APP, "example.test"), (WIKI, "")], ids=["app", "sso-origin"])
+# the session cookie's name on each origin, and the domain its cookies are set for
+ORIGINS = [(APP, COOKIE, "example.test"), (WIKI, f"__Host-{COOKIE}", "")]
+
+
+@pytest.mark.parametrize(("host", "name", "domain"), ORIGINS, ids=["app", "sso-origin"])
 async def test_a_sign_in_binds_the_browser_with_a_cookie_of_its_own_origin(
-    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient, host: str, domain: str
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient, host: str, name: str, domain: str
 ) -> None:
     client = await _client(fault_provider, aiohttp_client)
     answer = await client.get("/oauth2/start?rd=/x", headers={"Host": host}, allow_redirects=False)
     assert answer.status == 302
-    bindings = {name: value for name, value in _cookies(answer).items() if name.startswith(COOKIE + "_flow_")}
-    assert bindings and set(bindings.values()) == {domain}
+    cookies = _cookies(answer)
+    bindings = {cookie: value for cookie, value in cookies.items() if cookie.startswith(name + "_flow_")}
+    assert bindings and set(bindings.values()) == {domain} and len(cookies) == 1
 
 
-@pytest.mark.parametrize(("host", "domain"), [(APP, "example.test"), (WIKI, "")], ids=["app", "sso-origin"])
+@pytest.mark.parametrize(("host", "name", "domain"), ORIGINS, ids=["app", "sso-origin"])
 async def test_sign_out_expires_the_cookies_of_its_own_origin(
-    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient, host: str, domain: str
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient, host: str, name: str, domain: str
 ) -> None:
     client = await _client(fault_provider, aiohttp_client)
     answer = await client.get(
-        "/oauth2/sign_out", headers={"Host": host, "Cookie": f"{COOKIE}=stale"}, allow_redirects=False
+        "/oauth2/sign_out", headers={"Host": host, "Cookie": f"{name}=stale"}, allow_redirects=False
     )
     assert answer.status == 302
     expired = _cookies(answer)
-    assert COOKIE in expired and expired[COOKIE] == domain
+    assert name in expired and expired[name] == domain
+
+
+async def test_an_sso_origin_names_its_session_cookie_with_the_host_prefix_and_reads_no_other(
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient
+) -> None:
+    # a whole handoff with the app's session: the wiki's link cookie is __Host-, host-only; the
+    # same link under the plain name (what a sibling host can set) opens nothing on the wiki
+    client = await _client(fault_provider, aiohttp_client)
+    sessions = client.app[SERVICES].sessions
+    now = time.time()
+    _, central = await sessions.create(
+        SessionRecord(
+            sub="alice",
+            claims={"sub": "alice"},
+            access_token="at",
+            access_expires_at=now + 3600,
+            created_at=now,
+            last_seen_at=now,
+            absolute_expires_at=now + 86400,
+        )
+    )
+    start = await _get(client, "/oauth2/start?rd=/wiki", WIKI)
+    [(binding, binding_value)] = _values(start).items()
+    assert binding.startswith(f"__Host-{COOKIE}_flow_sso_")
+    authorize = await _get(client, _local(start.headers["Location"]), APP, f"{COOKIE}={central}")
+    assert authorize.status == 302
+    done = await _get(client, _local(authorize.headers["Location"]), WIKI, f"{binding}={binding_value}")
+    assert done.status == 303
+    link = _values(done)[f"__Host-{COOKIE}"]
+    assert _cookies(done)[f"__Host-{COOKIE}"] == ""
+    signed_in = await _get(client, "/oauth2/userinfo", WIKI, f"__Host-{COOKIE}={link}")
+    assert signed_in.status == 200 and (await signed_in.json())["sub"] == "alice"
+    planted = await _get(client, "/oauth2/userinfo", WIKI, f"{COOKIE}={link}")
+    assert planted.status == 401
 
 
 @pytest.mark.parametrize("host", [APP, WIKI], ids=["app", "sso-origin"])

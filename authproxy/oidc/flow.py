@@ -231,7 +231,7 @@ class LoginFlows:
         if refused is None and starts > LOOP_LIMIT:
             log_event("login_failed", reason="login loop", client_ip=request.remote)
             self.metrics.count_login("loop")
-            refused = pages.login_loop_page(request, self.sessions.cookie_name)
+            refused = pages.login_loop_page(request, self.sessions.cookie_name_at(request.host))
         if refused is not None:
             if new is not None:
                 await self.store.delete(new.key)
@@ -305,7 +305,7 @@ class LoginFlows:
         )
         self.sessions.set_cookie(
             response,
-            handoff_cookie_name(self.sessions.cookie_name, flow.state),
+            handoff_cookie_name(self.sessions.cookie_name_at(request.host), flow.state),
             self.sessions.seal(ticket),
             HANDOFF_FLOW_TTL,
             host=request.host,

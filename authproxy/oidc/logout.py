@@ -274,7 +274,9 @@ class Logouts:
             # an unreadable body still signs out: only the destination is lost
             rd = await form_value(request, "rd")
         try:
-            session = await self._delete_session(request_cookie(request, self.sessions.cookie_name), request.host)
+            session = await self._delete_session(
+                request_cookie(request, self.sessions.cookie_name_at(request.host)), request.host
+            )
         except StoreError as e:
             self.metrics.count_store_error()
             log_event(
@@ -355,7 +357,7 @@ class Logouts:
         return True
 
     def _expire_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
-        name = self.sessions.cookie_name
+        name = self.sessions.cookie_name_at(request.host)
         for cookie in [name, *flow_cookie_names(request.cookies.keys(), name)]:
             self.sessions.clear_cookie(response, cookie, host=request.host)
 

@@ -110,7 +110,9 @@ class SingleSignOn:
             log_event("sso_refused", reason="malformed state", client_ip=request.remote)
             self.metrics.count_login("sso_refused")
             return self._page(request, 400, "Bad request", "The sign-in request is incomplete.")
-        session = await self.sessions.load(request_cookie(request, self.sessions.cookie_name), request.host)
+        session = await self.sessions.load(
+            request_cookie(request, self.sessions.cookie_name_at(request.host)), request.host
+        )
         prompt = authorize_prompt({}, request.query.get("prompt")).get("prompt")
         if session is None or prompt is not None:
             # sign in here first (again, for a switch-account prompt); the ordinary login comes
@@ -129,16 +131,17 @@ class SingleSignOn:
     # ------------------------------------------------------------------ /sso/callback
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
-        limited = await self.flows.rate_limited(request)
-        if limited is not None:
-            return limited
         origin = self.origins.satellite_of(request.host)
         if origin is None:
             return self._page(request, 404, "Not found", "This endpoint is served on SSO origins only.")
         state = request.query.get("state", "")
         # the grant goes first and goes whatever follows: a code works once, even a refused one
+        # (the rate limit's refusal included)
         grant = await self._take_grant(request.query.get("code"))
         flow = await self._take_flow(request, state) if well_formed_state(state) else None
+        limited = await self.flows.rate_limited(request)
+        if limited is not None:
+            return limited
         now = self.clock()
         if grant is None:
             return self._refuse(request, "code unknown, expired or already used")
@@ -152,7 +155,8 @@ class SingleSignOn:
         if central is None or cookie_value is None:
             return self._refuse(request, "the sign-in ended meanwhile", redirect=flow.redirect)
         # a cookie this browser held before names a link nobody can use any more
-        await self.sessions.forget_link(request_cookie(request, self.sessions.cookie_name))
+        name = self.sessions.cookie_name_at(request.host)
+        await self.sessions.forget_link(request_cookie(request, name))
         await self.store.delete(self.flows.loop_key(request))
         request[pages.USER] = central.record.sub
         log_event("sso_login_ok", user=central.record.sub, origin=origin, client_ip=request.remote)
@@ -160,8 +164,8 @@ class SingleSignOn:
         response = pages.redirect(flow.redirect, status=303)
         response.headers.update(_PRIVATE)
         max_age = int(central.record.absolute_expires_at - now)
-        self.sessions.set_cookie(response, self.sessions.cookie_name, cookie_value, max_age, host=request.host)
-        self.sessions.clear_cookie(response, handoff_cookie_name(self.sessions.cookie_name, state), host=request.host)
+        self.sessions.set_cookie(response, name, cookie_value, max_age, host=request.host)
+        self.sessions.clear_cookie(response, handoff_cookie_name(name, state), host=request.host)
         return response
 
     async def _take_grant(self, code: str | None) -> HandoffGrant | None:
@@ -169,7 +173,7 @@ class SingleSignOn:
         return _parsed(HandoffGrant.from_bytes, plaintext)
 
     async def _take_flow(self, request: web.Request, state: str) -> HandoffFlow | None:
-        cookie = request_cookie(request, handoff_cookie_name(self.sessions.cookie_name, state))
+        cookie = request_cookie(request, handoff_cookie_name(self.sessions.cookie_name_at(request.host), state))
         return _parsed(HandoffFlow.from_bytes, await self._take_sealed(HANDOFF_FLOW_KEY_PREFIX, cookie))
 
     async def _take_sealed(self, prefix: str, sealed_ticket: str | None) -> bytes | None:

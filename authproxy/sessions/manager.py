@@ -125,6 +125,9 @@ class SessionManager:
         self._opened: dict[str, tuple[Ticket, str]] = {}
         self.cookie = cookie
         self.cookie_name = cookie.full_name
+        # an SSO origin's cookies are host-only, so they carry __Host- when Secure whatever
+        # session.cookie.domain says: a sibling host under that domain cannot plant them
+        self._one_cookie_name = origins is None or not origins.several or cookie.full_name == cookie.host_only_name
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
         self.clock = clock
@@ -164,6 +167,16 @@ class SessionManager:
     def satellite_of(self, host: str | None) -> str | None:
         """The SSO origin of a request ``Host``, or None on the authenticating origin."""
         return self.origins.satellite_of(host) if self.origins is not None else None
+
+    def cookie_name_at(self, host: str | None) -> str:
+        """The session cookie's name in a response to (and a request from) ``host``.
+
+        ``cookie_name`` on the authenticating origin; on an SSO origin, whose cookies are
+        host-only, ``session.cookie``'s host-only name (``__Host-`` when Secure).
+        """
+        if self._one_cookie_name or self.satellite_of(host) is None:
+            return self.cookie_name
+        return self.cookie.host_only_name
 
     def cookie_attributes(
         self, max_age: int | None, host: str | None = None, *, host_only: bool = False
