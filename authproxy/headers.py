@@ -96,6 +96,10 @@ def _normalized_set(names: frozenset[str]) -> frozenset[str]:
     return frozenset(_normalize(n) for n in names)
 
 
+# end-to-end fields a client's Connection header cannot have dropped on the way upstream
+_NEVER_CONNECTION_OPTIONS: Final = frozenset({"host"})
+
+
 def connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
     """Lower-case field names listed in every ``Connection`` header (RFC 9110 section 7.6.1)."""
     if isinstance(headers, MultiMapping):
@@ -329,7 +333,9 @@ def build_upstream_headers(
     ``Host`` only when ``keep_host`` is false (the HTTP client then names the upstream). Then
     sets ``X-Forwarded-*``, ``X-Request-Id`` and ``add`` (identity headers), replacing copies.
     """
-    hop = HOP_BY_HOP | connection_listed(incoming)
+    # a Connection option never removes Host: the route was chosen by it (RFC 9110 section 7.6.1
+    # lets a proxy ignore options that name end-to-end fields)
+    hop = HOP_BY_HOP | (connection_listed(incoming) - _NEVER_CONNECTION_OPTIONS)
     wanted = _normalized_set(strip_names)
     untrusted_forwarding = frozenset() if peer_trusted else _FORWARDING_VARIANTS
     client_host: str | None = None

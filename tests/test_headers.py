@@ -335,6 +335,15 @@ def test_build_upstream_headers_untrusted() -> None:
     ]
 
 
+@pytest.mark.parametrize("listed", ["Host, X-Hop", "x-hop, host", "keep-alive, HOST, X-Hop"])
+def test_a_connection_option_cannot_take_host_from_the_upstream(listed: str) -> None:
+    # the route was chosen by Host: a client naming it in Connection must not have the upstream
+    # (and X-Forwarded-Host) fall back to another host, while the other fields it names still go
+    out = build([("Host", "app.example"), ("Connection", listed), ("X-Hop", "1")])
+    assert out.getall("Host") == ["app.example"] and out["X-Forwarded-Host"] == "app.example"
+    assert "X-Hop" not in out
+
+
 def test_build_upstream_headers_trusted() -> None:
     out = build(
         [
