@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from authproxy import headers, pages
 from authproxy.account_pages import SignedOutPage
@@ -35,7 +35,7 @@ from authproxy.oidc.tokens import TokenSet
 from authproxy.origins import Origins
 from authproxy.preserved_post import PostKeeper
 from authproxy.proxy import Forwarder, another_route_once_normalised, has_dot_segments
-from authproxy.routing import RouteTable
+from authproxy.routing import RouteTable, target_host_disagrees
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.factory import create_cache, create_publisher, create_store
 from authproxy.sessions.invalidation import InvalidationFeed
@@ -106,7 +106,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if task is not None:
         services.handling.add(task)
     try:
-        response = await handler(request)
+        if request.version < HttpVersion11 and "Transfer-Encoding" in request.headers:
+            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
+            # it is answered and its connection closed, so nothing after it is read as a request
+            request.protocol.close()
+        response: web.StreamResponse
+        if target_host_disagrees(request.raw_path, request.headers.getall("Host", [])):
+            response = pages.error_response(
+                request, 400, "Bad request", "The request target names another host than Host.", request_id=request_id
+            )
+        else:
+            response = await handler(request)
         status = CLIENT_CLOSED if request.get(pages.CUT_OFF) else response.status
         return response
     except web.HTTPException as e:
@@ -366,7 +376,10 @@ def build_services(config: Config, metrics: Metrics) -> Services:
 def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Services]:
     """The main (proxy) application and the services it holds."""
     services = build_services(config, metrics)
-    app = web.Application(middlewares=[observe])
+    # request bodies reach the upstream as the client sent them: decoded, a gzip body would be
+    # forwarded under the client's Content-Length and Content-Encoding, and the upstream would
+    # read what follows the declared length as a request of its own (smuggled past the gate)
+    app = web.Application(middlewares=[observe], handler_args={"auto_decompress": False})
     app[SERVICES] = services
     app.cleanup_ctx.append(_lifecycle(services))
     if services.flows is not None:

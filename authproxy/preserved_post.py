@@ -200,9 +200,12 @@ class PostKeeper:
                 "post_not_kept", logging.WARNING, route=route.name, reason=verdict.reason, client_ip=request.remote
             )
             return None  # the ordinary 401: a cross-site POST is never replayed
-        if request.content_type != FORM_TYPE:
+        if (
+            request.content_type != FORM_TYPE
+            or request.headers.get("Content-Encoding", "identity").lower() != "identity"
+        ):
             return self._cannot_keep(
-                request, 415, "only simple forms (application/x-www-form-urlencoded) are kept", route
+                request, 415, "only simple forms (application/x-www-form-urlencoded, not compressed) are kept", route
             )
         limit = route.preserve_post_max_bytes
         if request.content_length is not None and request.content_length > limit:

@@ -61,6 +61,20 @@ def normalize_host(host_header: str | None) -> str:
     return (host.rsplit(":", 1)[0] if ":" in host else host).rstrip(".")
 
 
+def target_host_disagrees(raw_target: str, host_fields: Sequence[str]) -> bool:
+    """Whether an absolute-form request target (``GET http://a.example/x``) names another host
+    than the ``Host`` field.
+
+    aiohttp takes the request's host from such a target (RFC 9112 section 3.2.2) while the
+    ``Host`` field goes upstream as it came: the route and its sign-in would be chosen for one
+    host and the upstream would serve another. Origin-form targets (``/x``) never disagree.
+    """
+    if raw_target.startswith("/") or "://" not in raw_target:
+        return False
+    authority = raw_target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return len(host_fields) != 1 or normalize_host(authority) != normalize_host(host_fields[0])
+
+
 @dataclass(frozen=True)
 class RouteTable(Generic[R]):
     """Routes with their match rules, pre-sorted so the first match is the best."""

@@ -11,6 +11,7 @@ Routes: ``/`` guarded and keeping forms (max 1024 bytes, one trusted origin); ``
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import uuid
@@ -312,6 +313,23 @@ async def test_forms_that_cannot_be_kept_get_a_clear_page(
         )
         assert page.status == status and page.location is None
         assert "Your form could not be kept" in page.text and "/oauth2/start?rd=/orders/new" in page.text
+
+
+async def test_a_compressed_form_is_not_kept(stack: Stack) -> None:
+    # bodies go upstream as they came (never decoded), and a kept form is posted back as text
+    async with browser() as b:
+        page = await b.post(
+            stack.url + "/orders/new",
+            gzip.compress(b"item=1"),
+            headers={
+                **same_origin(stack),
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Content-Encoding": "gzip",
+            },
+            follow_redirects=False,
+        )
+        assert page.status == 415 and page.location is None
+        assert "not compressed" in page.text and not [c for c in b.cookies.all() if "_post_" in c.name]
 
 
 async def test_a_chunked_form_over_the_limit_is_refused(stack: Stack) -> None:

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from authproxy.config import MatchConfig
-from authproxy.routing import RouteTable, normalize_host, path_matches
+from authproxy.routing import RouteTable, normalize_host, path_matches, target_host_disagrees
 
 ROUTES = [
     ("any-root", None, "/"),
@@ -89,3 +89,22 @@ def test_path_prefix_segments(prefix: str, path: str, matches: bool) -> None:
 )
 def test_normalize_host(header: str, host: str) -> None:
     assert normalize_host(header) == host
+
+
+@pytest.mark.parametrize(
+    ("target", "host_fields", "disagrees"),
+    [
+        pytest.param("/x", ["app.example"], False, id="origin-form"),
+        pytest.param("*", ["app.example"], False, id="asterisk-form"),
+        pytest.param("http://app.example/x", ["app.example"], False, id="same-host"),
+        pytest.param("http://APP.example:80/x?q", ["app.example:8080"], False, id="case-and-port-ignored"),
+        pytest.param("http://app.example./x", ["app.example"], False, id="root-dot"),
+        pytest.param("http://other.example/x", ["app.example"], True, id="another-host"),
+        pytest.param("http://app.example@other.example/x", ["app.example"], True, id="userinfo-is-not-the-host"),
+        pytest.param("http://other.example?x", ["app.example"], True, id="query-without-path"),
+        pytest.param("http://app.example/x", [], True, id="no-host-field"),
+        pytest.param("http://app.example/x", ["app.example", "app.example"], True, id="two-host-fields"),
+    ],
+)
+def test_target_host_disagrees(target: str, host_fields: list[str], disagrees: bool) -> None:
+    assert target_host_disagrees(target, host_fields) is disagrees

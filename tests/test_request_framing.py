@@ -1,0 +1,184 @@
+"""The upstream receives each request framed and addressed as the proxy judged it (SPEC section 4).
+
+A request the proxy judges as one thing must not reach the upstream as another: a body the
+upstream would split into two requests (the second one past the gate, carrying identity headers
+of the client's choosing), a target that names another host than the one the route and its
+sign-in were chosen for, or bytes after a message with faulty framing.
+
+``authproxy run`` forwards to a recording upstream that reads requests one after the other on
+each connection, framed by their ``Content-Length`` or chunks, as a keep-alive server does, and
+keeps every request it read. The routes: ``public.test`` (no sign-in) and ``private.test``
+(sign-in required), both to that upstream.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import pytest
+
+from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, FaultProviderServer
+from tests.support.net import free_port
+from tests.support.proxy_process import ProxyProcess, start_proxy
+
+SECRET: Final = "framing-tests-session-secret-0123456789abcdef"
+SMUGGLED: Final = b"GET /admin HTTP/1.1\r\nHost: private.test\r\nX-Forwarded-User: mallory\r\nContent-Length: 0\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the upstream read it."""
+
+    line: str
+    fields: list[tuple[str, str]]
+    body: bytes
+
+    def field(self, name: str) -> list[str]:
+        return [value for key, value in self.fields if key.lower() == name.lower()]
+
+
+class RecordingUpstream(socketserver.ThreadingTCPServer):
+    """A keep-alive HTTP/1.1 server that answers ``200 ok`` to every request it reads, and keeps them."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Recorder)
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+
+    def requests(self) -> list[Received]:
+        with self.lock:
+            return list(self.received)
+
+
+class _Recorder(socketserver.StreamRequestHandler):
+    server: RecordingUpstream
+
+    def handle(self) -> None:
+        self.connection.settimeout(10)
+        try:
+            while (request := self._read_one()) is not None:
+                with self.server.lock:
+                    self.server.received.append(request)
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                self.wfile.flush()
+        except (OSError, ValueError):
+            return
+
+    def _read_one(self) -> Received | None:
+        line = self.rfile.readline().decode("latin-1").rstrip("\r\n")
+        if not line:
+            return None
+        fields: list[tuple[str, str]] = []
+        while (header := self.rfile.readline().decode("latin-1").rstrip("\r\n")) != "":
+            name, _, value = header.partition(":")
+            fields.append((name.strip(), value.strip()))
+        lengths = [int(value) for name, value in fields if name.lower() == "content-length"]
+        if any(name.lower() == "transfer-encoding" for name, _ in fields):
+            body = b""
+            while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+        else:
+            body = self.rfile.read(lengths[0]) if lengths else b""
+        return Received(line, fields, body)
+
+
+@dataclass
+class Stack:
+    proxy: ProxyProcess
+    upstream: RecordingUpstream
+
+
+@pytest.fixture
+def stack(fault_provider: FaultProviderServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    upstream = RecordingUpstream(free_port())
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{upstream.server_address[1]}"
+    port = free_port()
+    config = {
+        "server": {"listen": f"127.0.0.1:{port}", "public_url": "http://private.test"},
+        "provider": {"issuer": fault_provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        "session": {"secrets": [SECRET], "cookie": {"secure": False}},
+        "routes": [
+            {"name": "public", "match": {"host": "public.test"}, "upstream": target, "auth": "none"},
+            {"name": "private", "match": {"host": "private.test"}, "upstream": target},
+        ],
+    }
+    proxy = start_proxy(config, tmp_path_factory.mktemp("framing"))
+    try:
+        yield Stack(proxy, upstream)
+    finally:
+        proxy.kill()
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def exchange(proxy: ProxyProcess, data: bytes) -> bytes:
+    """Send ``data`` on one connection and read until the proxy closes it (or 10 s pass)."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def statuses(answer: bytes) -> list[int]:
+    return [int(line.split()[1]) for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+def test_a_compressed_body_reaches_the_upstream_as_sent(stack: Stack) -> None:
+    # decompressed, this body would go upstream under its compressed Content-Length, and the
+    # upstream would read the request hidden after that length as a second one, past the gate
+    compressed = gzip.compress(b"a" * 128 + SMUGGLED)
+    head = (
+        f"POST /form HTTP/1.1\r\nHost: public.test\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Encoding: gzip\r\nContent-Length: {len(compressed)}\r\nConnection: close\r\n\r\n"
+    )
+    answer = exchange(stack.proxy, head.encode() + compressed)
+    assert statuses(answer) == [200]
+    [received] = stack.upstream.requests()
+    assert received.line == "POST /form HTTP/1.1"
+    assert received.body == compressed and received.field("Content-Encoding") == ["gzip"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://public.test/secret", "http://PUBLIC.test:80/secret", "http://mallory@public.test/secret"],
+)
+def test_a_target_naming_another_host_than_host_is_refused(stack: Stack, target: str) -> None:
+    # the route would be chosen for public.test (no sign-in) and the upstream given Host: private.test
+    answer = exchange(stack.proxy, f"GET {target} HTTP/1.1\r\nHost: private.test\r\nConnection: close\r\n\r\n".encode())
+    assert statuses(answer) == [400] and b"another host" in answer
+    assert stack.upstream.requests() == []
+
+
+def test_a_target_naming_the_host_of_host_is_served_as_that_host(stack: Stack) -> None:
+    answer = exchange(
+        stack.proxy, b"GET http://public.test/page?x=1 HTTP/1.1\r\nHost: public.test\r\nConnection: close\r\n\r\n"
+    )
+    assert statuses(answer) == [200]
+    [received] = stack.upstream.requests()
+    assert received.line == "GET /page?x=1 HTTP/1.1" and received.field("Host") == ["public.test"]
+
+
+def test_after_an_http_1_0_message_with_transfer_encoding_nothing_more_is_read(stack: Stack) -> None:
+    # RFC 9112 section 6.1: such framing is faulty; a front proxy reading it by another rule
+    # would take what follows for part of the body, the proxy for a request of its own
+    answer = exchange(
+        stack.proxy,
+        b"POST /form HTTP/1.0\r\nHost: public.test\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n" + b"GET /smuggled HTTP/1.1\r\nHost: public.test\r\n\r\n",
+    )
+    assert statuses(answer) == [200]
+    assert [request.line.split()[1] for request in stack.upstream.requests()] == ["/form"]
