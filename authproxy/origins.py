@@ -50,13 +50,14 @@ def normalize_origin(value: str) -> str | None:
 
 
 def host_name(host: str | None) -> str:
-    """The lower-case host name of a ``Host`` header value, without its port."""
+    """The lower-case host name of a ``Host`` header value, without its port or the root's dot
+    (``wiki.example.org.`` is ``wiki.example.org``, as for route choice)."""
     if not host:
         return ""
     host = host.strip().lower()
     if host.startswith("["):  # [v6]:port
         return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return (host.rsplit(":", 1)[0] if host.count(":") == 1 else host).rstrip(".")
 
 
 def origin_host(origin: str) -> str:

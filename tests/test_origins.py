@@ -35,10 +35,12 @@ def test_normalize_origin(value: str, expected: str | None) -> None:
         ("wiki.example.org", "wiki.example.org"),
         ("WIKI.example.org:8443", "wiki.example.org"),
         ("[::1]:4180", "[::1]"),
+        ("wiki.example.org.", "wiki.example.org"),
+        ("wiki.example.org.:8443", "wiki.example.org"),
         ("", ""),
     ],
 )
-def test_host_name_drops_the_port(host: str, expected: str) -> None:
+def test_host_name_drops_the_port_and_the_roots_dot(host: str, expected: str) -> None:
     assert host_name(host) == expected
 
 
@@ -51,6 +53,8 @@ def test_host_name_drops_the_port(host: str, expected: str) -> None:
         pytest.param("app.example.com", None, id="authenticating-origin"),
         pytest.param("evil.example.org", None, id="unknown-host-is-not-an-sso-origin"),
         pytest.param("wiki.example.org.evil.com", None, id="suffix-trick"),
+        # the same host for route choice: its routes must not be served as the authenticating origin's
+        pytest.param("wiki.example.org.", "https://wiki.example.org", id="root-dot"),
         pytest.param(None, None, id="no-host"),
     ],
 )

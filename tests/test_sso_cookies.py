@@ -1,5 +1,6 @@
-"""Cookies on an SSO origin are host-only (docs/multi-domain.md): ``session.cookie.domain`` names
-the authenticating origin's domain, which a browser refuses on another domain's answer.
+"""Cookies (and one-time codes) on an SSO origin. Its cookies are host-only (docs/multi-domain.md):
+``session.cookie.domain`` names the authenticating origin's domain, which a browser refuses on
+another domain's answer.
 
 Being host-only, they are named ``__Host-`` (they are Secure): a host under a domain the SSO
 origin shares (``evil.other.test`` beside ``wiki.other.test``) can set a cookie for that domain
@@ -16,6 +17,8 @@ import asyncio
 import contextlib
 import time
 from http.cookies import SimpleCookie
+from types import SimpleNamespace
+from typing import cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -194,3 +197,36 @@ async def test_the_kept_form_cookie_never_reaches_the_upstream(
     names = client.app[SERVICES].session_cookie_names
     sent = f"theme=dark; __Host-{COOKIE}_post_0123456789abcdef=v1.x; {COOKIE}=ticket"
     assert remove_cookie(sent, names) == "theme=dark"
+
+
+async def test_a_rate_limited_callback_spends_its_code(
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient
+) -> None:
+    # a code works once, even one that is refused: the 429 of the rate limit included
+    client = await _client(fault_provider, aiohttp_client)
+    services = client.app[SERVICES]
+    now = time.time()
+    _, central = await services.sessions.create(
+        SessionRecord(
+            sub="alice",
+            claims={"sub": "alice"},
+            access_token="at",
+            access_expires_at=now + 3600,
+            created_at=now,
+            last_seen_at=now,
+            absolute_expires_at=now + 86400,
+        )
+    )
+    start = await _get(client, "/oauth2/start?rd=/wiki", WIKI)
+    [(binding, binding_value)] = _values(start).items()
+    authorize = await _get(client, _local(start.headers["Location"]), APP, f"{COOKIE}={central}")
+    callback = _local(authorize.headers["Location"])
+    for _ in range(100):  # this address's sign-in budget, spent on callbacks that name nothing
+        spent = await _get(client, "/oauth2/sso/callback?code=x&state=y", WIKI)
+        if spent.status == 429:
+            break
+    assert (await _get(client, callback, WIKI, f"{binding}={binding_value}")).status == 429
+    rate_key = services.flows.rate_key(cast("web.Request", SimpleNamespace(remote="127.0.0.1")))
+    await services.sessions.store.delete(rate_key)  # the window has passed
+    again = await _get(client, callback, WIKI, f"{binding}={binding_value}")
+    assert again.status == 400 and "Location" not in again.headers
