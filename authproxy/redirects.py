@@ -42,7 +42,10 @@ def sanitize_redirect(rd: str | None) -> str:
     # the fragment never reaches a server and the provider's redirect may not keep it; escaping
     # everything outside printable ASCII makes the value fit for a Location header, and the
     # escaped control characters and whitespace are then refused by the decoded-layer checks
-    candidate = quote(rd.split("#", 1)[0], safe=_KEEP_AS_IS)
+    try:
+        candidate = quote(rd.split("#", 1)[0], safe=_KEEP_AS_IS)
+    except UnicodeEncodeError:  # a header value whose bytes were not UTF-8 (read as surrogates)
+        return FALLBACK
     if not _is_local(candidate):
         return FALLBACK
     layer = candidate

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from authproxy.errors import FlowError
-from authproxy.oidc.flow import FLOW_TTL, LoginFlow, open_flow
+from authproxy.oidc.flow import FLOW_TTL, LoginFlow, browser_fingerprint, open_flow
 from authproxy.sessions.record import seal_record
 from authproxy.sessions.ticket import Ticket, new_ticket
 
@@ -68,3 +68,11 @@ def test_a_flow_is_refused_for_any_other_state() -> None:
 def test_a_flow_older_than_ten_minutes_is_refused_even_if_the_store_still_holds_it() -> None:
     ticket = new_ticket()
     assert refusal(STATE, ticket, sealed_flow(ticket), now=STARTED + FLOW_TTL + 1) == "flow expired"
+
+
+def test_a_user_agent_that_was_not_utf_8_is_counted_by_its_bytes() -> None:
+    # the login loop counts per address and User-Agent; aiohttp reads such bytes as surrogates
+    odd = b"\xff\xfe\x80".decode("utf-8", "surrogateescape")
+    other = b"\xff\xfe\x81".decode("utf-8", "surrogateescape")
+    assert browser_fingerprint("192.0.2.1", odd) != browser_fingerprint("192.0.2.1", other)
+    assert len(browser_fingerprint("192.0.2.1", odd)) == 32

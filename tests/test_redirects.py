@@ -72,6 +72,8 @@ ATTACKS = [
     pytest.param("/%EF%BC%8Fevil.com", id="encoded-fullwidth-solidus"),
     pytest.param("/\uff3cevil.com", id="fullwidth-backslash"),
     pytest.param("/" + "a" * 5000, id="too-long"),
+    # X-Auth-Request-Redirect bytes that were not UTF-8, as aiohttp reads them
+    pytest.param(b"/\xff\xfe".decode("utf-8", "surrogateescape"), id="not-utf-8-bytes"),
 ]
 
 

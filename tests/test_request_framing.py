@@ -3,7 +3,8 @@
 A request the proxy judges as one thing must not reach the upstream as another: a body the
 upstream would split into two requests (the second one past the gate, carrying identity headers
 of the client's choosing), a target that names another host than the one the route and its
-sign-in were chosen for, or bytes after a message with faulty framing.
+sign-in were chosen for, or bytes after a message with faulty framing. Header bytes that are
+not UTF-8 get an answer like any other, never a 500.
 
 ``authproxy run`` forwards to a recording upstream that reads requests one after the other on
 each connection, framed by their ``Content-Length`` or chunks, as a keep-alive server does, and
@@ -182,3 +183,13 @@ def test_after_an_http_1_0_message_with_transfer_encoding_nothing_more_is_read(s
     )
     assert statuses(answer) == [200]
     assert [request.line.split()[1] for request in stack.upstream.requests()] == ["/form"]
+
+
+def test_a_sign_in_from_a_browser_sending_header_bytes_that_are_not_utf_8_starts(stack: Stack) -> None:
+    # the login loop's counter hashes the User-Agent; the redirect is read from X-Auth-Request-Redirect
+    answer = exchange(
+        stack.proxy,
+        b"GET /oauth2/start HTTP/1.1\r\nHost: private.test\r\nUser-Agent: \xff\xfe\x80\r\n"
+        b"X-Auth-Request-Redirect: /\xff\xfe\r\nConnection: close\r\n\r\n",
+    )
+    assert statuses(answer) == [302]

@@ -121,7 +121,8 @@ def handoff_cookie_name(session_cookie: str, state: str) -> str:
 
 
 def browser_fingerprint(client_ip: str, user_agent: str) -> str:
-    return hashlib.sha256(f"{client_ip}\n{user_agent}".encode()).hexdigest()[:32]
+    # a User-Agent whose bytes were not UTF-8 arrives with surrogates: hashed as the bytes it was
+    return hashlib.sha256(f"{client_ip}\n{user_agent}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def session_claims(id_claims: dict[str, Any], userinfo: dict[str, Any] | None) -> dict[str, Any]:
