@@ -354,9 +354,6 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             routes=config.routes,
             bearer_audiences=p.bearer_audiences or [p.client_id],
         )
-        if any(route.preserve_post for route in config.routes):
-            services.post_keeper = PostKeeper(services.sessions, config.server.auth_prefix)
-            services.gate.post_keeper = services.post_keeper
         services.signer = _identity_signer(config)
         services.identity_endpoints = IdentityEndpoints(
             services.gate,
@@ -367,6 +364,9 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             trusted_proxies=config.server.trusted_proxies,
         )
         services.flows = LoginFlows(config, services.provider, services.sessions, metrics)
+        if any(route.preserve_post for route in config.routes):
+            services.post_keeper = PostKeeper(services.sessions, config.server.auth_prefix, services.flows.rate_limited)
+            services.gate.post_keeper = services.post_keeper
         services.logouts = Logouts(config, services.provider, services.sessions, metrics)
         if origins.several:
             services.sso = SingleSignOn(services.flows, services.sessions, origins, metrics)

@@ -28,7 +28,13 @@ from authproxy.logs import log_event
 
 
 def is_websocket_upgrade(request: web.Request) -> bool:
-    return request.headers.get("Upgrade", "").strip().lower() == "websocket"
+    """A WebSocket handshake, by its ``Upgrade`` field or by the Fetch Metadata browsers send with
+    it (``Sec-Fetch-Mode: websocket``): a front proxy's forward-auth check drops ``Upgrade``, a
+    hop-by-hop field (nginx's ``auth_request``, Traefik's ``forwardAuth``), and keeps the other."""
+    return (
+        request.headers.get("Upgrade", "").strip().lower() == "websocket"
+        or request.headers.get("Sec-Fetch-Mode", "").strip().lower() == "websocket"
+    )
 
 
 def verdict_for(request: web.Request, route: RouteConfig) -> CrossOriginVerdict:

@@ -35,7 +35,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, quote
@@ -83,8 +83,14 @@ class KeptForm:
         return cls(str(value["host"]), str(value["target"]), fields, float(value["kept_at"]))
 
 
+def has_too_many_fields(body: bytes) -> bool:
+    """More than ``MAX_FIELDS`` fields (``parse_qsl`` counts them by their ``&``)."""
+    return body.count(b"&") >= MAX_FIELDS
+
+
 def parse_form(body: bytes) -> tuple[tuple[str, str], ...] | None:
-    """The fields of an urlencoded body in order (repeats kept), or None if they are not UTF-8."""
+    """The fields of an urlencoded body in order (repeats kept), or None if they are not
+    percent-encoded UTF-8 or more than ``MAX_FIELDS``."""
     try:
         text = body.decode("ascii")  # browsers percent-escape everything else in this encoding
         pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)
@@ -166,8 +172,18 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
 class PostKeeper:
     """Keeps form POSTs at the gate and serves ``GET /oauth2/resubmit``."""
 
-    def __init__(self, sessions: SessionManager, auth_prefix: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        auth_prefix: str,
+        rate_limited: Callable[[web.Request], Awaitable[web.Response | None]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``rate_limited`` counts a kept form against its address's sign-in budget
+        (``server.rate_limit``, as ``/oauth2/start`` does) and gives the 429 once it is spent."""
         self.sessions = sessions
+        self.rate_limited = rate_limited
         self.store = sessions.store
         self.prefix = auth_prefix
         self.clock = clock
@@ -210,12 +226,20 @@ class PostKeeper:
         limit = route.preserve_post_max_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._cannot_keep(request, 413, f"it is larger than {limit} bytes", route)
+        # each kept form is held in the store for 10 minutes: as many as the address may start
+        # sign-ins, never more (a client without a browser's headers is not refused by the guard)
+        limited = await self.rate_limited(request)
+        if limited is not None:
+            log_event("post_not_kept", logging.WARNING, route=route.name, reason="rate limit", client_ip=request.remote)
+            return limited
         body = await _read_limited(request, limit)
         if body is None:
             return self._cannot_keep(request, 413, f"it is larger than {limit} bytes", route)
+        if has_too_many_fields(body):
+            return self._cannot_keep(request, 413, f"it has more than {MAX_FIELDS} fields", route)
         fields = parse_form(body)
         if fields is None:
-            return self._cannot_keep(request, 415, "its fields are not UTF-8 text", route)
+            return self._cannot_keep(request, 415, "its fields are not percent-encoded UTF-8 text", route)
         form = KeptForm(request.host.lower(), request.raw_path, fields, self.clock())
         ticket = new_ticket()
         await self.store.set(KEEP_KEY_PREFIX + store_key_for(ticket.id), seal_record(form.to_bytes(), ticket), KEEP_TTL)

@@ -203,6 +203,44 @@ async def test_cross_site_post_is_refused_by_the_guarded_location(stack: Stack) 
     await logged_line(stack.proxy, '"cross_origin_refused"')
 
 
+@pytest.mark.parametrize(
+    "fetch_metadata",
+    [
+        pytest.param({"Sec-Fetch-Mode": "websocket", "Sec-Fetch-Site": "cross-site"}, id="current-browser"),
+        pytest.param({}, id="browser-without-fetch-metadata"),
+    ],
+)
+async def test_cross_site_websocket_handshake_is_refused_by_the_guarded_location(
+    stack: Stack, fetch_metadata: dict[str, str]
+) -> None:
+    # nginx's auth_request subrequest drops Upgrade (hop-by-hop): the shipped location passes it
+    # on, and browsers' Sec-Fetch-Mode: websocket tells the handshake apart where a proxy cannot
+    handshake = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    async with signed_in(stack, "alice") as b:
+        cross_site = {**handshake, **fetch_metadata, "Origin": "http://evil.example"}
+        refused = await b.get(stack.url + "/app/chat", headers=cross_site, follow_redirects=False)
+        assert refused.status == 403 and b'"headers"' not in refused.body
+        same_origin = {**handshake, "Origin": stack.url}
+        if fetch_metadata:
+            same_origin.update({"Sec-Fetch-Mode": "websocket", "Sec-Fetch-Site": "same-origin"})
+        passed = await b.get(stack.url + "/app/chat", headers=same_origin, follow_redirects=False)
+        assert passed.status != 403
+
+
+async def test_forward_auth_tells_a_handshake_by_its_fetch_metadata_when_upgrade_was_dropped(stack: Stack) -> None:
+    # as Traefik's forwardAuth asks: the method, no Upgrade (hop-by-hop), the browser's own fields
+    async with signed_in(stack, "alice") as b:
+        direct = f"http://127.0.0.1:{stack.proxy.port}/oauth2/auth?csrf=1"
+        asked = {**JSON, "X-Forwarded-Method": "GET", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+        assert (await b.get(direct, headers=asked)).status == 202  # a cross-site navigation: fine
+        assert (await b.get(direct, headers={**asked, "Sec-Fetch-Mode": "websocket"})).status == 403
+
+
 async def test_forward_auth_csrf_check_fails_closed_without_the_forwarded_method(stack: Stack) -> None:
     async with signed_in(stack, "bob") as b:
         # straight to authproxy, as a front proxy that does not send X-Forwarded-Method would

@@ -293,16 +293,18 @@ async def test_cross_site_post_is_never_kept_even_without_the_guard(stack: Stack
 
 
 @pytest.mark.parametrize(
-    ("body", "content_type", "status"),
+    ("body", "content_type", "status", "reason"),
     [
-        pytest.param(b"x=" + b"a" * MAX_KEPT, "application/x-www-form-urlencoded", 413, id="too-large"),
-        pytest.param(b'{"x": 1}', "application/json", 415, id="json-body"),
-        pytest.param(b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b", 415, id="multipart"),
-        pytest.param(b"name=%FF%FE", "application/x-www-form-urlencoded", 415, id="not-utf-8"),
+        pytest.param(b"x=" + b"a" * MAX_KEPT, "application/x-www-form-urlencoded", 413, "larger than", id="too-large"),
+        pytest.param(b'{"x": 1}', "application/json", 415, "only simple forms", id="json-body"),
+        pytest.param(b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b", 415, "only simple forms", id="multipart"),
+        pytest.param(b"name=%FF%FE", "application/x-www-form-urlencoded", 415, "UTF-8", id="not-utf-8"),
+        # 1001 (empty) fields in 1000 bytes: under the size limit
+        pytest.param(b"&" * 1000, "application/x-www-form-urlencoded", 413, "1000 fields", id="1001-fields"),
     ],
 )
 async def test_forms_that_cannot_be_kept_get_a_clear_page(
-    stack: Stack, body: bytes, content_type: str, status: int
+    stack: Stack, body: bytes, content_type: str, status: int, reason: str
 ) -> None:
     async with browser() as b:
         page = await b.post(
@@ -313,6 +315,7 @@ async def test_forms_that_cannot_be_kept_get_a_clear_page(
         )
         assert page.status == status and page.location is None
         assert "Your form could not be kept" in page.text and "/oauth2/start?rd=/orders/new" in page.text
+        assert reason in page.text
 
 
 async def test_a_compressed_form_is_not_kept(stack: Stack) -> None:

@@ -207,6 +207,10 @@ class Clock:
         return self.now
 
 
+async def never_limited(request: web.Request) -> web.Response | None:
+    return None
+
+
 async def test_a_kept_form_older_than_a_login_flow_is_not_posted_back(aiohttp_client: AiohttpClient) -> None:
     clock = Clock()
     # the store's own expiry runs on its own clock and has not struck: the keeper's age check decides
@@ -218,7 +222,7 @@ async def test_a_kept_form_older_than_a_login_flow_is_not_posted_back(aiohttp_cl
         absolute_timeout=8 * KEEP_TTL,
         clock=clock,
     )
-    keeper = PostKeeper(sessions, "/oauth2", clock=clock)
+    keeper = PostKeeper(sessions, "/oauth2", never_limited, clock=clock)
     route = keeping_route()
 
     async def gate(request: web.Request) -> web.StreamResponse:

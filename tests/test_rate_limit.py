@@ -50,6 +50,31 @@ def test_auth_endpoints_are_rate_limited_per_client_ip_and_callback_counts_too(t
         asyncio.run(run())
 
 
+def test_kept_forms_count_against_the_sign_in_budget_of_their_address(tmp_path: Path) -> None:
+    # each kept form stays in the session store for 10 minutes: a client posting forms without a
+    # browser's headers (which the cross-origin check lets pass) may keep no more of them than
+    # it may start sign-ins
+    config = {
+        "server": {"rate_limit": {"auth_per_minute": 5}},
+        "routes": [{"name": "forms", "upstream": "http://127.0.0.1:9", "preserve_post": True}],
+    }
+    form = {"Accept": "text/html", "Content-Type": "application/x-www-form-urlencoded"}
+    with start_ops_stack(tmp_path, config=config) as stack:
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as client:
+                kept = []
+                for _ in range(6):
+                    async with client.post(
+                        stack.url + "/orders", data=b"item=1", headers=form, allow_redirects=False
+                    ) as answer:
+                        kept.append(answer.status)
+                assert kept == [303] * 5 + [429]
+                assert await _statuses(client, stack.url + "/oauth2/start?rd=/", 1) == [429]
+
+        asyncio.run(run())
+
+
 def test_the_rate_limit_is_shared_by_replicas_on_one_redis(tmp_path: Path, redis_url: str) -> None:
     config = {
         "server": {"rate_limit": {"auth_per_minute": 6}},
