@@ -16,10 +16,13 @@ route with ``preserve_post: true``:
    whose ``rd`` is ``/oauth2/resubmit?p=<tag>``.
 4. After the login, ``GET /oauth2/resubmit`` (on the route host, where the cookie lives) takes the
    record once (delete on read), checks it was kept for this host, and answers with a page whose
-   form posts the fields back to the original URL. The page auto-submits through one inline
-   script allowed by a per-response CSP nonce; everything in it is HTML-escaped (mod_auth_openidc's
-   CVE-2021-32792 was an XSS in exactly this page), ``form-action 'self'`` keeps the form on this
-   origin, and a button submits it where scripts do not run.
+   form posts the fields back to the original URL. When the browser still held a session cookie
+   of ours when the form was kept (its session had ended), the page auto-submits through one
+   inline script allowed by a per-response CSP nonce. When it held none (no one was signed in
+   there: after a sign-out, the next person to sign in may not be the sender), the page runs no
+   script and asks the signed-in user, by name, to send it only if it is theirs. Everything in it
+   is HTML-escaped (mod_auth_openidc's CVE-2021-32792 was an XSS in exactly this page),
+   ``form-action 'self'`` keeps the form on this origin, and a button submits it.
 
 The resubmitted POST is an ordinary same-origin request: the gate, the allow rules and the
 cross-origin guard judge it like any other.
@@ -35,7 +38,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, quote
@@ -70,17 +73,27 @@ class KeptForm:
     target: str  # path and query, as the browser sent them
     fields: tuple[tuple[str, str], ...]
     kept_at: float
+    # the browser still held a session cookie of ours, its session ended (idle, absolute, logout
+    # elsewhere): the one case in which whoever signs in next is taken to be the form's sender
+    from_ended_session: bool = False
 
     def to_bytes(self) -> bytes:
         return json.dumps(
-            {"host": self.host, "target": self.target, "fields": self.fields, "kept_at": self.kept_at}
+            {
+                "host": self.host,
+                "target": self.target,
+                "fields": self.fields,
+                "kept_at": self.kept_at,
+                "from_ended_session": self.from_ended_session,
+            }
         ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeptForm:
         value = json.loads(data)
         fields = tuple((str(name), str(field)) for name, field in value["fields"])
-        return cls(str(value["host"]), str(value["target"]), fields, float(value["kept_at"]))
+        ended = value.get("from_ended_session") is True
+        return cls(str(value["host"]), str(value["target"]), fields, float(value["kept_at"]), ended)
 
 
 def has_too_many_fields(body: bytes) -> bool:
@@ -114,37 +127,66 @@ def _attr(value: str) -> str:
     return html.escape(value, quote=True).replace("\r", "&#13;").replace("\n", "&#10;")
 
 
-def render_resubmit_page(target: str, fields: Sequence[tuple[str, str]], nonce: str) -> str:
-    """The page that posts ``fields`` back to ``target``; every value escaped, one nonce'd script."""
+def render_resubmit_page(
+    target: str, fields: Sequence[tuple[str, str]], nonce: str | None, *, confirm_as: str | None = None
+) -> str:
+    """The page that posts ``fields`` back to ``target``; every value escaped.
+
+    It submits itself through one script carrying ``nonce``; with ``confirm_as`` (the signed-in
+    user's name) it has no script and asks that user to send the form only if it is theirs.
+    """
     inputs = "".join(f'<input type="hidden" name="{_attr(name)}" value="{_attr(value)}">' for name, value in fields)
+    if confirm_as is None:
+        title = "Sending your form"
+        text = "<p>You are signed in again. The form you sent before your sign-in ended is being sent now.</p>"
+        script = f'<script nonce="{_attr(nonce or "")}">document.getElementById("kept").submit();</script>'
+    else:
+        title = "Send this form?"
+        text = (
+            f"<p>You are signed in as <strong>{html.escape(confirm_as)}</strong>. A form to "
+            f"<code>{html.escape(target)}</code> was sent from this browser while no one was signed in "
+            "here (after a sign-out, for example). Send it only if you filled it in.</p>"
+        )
+        script = ""
+    discard = "" if confirm_as is None else '<a href="/">Discard it</a>'
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="robots" content="noindex">'
-        "<title>Sending your form</title><style>"
+        f"<title>{title}</title><style>"
         "body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#f4f5f7;"
         "color:#1f2328}main{max-width:34rem;margin:12vh auto;padding:2rem 2.25rem;background:#fff;"
         "border:1px solid #d8dee4;border-radius:8px}h1{margin:0 0 1rem;font-size:1.45rem}"
         "button{padding:.45rem 1.1rem;border:0;border-radius:6px;background:#0969da;color:#fff;font:inherit}"
-        "</style></head><body><main><h1>Sending your form</h1>"
-        "<p>You are signed in again. The form you sent before your sign-in ended is being sent now.</p>"
+        "a{margin-left:1rem;color:#0969da}code{overflow-wrap:anywhere}"
+        f"</style></head><body><main><h1>{title}</h1>{text}"
         f'<form id="kept" method="post" action="{_attr(target)}" accept-charset="utf-8">{inputs}'
-        '<button type="submit">Send the form</button></form></main>'
-        f'<script nonce="{_attr(nonce)}">document.getElementById("kept").submit();</script>'
+        f'<button type="submit">Send the form</button>{discard}</form></main>{script}'
         "</body></html>"
     )
 
 
-def resubmit_headers(nonce: str) -> dict[str, str]:
+def resubmit_headers(nonce: str | None) -> dict[str, str]:
+    """The page's headers: with a ``nonce``, its one script may run; without, none may."""
+    scripts = f"'nonce-{nonce}'" if nonce is not None else "'none'"
     return {
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
         # same-origin: an application that checks Referer sees its own origin on the resubmitted POST
         "Referrer-Policy": "same-origin",
         "Content-Security-Policy": (
-            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+            f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; "
             "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
         ),
     }
+
+
+def user_label(claims: Mapping[str, object], sub: str) -> str:
+    """How the confirmation names the signed-in user: email, else username, else ``sub``."""
+    for claim in ("email", "preferred_username"):
+        value = claims.get(claim)
+        if isinstance(value, str) and value:
+            return value
+    return sub
 
 
 def wants_preservation(route: RouteConfig, request: web.Request) -> bool:
@@ -240,7 +282,9 @@ class PostKeeper:
         fields = parse_form(body)
         if fields is None:
             return self._cannot_keep(request, 415, "its fields are not percent-encoded UTF-8 text", route)
-        form = KeptForm(request.host.lower(), request.raw_path, fields, self.clock())
+        # a cookie of ours that names no session (this is the no-session path): its session ended
+        ended = self.sessions.open(request_cookie(request, self.sessions.cookie_name_at(request.host))) is not None
+        form = KeptForm(request.host.lower(), request.raw_path, fields, self.clock(), ended)
         ticket = new_ticket()
         await self.store.set(KEEP_KEY_PREFIX + store_key_for(ticket.id), seal_record(form.to_bytes(), ticket), KEEP_TTL)
         tag = secrets.token_hex(_TAG_BYTES)
@@ -277,11 +321,19 @@ class PostKeeper:
             response = self._gone(request, "the kept form belongs to another host or expired")
             self.sessions.clear_cookie(response, cookie, host_only=True)
             return response
-        request[pages.USER] = session.record.sub
-        log_event("post_resubmitted", user=session.record.sub, fields=len(form.fields), client_ip=request.remote)
-        nonce = secrets.token_urlsafe(16)
+        record = session.record
+        request[pages.USER] = record.sub
+        # posted by itself only when the browser's ended session says who sent it; a form sent
+        # while no one was signed in (after a sign-out: the next user may be someone else) waits
+        # for the signed-in user to say it is theirs
+        confirm = not form.from_ended_session
+        log_event(
+            "post_resubmitted", user=record.sub, fields=len(form.fields), confirm=confirm, client_ip=request.remote
+        )
+        nonce = None if confirm else secrets.token_urlsafe(16)
+        label = user_label(record.claims, record.sub) if confirm else None
         response = web.Response(
-            text=render_resubmit_page(form.target, form.fields, nonce),
+            text=render_resubmit_page(form.target, form.fields, nonce, confirm_as=label),
             content_type="text/html",
             headers=resubmit_headers(nonce),
         )

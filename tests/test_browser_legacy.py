@@ -22,6 +22,7 @@ from aiohttp import web
 
 from authproxy.demo.echo import create_echo_app
 from authproxy.demo.provider import DemoClient, DemoProvider
+from authproxy.sessions.ticket import new_ticket, seal_ticket
 from tests.support.browser import Artifacts, run_demo
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
 from tests.support.logs import logs_with
@@ -199,8 +200,9 @@ async def test_form_posted_after_the_session_ended_is_delivered_after_the_login(
     from playwright.async_api import expect
 
     await sign_in(page, stack.url + "/orders/new")
-    # the session ends while the form is being filled in (the cookie is gone: no session)
-    await page.context.clear_cookies(name=COOKIE)
+    # the session ends while the form is being filled in: the browser's cookie names no session
+    ended = seal_ticket(new_ticket(), SECRET.encode())
+    await page.context.add_cookies([{"name": COOKIE, "value": ended, "url": stack.url}])
     fields = [
         ("title", 'Order "42" <script>alert(document.domain)</script>'),
         ("body", "first line\nsecond line & more"),
@@ -267,6 +269,11 @@ async def test_kept_form_on_a_second_domain_arrives_after_the_single_sign_on_han
         # the wiki's own session ends; the central one (on 127.0.0.1) lives on
         await page.context.clear_cookies(name=COOKIE, domain="localhost")
         await post_form_from(page, "/notes", [("text", "kept across domains")])
+        # sent while no one was signed in on the wiki: Carol is asked whether it is hers
+        await expect(page.get_by_role("heading", name="Send this form?")).to_be_visible()
+        await expect(page.locator("main")).to_contain_text("carol")
+        await artifacts.screenshot(page, "kept-form-confirm")
+        await page.get_by_role("button", name="Send the form").click()
         await expect(page.get_by_role("heading", name="POST /notes")).to_be_visible()
         assert page.url == wiki + "/notes"
         assert await form_fields_shown(page) == [("text", "kept across domains")]

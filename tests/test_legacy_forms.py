@@ -25,17 +25,19 @@ import pytest
 
 from authproxy.demo.echo import create_echo_app
 from authproxy.demo.provider import DemoClient, DemoProvider
+from authproxy.sessions.ticket import new_ticket, seal_ticket
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
 from tests.support.logs import logs_with
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
-from tests.support.scripted_browser import Page, ScriptedBrowser, login_demo
+from tests.support.scripted_browser import Cookie, Page, ScriptedBrowser, login_demo
 from tests.support.upstream import Upstream, raw_request
 
 SECRET: Final = "legacy-forms-session-secret-0123456789abcdef"
 HTML: Final = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 TRUSTED: Final = "https://trusted.example"
 MAX_KEPT: Final = 1024
+COOKIE: Final = "authproxy_session"  # session.cookie.name, not Secure: no __Host- prefix
 
 
 @dataclass
@@ -243,8 +245,17 @@ FIELDS: Final = [
 ]
 
 
-async def test_form_posted_without_a_session_is_delivered_after_login(stack: Stack) -> None:
+def hold_an_ended_session(b: ScriptedBrowser, stack: Stack) -> None:
+    """Give ``b`` a session cookie of this proxy's whose session is gone (ended by idle or absolute
+    timeout, or by a sign-out elsewhere): what a browser holds when its sign-in ended meanwhile."""
+    host = urlsplit(stack.url).hostname or ""
+    value = seal_ticket(new_ticket(), SECRET.encode())
+    b.cookies.set(Cookie(COOKIE, value, host, True, "/", None, False, True, "lax"))
+
+
+async def test_form_posted_after_the_session_ended_is_delivered_after_login(stack: Stack) -> None:
     async with browser() as b:
+        hold_an_ended_session(b, stack)
         # (format=json: the echo app answers in JSON what a browser would see as HTML)
         kept = await b.post(
             stack.url + "/orders/new?draft=1&format=json", FIELDS, headers=same_origin(stack), follow_redirects=False
@@ -277,6 +288,25 @@ async def test_form_posted_without_a_session_is_delivered_after_login(stack: Sta
         again = await b.get(stack.url + rd)
         assert again.status == 410
     assert await log_events(stack, "post_kept") and await log_events(stack, "post_resubmitted")
+
+
+async def test_a_form_sent_while_no_one_was_signed_in_waits_for_the_next_user_to_say_it_is_theirs(
+    stack: Stack,
+) -> None:
+    # no session cookie at all (signed out, say): whoever signs in next may not be who sent it
+    async with browser() as b:
+        kept = await b.post(
+            stack.url + "/orders/new?format=json", FIELDS, headers=same_origin(stack), follow_redirects=False
+        )
+        assert kept.status == 303
+        page = await login_demo(b, stack.url + (kept.location or ""), "bob")
+        assert page.status == 200 and urlsplit(page.url).path == "/oauth2/resubmit"
+        assert "<script" not in page.text and "script-src 'none'" in page.headers["Content-Security-Policy"]
+        assert "Send this form?" in page.text and "bob@example.com" in page.text
+        assert "Discard it" in page.text
+        delivered = await b.submit(page, page.forms[0])
+        assert form_of(delivered) == [list(pair) for pair in FIELDS] and seen_user(delivered) == "bob"
+    assert any(event.get("confirm") is True for event in await log_events(stack, "post_resubmitted"))
 
 
 def seen_user(page: Page) -> str:

@@ -29,6 +29,7 @@ from authproxy.preserved_post import (
     parse_form,
     render_resubmit_page,
     resubmit_headers,
+    user_label,
     wants_preservation,
 )
 from authproxy.sessions.manager import SessionManager
@@ -144,9 +145,38 @@ def test_parse_form_refuses(body: bytes) -> None:
     assert parse_form(body) is None
 
 
-def test_kept_form_round_trips() -> None:
-    form = KeptForm("app.example.com", "/a?b=c", tuple(HOSTILE), 12.5)
+@pytest.mark.parametrize("from_ended_session", [True, False])
+def test_kept_form_round_trips(from_ended_session: bool) -> None:
+    form = KeptForm("app.example.com", "/a?b=c", tuple(HOSTILE), 12.5, from_ended_session)
     assert KeptForm.from_bytes(form.to_bytes()) == form
+
+
+def test_a_form_kept_before_the_sender_was_recorded_asks_before_it_is_sent() -> None:
+    kept = b'{"host": "a.example", "target": "/x", "fields": [], "kept_at": 1.0}'
+    assert KeptForm.from_bytes(kept).from_ended_session is False
+
+
+def test_the_confirmation_names_the_user_runs_no_script_and_keeps_every_value_inert() -> None:
+    page = render_resubmit_page("/orders?x=<y>", HOSTILE, None, confirm_as="<b>bob</b>@example.com")
+    parts = parts_of(page)
+    assert parts.scripts == [] and [(i["name"], i["value"]) for i in parts.inputs] == HOSTILE
+    assert "&lt;b&gt;bob&lt;/b&gt;@example.com" in page and "<b>bob" not in page
+    assert "/orders?x=&lt;y&gt;" in page
+    directives = dict(d.strip().split(" ", 1) for d in resubmit_headers(None)["Content-Security-Policy"].split(";"))
+    assert directives["script-src"] == "'none'" and directives["form-action"] == "'self'"
+
+
+@pytest.mark.parametrize(
+    ("claims", "label"),
+    [
+        ({"email": "bob@example.com", "preferred_username": "bob"}, "bob@example.com"),
+        ({"preferred_username": "bob"}, "bob"),
+        ({"email": ""}, "sub-1"),
+        ({"email": ["not", "a", "string"]}, "sub-1"),
+    ],
+)
+def test_the_confirmation_names_the_user_by_email_then_username_then_sub(claims: dict[str, object], label: str) -> None:
+    assert user_label(claims, "sub-1") == label
 
 
 @pytest.mark.parametrize(
