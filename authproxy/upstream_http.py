@@ -73,6 +73,7 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT",
 # have no body, as aiohttp did (RFC 9110 section 8.6: a server may otherwise wait or answer 411).
 _NO_CONTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 _TARGET_UNSAFE: Final = re.compile(r"[\x00-\x20\x7f]")
+_REASON_CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CHUNK_END: Final = b"\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 
@@ -436,6 +437,12 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if not 100 <= status <= 599:
+            # RFC 9110 section 15: three digits, 1xx to 5xx; a client would read anything else its own way
+            raise self._callback_fail(UpstreamBadResponse("status code out of range"))
+        if _REASON_CONTROL.search(self.reason):
+            # reason-phrase = *( HTAB / SP / VCHAR / obs-text ) (RFC 9112 section 4)
+            raise self._callback_fail(UpstreamBadResponse("control character in the reason phrase"))
         if status == 101:
             # a protocol switch nobody asked for (the plain path never sends Upgrade)
             raise self._callback_fail(UpstreamBadResponse("unexpected protocol switch"))
