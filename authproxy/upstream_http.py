@@ -443,6 +443,10 @@ class _Connection(asyncio.Protocol):
         if _REASON_CONTROL.search(self.reason):
             # reason-phrase = *( HTAB / SP / VCHAR / obs-text ) (RFC 9112 section 4)
             raise self._callback_fail(UpstreamBadResponse("control character in the reason phrase"))
+        if any(coding != "chunked" for coding in self.transfer_codings):
+            # the proxy removes Transfer-Encoding (hop-by-hop) and would hand on still-coded bytes
+            # as if plain; nginx refuses these alike
+            raise self._callback_fail(UpstreamBadResponse("transfer coding other than chunked"))
         if status == 101:
             # a protocol switch nobody asked for (the plain path never sends Upgrade)
             raise self._callback_fail(UpstreamBadResponse("unexpected protocol switch"))

@@ -580,6 +580,12 @@ async def test_fresh_connection_closed_before_answer_is_not_retried() -> None:
         pytest.param(b"HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n", id="status-above-599"),
         pytest.param(b"HTTP/1.1 200 O\x01K\r\nContent-Length: 0\r\n\r\n", id="control-in-reason"),
         pytest.param(b"HTTP/1.1 200 O\x7fK\r\nContent-Length: 0\r\n\r\n", id="delete-in-reason"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", id="gzip-transfer-coding"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\nxyz", id="gzip-until-close"
+        ),
         pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", id="not-http"),
         pytest.param(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", id="field-without-colon"),
         pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", id="double-length"),
