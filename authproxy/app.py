@@ -106,10 +106,6 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if task is not None:
         services.handling.add(task)
     try:
-        if request.version < HttpVersion11 and "Transfer-Encoding" in request.headers:
-            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
-            # it is answered and its connection closed, so nothing after it is read as a request
-            request.protocol.close()
         response: web.StreamResponse
         if target_host_disagrees(request.raw_path, request.headers.getall("Host", [])):
             response = pages.error_response(
@@ -140,6 +136,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     finally:
         services.handling.discard(task)
+        if (request.version < HttpVersion11 and "Transfer-Encoding" in request.headers) or "Upgrade" in request.headers:
+            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
+            # once it is answered its connection ends, so nothing after it is read as a request.
+            # After an upgrade request aiohttp reads no further request from the connection
+            # (what follows belongs to the new protocol): one not switched to ends it too, rather
+            # than leave a pipelined request unanswered for good. (Closing any earlier would drop
+            # the body still arriving.)
+            request.protocol.close()
         record_request(
             services,
             route=_route_label(request),

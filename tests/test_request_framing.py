@@ -193,3 +193,15 @@ def test_a_sign_in_from_a_browser_sending_header_bytes_that_are_not_utf_8_starts
         b"X-Auth-Request-Redirect: /\xff\xfe\r\nConnection: close\r\n\r\n",
     )
     assert statuses(answer) == [302]
+
+
+def test_after_an_upgrade_that_is_declined_the_connection_ends(stack: Stack) -> None:
+    # the request is answered as a plain GET; aiohttp reads nothing more from such a connection,
+    # so it is closed rather than left holding the pipelined request unanswered
+    answer = exchange(
+        stack.proxy,
+        b"GET /first HTTP/1.1\r\nHost: public.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        b"GET /second HTTP/1.1\r\nHost: public.test\r\n\r\n",
+    )
+    assert statuses(answer) == [200]
+    assert [request.line.split()[1] for request in stack.upstream.requests()] == ["/first"]
