@@ -35,7 +35,7 @@ from authproxy.oidc.tokens import TokenSet
 from authproxy.origins import Origins
 from authproxy.preserved_post import PostKeeper
 from authproxy.proxy import Forwarder, another_route_once_normalised, has_dot_segments
-from authproxy.routing import RouteTable, target_host_disagrees
+from authproxy.routing import RouteTable, is_valid_host, target_host_disagrees
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.factory import create_cache, create_publisher, create_store
 from authproxy.sessions.invalidation import InvalidationFeed
@@ -107,7 +107,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         services.handling.add(task)
     try:
         response: web.StreamResponse
-        if target_host_disagrees(request.raw_path, request.headers.getall("Host", [])):
+        hosts = request.headers.getall("Host", [])
+        if not all(is_valid_host(host) for host in hosts):
+            response = pages.error_response(
+                request, 400, "Bad request", "The Host header is not a host name.", request_id=request_id
+            )
+        elif target_host_disagrees(request.raw_path, hosts):
             response = pages.error_response(
                 request, 400, "Bad request", "The request target names another host than Host.", request_id=request_id
             )

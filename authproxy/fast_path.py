@@ -88,6 +88,7 @@ from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
 from authproxy.policy import Policy
 from authproxy.proxy import another_route_once_normalised
+from authproxy.routing import is_valid_host
 from authproxy.sessions.record import SessionRecord
 from authproxy.upstream_http import HeadTemplate, UpstreamHTTPError, UpstreamResponse
 
@@ -393,8 +394,8 @@ class FastConnection(asyncio.Protocol):
             elif lower == "cookie":
                 cookies.append(value)
             fields.add(name, value)
-        if hosts != 1:
-            return None
+        if hosts != 1 or not is_valid_host(fields["Host"]):
+            return None  # aiohttp's path refuses it
         path, query = routed
         route = services.routes.choose(fields["Host"], path)
         if route is None:
@@ -526,8 +527,9 @@ class FastConnection(asyncio.Protocol):
         """``/oauth2/start`` or the callback, by its own handler (authproxy.fast_endpoints)."""
         fields: CIMultiDict[str] = CIMultiDict(head.fields)
         transport = self.transport
-        if len(fields.getall("Host", ())) != 1 or transport is None:
-            raise _HandOff
+        hosts = fields.getall("Host", ())
+        if len(hosts) != 1 or not is_valid_host(hosts[0]) or transport is None:
+            raise _HandOff  # aiohttp's path refuses the Host
         started = time.perf_counter()
         request_id = headers.request_id(fields.get("X-Request-Id"), self.peer_trusted)
         status = 500

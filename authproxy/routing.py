@@ -7,9 +7,10 @@ Pure: the table is built once from the configuration and consulted per request.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 
 class Matchable(Protocol):
@@ -59,6 +60,16 @@ def normalize_host(host_header: str | None) -> str:
         return host[: end + 1] if end != -1 else host
     # the port first, then the root's dot: "admin.example.com.:80" names admin.example.com
     return (host.rsplit(":", 1)[0] if ":" in host else host).rstrip(".")
+
+
+# Host = uri-host [ ":" port ] (RFC 9110 section 7.2): an IP literal or a reg-name (RFC 3986
+# unreserved, percent-encoded and sub-delims characters), then digits
+_VALID_HOST: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+
+
+def is_valid_host(value: str) -> bool:
+    """Whether a ``Host`` field value is well formed; any other gets a 400 (RFC 9112 section 3.2)."""
+    return _VALID_HOST.fullmatch(value) is not None
 
 
 def target_host_disagrees(raw_target: str, host_fields: Sequence[str]) -> bool:

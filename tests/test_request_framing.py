@@ -8,8 +8,8 @@ not UTF-8 get an answer like any other, never a 500.
 
 ``authproxy run`` forwards to a recording upstream that reads requests one after the other on
 each connection, framed by their ``Content-Length`` or chunks, as a keep-alive server does, and
-keeps every request it read. The routes: ``public.test`` (no sign-in) and ``private.test``
-(sign-in required), both to that upstream.
+keeps every request it read. The routes: ``public.test`` (no sign-in), ``private.test`` (sign-in
+required) and ``/any`` on any host (no sign-in), all to that upstream.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def stack(fault_provider: FaultProviderServer, tmp_path_factory: pytest.TempPath
         "routes": [
             {"name": "public", "match": {"host": "public.test"}, "upstream": target, "auth": "none"},
             {"name": "private", "match": {"host": "private.test"}, "upstream": target},
+            {"name": "any-host", "match": {"path_prefix": "/any"}, "upstream": target, "auth": "none"},
         ],
     }
     proxy = start_proxy(config, tmp_path_factory.mktemp("framing"))
@@ -205,3 +206,11 @@ def test_after_an_upgrade_that_is_declined_the_connection_ends(stack: Stack) -> 
     )
     assert statuses(answer) == [200]
     assert [request.line.split()[1] for request in stack.upstream.requests()] == ["/first"]
+
+
+@pytest.mark.parametrize("path", ["/page", "/any/page", "/oauth2/start"])
+def test_a_host_field_that_is_not_a_host_is_refused(stack: Stack, path: str) -> None:
+    # RFC 9112 section 3.2; it would otherwise reach the upstream as X-Forwarded-Host
+    answer = exchange(stack.proxy, f"GET {path} HTTP/1.1\r\nHost: a b@c/d\r\nConnection: close\r\n\r\n".encode())
+    assert statuses(answer) == [400]
+    assert stack.upstream.requests() == []

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from authproxy.config import MatchConfig
-from authproxy.routing import RouteTable, normalize_host, path_matches, target_host_disagrees
+from authproxy.routing import RouteTable, is_valid_host, normalize_host, path_matches, target_host_disagrees
 
 ROUTES = [
     ("any-root", None, "/"),
@@ -108,3 +108,24 @@ def test_normalize_host(header: str, host: str) -> None:
 )
 def test_target_host_disagrees(target: str, host_fields: list[str], disagrees: bool) -> None:
     assert target_host_disagrees(target, host_fields) is disagrees
+
+
+@pytest.mark.parametrize(
+    ("host", "valid"),
+    [
+        pytest.param("app.example.com", True, id="name"),
+        pytest.param("app.example.com:8443", True, id="name-and-port"),
+        pytest.param("127.0.0.1:4180", True, id="ipv4-and-port"),
+        pytest.param("[::1]:4180", True, id="ipv6-literal"),
+        pytest.param("my_host.internal", True, id="underscore"),
+        pytest.param("app.example.com.", True, id="root-dot"),
+        pytest.param("a b@c/d", False, id="space-at-slash"),
+        pytest.param("evil.com/path", False, id="path"),
+        pytest.param("user@app.example.com", False, id="userinfo"),
+        pytest.param("app.example.com:80x", False, id="port-not-digits"),
+        pytest.param("app\texample", False, id="tab"),
+        pytest.param("app.example.com\\evil", False, id="backslash"),
+    ],
+)
+def test_is_valid_host(host: str, valid: bool) -> None:
+    assert is_valid_host(host) is valid
