@@ -26,6 +26,7 @@ from tests.support.oidc_tokens import (
 )
 
 AUDIENCES = ("https://api.example.com", "https://other-api.example.com")
+ID_TOKEN = "an ID token is not an access token"
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ FAULTS: list[Any] = [
         "typ not accepted for an access token",
         id="logout-token-typ",
     ),
+    # an ID token (its aud passes when bearer_audiences is the client id) is not an access token
+    pytest.param(lambda k: k.provider.sign(access_token_claims(nonce="n-1")), ID_TOKEN, id="id-token-nonce"),
+    pytest.param(lambda k: k.provider.sign(access_token_claims(at_hash="x")), ID_TOKEN, id="id-token-at-hash"),
+    pytest.param(lambda k: k.provider.sign(access_token_claims(c_hash="x")), ID_TOKEN, id="id-token-c-hash"),
+    pytest.param(lambda k: k.provider.sign(access_token_claims(typ="ID")), ID_TOKEN, id="keycloak-id-token"),
+    pytest.param(lambda k: k.provider.sign(access_token_claims(token_use="id")), ID_TOKEN, id="cognito-id-token"),
 ]
 
 
@@ -96,6 +103,8 @@ def test_bearer_token_fault_is_refused(keys: Keys, build: Callable[[Keys], str],
         pytest.param(lambda k: k.provider.sign(access_token_claims()), id="valid-no-typ"),
         pytest.param(lambda k: k.provider.sign(access_token_claims(aud=AUDIENCES[1])), id="valid-second-audience"),
         pytest.param(lambda k: k.provider.sign(access_token_claims(iat=None)), id="valid-without-iat"),
+        pytest.param(lambda k: k.provider.sign(access_token_claims(typ="Bearer")), id="valid-keycloak-access-token"),
+        pytest.param(lambda k: k.provider.sign(access_token_claims(token_use="access")), id="valid-cognito-access"),
         pytest.param(
             lambda k: k.provider.sign(access_token_claims(exp=int(NOW - SKEW) + 1)), id="valid-expired-within-skew"
         ),

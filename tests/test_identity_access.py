@@ -418,6 +418,20 @@ async def test_bearer_token_identity_meets_the_allow_rules(stack: Stack) -> None
         assert page.status == 403 and page.json()["error"] == "forbidden"
 
 
+async def test_an_id_token_is_no_bearer_token_even_where_its_audience_is_accepted(stack: Stack) -> None:
+    # the sign-out URL carries the ID token (id_token_hint): in browser history, provider logs;
+    # its aud is the client id, which bearer_audiences accepts by default
+    async with signed_in(stack.url, "alice") as b:
+        id_token = seen(await b.get(stack.url + "/tokens/x"))["x-forwarded-id-token"]
+        out = await b.get(stack.url + "/oauth2/sign_out", follow_redirects=False)
+        assert parse_qs(urlsplit(out.location or "").query)["id_token_hint"] == [id_token]
+    async with browser() as api:
+        page = await api.get(
+            stack.url + "/bearer-admins/items", headers={**JSON, "Authorization": f"Bearer {id_token}"}
+        )
+        assert page.status == 401 and page.json()["error"] == "invalid_token"
+
+
 def _sign(provider: DemoProvider, claims: dict[str, Any]) -> str:
     key = provider.signing_key
     return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"typ": "at+jwt", "kid": key.kid})

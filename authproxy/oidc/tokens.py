@@ -91,16 +91,15 @@ class KeySet:
             raise ProviderUnavailable("JWKS has no keys list")
         usable: list[Mapping[str, Any]] = []
         for jwk in raw_keys:
-            # encryption keys ("use": "enc") must never verify signatures (RFC 7517 section 4.2)
-            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig" or "d" in jwk:
+            if not _is_signature_key(jwk):
                 continue
             algorithm = _default_algorithm(jwk)
             if algorithm is None:
                 continue
             try:
                 jwt.PyJWK(jwk, algorithm)
-            except jwt.PyJWTError:
-                continue
+            except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+                continue  # one malformed key costs only itself
             usable.append(jwk)
         if not usable:
             raise ProviderUnavailable("JWKS holds no usable signature key")
@@ -135,6 +134,25 @@ class KeySet:
                 raise TokenInvalid(f"unusable key for alg {alg}") from e
             self._built[(index, alg)] = built
         return built
+
+
+_JWK_TEXT_MEMBERS: Final = ("kty", "alg", "crv", "kid", "use")
+
+
+def _is_signature_key(jwk: object) -> bool:
+    """A public key published for verifying signatures, its members of the types RFC 7517 gives.
+
+    Encryption keys (``"use": "enc"``, or ``key_ops`` without ``verify``) must never verify
+    signatures (RFC 7517 sections 4.2 and 4.3); an entry with ``d`` is a leaked private key.
+    """
+    if not isinstance(jwk, dict) or "d" in jwk:
+        return False
+    if any(name in jwk and not isinstance(jwk[name], str) for name in _JWK_TEXT_MEMBERS):
+        return False
+    if jwk.get("use", "sig") != "sig":
+        return False
+    operations = jwk.get("key_ops")
+    return operations is None or (isinstance(operations, list) and "verify" in operations)
 
 
 def _default_algorithm(jwk: Mapping[str, Any]) -> str | None:
@@ -332,7 +350,31 @@ def verify_bearer_token(
     _check_iat(claims, now, skew, required=False)
     _check_nbf(claims, now, skew)
     _check_sub(claims)
+    _check_not_an_id_token(claims)
     return claims
+
+
+# claims only ID tokens carry (Core 1.0 sections 2 and 3.1.3.6, 3.3.2.11), and the token-kind
+# claims of providers whose access and ID tokens are otherwise alike (Keycloak's ``typ``,
+# Cognito's ``token_use``)
+_ID_TOKEN_CLAIMS: Final = ("nonce", "at_hash", "c_hash")
+_ID_TOKEN_KINDS: Final = (("typ", "id"), ("token_use", "id"))
+
+
+def _check_not_an_id_token(claims: Mapping[str, Any]) -> None:
+    """Refuse an ID token offered as an access token (RFC 8725 section 2.8).
+
+    With ``bearer_audiences`` at its default, the client id, an ID token's ``aud`` passes; and an
+    ID token travels where access tokens do not (``id_token_hint`` in the sign-out URL, browser
+    history, ``pass_id_token`` upstreams). Many providers sign access tokens with ``typ: JWT``,
+    so the header cannot tell the two apart: these claims do.
+    """
+    if any(name in claims for name in _ID_TOKEN_CLAIMS):
+        raise TokenInvalid("an ID token is not an access token")
+    for name, value in _ID_TOKEN_KINDS:
+        kind = claims.get(name)
+        if isinstance(kind, str) and kind.lower() == value:
+            raise TokenInvalid("an ID token is not an access token")
 
 
 def _segment(segment: str) -> bytes:
