@@ -604,6 +604,42 @@ def test_a_jwks_key_published_with_its_private_part_never_verifies(keys: Keys, n
 
 
 @pytest.mark.parametrize(
+    "malformed",
+    [
+        pytest.param({"alg": ["RS256"]}, id="alg-a-list"),
+        pytest.param({"crv": ["P-256"], "kty": "EC"}, id="crv-a-list"),
+        pytest.param({"kid": 7}, id="kid-a-number"),
+        pytest.param({"use": ["sig"]}, id="use-a-list"),
+        pytest.param({"kty": None}, id="kty-null"),
+        pytest.param({"n": 12345}, id="modulus-a-number"),
+        pytest.param({"e": None}, id="exponent-null"),
+    ],
+)
+def test_a_malformed_key_in_the_jwks_costs_only_itself(keys: Keys, malformed: dict[str, Any]) -> None:
+    broken = {**keys.rsa.public_jwk, "kid": "broken-1", **malformed}
+    keyset = KeySet.from_jwks({"keys": [broken, keys.ps.public_jwk]})
+    assert [jwk["kid"] for jwk in keyset.jwks] == ["ps-1"]
+    assert verify(keys.ps.sign(id_token_claims(), kid="ps-1"), keyset)["sub"]
+
+
+@pytest.mark.parametrize(
+    ("key_ops", "kept"),
+    [
+        pytest.param(["verify"], True, id="verify"),
+        pytest.param(["sign", "verify"], True, id="sign-and-verify"),
+        pytest.param(["encrypt"], False, id="encrypt-only"),
+        pytest.param([], False, id="none-listed"),
+        pytest.param("verify", False, id="not-a-list"),
+    ],
+)
+def test_a_key_whose_key_ops_leave_out_verify_never_verifies(keys: Keys, key_ops: object, kept: bool) -> None:
+    # RFC 7517 section 4.3: like "use": "enc", key_ops without "verify" is no signature key
+    jwk = {**keys.rsa.public_jwk, "key_ops": key_ops}
+    keyset = KeySet.from_jwks({"keys": [jwk, keys.ps.public_jwk]})
+    assert (keys.rsa.public_jwk["kid"] in [k["kid"] for k in keyset.jwks]) is kept
+
+
+@pytest.mark.parametrize(
     "doc",
     [
         pytest.param({}, id="no-keys-member"),

@@ -705,7 +705,9 @@ async def test_failed_refetch_keeps_the_last_good_keys(
     # an hour later the set is stale: a refresh is tried, fails, and the old keys still verify
     clock.now += client_module.JWKS_MAX_AGE
     assert (await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE))["sub"] == "user-1"
+    await client.keys_refreshed()
     assert op.jwks_requests == 3
+    assert (await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE))["sub"] == "user-1"
 
 
 async def test_stale_keys_are_replaced(op: MiniProvider, make_client: MakeClient, key_a: JwtKey, key_b: JwtKey) -> None:
@@ -714,9 +716,28 @@ async def test_stale_keys_are_replaced(op: MiniProvider, make_client: MakeClient
     await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE)
     op.keys = [key_b]  # key_a withdrawn by the provider
     clock.now += client_module.JWKS_MAX_AGE
+    # the stale set serves while it is refreshed; once the refresh has landed, key_a is gone
+    await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE)
+    await client.keys_refreshed()
     with pytest.raises(UnknownKeyId):
         await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE)
     assert op.jwks_requests == 2
+    assert (await client.verify_id_token(id_token(key_b, op.issuer, clock.now), NONCE))["sub"] == "user-1"
+
+
+async def test_a_slow_refresh_of_stale_keys_delays_no_verification(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey
+) -> None:
+    clock = Clock()
+    client = await make_client(clock=clock)
+    await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE)
+    op.delay = 3.0  # the JWKS endpoint is slow from now on
+    clock.now += client_module.JWKS_MAX_AGE
+    async with asyncio.timeout(1.5):
+        for _ in range(5):
+            assert (await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE))["sub"] == "user-1"
+            await asyncio.sleep(0.1)
+    assert op.jwks_requests == 2  # one refresh, in the background, for all five
 
 
 async def test_without_any_keys_fetches_are_spaced(op: MiniProvider, make_client: MakeClient, key_a: JwtKey) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import functools
 import logging
@@ -132,6 +133,7 @@ class ProviderClient:
         self._keys_loaded_at: float | None = None  # time of the last good fetch
         self._keys_generation = 0  # bumped on every good fetch: waiters can see they were served
         self._keys_lock = asyncio.Lock()
+        self._keys_refresh: asyncio.Task[None] | None = None  # of a stale set, in the background
         # claims of ID tokens verified here lately, by token: a refresh compares its new ID token
         # with the session's current one, most often the one the previous refresh verified
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -151,6 +153,11 @@ class ProviderClient:
             self._forms = UpstreamClient(tls_context=TLS_CONTEXT if self._ssl is True else self._ssl or None)
 
     async def close(self) -> None:
+        if self._keys_refresh is not None:
+            self._keys_refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keys_refresh
+            self._keys_refresh = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -463,8 +470,12 @@ class ProviderClient:
         return None
 
     async def _cached_keys(self) -> tuple[KeySet, int]:
-        """The keys after a fetch when there are none or they are stale (``_fresh_keys`` said None)."""
-        keys = self._keys
+        """The keys when there are none yet (after a fetch) or they are stale (``_fresh_keys``
+        said None): a stale set serves at once while one refresh runs in the background, so a
+        slow JWKS endpoint delays no verification that the keys at hand can make."""
+        if self._keys is not None:
+            self._refresh_stale_keys()
+            return self._keys, self._keys_generation
         async with self._keys_lock:
             if self._keys is None:
                 # nothing to fall back on: a failure here is the caller's ProviderUnavailable;
@@ -473,13 +484,27 @@ class ProviderClient:
                 if last is not None and self._clock() - last < JWKS_RETRY_WITHOUT_KEYS:
                     raise ProviderUnavailable("JWKS: not available yet")
                 await self._fetch_keys()
-            elif self._keys is keys and self._may_fetch_keys():
-                try:
-                    await self._fetch_keys()
-                except ProviderUnavailable as e:
-                    LOG.warning("JWKS refresh failed; keeping the cached keys", extra={"fields": {"error": str(e)}})
             assert self._keys is not None
             return self._keys, self._keys_generation
+
+    def _refresh_stale_keys(self) -> None:
+        """Start the background refresh of a stale key set, unless one runs or ran too lately."""
+        if (self._keys_refresh is None or self._keys_refresh.done()) and self._may_fetch_keys():
+            self._keys_refresh = asyncio.get_running_loop().create_task(self._refresh_keys())
+
+    async def _refresh_keys(self) -> None:
+        async with self._keys_lock:
+            if self._fresh_keys() is not None or not self._may_fetch_keys():
+                return  # a refetch for an unknown kid renewed them meanwhile
+            try:
+                await self._fetch_keys()
+            except ProviderUnavailable as e:
+                LOG.warning("JWKS refresh failed; keeping the cached keys", extra={"fields": {"error": str(e)}})
+
+    async def keys_refreshed(self) -> None:
+        """Wait for a background refresh of stale keys, if one runs."""
+        if self._keys_refresh is not None:
+            await asyncio.shield(self._keys_refresh)
 
     async def _refetch_keys(self, seen_generation: int) -> KeySet | None:
         """A newer key set than ``seen_generation``, or None when the rate limit forbids a fetch."""
