@@ -426,4 +426,7 @@ async def readiness(services: Services) -> tuple[bool, dict[str, str]]:
             parts["session_store"] = "ok"
         except StoreError:
             parts["session_store"] = "unreachable"
+        except Exception:  # a probe answers, whatever failed: 503 with a reason, never a 500
+            LOG.exception("session store readiness check failed")
+            parts["session_store"] = "error"
     return all(v == "ok" for v in parts.values()), parts

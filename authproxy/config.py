@@ -21,10 +21,11 @@ import ipaddress
 import math
 import os
 import re
+import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import (
@@ -48,10 +49,13 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_SECRET_BYTES: Final = 32
 # no configuration nests this deep; a YAML alias cycle does, infinitely
 MAX_NESTING: Final = 32
+# no configuration needs more values than this (a thousand routes of a few dozen each)
+MAX_VALUES: Final = 100_000
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 # ``$${`` (a literal ``${``), a reference ``${VAR}`` / ``${VAR:-default}``, or any other ``${``
 _ENV_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+_HELD_RE: Final = re.compile(r"__authproxy_[0-9a-f]{8}_[0-9]+__")
 _HEADER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _HOST_RE: Final = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+$")
 
@@ -120,6 +124,8 @@ MAX_PRESERVE_POST_BYTES: Final = 1024 * 1024
 
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    if any(char <= " " or char == "\x7f" for char in value):
+        raise ValueError("a URL holds no spaces or control characters")
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.hostname:
         raise ValueError(f"{value!r} is not an absolute {' or '.join(schemes)} URL")
@@ -127,7 +133,47 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as e:
         raise ValueError(f"{value!r} has an invalid port") from e
+    if "@" in parts.netloc:
+        # never sent anywhere (no Basic credentials are made from it), and printed by check
+        raise ValueError("a URL here carries no user name or password")
     return value
+
+
+def _check_origin_only(value: str, what: str) -> None:
+    """No query or fragment, not even an empty one (``https://app.example.com?``)."""
+    if "?" in value or "#" in value:
+        raise ValueError(f"{what} has no query or fragment")
+
+
+# one or more path segments of unreserved characters (RFC 3986 section 2.3): no empty segment
+# (//host would be another site in a Location), no query, fragment or space
+_AUTH_PREFIX_RE: Final = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
+# a host name, optionally with the leading dot older specifications wrote (RFC 6265 section 5.2.3)
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_COOKIE_DOMAIN_RE: Final = re.compile(rf"\.?{_LABEL}(?:\.{_LABEL})*")
+# fields whose meaning the proxy or HTTP itself fixes: an identity header of one of these names
+# would break the request's framing or routing, or be overwritten
+RESERVED_HEADER_NAMES: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "cookie",
+        "proxy-authorization",
+        "proxy-connection",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "authorization",
+    }
+)
 
 
 def _check_listen(value: str) -> str:
@@ -171,7 +217,7 @@ class ServerConfig(_Strict):
             return None
         _check_url(value, ("http", "https"))
         parts = urlsplit(value)
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
+        if parts.path not in ("", "/") or "?" in value or "#" in value:
             raise ValueError("public_url is an origin such as https://app.example.com (no path)")
         return value.rstrip("/")
 
@@ -196,8 +242,11 @@ class ServerConfig(_Strict):
     @field_validator("auth_prefix")
     @classmethod
     def _auth_prefix(cls, value: str) -> str:
-        if not value.startswith("/") or value == "/" or value.endswith("/"):
-            raise ValueError("auth_prefix is a path such as /oauth2 (leading /, no trailing /)")
+        if not _AUTH_PREFIX_RE.fullmatch(value):
+            raise ValueError(
+                "auth_prefix is a path such as /oauth2 (leading /, no trailing / or empty segment; "
+                "letters, digits and -._~)"
+            )
         return value
 
     @field_validator("trusted_proxies", mode="before")
@@ -249,8 +298,7 @@ class ProviderConfig(_Strict):
     @classmethod
     def _issuer(cls, value: str) -> str:
         _check_url(value, ("http", "https"))
-        if urlsplit(value).query or urlsplit(value).fragment:
-            raise ValueError("the issuer has no query or fragment")
+        _check_origin_only(value, "the issuer")
         # kept exactly as written: discovery must match it character for character (Discovery 4.3)
         return value
 
@@ -339,6 +387,18 @@ class RedisConfig(_Strict):
             parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
         except ValueError as e:
             raise ValueError("the Redis URL's port is not a number in 0-65535") from e
+        if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
+            raise ValueError("the Redis URL's path is a database number (redis://host:6379/0)")
+        # what redis-py reads from a URL's query; rediss:// URLs also pass ssl_* options to the
+        # TLS connection. Anything else would fail at the first command, not here
+        from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+        for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in URL_QUERY_ARGUMENT_PARSERS and not (parts.scheme == "rediss" and name.startswith("ssl_")):
+                raise ValueError(
+                    f"the Redis URL option {name!r} is not one redis-py knows "
+                    f"({', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}; ssl_* on rediss://)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -359,6 +419,14 @@ class CookieConfig(_Strict):
     def _name(cls, value: str) -> str:
         if not _HEADER_NAME_RE.match(value) or value.startswith("__"):
             raise ValueError("a cookie name of letters, digits and -_. (the __Host- prefix is added by authproxy)")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and not _COOKIE_DOMAIN_RE.fullmatch(value):
+            # written into Set-Cookie as it is: anything else would add attributes of its own
+            raise ValueError("a domain name such as example.com (letters, digits, - and .)")
         return value
 
     @model_validator(mode="after")
@@ -511,8 +579,7 @@ class RouteConfig(_Strict):
     @classmethod
     def _upstream(cls, value: str) -> str:
         _check_url(value, ("http", "https"))
-        if urlsplit(value).query or urlsplit(value).fragment:
-            raise ValueError("an upstream URL has no query or fragment")
+        _check_origin_only(value, "an upstream URL")
         return value
 
     @field_validator("identity_headers")
@@ -523,6 +590,8 @@ class RouteConfig(_Strict):
         for name in value:
             if not _HEADER_NAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in RESERVED_HEADER_NAMES:
+                raise ValueError(f"{name!r} is a header HTTP or the proxy itself sets; choose another name")
         return value
 
     @field_validator("timeout")
@@ -572,6 +641,14 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"{where}.auth: a public route (auth: none) cannot have allow rules or pass tokens")
         if route.preserve_post and route.auth != "required":
             problems.append(f"{where}.preserve_post: only an auth: required route sends browsers to a login")
+    domain, public_url = config.session.cookie.domain, config.server.public_url
+    if domain is not None and public_url is not None:
+        host = origin_host(public_url.lower())
+        if not within_cookie_domain(host, domain):
+            problems.append(
+                f"session.cookie.domain: {domain} does not cover {host}, the host of server.public_url "
+                "(browsers would refuse the cookie, and no sign-in could complete)"
+            )
     if config.provider is not None:
         if config.server.public_url is None:
             problems.append(
@@ -680,18 +757,61 @@ def _walk(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[s
             yield from _walk(value, (*path, index))
 
 
-def interpolate_env(node: Any, env: Mapping[str, str], problems: list[str], path: tuple[str | int, ...] = ()) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string scalar; ``$${`` is a literal ``${``.
+def hold_references(text: str) -> tuple[str, dict[str, str]]:
+    """``text`` with each ``${VAR}`` or ``${VAR:-default}`` replaced by a placeholder YAML reads as
+    plain text everywhere, and the references by placeholder.
+
+    Inside YAML's flow collections (``[${A}]``, ``{host: ${H}}``) ``{`` and ``}`` are syntax, so
+    the file is parsed with placeholders and the references are put back into the values
+    (``interpolate_env``): a variable is replaced anywhere in the file, and its value is never
+    read as YAML. ``$${`` and anything else that is not a reference on one line stay as written.
+    """
+    held: dict[str, str] = {}
+    tag = secrets.token_hex(4)
+
+    def hold(match: re.Match[str]) -> str:
+        reference = match.group(0)
+        if match.group(1) is None or "\n" in reference:
+            return reference
+        placeholder = f"__authproxy_{tag}_{len(held)}__"
+        held[placeholder] = reference
+        return placeholder
+
+    return _ENV_RE.sub(hold, text), held
+
+
+def interpolate_env(
+    node: Any,
+    env: Mapping[str, str],
+    problems: list[str],
+    path: tuple[str | int, ...] = (),
+    held: Mapping[str, str] | None = None,
+) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string scalar and key (after putting
+    back what ``held`` holds); ``$${`` is a literal ``${``.
 
     As in the shell, ``${VAR:-default}`` takes the default when VAR is unset or empty. Any other
     ``${`` (``${VAR-x}``, ``${VAR:?x}``, a nested reference, an unclosed one) is a problem rather
     than text kept as it is: such a value is most often a secret that was meant to be filled in.
     """
     if isinstance(node, dict):
-        return {k: interpolate_env(v, env, problems, (*path, str(k))) for k, v in node.items()}
+        mapping: dict[Any, Any] = {}
+        for k, v in node.items():
+            # a key may be written with a reference too (extra_authorize_params, allow.claims)
+            key = interpolate_env(k, env, problems, (*path, str(k)), held) if isinstance(k, str) else k
+            if key in mapping:
+                problems.append(
+                    f"{_path_str((*path, str(k)))}: the same key as another once its variables are replaced"
+                )
+            mapping[key] = interpolate_env(v, env, problems, (*path, str(key)), held)
+        return mapping
     if isinstance(node, list):
-        return [interpolate_env(v, env, problems, (*path, i)) for i, v in enumerate(node)]
-    if not isinstance(node, str) or "${" not in node:
+        return [interpolate_env(v, env, problems, (*path, i), held) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+    if held:
+        node = _HELD_RE.sub(lambda match: held.get(match.group(0), match.group(0)), node)
+    if "${" not in node:
         return node
     where = _path_str(path)
 
@@ -749,7 +869,9 @@ def resolve_secret_files(tree: dict[str, Any], problems: list[str]) -> dict[str,
             problems.append(f"{where}: {file_path!r} is not a usable path: {e}")
             continue
         if key == "secrets":
-            parent[key] = [line.rstrip("\r") for line in content.split("\n") if line.strip()]
+            # blank lines and lines starting with # (notes on the rotation) are not secrets
+            lines = (line.rstrip("\r") for line in content.split("\n"))
+            parent[key] = [line for line in lines if line.strip() and not line.startswith("#")]
         else:
             parent[key] = content.rstrip("\r\n")
     return tree
@@ -863,6 +985,22 @@ def _nesting_exceeds(node: Any, limit: int) -> bool:
     return False
 
 
+def _expands_beyond(node: Any, budget: int) -> bool:
+    """Whether ``node``, its aliases expanded, holds more than ``budget`` values: YAML aliases
+    nested a few levels deep ("billion laughs") make a short file expand beyond any memory."""
+    stack = [node]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return True
+        current = stack.pop()
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return False
+
+
 def duplicate_keys(node: yaml.Node | None) -> list[str]:
     """A problem for each key given twice in one mapping of the composed YAML ``node``.
 
@@ -914,28 +1052,44 @@ def _load_yaml(text: str) -> Any:
         loader.dispose()
 
 
+def _yaml_problem(held_text: str, held: Mapping[str, str], error: yaml.YAMLError) -> str:
+    """The syntax error, placed on the file as written (its columns, not the placeholders')."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"(file): not valid YAML: {getattr(error, 'problem', None) or error}"
+    column = mark.column
+    lines = held_text.split("\n")
+    if mark.line < len(lines):
+        for placeholder in _HELD_RE.finditer(lines[mark.line][: mark.column]):
+            column += len(held.get(placeholder.group(0), placeholder.group(0))) - len(placeholder.group(0))
+    return f"line {mark.line + 1}, column {column + 1}: not valid YAML: {getattr(error, 'problem', None) or error}"
+
+
 def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Config:
     """Parse and validate configuration text; raise ConfigError with every problem."""
     env = os.environ if env is None else env
+    held_text, held = hold_references(text)
     try:
-        tree = _load_yaml(text)
+        tree = _load_yaml(held_text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise ConfigError([f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"]) from e
+        raise ConfigError([_yaml_problem(held_text, held, e)]) from e
     except (ValueError, RecursionError) as e:
         # PyYAML's constructors raise plain ValueError (a date such as 2001-13-01, an integer of
         # more than 4300 digits), and its recursive parser overflows on very deep nesting
         raise ConfigError([f"(file): not valid YAML: {e or 'nested too deeply'}"]) from e
+    if _expands_beyond(tree, MAX_VALUES):
+        # first: every later step walks the tree with its aliases expanded (alias cycles never end)
+        raise ConfigError(
+            [f"(file): more than {MAX_VALUES} values once YAML aliases are expanded (or an alias refers to itself)"]
+        )
     if _nesting_exceeds(tree, MAX_NESTING):
-        # also catches alias cycles (a: &x [*x]), which would recurse forever below
-        raise ConfigError([f"(file): nested deeper than {MAX_NESTING} levels (or a YAML alias refers to itself)"])
+        raise ConfigError([f"(file): nested deeper than {MAX_NESTING} levels"])
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(["(top level): expected a mapping of sections (server, provider, session, routes, ...)"])
     problems: list[str] = []
-    tree = interpolate_env(tree, env, problems)
+    tree = interpolate_env(tree, env, problems, held=held)
     tree = resolve_secret_files(tree, problems)
     problems += bare_number_durations(tree)
     try:
@@ -962,6 +1116,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, worke
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([f"(file): cannot read {path}: {e.strerror or e}"]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"(file): {path} is not UTF-8 text (byte {e.start})"]) from e
     return parse_config(text, env, workers=workers)
 
 

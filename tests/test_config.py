@@ -285,13 +285,115 @@ def test_example_config_is_valid() -> None:
             "(top level): expected a mapping of sections (server, provider, session, routes, ...)",
             id="not-a-mapping",
         ),
+        pytest.param("a: &x [*x]\n", "(file): more than 100000 values once YAML aliases", id="alias-cycle"),
+        pytest.param("a: " + "[" * 60 + "]" * 60 + "\n", "(file): nested deeper than 32 levels", id="nested-too-deep"),
         pytest.param(
-            "a: &x [*x]\n", "(file): nested deeper than 32 levels (or a YAML alias refers to itself)", id="alias-cycle"
+            # "billion laughs": nine levels of ten aliases each, 10**9 values from 400 bytes
+            "a: &a [x,x,x,x,x,x,x,x,x,x]\n"
+            + "".join(
+                f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+            ),
+            "(file): more than 100000 values once YAML aliases",
+            id="alias-expansion",
         ),
         pytest.param(
-            "a: " + "[" * 60 + "]" * 60 + "\n",
-            "(file): nested deeper than 32 levels (or a YAML alias refers to itself)",
-            id="nested-too-deep",
+            BASE.replace("https://app.example.com", "https://user:pw@app.example.com", 1),
+            "server.public_url: a URL here carries no user name or password",
+            id="public-url-userinfo",
+        ),
+        pytest.param(
+            BASE.replace("https://app.example.com", "'https://app.example.com?'", 1),
+            "server.public_url: public_url is an origin",
+            id="public-url-empty-query",
+        ),
+        pytest.param(
+            BASE.replace("https://app.example.com", "https://app.example.com#", 1),
+            "server.public_url: public_url is an origin",
+            id="public-url-empty-fragment",
+        ),
+        pytest.param(
+            BASE.replace("https://idp.example.com", "https://idpuser:idppw@idp.example.com", 1),
+            "provider.issuer: a URL here carries no user name or password",
+            id="issuer-userinfo",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "http://svc:pw@127.0.0.1:8080"),
+            "routes[0].upstream: a URL here carries no user name or password",
+            id="upstream-userinfo",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "http://127.0.0.1:8080/a b"),
+            "routes[0].upstream: a URL holds no spaces or control characters",
+            id="upstream-space",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "http://127.0.0.1:8080/a\\r\\nX: y"),
+            "routes[0].upstream: a URL holds no spaces or control characters",
+            id="upstream-crlf",
+        ),
+        pytest.param(
+            BASE.replace("http://127.0.0.1:8080", "http://127.0.0.1:8080#"),
+            "routes[0].upstream: an upstream URL has no query or fragment",
+            id="upstream-empty-fragment",
+        ),
+        pytest.param(
+            BASE + "    identity_headers: {Transfer-Encoding: email}\n",
+            "routes[0].identity_headers: 'Transfer-Encoding' is a header HTTP or the proxy itself sets",
+            id="identity-header-transfer-encoding",
+        ),
+        pytest.param(
+            BASE + "    identity_headers: {host: sub}\n",
+            "routes[0].identity_headers: 'host' is a header HTTP or the proxy itself sets",
+            id="identity-header-host",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {auth_prefix: //evil.example, ", 1),
+            "server.auth_prefix: auth_prefix is a path such as /oauth2",
+            id="auth-prefix-scheme-relative",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {auth_prefix: '/o?x', ", 1),
+            "server.auth_prefix: auth_prefix is a path such as /oauth2",
+            id="auth-prefix-query",
+        ),
+        pytest.param(
+            BASE.replace("server: {", "server: {auth_prefix: '/oauth 2', ", 1),
+            "server.auth_prefix: auth_prefix is a path such as /oauth2",
+            id="auth-prefix-space",
+        ),
+        pytest.param(
+            BASE.replace('session: {secrets: ["', 'session: {cookie: {domain: "example.com; Max-Age=9"}, secrets: ["'),
+            "session.cookie.domain: a domain name such as example.com",
+            id="cookie-domain-attribute-injection",
+        ),
+        pytest.param(
+            BASE.replace('session: {secrets: ["', 'session: {cookie: {domain: other.example}, secrets: ["'),
+            "session.cookie.domain: other.example does not cover app.example.com",
+            id="cookie-domain-not-covering-public-url",
+        ),
+        pytest.param(
+            BASE.replace(
+                'session: {secrets: ["',
+                'session: {store: redis, redis: {url: "redis://127.0.0.1:6379/0?foo=1"}, secrets: ["',
+            ),
+            "session.redis.url: the Redis URL option 'foo' is not one redis-py knows",
+            id="redis-url-unknown-option",
+        ),
+        pytest.param(
+            BASE.replace(
+                'session: {secrets: ["',
+                'session: {store: redis, redis: {url: "redis://127.0.0.1:6379/0?ssl_cert_reqs=none"}, secrets: ["',
+            ),
+            "session.redis.url: the Redis URL option 'ssl_cert_reqs' is not one redis-py knows",
+            id="redis-url-tls-option-without-tls",
+        ),
+        pytest.param(
+            BASE.replace(
+                'session: {secrets: ["',
+                'session: {store: redis, redis: {url: "redis://127.0.0.1:6379/abc"}, secrets: ["',
+            ),
+            "session.redis.url: the Redis URL's path is a database number",
+            id="redis-url-database-not-a-number",
         ),
     ],
 )
@@ -436,6 +538,45 @@ def test_environment_interpolation(value: str, env: dict[str, str], expected: st
     assert config.provider is not None and config.provider.client_id == expected + "x"
 
 
+def test_a_variable_is_replaced_anywhere_in_the_file_flow_collections_included() -> None:
+    # SPEC section 2's own example: secrets: [${AUTHPROXY_SESSION_SECRET}], unquoted
+    text = """
+server: {public_url: https://app.example.com, rate_limit: {auth_per_minute: ${RATE:-30}}}
+provider: {issuer: https://idp.example.com, client_id: app, client_secret: x}
+session:
+  secrets: [${AUTHPROXY_SESSION_SECRET}]   # a ${VARIABLE_IN_A_COMMENT} is not one
+routes:
+  - {name: app, match: {host: ${HOST}}, upstream: "http://127.0.0.1:8080"}
+"""
+    # the value is text, never YAML: "a, b: c" is one secret, not a list or a mapping
+    secret = "a, b: c # " + "s" * 32
+    config = parse_config(text, {"AUTHPROXY_SESSION_SECRET": secret, "HOST": "app.example.com"})
+    assert config.session.secrets == [secret]
+    assert config.routes[0].match.host == "app.example.com"
+    assert config.server.rate_limit.auth_per_minute == 30
+
+
+def test_a_variable_in_a_key_is_replaced_and_an_unset_one_named() -> None:
+    text = BASE.replace("client_secret: x", "client_secret: x, extra_authorize_params: {${PARAM}: login}")
+    config = parse_config(text, {"PARAM": "prompt"})
+    assert config.provider is not None and config.provider.extra_authorize_params == {"prompt": "login"}
+    problems = problems_of(text)
+    assert any("environment variable PARAM is not set" in p for p in problems), problems
+
+
+def test_a_yaml_error_is_placed_where_it_is_in_the_file_as_written() -> None:
+    text = "server: {public_url: ${URL}, listen: [}\n"
+    assert problems_of(text, {"URL": "https://app.example.com"})[0].startswith("line 1, column 39: not valid YAML")
+
+
+def test_a_file_that_is_not_utf_8_is_a_configuration_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "authproxy.yaml"
+    path.write_bytes(BASE.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.problems == [f"(file): {path} is not UTF-8 text (byte {len(BASE.encode()) + 5})"]
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -455,7 +596,8 @@ def test_a_reference_this_file_does_not_understand_is_an_error_not_a_literal_val
 
 def test_secret_files_replace_their_keys_without_trailing_newline(tmp_path: Path) -> None:
     (tmp_path / "client").write_text("from-file\n")
-    (tmp_path / "secrets").write_text(f"{'n' * 40}\n{'o' * 40}\n")
+    # a note on the rotation is no secret (and would otherwise be the one that signs)
+    (tmp_path / "secrets").write_text(f"# rotated on 2026-12-01: the new one first\n{'n' * 40}\n\n{'o' * 40}\n")
     text = BASE.replace("client_secret: x", f"client_secret_file: {tmp_path / 'client'}").replace(
         f'secrets: ["{SECRET}"]', f"secrets_file: {tmp_path / 'secrets'}"
     )

@@ -177,3 +177,29 @@ async def test_two_workers_share_the_port_and_stop_cleanly(run_proxy, slow_upstr
             pids |= {line.split('worker="')[1][0] for line in text.splitlines() if 'worker="' in line}
     assert pids == {"0", "1"}, "both workers should have answered on the shared port"
     assert proxy.terminate() == 0
+
+
+async def test_readiness_answers_with_a_reason_whatever_the_store_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a store that fails in a way of its own (not StoreError) is not ready: 503 with a reason, never a 500
+    from authproxy.app import build_services, readiness
+    from authproxy.config import parse_config
+    from authproxy.metrics import Metrics
+
+    config = parse_config(
+        """
+server: {public_url: "http://127.0.0.1:4180"}
+provider: {issuer: "http://127.0.0.1:9", client_id: app, client_secret: x}
+session: {secrets: ["ssssssssssssssssssssssssssssssss"], cookie: {secure: false}}
+routes: [{name: app, upstream: "http://127.0.0.1:9"}]
+""",
+        {},
+    )
+    services = build_services(config, Metrics())
+    assert services.store is not None
+
+    async def broken_ping() -> None:
+        raise TypeError("an option the client does not take")
+
+    monkeypatch.setattr(services.store, "ping", broken_ping)
+    ready, parts = await readiness(services)
+    assert not ready and parts["session_store"] == "error"
