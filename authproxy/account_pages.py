@@ -56,7 +56,7 @@ def forbidden_response(
         route=route,
         kind=refusal.kind if refusal else "unknown",
         reason=refusal.requirement if refusal else "refused",
-        client_ip=request.remote,
+        client_ip=pages.client_ip_of(request),
         request_id=pages.request_id_of(request),
     )
     requirement = refusal.requirement if refusal else "does not admit your account"

@@ -101,6 +101,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     peer_trusted = headers.peer_is_trusted(request.remote, services.config.server.trusted_proxies)
     request_id = headers.request_id(request.headers.get("X-Request-Id"), peer_trusted)
     request[REQUEST_ID] = request_id
+    if peer_trusted:
+        client_ip = headers.client_address(
+            request.remote, request.headers.getall("X-Forwarded-For", []), services.config.server.trusted_proxies
+        )
+        if client_ip is not None:
+            request[pages.CLIENT_IP] = client_ip
     status = 500
     task = asyncio.current_task()
     if task is not None:
@@ -158,7 +164,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             method=request.method,
             path=request.path,
             user=request.get(USER),
-            client_ip=request.remote,
+            client_ip=pages.client_ip_of(request),
         )
 
 

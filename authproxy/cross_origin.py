@@ -70,7 +70,7 @@ def refuse_cross_origin(request: web.Request, route: RouteConfig, verdict: Cross
         method=request.method,
         path=request.path,
         reason=verdict.reason,
-        client_ip=request.remote,
+        client_ip=pages.client_ip_of(request),
         request_id=pages.request_id_of(request),
     )
     return pages.error_response(
@@ -119,7 +119,7 @@ def forward_auth_refusal(request: web.Request, trusted_proxies: Sequence[IPNetwo
         method=request.headers.get("X-Forwarded-Method", request.method),
         path=request.path,
         reason=verdict.reason,
-        client_ip=request.remote,
+        client_ip=pages.client_ip_of(request),
         request_id=pages.request_id_of(request),
     )
     return web.json_response(

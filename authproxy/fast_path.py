@@ -539,6 +539,9 @@ class FastConnection(asyncio.Protocol):
                 self._peer = Peer(transport)
             request = make_request(head.method, path, query, fields, keep_alive=head.keep_alive, peer=self._peer)
             request[pages.REQUEST_ID] = request_id
+            client_ip = self._client_ip(head)
+            if client_ip is not None:
+                request[pages.CLIENT_IP] = client_ip
             try:
                 page = await handler(request)
             except web.HTTPException as e:
@@ -580,8 +583,15 @@ class FastConnection(asyncio.Protocol):
             method=head.method,
             path=path,
             user=user,
-            client_ip=self.peer_ip,
+            client_ip=self._client_ip(head),
         )
+
+    def _client_ip(self, head: RequestHead) -> str | None:
+        """The client's address: the peer's, or behind a trusted proxy what it forwarded."""
+        if not self.peer_trusted:
+            return self.peer_ip
+        forwarded = [value for name, value in head.fields if name.lower() == "x-forwarded-for"]
+        return headers.client_address(self.peer_ip, forwarded, self._services.config.server.trusted_proxies)
 
     def _same_upstream_head(self, made_of: _MadeOf) -> bool:
         """Whether the last upstream head was made of the same route, request and identity headers.

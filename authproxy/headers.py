@@ -176,6 +176,28 @@ def peer_is_trusted(peer_ip: str | None, trusted_proxies: Sequence[IPNetwork]) -
     return any(address in net for net in trusted_proxies)
 
 
+def client_address(
+    peer_ip: str | None, forwarded_for: Sequence[str], trusted_proxies: Sequence[IPNetwork]
+) -> str | None:
+    """The client's address: the peer's, or behind ``trusted_proxies`` the one the nearest of them
+    saw (the rightmost ``X-Forwarded-For`` entry that is not itself a trusted proxy).
+
+    Entries left of that one are the client's to write and never believed. A trusted proxy that
+    wrote no usable entry leaves the peer's address.
+    """
+    if not forwarded_for or not peer_is_trusted(peer_ip, trusted_proxies):
+        return peer_ip
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop.split("%", 1)[0])
+        except ValueError:
+            return peer_ip
+        if not peer_is_trusted(hop, trusted_proxies):
+            return hop
+    return hops[0] if hops else peer_ip
+
+
 def _first_token(value: str | None) -> str:
     if not value:
         return ""

@@ -48,6 +48,8 @@ from authproxy.errors import (
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 # the signed-in user (sub) of a request, for the access log
 USER: Final = web.RequestKey("user", str)
+# the client's address behind trusted proxies (see client_ip_of)
+CLIENT_IP: Final = web.RequestKey("client_ip", str)
 # set once a WebSocket's 101 has gone out: aiohttp may cancel the handler as the connection ends,
 # and the access log then shows the 101 the client got rather than a client abort (499)
 UPGRADED: Final = web.RequestKey("upgraded", bool)
@@ -217,6 +219,12 @@ def wants_html(request: web.BaseRequest) -> bool:
 
 # The name the gate uses; the same rule.
 is_browser_navigation = wants_html
+
+
+def client_ip_of(request: web.BaseRequest) -> str | None:
+    """The client's address (``headers.client_address``) as the app's middleware found it, else
+    the peer's: what rate limits count and logs name."""
+    return request.get(CLIENT_IP) or request.remote
 
 
 def request_id_of(request: web.BaseRequest) -> str:

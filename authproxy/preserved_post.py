@@ -234,7 +234,7 @@ class PostKeeper:
         app.router.add_get(self.prefix + "/resubmit", self.resubmit)
 
     def _cannot_keep(self, request: web.Request, status: int, why: str, route: RouteConfig) -> web.Response:
-        log_event("post_not_kept", route=route.name, reason=why, client_ip=request.remote)
+        log_event("post_not_kept", route=route.name, reason=why, client_ip=pages.client_ip_of(request))
         login = start_url(self.prefix, request.raw_path)
         return pages.error_response(
             request,
@@ -255,7 +255,11 @@ class PostKeeper:
         verdict = verdict_for(request, route)
         if not verdict.allowed:
             log_event(
-                "post_not_kept", logging.WARNING, route=route.name, reason=verdict.reason, client_ip=request.remote
+                "post_not_kept",
+                logging.WARNING,
+                route=route.name,
+                reason=verdict.reason,
+                client_ip=pages.client_ip_of(request),
             )
             return None  # the ordinary 401: a cross-site POST is never replayed
         if (
@@ -272,7 +276,13 @@ class PostKeeper:
         # sign-ins, never more (a client without a browser's headers is not refused by the guard)
         limited = await self.rate_limited(request)
         if limited is not None:
-            log_event("post_not_kept", logging.WARNING, route=route.name, reason="rate limit", client_ip=request.remote)
+            log_event(
+                "post_not_kept",
+                logging.WARNING,
+                route=route.name,
+                reason="rate limit",
+                client_ip=pages.client_ip_of(request),
+            )
             return limited
         body = await _read_limited(request, limit)
         if body is None:
@@ -288,7 +298,9 @@ class PostKeeper:
         ticket = new_ticket()
         await self.store.set(KEEP_KEY_PREFIX + store_key_for(ticket.id), seal_record(form.to_bytes(), ticket), KEEP_TTL)
         tag = secrets.token_hex(_TAG_BYTES)
-        log_event("post_kept", route=route.name, fields=len(fields), bytes=len(body), client_ip=request.remote)
+        log_event(
+            "post_kept", route=route.name, fields=len(fields), bytes=len(body), client_ip=pages.client_ip_of(request)
+        )
         response = pages.redirect(start_url(self.prefix, login_target_of(tag, self.prefix)), status=303)
         # host-only whatever session.cookie.domain says: a sibling host must not be able to plant
         # a kept form of its own for this browser to post as its user
@@ -328,7 +340,11 @@ class PostKeeper:
         # for the signed-in user to say it is theirs
         confirm = not form.from_ended_session
         log_event(
-            "post_resubmitted", user=record.sub, fields=len(form.fields), confirm=confirm, client_ip=request.remote
+            "post_resubmitted",
+            user=record.sub,
+            fields=len(form.fields),
+            confirm=confirm,
+            client_ip=pages.client_ip_of(request),
         )
         nonce = None if confirm else secrets.token_urlsafe(16)
         label = user_label(record.claims, record.sub) if confirm else None
@@ -341,7 +357,7 @@ class PostKeeper:
         return response
 
     def _gone(self, request: web.Request, why: str) -> web.Response:
-        log_event("post_not_resubmitted", reason=why, client_ip=request.remote)
+        log_event("post_not_resubmitted", reason=why, client_ip=pages.client_ip_of(request))
         return pages.error_response(
             request,
             410,

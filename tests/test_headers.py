@@ -13,6 +13,7 @@ from authproxy.headers import (
     DEFAULT_IDENTITY_HEADERS,
     HOP_BY_HOP,
     build_upstream_headers,
+    client_address,
     forwarded_headers,
     identity_header_values,
     original_host,
@@ -384,3 +385,23 @@ def test_a_forked_child_makes_request_ids_its_parent_never_made() -> None:
     parent = "".join(request_id(None, False) for _ in range(4))
     assert len(child) == len(parent) == 128
     assert child != parent
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        pytest.param("198.51.100.7", [], "198.51.100.7", id="direct-client"),
+        pytest.param("198.51.100.7", ["203.0.113.1"], "198.51.100.7", id="untrusted-peer-is-not-believed"),
+        pytest.param("10.0.0.2", [], "10.0.0.2", id="trusted-peer-without-the-field"),
+        pytest.param("10.0.0.2", ["203.0.113.1"], "203.0.113.1", id="one-trusted-proxy"),
+        pytest.param("10.0.0.2", ["203.0.113.1, 10.0.0.9"], "203.0.113.1", id="two-trusted-proxies"),
+        # the leftmost entries are the client's to write: only the one the nearest proxy saw counts
+        pytest.param("10.0.0.2", ["1.1.1.1, 203.0.113.1"], "203.0.113.1", id="client-written-entry-ignored"),
+        pytest.param("10.0.0.2", ["1.1.1.1", "203.0.113.1"], "203.0.113.1", id="two-fields"),
+        pytest.param("10.0.0.2", ["10.0.0.8, 10.0.0.9"], "10.0.0.8", id="only-trusted-hops"),
+        pytest.param("10.0.0.2", ["1.1.1.1, not-an-address"], "10.0.0.2", id="unusable-entry-keeps-the-peer"),
+        pytest.param("10.0.0.2", ["2001:db8::1"], "2001:db8::1", id="ipv6-client"),
+    ],
+)
+def test_client_address(peer: str, forwarded_for: list[str], client: str) -> None:
+    assert client_address(peer, forwarded_for, TEN) == client

@@ -75,6 +75,33 @@ def test_kept_forms_count_against_the_sign_in_budget_of_their_address(tmp_path: 
         asyncio.run(run())
 
 
+def test_behind_a_trusted_proxy_each_client_has_its_own_budget_and_loop_count(tmp_path: Path) -> None:
+    # the load balancer's address is every client's peer: counted by it, ten users of one browser
+    # build would lock everyone out of signing in
+    config = {"server": {"rate_limit": {"auth_per_minute": 5}, "trusted_proxies": ["127.0.0.0/8"]}}
+    with start_ops_stack(tmp_path, config=config) as stack:
+
+        async def starts(client: aiohttp.ClientSession, forwarded_for: str, count: int) -> list[int]:
+            statuses = []
+            for _ in range(count):
+                headers = {"X-Forwarded-For": forwarded_for, "User-Agent": "one browser build"}
+                async with client.get(
+                    stack.url + "/oauth2/start?rd=/", headers=headers, allow_redirects=False
+                ) as answer:
+                    statuses.append(answer.status)
+            return statuses
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as client:
+                for i in range(12):
+                    assert await starts(client, f"203.0.113.{i}", 1) == [302]
+                assert await starts(client, "198.51.100.1", 6) == [302] * 5 + [429]
+                # what a client writes left of the entry the proxy appended is not its address
+                assert await starts(client, "203.0.113.200, 198.51.100.1", 1) == [429]
+
+        asyncio.run(run())
+
+
 def test_the_rate_limit_is_shared_by_replicas_on_one_redis(tmp_path: Path, redis_url: str) -> None:
     config = {
         "server": {"rate_limit": {"auth_per_minute": 6}},

@@ -192,7 +192,7 @@ class LoginFlows:
     # ------------------------------------------------------------------ guards
 
     def rate_key(self, request: web.Request) -> str:
-        return RATE_KEY_PREFIX + hashlib.sha256((request.remote or "").encode()).hexdigest()[:32]
+        return RATE_KEY_PREFIX + hashlib.sha256((pages.client_ip_of(request) or "").encode()).hexdigest()[:32]
 
     async def rate_limited(self, request: web.Request) -> web.Response | None:
         return self.too_many(request, await self.store.increment(self.rate_key(request), RATE_WINDOW))
@@ -212,7 +212,8 @@ class LoginFlows:
         return response
 
     def loop_key(self, request: web.Request) -> str:
-        return LOOP_KEY_PREFIX + browser_fingerprint(request.remote or "", request.headers.get("User-Agent", ""))
+        client = pages.client_ip_of(request) or ""
+        return LOOP_KEY_PREFIX + browser_fingerprint(client, request.headers.get("User-Agent", ""))
 
     # ------------------------------------------------------------------ /start
 
@@ -230,7 +231,7 @@ class LoginFlows:
             count, starts = await self.store.increment_all_and_set(counters, new.key, new.sealed, FLOW_TTL)
         refused = self.too_many(request, count)
         if refused is None and starts > LOOP_LIMIT:
-            log_event("login_failed", reason="login loop", client_ip=request.remote)
+            log_event("login_failed", reason="login loop", client_ip=pages.client_ip_of(request))
             self.metrics.count_login("loop")
             refused = pages.login_loop_page(request, self.sessions.cookie_name_at(request.host))
         if refused is not None:
@@ -241,7 +242,9 @@ class LoginFlows:
             return self._send_to_provider(request, new.flow, new.ticket)
         if self.origins is not None:
             if not self.origins.can_sign_in(request.host):
-                log_event("login_failed", reason="sign-in on an unconfigured host", client_ip=request.remote)
+                log_event(
+                    "login_failed", reason="sign-in on an unconfigured host", client_ip=pages.client_ip_of(request)
+                )
                 self.metrics.count_login("unknown_host")
                 return pages.error_response(
                     request,
@@ -334,7 +337,7 @@ class LoginFlows:
         try:
             flow = open_flow(state, ticket, blob, self.clock())
         except FlowError as e:
-            log_event("login_failed", reason=e.reason, client_ip=request.remote)
+            log_event("login_failed", reason=e.reason, client_ip=pages.client_ip_of(request))
             self.metrics.count_login("bad_state")
             return pages.login_error_page(
                 request,
@@ -358,7 +361,7 @@ class LoginFlows:
             record = await self._complete_login(code, flow)
         except (TokenInvalid, TokenEndpointError) as e:
             reason = e.reason if isinstance(e, TokenInvalid) else f"token endpoint: {e.error}"
-            log_event("login_failed", reason=reason, client_ip=request.remote)
+            log_event("login_failed", reason=reason, client_ip=pages.client_ip_of(request))
             self.metrics.count_login("failed")
             return pages.login_error_page(
                 request,
@@ -368,7 +371,7 @@ class LoginFlows:
                 retry_url=self._start_url(flow.redirect),
             )
         except ProviderUnavailable:
-            log_event("login_failed", reason="provider unavailable", client_ip=request.remote)
+            log_event("login_failed", reason="provider unavailable", client_ip=pages.client_ip_of(request))
             self.metrics.count_login("provider_unavailable")
             return pages.login_error_page(
                 request,
@@ -384,7 +387,7 @@ class LoginFlows:
         # a finished sign-in clears the browser's loop counter in the same round trip
         _session, cookie_value = await self.sessions.create(record, forget=[self.loop_key(request)])
         request[pages.USER] = record.sub
-        log_event("login_ok", user=record.sub, client_ip=request.remote)
+        log_event("login_ok", user=record.sub, client_ip=pages.client_ip_of(request))
         self.metrics.count_login("ok")
         response = pages.redirect(flow.redirect)
         self.sessions.set_cookie(response, self.sessions.cookie_name, cookie_value, int(self.sessions.absolute_timeout))
@@ -408,7 +411,7 @@ class LoginFlows:
         with contextlib.suppress(FlowError):
             redirect = open_flow(state, ticket, blob, self.clock()).redirect
         safe_error = error if error.replace("_", "").isalnum() and len(error) < 64 else "error"
-        log_event("login_failed", reason=f"provider error: {safe_error}", client_ip=request.remote)
+        log_event("login_failed", reason=f"provider error: {safe_error}", client_ip=pages.client_ip_of(request))
         self.metrics.count_login("provider_error")
         status = 403 if safe_error == "access_denied" else 400
         message = (

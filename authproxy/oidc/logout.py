@@ -283,7 +283,7 @@ class Logouts:
                 "logout_failed",
                 logging.WARNING,
                 reason=f"session store: {type(e).__name__}",
-                client_ip=request.remote,
+                client_ip=pages.client_ip_of(request),
             )
             response = pages.error_response(
                 request,
@@ -304,7 +304,7 @@ class Logouts:
             id_token = record.id_token
             revoked = await self._revoke(record, metadata)
             self.metrics.count_logout("user")
-            log_event("logout", user=record.sub, revoked=revoked, client_ip=request.remote)
+            log_event("logout", user=record.sub, revoked=revoked, client_ip=pages.client_ip_of(request))
         location = sign_out_location(
             end_session_endpoint=metadata.end_session_endpoint if metadata is not None else None,
             client_id=self.client_id,
@@ -398,19 +398,25 @@ class Logouts:
             user=sub,
             scope="sid" if sid is not None else "sub",
             sessions_ended=ended,
-            client_ip=request.remote,
+            client_ip=pages.client_ip_of(request),
         )
         return web.Response(status=200, headers=_NO_STORE)
 
     def _refuse(self, request: web.Request, reason: str, *, user: str | None = None) -> web.Response:
         """Back-Channel Logout 1.0 section 2.8: 400 with an RFC 6749 section 5.2 style body."""
-        log_event("backchannel_logout_failed", logging.WARNING, reason=reason, user=user, client_ip=request.remote)
+        log_event(
+            "backchannel_logout_failed",
+            logging.WARNING,
+            reason=reason,
+            user=user,
+            client_ip=pages.client_ip_of(request),
+        )
         return web.json_response(
             {"error": "invalid_request", "error_description": reason}, status=400, headers=_NO_STORE
         )
 
     def _unavailable(self, request: web.Request, reason: str) -> web.Response:
-        log_event("backchannel_logout_failed", logging.WARNING, reason=reason, client_ip=request.remote)
+        log_event("backchannel_logout_failed", logging.WARNING, reason=reason, client_ip=pages.client_ip_of(request))
         return web.json_response(
             {"error": "temporarily_unavailable", "error_description": "the logout could not be processed now"},
             status=503,

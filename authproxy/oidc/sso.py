@@ -98,7 +98,7 @@ class SingleSignOn:
         origin = self.origins.configured_satellite(request.query.get("origin"))
         state = request.query.get("state")
         if origin is None:
-            log_event("sso_refused", reason="origin not in server.sso_origins", client_ip=request.remote)
+            log_event("sso_refused", reason="origin not in server.sso_origins", client_ip=pages.client_ip_of(request))
             self.metrics.count_login("sso_refused")
             return self._page(
                 request,
@@ -107,7 +107,7 @@ class SingleSignOn:
                 "The application that sent you here is not one authproxy signs in for.",
             )
         if state is None or not well_formed_state(state):
-            log_event("sso_refused", reason="malformed state", client_ip=request.remote)
+            log_event("sso_refused", reason="malformed state", client_ip=pages.client_ip_of(request))
             self.metrics.count_login("sso_refused")
             return self._page(request, 400, "Bad request", "The sign-in request is incomplete.")
         session = await self.sessions.load(
@@ -122,7 +122,7 @@ class SingleSignOn:
         code = new_ticket()
         grant = HandoffGrant(session.ticket, origin, state_digest(state), self.clock())
         await self.store.set(GRANT_KEY_PREFIX + store_key_for(code.id), seal_record(grant.to_bytes(), code), GRANT_TTL)
-        log_event("sso_handoff", user=session.record.sub, origin=origin, client_ip=request.remote)
+        log_event("sso_handoff", user=session.record.sub, origin=origin, client_ip=pages.client_ip_of(request))
         location = callback_url(origin, self.prefix, code=self.sessions.seal(code), state=state)
         response = pages.redirect(location)
         response.headers.update(_PRIVATE)
@@ -159,7 +159,7 @@ class SingleSignOn:
         await self.sessions.forget_link(request_cookie(request, name))
         await self.store.delete(self.flows.loop_key(request))
         request[pages.USER] = central.record.sub
-        log_event("sso_login_ok", user=central.record.sub, origin=origin, client_ip=request.remote)
+        log_event("sso_login_ok", user=central.record.sub, origin=origin, client_ip=pages.client_ip_of(request))
         self.metrics.count_login("sso_ok")
         response = pages.redirect(flow.redirect, status=303)
         response.headers.update(_PRIVATE)
@@ -185,7 +185,7 @@ class SingleSignOn:
         return open_record(blob, ticket) if blob is not None else None
 
     def _refuse(self, request: web.Request, reason: str, *, redirect: str = "/") -> web.Response:
-        log_event("login_failed", reason=f"sso handoff: {reason}", client_ip=request.remote)
+        log_event("login_failed", reason=f"sso handoff: {reason}", client_ip=pages.client_ip_of(request))
         self.metrics.count_login("sso_refused")
         response = pages.login_error_page(
             request,
