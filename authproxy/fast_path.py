@@ -96,6 +96,10 @@ LOG: Final = logging.getLogger("authproxy.fast_path")
 
 # bytes read ahead while a response is being written, before the connection stops reading
 MAX_READ_AHEAD: Final = 64 * 1024
+# How long a client may leave answers untaken before the next pipelined request is started,
+# when no route's timeout applies (nginx's send_timeout): answers are not piled up in memory for
+# a client that sends requests and does not read
+PIPELINE_DRAIN_TIMEOUT: Final = 60.0
 CLIENT_CLOSED: Final = 499
 _CRLFCRLF: Final = b"\r\n\r\n"
 # aiohttp answers "Expect: 100-continue" itself, and never forwards it
@@ -180,6 +184,8 @@ class FastConnection(asyncio.Protocol):
         self._reading = True
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
+        # how long the client may take to read the last answer (its route's timeout)
+        self._answer_timeout = PIPELINE_DRAIN_TIMEOUT
         self._closing = False
         self.busy = False
         # relaying an answer without a length (an event stream, a chunked or close-delimited body)
@@ -290,6 +296,11 @@ class FastConnection(asyncio.Protocol):
                 self.transport.abort()
             return
         self._buffer = self._buffer[len(raw) :]
+        if self._write_paused and keep_alive and not await self._drain(self._answer_timeout):
+            # the client sends requests and takes no answers: no more are made for it
+            if self.transport is not None:
+                self.transport.abort()
+            return
         self.busy = False
         self._handoffs_in_row = 0
         if self.transport is None or self.transport.is_closing():
@@ -456,6 +467,7 @@ class FastConnection(asyncio.Protocol):
     async def _serve(self, head: RequestHead) -> bool:
         """Answer one request; True when the connection may stay open. Raises _HandOff."""
         plan = self._plan(head)
+        self._answer_timeout = plan[0].timeout if plan is not None else PIPELINE_DRAIN_TIMEOUT
         if plan is None:
             # not a plain request on a route: a sign-in endpoint is served here, the rest is aiohttp's
             endpoint = endpoint_of(head.method, head.target, self._site.endpoints) if head.version == "1.1" else None

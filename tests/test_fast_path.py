@@ -804,6 +804,23 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_route_timeout(
     assert logged["path"] == "/big" and logged["status"] == 499
 
 
+async def test_pipelined_answers_a_client_does_not_take_are_not_piled_up(proxy: ProxyProcess) -> None:
+    # 4,000 pipelined requests for 8 KiB each, none of the answers read: each one is written
+    # whole, so only the wait between requests stops 32 MiB gathering in the proxy's memory
+    before = proxy.rss()
+    async with connect(proxy.url) as connection:
+        await connection.send(get("/big?kb=8") * 4000)
+        await asyncio.sleep(3)
+        grown = proxy.rss() - before
+        # the route's timeout (1 s) after the client stopped taking answers, it was cut off
+        received = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := await asyncio.wait_for(connection.reader.read(MIB), 5):
+                received += len(chunk)
+    assert grown < 16 * MIB, f"the proxy's memory grew by {grown / MIB:.0f} MiB"
+    assert received < 4000 * 8 * 1024
+
+
 async def test_a_slow_client_that_keeps_reading_gets_its_whole_download(proxy: ProxyProcess) -> None:
     # the route's timeout bounds each wait for the client to take more, not the whole download:
     # 48 MiB (more than the kernel's socket buffers hold) taken a little at a time with pauses

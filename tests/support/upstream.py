@@ -122,7 +122,8 @@ class Upstream:
         )
 
     async def big(self, request: web.Request) -> web.StreamResponse:
-        total = int(request.query.get("mb", "1")) * MIB
+        # ?kb= for answers that fit in one read of the proxy's (pipelined requests of many of them)
+        total = int(request.query["kb"]) * 1024 if "kb" in request.query else int(request.query.get("mb", "1")) * MIB
         reset_after = int(request.query.get("reset_after", "-1"))
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         if request.query.get("chunked") != "1":
