@@ -33,6 +33,7 @@ the I/O.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
@@ -284,7 +285,12 @@ class PostKeeper:
                 client_ip=pages.client_ip_of(request),
             )
             return limited
-        body = await _read_limited(request, limit)
+        try:
+            # a body that stops coming holds the connection no longer than the route's timeout
+            async with asyncio.timeout(route.timeout):
+                body = await _read_limited(request, limit)
+        except TimeoutError:
+            return self._cannot_keep(request, 408, "it did not arrive in time", route)
         if body is None:
             return self._cannot_keep(request, 413, f"it is larger than {limit} bytes", route)
         if has_too_many_fields(body):

@@ -8,6 +8,7 @@ the value that went in.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from html.parser import HTMLParser
 from typing import Final
@@ -289,3 +290,29 @@ async def test_a_kept_form_older_than_a_login_flow_is_not_posted_back(aiohttp_cl
     clock.now += KEEP_TTL + 1
     async with client.get(rd, headers={"Accept": HTML, "Cookie": cookies}, allow_redirects=False) as page:
         assert page.status == 410 and 'value="hello"' not in await page.text()
+
+
+async def test_a_form_whose_body_stops_coming_is_refused_after_the_route_timeout(aiohttp_client: AiohttpClient) -> None:
+    sessions = SessionManager(
+        MemoryStore(), secrets=["s" * 40], cookie=CookieConfig(secure=False), idle_timeout=60, absolute_timeout=600
+    )
+    keeper = PostKeeper(sessions, "/oauth2", never_limited)
+    route = keeping_route(timeout="1s")
+
+    async def gate(request: web.Request) -> web.StreamResponse:
+        return await keeper.keep(request, route) or web.Response(status=401)
+
+    app = web.Application()
+    app.router.add_post("/orders", gate)
+    client = await aiohttp_client(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(
+            b"POST /orders HTTP/1.1\r\nHost: app.example.com\r\nAccept: text/html\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nitem=1"
+        )
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+        assert status_line.split()[1] == b"408"
+    finally:
+        writer.close()

@@ -18,6 +18,7 @@ import gzip
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -107,7 +108,7 @@ def stack(fault_provider: FaultProviderServer, tmp_path_factory: pytest.TempPath
     target = f"http://127.0.0.1:{upstream.server_address[1]}"
     port = free_port()
     config = {
-        "server": {"listen": f"127.0.0.1:{port}", "public_url": "http://private.test"},
+        "server": {"listen": f"127.0.0.1:{port}", "public_url": "http://private.test", "client_header_timeout": "1s"},
         "provider": {"issuer": fault_provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
         "session": {"secrets": [SECRET], "cookie": {"secure": False}},
         "routes": [
@@ -214,3 +215,19 @@ def test_a_host_field_that_is_not_a_host_is_refused(stack: Stack, path: str) -> 
     answer = exchange(stack.proxy, f"GET {path} HTTP/1.1\r\nHost: a b@c/d\r\nConnection: close\r\n\r\n".encode())
     assert statuses(answer) == [400]
     assert stack.upstream.requests() == []
+
+
+@pytest.mark.parametrize(("path", "status"), [("/oauth2/backchannel_logout", 400), ("/oauth2/sign_out", 302)])
+def test_a_form_that_never_arrives_holds_an_endpoint_no_longer_than_the_header_timeout(
+    stack: Stack, path: str, status: int
+) -> None:
+    # a body announced and never sent would otherwise hold the connection, and a file
+    # descriptor, for good: enough of them and the proxy accepts no one
+    with socket.create_connection(("127.0.0.1", stack.proxy.port), timeout=10) as connection:
+        connection.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: private.test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: 1000\r\n\r\nlogout_token=".encode()
+        )
+        started = time.monotonic()
+        answer = connection.recv(65536)
+        assert statuses(answer) == [status] and time.monotonic() - started < 5

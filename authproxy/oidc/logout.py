@@ -61,6 +61,7 @@ Logs carry the event, the user (``sub``), counts and reasons; never a token, coo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -194,15 +195,18 @@ def replay_ttl(claims: Mapping[str, Any], now: float, skew: float) -> float:
     return min(MAX_REPLAY_TTL, max(MIN_REPLAY_TTL, until - now))
 
 
-async def form_value(request: web.Request, name: str) -> str | None:
+async def form_value(request: web.Request, name: str, within: float) -> str | None:
     """The form field ``name`` of a POST body; None when absent, not text, or the body is not a form.
 
     A body aiohttp cannot read as a form (a multipart body without its boundary, a charset
-    nobody knows, a malformed part) is treated as one without the field, never as a 500.
+    nobody knows, a malformed part) is treated as one without the field, never as a 500; so is
+    one that has not all arrived ``within`` seconds: a body that never comes holds no connection
+    (and no file descriptor) for good.
     """
     try:
-        value = (await request.post()).get(name)
-    except (ValueError, LookupError, HttpProcessingError):
+        async with asyncio.timeout(within):
+            value = (await request.post()).get(name)
+    except (ValueError, LookupError, HttpProcessingError, TimeoutError):
         return None
     return value if isinstance(value, str) else None
 
@@ -240,6 +244,8 @@ class Logouts:
         self.post_logout_redirect_uri = config.provider.post_logout_redirect_uri
         self.clock_skew = config.provider.clock_skew
         self.lock_wait = config.provider.timeout + LOGOUT_LOCK_GRACE
+        # a form of these endpoints is a few hundred bytes: it comes with its head or not at all
+        self.body_timeout = config.server.client_header_timeout
 
     def add_routes(self, app: web.Application) -> None:
         # every method is taken here: a method aiohttp found no handler for would otherwise fall
@@ -272,7 +278,7 @@ class Logouts:
         rd = request.query.get("rd")
         if rd is None and request.method == "POST":
             # an unreadable body still signs out: only the destination is lost
-            rd = await form_value(request, "rd")
+            rd = await form_value(request, "rd", self.body_timeout)
         try:
             session = await self._delete_session(
                 request_cookie(request, self.sessions.cookie_name_at(request.host)), request.host
@@ -364,7 +370,7 @@ class Logouts:
     # ------------------------------------------------------------------ /backchannel_logout
 
     async def backchannel_logout(self, request: web.Request) -> web.StreamResponse:
-        raw = await form_value(request, "logout_token")
+        raw = await form_value(request, "logout_token", self.body_timeout)
         if not raw:
             return self._refuse(request, "logout_token missing")
         try:
