@@ -23,7 +23,7 @@ from authproxy.cross_origin import cross_origin_refusal
 from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
 from authproxy.factories import create_provider_client, read_private_key
 from authproxy.forward_auth import IdentityEndpoints
-from authproxy.gate import Gate, Identity
+from authproxy.gate import Gate, Identity, bearer_token
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.logs import LOG, log_access
 from authproxy.metrics import Metrics
@@ -34,7 +34,7 @@ from authproxy.oidc.sso import SingleSignOn
 from authproxy.oidc.tokens import TokenSet
 from authproxy.origins import Origins
 from authproxy.preserved_post import PostKeeper
-from authproxy.proxy import Forwarder, another_route_once_normalised, has_dot_segments
+from authproxy.proxy import Forwarder, SessionCheck, another_route_once_normalised, has_dot_segments
 from authproxy.routing import RouteTable, is_valid_host, target_host_disagrees
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.factory import create_cache, create_publisher, create_store
@@ -234,13 +234,24 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     added: dict[str, str] = {}
-    if route.auth != "none" and services.gate is not None:
-        outcome = await services.gate.check(request, route)
+    still_signed_in: SessionCheck | None = None
+    gate = services.gate
+    if route.auth != "none" and gate is not None:
+        outcome = await gate.check(request, route)
         if isinstance(outcome, web.StreamResponse):
             return outcome
         if outcome is not None:
             request[USER] = outcome.sub
             added = upstream_identity_headers(route, outcome, services.signer)
+            if not (route.bearer_tokens and bearer_token(request) is not None):
+
+                async def still_signed_in() -> bool:
+                    # a WebSocket's session, looked up again while it is open; an outage ends it
+                    try:
+                        return await gate.session_of(request) is not None
+                    except AuthproxyError:
+                        return False
+
     return await services.forwarder.forward(
         request,
         route,
@@ -248,6 +259,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         add_headers=added,
         strip_names=services.strip_by_route[route.name],
         strip_cookies=services.session_cookie_names,
+        still_signed_in=still_signed_in,
     )
 
 

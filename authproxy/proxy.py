@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Final, NoReturn, Protocol
@@ -63,6 +63,10 @@ LOG: Final = logging.getLogger("authproxy.proxy")
 MAX_HEADER_LINE: Final = MAX_LINE
 MAX_WS_MESSAGE: Final = 16 * 1024 * 1024
 WS_CLOSE_TIMEOUT: Final = 10.0
+# how often an open WebSocket's session is looked up again: a sign-out, back-channel logout or
+# expiry closes the socket within this time (code 1008), as it refuses the session's requests
+WS_SESSION_CHECK_INTERVAL: Final = 10.0
+SessionCheck = Callable[[], Awaitable[bool]]
 # The client must not get headers it did not send: no default User-Agent, Accept, Content-Type.
 _SKIP_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # aiohttp answers "Expect: 100-continue" itself before the handler runs; forwarding it would
@@ -312,8 +316,12 @@ class Forwarder:
         add_headers: Mapping[str, str] = _NO_HEADERS,
         strip_names: frozenset[str] = frozenset(),
         strip_cookies: frozenset[str] = frozenset(),
+        still_signed_in: SessionCheck | None = None,
     ) -> web.StreamResponse:
         """Forward ``request`` to ``route``'s upstream and stream the answer back.
+
+        ``still_signed_in`` (for a request signed in by its session) is asked every
+        ``WS_SESSION_CHECK_INTERVAL`` while a WebSocket is open; False closes it.
 
         ``add_headers`` (identity headers, already safe) replace any client copies;
         ``strip_names`` are the lower-case header names the proxy could set for this route
@@ -357,7 +365,9 @@ class Forwarder:
             drop=_WS_DROP if websocket else _HTTP_DROP,
         )
         if websocket:
-            return await self._forward_websocket(request, route, target, path_qs, upstream_headers, request_id)
+            return await self._forward_websocket(
+                request, route, target, path_qs, upstream_headers, request_id, still_signed_in
+            )
         return await self._forward_http(request, route, target, path_qs, upstream_headers, request_id)
 
     async def open_plain(
@@ -524,6 +534,7 @@ class Forwarder:
         path_qs: str,
         upstream_headers: CIMultiDict[str],
         request_id: str,
+        still_signed_in: SessionCheck | None,
     ) -> web.StreamResponse:
         if not web.WebSocketResponse().can_prepare(request).ok:
             # no Sec-WebSocket-Key, an unknown version: refused before the upstream is dialled
@@ -573,7 +584,7 @@ class Forwarder:
         try:
             await client_ws.prepare(request)
             request[pages.UPGRADED] = True
-            await _relay(client_ws, upstream_ws)
+            await _relay(client_ws, upstream_ws, still_signed_in, request_id=request_id)
         except ConnectionError:
             LOG.debug("client went away during the WebSocket handshake", extra={"fields": {"request_id": request_id}})
         finally:
@@ -637,15 +648,50 @@ async def _pipe(source: WebSocketLike, sink: WebSocketLike, abnormal: int) -> No
             return
 
 
-async def _relay(client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWebSocketResponse) -> None:
-    """Pump both directions until either side closes, then make sure both are closed."""
-    tasks = (
+async def _watch_session(still_signed_in: SessionCheck) -> None:
+    """Return once the session is gone (looked up every ``WS_SESSION_CHECK_INTERVAL``)."""
+    while True:
+        await asyncio.sleep(WS_SESSION_CHECK_INTERVAL)
+        try:
+            if not await still_signed_in():
+                return
+        except Exception:  # never taken as "still signed in"
+            LOG.exception("WebSocket session check failed")
+            return
+
+
+async def _relay(
+    client_ws: web.WebSocketResponse,
+    upstream_ws: aiohttp.ClientWebSocketResponse,
+    still_signed_in: SessionCheck | None = None,
+    *,
+    request_id: str = "",
+) -> bool:
+    """Pump both directions until either side closes, or the session ends (then True), and
+    make sure both are closed."""
+    tasks = [
         asyncio.create_task(_pipe(client_ws, upstream_ws, int(WSCloseCode.GOING_AWAY))),
         asyncio.create_task(_pipe(upstream_ws, client_ws, int(WSCloseCode.BAD_GATEWAY))),
-    )
+    ]
+    watcher = asyncio.create_task(_watch_session(still_signed_in)) if still_signed_in is not None else None
+    ended = False
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*tasks, *([watcher] if watcher else [])], return_when=asyncio.FIRST_COMPLETED)
+        if watcher is not None and watcher.done() and not any(task.done() for task in tasks):
+            # signed out, logged out by the provider, expired: the socket goes as its requests would
+            # (the pipes stop first: a socket is received from by one task at a time)
+            ended = True
+            LOG.info("WebSocket closed: its session ended", extra={"fields": {"request_id": request_id}})
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await _close_within(client_ws, code=int(WSCloseCode.POLICY_VIOLATION), message=b"session ended")
+            await _close_within(upstream_ws, code=int(WSCloseCode.GOING_AWAY))
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
         for task in tasks:
             if not task.done():
                 task.cancel()
@@ -654,3 +700,4 @@ async def _relay(client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWe
             if isinstance(result, Exception) and not isinstance(result, ConnectionError | aiohttp.ClientError):
                 LOG.warning("WebSocket relay failed", extra={"fields": {"error": _describe(result)}})
         await _close_within(client_ws)
+    return ended

@@ -1,0 +1,102 @@
+"""An open WebSocket ends with its session (SPEC section 5: a session that ended is no session).
+
+A sign-out, a back-channel logout or the session's expiry refuses the session's next request;
+a WebSocket opened with it is looked up again while it stays open and closed with code 1008
+once the session is gone. In process: the app with the memory store, the fault provider on
+127.0.0.2 (discovery only), the test upstream's ``/ws`` echo, and a session made directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import pytest
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from authproxy import proxy
+from authproxy.app import SERVICES, Services, create_app
+from authproxy.config import parse_config
+from authproxy.errors import ProviderUnavailable
+from authproxy.metrics import Metrics
+from authproxy.sessions.record import SessionRecord
+from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, FaultProviderServer
+from tests.support.upstream import Upstream, upstream_fixture  # noqa: F401
+
+SECRET = "w" * 32
+COOKIE = "authproxy_session"
+
+
+async def _client(
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient, upstream: Upstream
+) -> TestClient[web.Request, web.Application]:
+    config = parse_config(
+        f"""
+server: {{public_url: "http://127.0.0.1:4180"}}
+provider: {{issuer: "{fault_provider.issuer}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}
+session: {{secrets: ["{SECRET}"], cookie: {{secure: false}}}}
+routes:
+  - {{name: app, upstream: "{upstream.url}"}}
+""",
+        {},
+    )
+    app, services = create_app(config, Metrics())
+    client = await aiohttp_client(app)
+    for _ in range(100):  # discovery runs in the background from startup
+        with contextlib.suppress(ProviderUnavailable):
+            assert services.provider is not None
+            services.provider.metadata  # noqa: B018 - raises until discovery has succeeded
+            return client
+        await asyncio.sleep(0.05)
+    raise AssertionError("the provider's discovery did not succeed")
+
+
+async def _signed_in(services: Services) -> str:
+    now = time.time()
+    record = SessionRecord(
+        sub="alice",
+        claims={"sub": "alice"},
+        access_token="at",
+        access_expires_at=now + 3600,
+        created_at=now,
+        last_seen_at=now,
+        absolute_expires_at=now + 86400,
+    )
+    _, cookie = await services.sessions.create(record)
+    return cookie
+
+
+@pytest.fixture(autouse=True)
+def quick_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proxy, "WS_SESSION_CHECK_INTERVAL", 0.2)
+
+
+async def test_a_websocket_closes_once_its_session_has_ended(
+    fault_provider: FaultProviderServer,
+    aiohttp_client: AiohttpClient,
+    upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="authproxy")
+    client = await _client(fault_provider, aiohttp_client, upstream)
+    services = client.app[SERVICES]
+    cookie = await _signed_in(services)
+    async with client.ws_connect("/ws", headers={"Cookie": f"{COOKIE}={cookie}"}) as ws:
+        assert (await ws.receive(timeout=5)).data == "hello -"
+        await asyncio.sleep(0.5)  # looked up again meanwhile: still signed in
+        await ws.send_str("still here")
+        assert (await ws.receive(timeout=5)).data == "echo:still here"
+        # what sign-out and back-channel logout do to the session
+        assert await services.sessions.end_sessions(sub="alice") == 1
+        closing = await ws.receive(timeout=5)
+        assert closing.type is WSMsgType.CLOSE and closing.data == WSCloseCode.POLICY_VIOLATION
+        assert closing.extra == "session ended"
+    for _ in range(50):
+        if "WebSocket closed: its session ended" in caplog.text:
+            break
+        await asyncio.sleep(0.1)
+    assert "WebSocket closed: its session ended" in caplog.text
