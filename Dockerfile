@@ -9,14 +9,14 @@
 # In the mounted authproxy.yaml: `listen: 0.0.0.0:4180` and `admin_listen: 0.0.0.0:9180` (reachable
 # from outside the container), `client_secret_file: /run/secrets/authproxy/client_secret` and
 # `secrets_file: /run/secrets/authproxy/session_secrets` instead of the secrets themselves.
-FROM python:3.11-slim AS build
+FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY authproxy ./authproxy
 RUN pip install --no-cache-dir --prefix=/install .
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     AUTHPROXY_CONFIG=/etc/authproxy/authproxy.yaml \

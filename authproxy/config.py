@@ -616,6 +616,21 @@ class Config(_Strict):
         return self.provider is not None
 
 
+# what the example Secret (deploy/kubernetes/secret.yaml) holds until real values replace it
+_PLACEHOLDER: Final = "REPLACE-with"
+
+
+def _placeholders(config: Config) -> list[str]:
+    """Secrets still holding the example Secret's placeholders: applied unchanged, they would sign
+    sessions with a published value and guard Redis with a published password."""
+    found = [f"session.secrets[{i}]" for i, secret in enumerate(config.session.secrets) if _PLACEHOLDER in secret]
+    if config.provider is not None and _PLACEHOLDER in (config.provider.client_secret or ""):
+        found.append("provider.client_secret")
+    if _PLACEHOLDER in config.session.redis.url:
+        found.append("session.redis.url")
+    return [f"{where}: still the example's placeholder ({_PLACEHOLDER}...); put the real value in" for where in found]
+
+
 def _cross_checks(config: Config) -> list[str]:
     """Rules that span sections; each problem names the YAML path it is about."""
     problems: list[str] = []
@@ -641,6 +656,7 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"{where}.auth: a public route (auth: none) cannot have allow rules or pass tokens")
         if route.preserve_post and route.auth != "required":
             problems.append(f"{where}.preserve_post: only an auth: required route sends browsers to a login")
+    problems += _placeholders(config)
     domain, public_url = config.session.cookie.domain, config.server.public_url
     if domain is not None and public_url is not None:
         host = origin_host(public_url.lower())

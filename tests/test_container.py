@@ -2,7 +2,7 @@
 file and secrets from mounted files.
 
 The Dockerfile is read on every run. Building and running the image needs a container engine
-(Docker or Podman) that answers and can get the ``python:3.11-slim`` base image; where there is
+(Docker or Podman) that answers and can get the ``python:3.11-slim-bookworm`` base image; where there is
 none, that test is skipped and says why (a skip is never a pass).
 """
 
@@ -26,7 +26,7 @@ from tests.support.net import free_port
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
-BASE_IMAGE = "python:3.11-slim"
+BASE_IMAGE = "python:3.11-slim-bookworm"
 
 
 def instructions(stage: str = "final") -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import subprocess
@@ -42,6 +43,7 @@ from pydantic.fields import FieldInfo
 
 from authproxy import cli
 from authproxy.config import SECRET_FILE_KEYS, Config, interpolate_env, parse_config, parse_duration
+from authproxy.errors import ConfigError
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 CONFIGURATION_MD: Final = ROOT / "docs" / "configuration.md"
@@ -110,7 +112,9 @@ KEYS: Final[dict[str, Key]] = {
     ),
     "server.trusted_proxies": Key(
         "Peers (load balancers, ingress controllers) whose `X-Forwarded-*` headers are believed. Anyone else's "
-        "are replaced. Empty: nobody's.",
+        "are replaced. Empty: nobody's. Behind them, the client's address (for the sign-in rate limit, the login "
+        "loop guard and the logs' `client_ip`) is the rightmost `X-Forwarded-For` entry that is not itself a "
+        "trusted proxy.",
         "[10.0.0.0/8, 192.168.1.10]",
     ),
     "server.tls": Key(
@@ -349,10 +353,14 @@ fetches the provider's discovery document and pings the session store.
   variable without a default is an error that names it; as in the shell, the default also
   stands in for a variable set but empty. Any other `${` (`${VAR-x}`, `${VAR:?x}`, a nested or
   unclosed reference) is an error too, never kept as text; write `$${` for a literal `${`.
+  References work in keys and inside YAML's flow collections (`secrets: [${SECRET}]`,
+  `match: {host: ${HOST}}`) without quoting, and a value is always text, never read as YAML
+  (`a, b: c` stays one string). References in comments are ignored.
 - **Secrets from files**: `provider.client_secret`, `session.secrets` and `session.redis.url`
   may instead be given as `client_secret_file`, `secrets_file` (one secret per line) and
   `url_file`: the path of a file holding the value, as Kubernetes mounts Secrets. A trailing
-  newline is never part of the value.
+  newline is never part of the value. In `secrets_file`, blank lines and lines starting with `#`
+  are skipped.
 - **Durations** are strings with a unit: `500ms`, `90s`, `5m`, `8h`, `7d`. A bare number such as
   `90` is refused (seconds or minutes?), and so is anything longer than `36500d` (100 years).
 - **Unknown keys are errors**, so a typo cannot silently switch a protection off; the message
@@ -361,6 +369,17 @@ fetches the provider's discovery document and pings the session store.
   YAML parsers keep the last and drop the first without a word, so a second `session:` section
   would discard the first one's settings. A key beside a merge (`<<: *defaults`) still overrides
   the merged one.
+- **URLs** (`public_url`, `provider.issuer`, `post_logout_redirect_uri`, upstreams) carry no
+  user name or password (none would be sent, and `check` prints some of them) and no spaces or
+  control characters; `public_url`, the issuer and upstreams not even an empty `?` or `#`.
+  `auth_prefix` is one or more path segments of letters, digits and `-._~`. `session.cookie.domain`
+  is a domain name that covers `public_url`'s host. A Redis URL's path is a database number and
+  its query only options redis-py reads (`ssl_*` ones on `rediss://`). `identity_headers` may not
+  use names HTTP or the proxy itself sets (`Host`, `Content-Length`, `Transfer-Encoding`,
+  `Cookie`, `Authorization`, `X-Forwarded-For`/`-Proto`/`-Host`, `X-Request-Id`, hop-by-hop fields).
+- Secrets still holding the `REPLACE-with-...` placeholders of `deploy/kubernetes/secret.yaml`
+  are refused.
+- A file that is not UTF-8, or whose YAML aliases expand to more than 100,000 values, is refused.
 - Every problem is reported at once; nothing is served until the file is valid.
 
 A complete, commented example is [`config/authproxy.example.yaml`](../config/authproxy.example.yaml).
@@ -806,8 +825,18 @@ def test_the_validator_rejects_a_broken_manifest(manifests: Manifests, breakage:
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def pod_view(manifests: Manifests, root: Path) -> tuple[Path, dict[str, str]]:
-    """Write the authproxy container's mounted files under ``root``; its config path and env."""
+_PLACEHOLDER: Final = re.compile(r"REPLACE-with-[A-Za-z0-9-]+")
+
+
+def filled_in(text: str) -> str:
+    """``text`` with each placeholder of the example Secret replaced, the same one alike."""
+    return _PLACEHOLDER.sub(lambda m: "filled-" + hashlib.sha256(m.group(0).encode()).hexdigest()[:40], text)
+
+
+def pod_view(manifests: Manifests, root: Path, *, filled: bool = True) -> tuple[Path, dict[str, str]]:
+    """Write the authproxy container's mounted files under ``root``; its config path and env.
+
+    ``filled``: the Secret's placeholders replaced by values, as after ``kubectl create secret``."""
     deployment, container = authproxy_pod(manifests)
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     mounts = {}
@@ -815,7 +844,7 @@ def pod_view(manifests: Manifests, root: Path) -> tuple[Path, dict[str, str]]:
         target = root / mount["mountPath"].lstrip("/")
         for relative, content in manifests.volume_files(volumes[mount["name"]]).items():
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            (target / relative).write_text(content)
+            (target / relative).write_text(filled_in(content) if filled else content)
         mounts[mount["mountPath"]] = str(target)
     env = {}
     for variable in container.get("env", []):
@@ -823,7 +852,8 @@ def pod_view(manifests: Manifests, root: Path) -> tuple[Path, dict[str, str]]:
             env[variable["name"]] = variable["value"]
         else:
             ref = variable["valueFrom"]["secretKeyRef"]
-            env[variable["name"]] = manifests.secret_data(ref["name"])[ref["key"]]
+            value = manifests.secret_data(ref["name"])[ref["key"]]
+            env[variable["name"]] = filled_in(value) if filled else value
     config_path = Path(env.get("AUTHPROXY_CONFIG", "/etc/authproxy/authproxy.yaml"))
     local = root / config_path.relative_to("/")
     text = local.read_text()
@@ -863,10 +893,14 @@ def test_the_pod_the_service_the_probes_and_the_config_agree(manifests: Manifest
     service = manifests.get("Service", "legacy-app")
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["proxy"]
-    # the upstream is the app container over the pod's loopback
+    # the upstream is the app container over the pod's loopback, where it alone listens: it
+    # declares no port, and its configuration listens on 127.0.0.1 only
     app = next(c for c in pod["spec"]["containers"] if c["name"] != "authproxy")
+    assert "ports" not in app
+    standin = manifests.get("ConfigMap", "legacy-app-standin")["data"]["default.conf"]
     upstream = urlsplit(config.routes[0].upstream)
-    assert (upstream.hostname, upstream.port) == ("127.0.0.1", container_port(app, "app"))
+    assert re.findall(r"listen\s+([^;]+);", standin) == [f"127.0.0.1:{upstream.port}"]
+    assert upstream.hostname == "127.0.0.1"
     # SIGTERM: authproxy finishes in-flight requests before Kubernetes kills it
     assert pod["spec"]["terminationGracePeriodSeconds"] > config.server.shutdown_timeout
     assert container["securityContext"]["runAsUser"] == 10001, "the Dockerfile's non-root user"
@@ -882,6 +916,19 @@ def test_the_network_policy_admits_the_proxy_and_admin_ports_only(manifests: Man
     )
     ports = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
     assert ports == {container_port(container, "proxy"), container_port(container, "admin")}
+    # each from its own peers: the ingress controller's namespace may claim X-Forwarded-For
+    # (trusted_proxies), no other pod may reach the proxy port to do so
+    assert all(rule.get("from") for rule in policy["spec"]["ingress"])
+
+
+def test_the_example_secret_as_shipped_is_refused(manifests: Manifests, tmp_path: Path) -> None:
+    # applied unchanged, its placeholders would be the session secret and a public Redis password
+    config_path, env = pod_view(manifests, tmp_path, filled=False)
+    with pytest.raises(ConfigError) as info:
+        parse_config(config_path.read_text(), env)
+    problems = info.value.problems
+    for where in ("provider.client_secret", "session.secrets[0]", "session.redis.url"):
+        assert any(p.startswith(where + ": ") and "placeholder" in p for p in problems), problems
 
 
 def test_redis_url_password_and_service_agree(manifests: Manifests, tmp_path: Path) -> None:
@@ -894,7 +941,7 @@ def test_redis_url_password_and_service_agree(manifests: Manifests, tmp_path: Pa
     assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
     redis_container = redis["spec"]["template"]["spec"]["containers"][0]
     password_ref = next(e for e in redis_container["env"] if e["name"] == "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]
-    assert url.password == manifests.secret_data(password_ref["name"])[password_ref["key"]]
+    assert url.password == filled_in(manifests.secret_data(password_ref["name"])[password_ref["key"]])
     assert "$(REDIS_PASSWORD)" in redis_container["args"]
 
 
