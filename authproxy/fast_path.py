@@ -87,7 +87,7 @@ from authproxy.handback import GiveBack, ReturningRequestHandler
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
 from authproxy.policy import Policy
-from authproxy.proxy import another_route_once_normalised
+from authproxy.proxy import another_route_once_normalised, upstream_answer_fields
 from authproxy.routing import is_valid_host
 from authproxy.sessions.record import SessionRecord
 from authproxy.upstream_http import HeadTemplate, UpstreamHTTPError, UpstreamResponse
@@ -634,8 +634,9 @@ class FastConnection(asyncio.Protocol):
             if last is not None and last[0] == answer_of:
                 start, chunked = last[1], last[2]
             else:
+                fields = upstream_answer_fields(upstream, self._services.session_cookie_names, route.name, request_id)
                 start, chunked = answer_head(
-                    head.method, upstream.status, upstream.reason, upstream.headers, keep_alive=keep_alive, date=date
+                    head.method, upstream.status, upstream.reason, fields, keep_alive=keep_alive, date=date
                 )
                 self._last_answer = (answer_of, start, chunked)
             transport = self.transport

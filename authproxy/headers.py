@@ -121,6 +121,23 @@ def strip_hop_by_hop(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return CIMultiDict([(name, value) for name, value in headers.items() if name.lower() not in drop])
 
 
+def without_own_cookies(headers: CIMultiDict[str], names: frozenset[str]) -> CIMultiDict[str] | None:
+    """``headers`` less the ``Set-Cookie`` fields that name one of the proxy's own cookies
+    (``names`` and their ``<name>_*`` flow cookies); None when there is none to remove.
+
+    An upstream setting the proxy's session cookie would sign its user in as whoever that cookie
+    names (or out): the session cookie is the proxy's, as the identity headers are.
+    """
+    values = headers.getall("Set-Cookie", ())
+    if not values or not any(_is_named(value.split("=", 1)[0].strip(), names) for value in values):
+        return None
+    return CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() != "set-cookie" or not _is_named(value.split("=", 1)[0].strip(), names)
+    )
+
+
 def is_spoofable(normalized: str, names: frozenset[str]) -> bool:
     """True for a normalised name the proxy could set: in ``names`` or in a reserved family."""
     return normalized in names or normalized.startswith(SPOOFABLE_PREFIXES)

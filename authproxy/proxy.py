@@ -44,6 +44,7 @@ from authproxy.headers import (
     connection_listed,
     peer_is_trusted,
     strip_hop_by_hop,
+    without_own_cookies,
 )
 from authproxy.metrics import Metrics
 from authproxy.routing import R, RouteTable
@@ -368,7 +369,7 @@ class Forwarder:
             return await self._forward_websocket(
                 request, route, target, path_qs, upstream_headers, request_id, still_signed_in
             )
-        return await self._forward_http(request, route, target, path_qs, upstream_headers, request_id)
+        return await self._forward_http(request, route, target, path_qs, upstream_headers, request_id, strip_cookies)
 
     async def open_plain(
         self,
@@ -454,6 +455,7 @@ class Forwarder:
         path_qs: str,
         upstream_headers: CIMultiDict[str],
         request_id: str,
+        own_cookies: frozenset[str] = frozenset(),
     ) -> web.StreamResponse:
         deadline = _HeaderDeadline(route.timeout)
         try:
@@ -472,7 +474,9 @@ class Forwarder:
         complete = False
         try:
             response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=strip_hop_by_hop(upstream.headers)
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=strip_hop_by_hop(upstream_answer_fields(upstream, own_cookies, route.name, request_id)),
             )
             try:
                 await response.prepare(request)
@@ -590,6 +594,21 @@ class Forwarder:
         finally:
             await _close_within(upstream_ws)
         return client_ws
+
+
+def upstream_answer_fields(
+    upstream: UpstreamResponse, own_cookies: frozenset[str], route: str, request_id: str
+) -> CIMultiDict[str]:
+    """The upstream answer's fields, less any ``Set-Cookie`` of the proxy's own cookies (logged)."""
+    fields = upstream.headers
+    kept = without_own_cookies(fields, own_cookies) if own_cookies else None
+    if kept is None:
+        return fields
+    LOG.warning(
+        "upstream tried to set authproxy's own cookie: removed",
+        extra={"fields": {"route": route, "request_id": request_id}},
+    )
+    return kept
 
 
 def _abort(request: web.Request) -> None:

@@ -804,6 +804,18 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_route_timeout(
     assert logged["path"] == "/big" and logged["status"] == 499
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"], ids=["fast-path", "aiohttp"])
+async def test_an_upstream_cannot_set_the_proxys_own_cookies(proxy: ProxyProcess, version: str) -> None:
+    # the session cookie would sign the browser in as whoever it names: it is the proxy's alone
+    names = "name=__Host-authproxy_session&name=__Host-authproxy_session_flow_0123&name=theme"
+    async with connect(proxy.url) as connection:
+        await connection.send(f"GET /set-cookies?{names} HTTP/{version}\r\nHost: app.test\r\n\r\n".encode())
+        status, fields, _ = await connection.answer()
+        assert status == 200
+    assert fields.getall("Set-Cookie") == ["theme=planted; Path=/"]
+    await logged_line(proxy, "upstream tried to set authproxy's own cookie")
+
+
 async def test_pipelined_answers_a_client_does_not_take_are_not_piled_up(proxy: ProxyProcess) -> None:
     # 4,000 pipelined requests for 8 KiB each, none of the answers read: each one is written
     # whole, so only the wait between requests stops 32 MiB gathering in the proxy's memory

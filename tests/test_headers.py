@@ -22,6 +22,7 @@ from authproxy.headers import (
     request_id,
     strip_hop_by_hop,
     strip_spoofable,
+    without_own_cookies,
 )
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -405,3 +406,24 @@ def test_a_forked_child_makes_request_ids_its_parent_never_made() -> None:
 )
 def test_client_address(peer: str, forwarded_for: list[str], client: str) -> None:
     assert client_address(peer, forwarded_for, TEN) == client
+
+
+def test_an_upstream_answer_loses_only_the_set_cookie_fields_of_the_proxys_own_cookies() -> None:
+    names = frozenset({"__Host-sess", "sess"})
+    fields = CIMultiDict(
+        [
+            ("Set-Cookie", "sess=planted; Path=/"),
+            ("Content-Type", "text/html"),
+            ("Set-Cookie", "theme=dark"),
+            ("set-cookie", " __Host-sess_flow_ab12=x; Secure"),
+            ("Set-Cookie", "session=unrelated"),
+        ]
+    )
+    kept = without_own_cookies(fields, names)
+    assert kept is not None
+    assert pairs(kept) == [
+        ("content-type", "text/html"),
+        ("set-cookie", "theme=dark"),
+        ("set-cookie", "session=unrelated"),
+    ]
+    assert without_own_cookies(CIMultiDict([("Set-Cookie", "theme=dark")]), names) is None

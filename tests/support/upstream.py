@@ -86,6 +86,7 @@ class Upstream:
         r.add_get("/hop", self.hop)
         r.add_get("/gzip", self.gzip)
         r.add_get("/redirect", self.redirect)
+        r.add_get("/set-cookies", self.set_cookies)
         r.add_route("*", "/reset", self.reset)
         r.add_get("/ws", self.ws)
         r.add_route("*", "/{tail:.*}", self.echo)
@@ -224,6 +225,13 @@ class Upstream:
         return web.Response(
             body=GZIP_BODY, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
         )
+
+    async def set_cookies(self, request: web.Request) -> web.Response:
+        """``Set-Cookie: <name>=planted`` for each ``?name=`` (an upstream setting cookies)."""
+        response = web.Response(text="cookies")
+        for name in request.query.getall("name", []):
+            response.headers.add("Set-Cookie", f"{name}=planted; Path=/")
+        return response
 
     async def redirect(self, request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "/echo?from=redirect"})
