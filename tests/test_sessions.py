@@ -125,6 +125,21 @@ async def test_idle_timeout_slides_and_ends_unused_sessions(store: SessionStore)
     assert await sessions.load(cookie) is None
 
 
+@pytest.mark.parametrize("idle", [30.0, 90.0])
+async def test_a_short_idle_timeout_slides_with_every_use_too(store: SessionStore, idle: float) -> None:
+    # used every two thirds of idle_timeout: alive long past it (the last use was never older)
+    clock = Clock()
+    sessions = SessionManager(
+        store, secrets=[NEW_SECRET], cookie=CookieConfig(), idle_timeout=idle, absolute_timeout=ABSOLUTE, clock=clock
+    )
+    _, cookie = await sessions.create(record(clock))
+    for _ in range(6):
+        clock.now += idle * 2 / 3
+        assert await sessions.load(cookie) is not None
+    clock.now += idle + 1
+    assert await sessions.load(cookie) is None
+
+
 async def test_sliding_the_idle_expiry_leaves_the_session_lock_free(store: SessionStore) -> None:
     clock = Clock()
     sessions = manager(store, clock)
