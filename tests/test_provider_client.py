@@ -526,10 +526,9 @@ async def test_userinfo_of_a_provider_without_the_endpoint_is_unavailable_and_as
         pytest.param((502, {"error": "invalid_grant"}), ProviderUnavailable, "HTTP 502", id="5xx-with-json"),
         pytest.param((200, "<html>sign in</html>"), ProviderUnavailable, "not JSON", id="not-json"),
         pytest.param((200, '["access_token"]'), ProviderUnavailable, "not a JSON object", id="not-an-object"),
-        pytest.param((200, {"token_type": "Bearer"}), ProviderUnavailable, "no access_token", id="no-access-token"),
-        pytest.param(
-            (200, {"access_token": "at", "token_type": "DPoP"}), ProviderUnavailable, "not Bearer", id="not-bearer"
-        ),
+        # a JSON answer of 200 that cannot be used is final: the grant was spent, no retry may reuse it
+        pytest.param((200, {"token_type": "Bearer"}), TokenInvalid, "no access_token", id="no-access-token"),
+        pytest.param((200, {"access_token": "at", "token_type": "DPoP"}), TokenInvalid, "not Bearer", id="not-bearer"),
         pytest.param((401, "Unauthorized"), ProviderUnavailable, "HTTP 401", id="4xx-without-oauth-error"),
         pytest.param((400, "[" * 200_000), ProviderUnavailable, "HTTP 400", id="4xx-nested-past-any-parser"),
         pytest.param(
@@ -965,8 +964,10 @@ def test_token_response_is_parsed(doc: dict[str, Any], expected: TokenSet) -> No
         pytest.param({"access_token": "a", "token_type": "Bearer", "refresh_token": 5}, id="refresh-not-a-string"),
     ],
 )
-def test_unusable_token_response_is_refused(doc: dict[str, Any]) -> None:
-    with pytest.raises(ProviderUnavailable):
+def test_unusable_token_response_is_refused_as_final(doc: dict[str, Any]) -> None:
+    # TokenInvalid, not ProviderUnavailable: a refresh would otherwise keep the refresh token the
+    # provider has just rotated, and present it again (a reuse, which revokes the grant)
+    with pytest.raises(TokenInvalid):
         parse_token_response(doc, START)
 
 

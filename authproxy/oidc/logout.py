@@ -98,7 +98,8 @@ MAX_REPLAY_TTL: Final = 366 * 86400.0
 MAX_LOGOUT_TOKEN_AGE: Final = 600.0
 # the lease of the refresh lock taken while a session is deleted (extended while held)
 LOGOUT_LOCK_LEASE: Final = 10.0
-# beyond provider.timeout: how long sign-out waits for a refresh running elsewhere to finish
+# beyond two provider.timeouts (a refresh's token request, then a JWKS refetch for a new ID
+# token's key): how long sign-out waits for a refresh running elsewhere to finish
 LOGOUT_LOCK_GRACE: Final = 1.0
 RETRY_AFTER_SECONDS: Final = 5
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -243,7 +244,7 @@ class Logouts:
         self.client_id = config.provider.client_id
         self.post_logout_redirect_uri = config.provider.post_logout_redirect_uri
         self.clock_skew = config.provider.clock_skew
-        self.lock_wait = config.provider.timeout + LOGOUT_LOCK_GRACE
+        self.lock_wait = 2 * config.provider.timeout + LOGOUT_LOCK_GRACE
         # a form of these endpoints is a few hundred bytes: it comes with its head or not at all
         self.body_timeout = config.server.client_header_timeout
 

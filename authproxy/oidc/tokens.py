@@ -662,16 +662,22 @@ class TokenSet:
 
 
 def parse_token_response(doc: Mapping[str, Any], now: float) -> TokenSet:
-    """A ``TokenSet`` from a successful token answer; ``ProviderUnavailable`` if it is unusable."""
+    """A ``TokenSet`` from a successful token answer.
+
+    ``ProviderUnavailable`` when the answer is not a JSON object (a proxy's or a load balancer's
+    page: nothing says the grant was spent). ``TokenInvalid`` when it is one we cannot use: the
+    provider granted the request (a refresh token it rotates is spent), so the answer is final,
+    never retried with the same refresh token (a reuse, which providers answer by revoking).
+    """
     if not isinstance(doc, Mapping):
         raise ProviderUnavailable("token response is not a JSON object")
     access_token = doc.get("access_token")
     if not isinstance(access_token, str) or not access_token:
-        raise ProviderUnavailable("token response has no access_token")
+        raise TokenInvalid("token response has no access_token")
     token_type = doc.get("token_type")
     # section 5.1: token_type is case-insensitive; anything but Bearer (e.g. DPoP) we cannot use
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise ProviderUnavailable("token response token_type is not Bearer")
+        raise TokenInvalid("token response token_type is not Bearer")
     return TokenSet(
         access_token=access_token,
         token_type=BEARER,
@@ -690,9 +696,9 @@ def _expires_at(expires_in: object, now: float) -> float | None:
         try:
             expires_in = float(expires_in)
         except ValueError as e:
-            raise ProviderUnavailable("token response expires_in is not a number") from e
+            raise TokenInvalid("token response expires_in is not a number") from e
     if not _is_number(expires_in):
-        raise ProviderUnavailable("token response expires_in is not a number")
+        raise TokenInvalid("token response expires_in is not a number")
     assert isinstance(expires_in, int | float)
     return now + max(0.0, float(expires_in))
 
@@ -702,7 +708,7 @@ def _optional_string(doc: Mapping[str, Any], name: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ProviderUnavailable(f"token response {name} is not a string")
+        raise TokenInvalid(f"token response {name} is not a string")
     return value
 
 
