@@ -169,6 +169,8 @@ class Metrics:
             registry=registry,
         )
         self._handovers = {to: self.connection_handovers.labels(to, worker) for to in ("aiohttp", "fast_path")}
+        # exported at 0 from the start: rate() and increase() see the first error as one
+        self._store_errors = self.store_errors.labels(worker)
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
         self.requests.observe(route, code, seconds)
@@ -183,7 +185,7 @@ class Metrics:
         self.logouts.labels(kind, self.worker).inc()
 
     def count_store_error(self) -> None:
-        self.store_errors.labels(self.worker).inc()
+        self._store_errors.inc()
 
     def count_upstream_error(self, route: str, kind: str) -> None:
         self.upstream_errors.labels(route, kind, self.worker).inc()

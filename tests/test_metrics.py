@@ -181,3 +181,12 @@ def test_request_series_leave_out_created_series_when_the_client_library_is_told
         prometheus_client.enable_created_metrics()
     assert "authproxy_requests_total{" in text and "_created" not in text
     assert "authproxy_requests_created{" in metrics.render().decode()
+
+
+def test_the_store_error_counter_is_exported_at_zero_before_the_first_error() -> None:
+    # an alert on increase() or rate() needs the series before the first error, or misses it
+    metrics = Metrics(worker="3")
+    text = metrics.render().decode()
+    assert 'authproxy_session_store_errors_total{worker="3"} 0.0' in text
+    metrics.count_store_error()
+    assert 'authproxy_session_store_errors_total{worker="3"} 1.0' in metrics.render().decode()
