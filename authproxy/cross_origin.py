@@ -27,14 +27,15 @@ from authproxy.gate import bearer_token
 from authproxy.logs import log_event
 
 
-def is_websocket_upgrade(request: web.Request) -> bool:
-    """A WebSocket handshake, by its ``Upgrade`` field or by the Fetch Metadata browsers send with
-    it (``Sec-Fetch-Mode: websocket``): a front proxy's forward-auth check drops ``Upgrade``, a
-    hop-by-hop field (nginx's ``auth_request``, Traefik's ``forwardAuth``), and keeps the other."""
-    return (
-        request.headers.get("Upgrade", "").strip().lower() == "websocket"
-        or request.headers.get("Sec-Fetch-Mode", "").strip().lower() == "websocket"
-    )
+def is_websocket_upgrade(request: web.Request, *, forwarded: bool = False) -> bool:
+    """A WebSocket handshake, by its ``Upgrade`` field; for a front proxy's forward-auth check
+    (``forwarded``) also by the Fetch Metadata browsers send with it (``Sec-Fetch-Mode:
+    websocket``): such a check request has lost ``Upgrade``, a hop-by-hop field (nginx's
+    ``auth_request``, Traefik's ``forwardAuth``), and kept the other. Here, a request without
+    ``Upgrade`` opens no socket whatever it says."""
+    if request.headers.get("Upgrade", "").strip().lower() == "websocket":
+        return True
+    return forwarded and request.headers.get("Sec-Fetch-Mode", "").strip().lower() == "websocket"
 
 
 def verdict_for(request: web.Request, route: RouteConfig) -> CrossOriginVerdict:
@@ -101,7 +102,7 @@ def forward_auth_verdict(request: web.Request, trusted_proxies: Sequence[IPNetwo
         origin=request.headers.get("Origin"),
         sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
         trusted_origins=trusted_origins,
-        websocket_upgrade=is_websocket_upgrade(request),
+        websocket_upgrade=is_websocket_upgrade(request, forwarded=True),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Final, Generic, TypeVar
 
 import httptools
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_parser import SINGLETON_HEADERS
 
 from authproxy.headers import HOP_BY_HOP, connection_listed
 from authproxy.proxy import has_dot_segments
@@ -59,7 +60,8 @@ class _HeadCollector:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name.decode("ascii"), value.decode("ascii")))
+        # llhttp leaves trailing whitespace on a value, which is not part of it (RFC 9112 section 5.1)
+        self.fields.append((name.decode("ascii"), value.decode("ascii").rstrip(" \t")))
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -83,10 +85,17 @@ def parse_head(head: bytes) -> RequestHead | None:
     if not collector.complete or len(fields) > MAX_FIELDS:
         return None
     close = False
+    singletons: set[str] = set()
     for name, value in fields:
         lower = name.lower()
         if lower in _NO_BODY_FIELDS:
             return None
+        if lower in SINGLETON_HEADERS:
+            # a field that may appear once (User-Agent, Content-Type...) given twice: aiohttp's
+            # parser refuses it (400), and both paths must answer a request alike
+            if lower in singletons:
+                return None
+            singletons.add(lower)
         # a browser's "keep-alive" is not split into tokens: only a value that could say close
         if lower == "connection" and not close and "close" in value.lower():
             close = any(token.strip().lower() == "close" for token in value.split(","))

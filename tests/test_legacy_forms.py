@@ -220,6 +220,18 @@ async def test_bearer_token_requests_are_exempt(stack: Stack) -> None:
         assert r.status == 200
 
 
+@pytest.mark.parametrize("extra", ["", "\nContent-Length: 0"], ids=["fast-path", "aiohttp"])
+async def test_a_cross_site_get_that_opens_no_socket_passes_the_guard_on_either_path(stack: Stack, extra: str) -> None:
+    # Sec-Fetch-Mode: websocket without Upgrade opens no socket here: a GET like any other (it
+    # tells a handshake apart only for forward-auth, whose check request has lost Upgrade)
+    head = (
+        "GET /plain-page HTTP/1.1\nHost: 127.0.0.1\nAccept: application/json\n"
+        f"Origin: http://evil.example\nSec-Fetch-Site: cross-site\nSec-Fetch-Mode: websocket{extra}"
+    )
+    status, _, _ = await raw_request(stack.url, head)
+    assert status == 401  # the ordinary answer without a session, not the guard's 403
+
+
 async def test_cross_site_websocket_upgrade_is_refused(stack: Stack) -> None:
     ws_url = stack.url.replace("http://", "ws://") + "/ws"
     async with aiohttp.ClientSession() as client:

@@ -82,7 +82,7 @@ class _Recorder(socketserver.StreamRequestHandler):
         fields: list[tuple[str, str]] = []
         while (header := self.rfile.readline().decode("latin-1").rstrip("\r\n")) != "":
             name, _, value = header.partition(":")
-            fields.append((name.strip(), value.strip()))
+            fields.append((name, value.lstrip(" \t")))  # as sent: trailing whitespace kept
         lengths = [int(value) for name, value in fields if name.lower() == "content-length"]
         if any(name.lower() == "transfer-encoding" for name, _ in fields):
             body = b""
@@ -231,3 +231,32 @@ def test_a_form_that_never_arrives_holds_an_endpoint_no_longer_than_the_header_t
         started = time.monotonic()
         answer = connection.recv(65536)
         assert statuses(answer) == [status] and time.monotonic() - started < 5
+
+
+# a plain HTTP/1.1 GET is the fast path's; with an empty body the same request is aiohttp's
+PATHS = [pytest.param(b"", id="fast-path"), pytest.param(b"Content-Length: 0\r\n", id="aiohttp")]
+
+
+@pytest.mark.parametrize("extra", PATHS)
+def test_trailing_whitespace_is_no_part_of_a_field_value_on_either_path(stack: Stack, extra: bytes) -> None:
+    # RFC 9112 section 5.1: the upstream gets the value without it, whichever path serves
+    answer = exchange(
+        stack.proxy,
+        b"GET /page HTTP/1.1\r\nHost: public.test\r\nX-Note: as sent \t\r\n" + extra + b"Connection: close\r\n\r\n",
+    )
+    assert statuses(answer) == [200]
+    [received] = stack.upstream.requests()
+    assert received.field("X-Note") == ["as sent"]
+
+
+@pytest.mark.parametrize("extra", PATHS)
+@pytest.mark.parametrize("field", ["User-Agent", "Content-Type", "Max-Forwards"])
+def test_a_field_that_may_appear_once_given_twice_is_refused_on_either_path(
+    stack: Stack, extra: bytes, field: str
+) -> None:
+    line = f"{field}: a\r\n{field}: b\r\n".encode()
+    answer = exchange(
+        stack.proxy, b"GET /page HTTP/1.1\r\nHost: public.test\r\n" + line + extra + b"Connection: close\r\n\r\n"
+    )
+    assert statuses(answer) == [400]
+    assert stack.upstream.requests() == []
