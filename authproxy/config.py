@@ -17,6 +17,7 @@ unknown key gets a "did you mean" suggestion (difflib) among the keys valid at t
 from __future__ import annotations
 
 import difflib
+import inspect
 import ipaddress
 import math
 import os
@@ -368,6 +369,23 @@ class SentinelConfig(_Strict):
         return value
 
 
+def _redis_url_options(scheme: str) -> frozenset[str]:
+    """The query options of a Redis URL that redis-py's asyncio connections for ``scheme`` take:
+    the ones it parses itself and the keywords of the connection class it passes the rest to."""
+    from redis.asyncio import connection
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    kinds: dict[str, type] = {"rediss": connection.SSLConnection, "unix": connection.UnixDomainSocketConnection}
+    classes: tuple[type, ...] = (connection.AbstractConnection, kinds.get(scheme, connection.Connection))
+    keywords = {
+        name
+        for cls in classes
+        for name in inspect.signature(cls).parameters  # the constructor's
+        if name not in ("args", "kwargs")
+    }
+    return frozenset(URL_QUERY_ARGUMENT_PARSERS) | keywords
+
+
 class RedisConfig(_Strict):
     url: str = "redis://127.0.0.1:6379/0"
     sentinel: SentinelConfig | None = None
@@ -389,15 +407,13 @@ class RedisConfig(_Strict):
             raise ValueError("the Redis URL's port is not a number in 0-65535") from e
         if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
             raise ValueError("the Redis URL's path is a database number (redis://host:6379/0)")
-        # what redis-py reads from a URL's query; rediss:// URLs also pass ssl_* options to the
-        # TLS connection. Anything else would fail at the first command, not here
-        from redis.connection import URL_QUERY_ARGUMENT_PARSERS
-
+        accepted = _redis_url_options(parts.scheme)
         for name, _ in parse_qsl(parts.query, keep_blank_values=True):
-            if name not in URL_QUERY_ARGUMENT_PARSERS and not (parts.scheme == "rediss" and name.startswith("ssl_")):
+            if name not in accepted:
+                # it would reach the connection as a keyword it does not take: a TypeError at the
+                # first command, every sign-in a 500
                 raise ValueError(
-                    f"the Redis URL option {name!r} is not one redis-py knows "
-                    f"({', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}; ssl_* on rediss://)"
+                    f"the Redis URL option {name!r} is not one redis-py's {parts.scheme}:// connections take"
                 )
         return value
 
@@ -826,7 +842,7 @@ def interpolate_env(
     if not isinstance(node, str):
         return node
     if held:
-        node = _HELD_RE.sub(lambda match: held.get(match.group(0), match.group(0)), node)
+        node = _restored(node, held)
     if "${" not in node:
         return node
     where = _path_str(path)
@@ -885,9 +901,7 @@ def resolve_secret_files(tree: dict[str, Any], problems: list[str]) -> dict[str,
             problems.append(f"{where}: {file_path!r} is not a usable path: {e}")
             continue
         if key == "secrets":
-            # blank lines and lines starting with # (notes on the rotation) are not secrets
-            lines = (line.rstrip("\r") for line in content.split("\n"))
-            parent[key] = [line for line in lines if line.strip() and not line.startswith("#")]
+            parent[key] = [line.rstrip("\r") for line in content.split("\n") if line.strip()]
         else:
             parent[key] = content.rstrip("\r\n")
     return tree
@@ -1081,18 +1095,50 @@ def _yaml_problem(held_text: str, held: Mapping[str, str], error: yaml.YAMLError
     return f"line {mark.line + 1}, column {column + 1}: not valid YAML: {getattr(error, 'problem', None) or error}"
 
 
-def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Config:
-    """Parse and validate configuration text; raise ConfigError with every problem."""
-    env = os.environ if env is None else env
-    held_text, held = hold_references(text)
+def _load_tree(text: str) -> tuple[Any, dict[str, str]]:
+    """The YAML document and the references held while parsing it (see ``hold_references``).
+
+    The file is parsed as written first, so quoted values keep YAML's own escapes whole; only a
+    file YAML refuses so (a reference inside a flow collection) is parsed with placeholders.
+    """
     try:
-        tree = _load_yaml(held_text)
-    except yaml.YAMLError as e:
-        raise ConfigError([_yaml_problem(held_text, held, e)]) from e
+        try:
+            return _load_yaml(text), {}
+        except yaml.YAMLError as as_written:
+            held_text, held = hold_references(text)
+            if not held:
+                raise ConfigError([_yaml_problem(text, held, as_written)]) from as_written
+            try:
+                return _load_yaml(held_text), held
+            except yaml.YAMLError as e:
+                raise ConfigError([_yaml_problem(held_text, held, e)]) from e
+            except ConfigError as e:  # a key given twice, named as the file writes it
+                raise ConfigError([_restored(p, held) for p in e.problems]) from e
     except (ValueError, RecursionError) as e:
         # PyYAML's constructors raise plain ValueError (a date such as 2001-13-01, an integer of
         # more than 4300 digits), and its recursive parser overflows on very deep nesting
         raise ConfigError([f"(file): not valid YAML: {e or 'nested too deeply'}"]) from e
+
+
+def parse_config(text: str, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Config:
+    """Parse and validate configuration text; raise ConfigError with every problem."""
+    env = os.environ if env is None else env
+    tree, held = _load_tree(text)
+    try:
+        return _validated(tree, env, held, workers)
+    except ConfigError as e:
+        if not held:
+            raise
+        # problems name what the file says, never a placeholder
+        raise ConfigError([_restored(p, held) for p in e.problems]) from e
+
+
+def _restored(text: str, held: Mapping[str, str]) -> str:
+    """``text`` with each placeholder of ``hold_references`` back to the reference it holds."""
+    return _HELD_RE.sub(lambda m: held.get(m.group(0), m.group(0)), text)
+
+
+def _validated(tree: Any, env: Mapping[str, str], held: Mapping[str, str], workers: int) -> Config:
     if _expands_beyond(tree, MAX_VALUES):
         # first: every later step walks the tree with its aliases expanded (alias cycles never end)
         raise ConfigError(

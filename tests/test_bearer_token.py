@@ -104,6 +104,13 @@ def test_bearer_token_fault_is_refused(keys: Keys, build: Callable[[Keys], str],
         pytest.param(lambda k: k.provider.sign(access_token_claims(aud=AUDIENCES[1])), id="valid-second-audience"),
         pytest.param(lambda k: k.provider.sign(access_token_claims(iat=None)), id="valid-without-iat"),
         pytest.param(lambda k: k.provider.sign(access_token_claims(typ="Bearer")), id="valid-keycloak-access-token"),
+        # Keycloak before 24 copies the login's nonce into access tokens, which say what they are
+        pytest.param(
+            lambda k: k.provider.sign(access_token_claims(typ="Bearer", nonce="n-1")), id="valid-keycloak-with-nonce"
+        ),
+        pytest.param(
+            lambda k: k.provider.sign(access_token_claims(nonce="n-1"), typ="at+jwt"), id="valid-rfc-9068-with-nonce"
+        ),
         pytest.param(lambda k: k.provider.sign(access_token_claims(token_use="access")), id="valid-cognito-access"),
         pytest.param(
             lambda k: k.provider.sign(access_token_claims(exp=int(NOW - SKEW) + 1)), id="valid-expired-within-skew"

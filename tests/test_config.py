@@ -376,7 +376,7 @@ def test_example_config_is_valid() -> None:
                 'session: {secrets: ["',
                 'session: {store: redis, redis: {url: "redis://127.0.0.1:6379/0?foo=1"}, secrets: ["',
             ),
-            "session.redis.url: the Redis URL option 'foo' is not one redis-py knows",
+            "session.redis.url: the Redis URL option 'foo' is not one redis-py's redis:// connections take",
             id="redis-url-unknown-option",
         ),
         pytest.param(
@@ -384,7 +384,7 @@ def test_example_config_is_valid() -> None:
                 'session: {secrets: ["',
                 'session: {store: redis, redis: {url: "redis://127.0.0.1:6379/0?ssl_cert_reqs=none"}, secrets: ["',
             ),
-            "session.redis.url: the Redis URL option 'ssl_cert_reqs' is not one redis-py knows",
+            "session.redis.url: the Redis URL option 'ssl_cert_reqs' is not one redis-py's redis:// connections take",
             id="redis-url-tls-option-without-tls",
         ),
         pytest.param(
@@ -564,6 +564,37 @@ def test_a_variable_in_a_key_is_replaced_and_an_unset_one_named() -> None:
     assert any("environment variable PARAM is not set" in p for p in problems), problems
 
 
+def test_a_quoted_reference_keeps_yamls_escapes_in_its_default() -> None:
+    text = BASE.replace("client_id: app", 'client_id: "${CLIENT:-auth\\\\proxy\\tapp}"')
+    config = parse_config(text, {})
+    assert config.provider is not None and config.provider.client_id == "auth\\proxy\tapp"
+
+
+def test_no_problem_names_a_placeholder() -> None:
+    # a reference in a flow mapping's key: the file is parsed with placeholders, reported without
+    text = BASE.replace("client_secret: x", "client_secret: x, extra_authorize_params: {${PARAM}: login}")
+    problems = problems_of(text)
+    assert problems == [
+        "provider.extra_authorize_params.${PARAM}: environment variable PARAM is not set (and has no ${PARAM:-default})"
+    ]
+    twice = "session: {${A:-x}: 1, ${B:-x}: 2}\n" + BASE
+    assert all("__authproxy" not in p for p in problems_of(twice))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0?client_name=authproxy",
+        "redis://127.0.0.1:6379/0?socket_timeout=2&health_check_interval=10",
+        "rediss://127.0.0.1:6380/0?ssl_cert_reqs=required",
+        "unix:///run/redis.sock?db=2",
+    ],
+)
+def test_redis_url_options_redis_py_takes_are_accepted(url: str) -> None:
+    text = BASE.replace('session: {secrets: ["', f'session: {{store: redis, redis: {{url: "{url}"}}, secrets: ["')
+    assert parse_config(text, {}).session.redis.url == url
+
+
 def test_a_yaml_error_is_placed_where_it_is_in_the_file_as_written() -> None:
     text = "server: {public_url: ${URL}, listen: [}\n"
     assert problems_of(text, {"URL": "https://app.example.com"})[0].startswith("line 1, column 39: not valid YAML")
@@ -596,14 +627,14 @@ def test_a_reference_this_file_does_not_understand_is_an_error_not_a_literal_val
 
 def test_secret_files_replace_their_keys_without_trailing_newline(tmp_path: Path) -> None:
     (tmp_path / "client").write_text("from-file\n")
-    # a note on the rotation is no secret (and would otherwise be the one that signs)
-    (tmp_path / "secrets").write_text(f"# rotated on 2026-12-01: the new one first\n{'n' * 40}\n\n{'o' * 40}\n")
+    # blank lines are skipped; a line starting with # is a secret like any other
+    (tmp_path / "secrets").write_text(f"{'n' * 40}\n\n#{'o' * 40}\n")
     text = BASE.replace("client_secret: x", f"client_secret_file: {tmp_path / 'client'}").replace(
         f'secrets: ["{SECRET}"]', f"secrets_file: {tmp_path / 'secrets'}"
     )
     config = parse_config(text, {})
     assert config.provider is not None and config.provider.client_secret == "from-file"
-    assert config.session.secrets == ["n" * 40, "o" * 40]
+    assert config.session.secrets == ["n" * 40, "#" + "o" * 40]
 
 
 def test_secret_file_problems_name_the_path(tmp_path: Path) -> None:

@@ -359,8 +359,7 @@ fetches the provider's discovery document and pings the session store.
 - **Secrets from files**: `provider.client_secret`, `session.secrets` and `session.redis.url`
   may instead be given as `client_secret_file`, `secrets_file` (one secret per line) and
   `url_file`: the path of a file holding the value, as Kubernetes mounts Secrets. A trailing
-  newline is never part of the value. In `secrets_file`, blank lines and lines starting with `#`
-  are skipped.
+  newline is never part of the value. In `secrets_file`, blank lines are skipped.
 - **Durations** are strings with a unit: `500ms`, `90s`, `5m`, `8h`, `7d`. A bare number such as
   `90` is refused (seconds or minutes?), and so is anything longer than `36500d` (100 years).
 - **Unknown keys are errors**, so a typo cannot silently switch a protection off; the message
@@ -374,7 +373,7 @@ fetches the provider's discovery document and pings the session store.
   control characters; `public_url`, the issuer and upstreams not even an empty `?` or `#`.
   `auth_prefix` is one or more path segments of letters, digits and `-._~`. `session.cookie.domain`
   is a domain name that covers `public_url`'s host. A Redis URL's path is a database number and
-  its query only options redis-py reads (`ssl_*` ones on `rediss://`). `identity_headers` may not
+  its query only options redis-py's connections for its scheme take. `identity_headers` may not
   use names HTTP or the proxy itself sets (`Host`, `Content-Length`, `Transfer-Encoding`,
   `Cookie`, `Authorization`, `X-Forwarded-For`/`-Proto`/`-Host`, `X-Request-Id`, hop-by-hop fields).
 - Secrets still holding the `REPLACE-with-...` placeholders of `deploy/kubernetes/secret.yaml`

@@ -350,7 +350,7 @@ def verify_bearer_token(
     _check_iat(claims, now, skew, required=False)
     _check_nbf(claims, now, skew)
     _check_sub(claims)
-    _check_not_an_id_token(claims)
+    _check_not_an_id_token(header, claims)
     return claims
 
 
@@ -358,23 +358,32 @@ def verify_bearer_token(
 # claims of providers whose access and ID tokens are otherwise alike (Keycloak's ``typ``,
 # Cognito's ``token_use``)
 _ID_TOKEN_CLAIMS: Final = ("nonce", "at_hash", "c_hash")
-_ID_TOKEN_KINDS: Final = (("typ", "id"), ("token_use", "id"))
+_ACCESS_TOKEN_KINDS: Final = {"typ": ("bearer", "at+jwt"), "token_use": ("access",)}
+_ID_TOKEN_KINDS: Final = {"typ": ("id",), "token_use": ("id",)}
 
 
-def _check_not_an_id_token(claims: Mapping[str, Any]) -> None:
+def _kind_is(claims: Mapping[str, Any], kinds: Mapping[str, tuple[str, ...]]) -> bool:
+    return any(isinstance(claims.get(name), str) and claims[name].lower() in values for name, values in kinds.items())
+
+
+def _check_not_an_id_token(header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
     """Refuse an ID token offered as an access token (RFC 8725 section 2.8).
 
     With ``bearer_audiences`` at its default, the client id, an ID token's ``aud`` passes; and an
     ID token travels where access tokens do not (``id_token_hint`` in the sign-out URL, browser
     history, ``pass_id_token`` upstreams). Many providers sign access tokens with ``typ: JWT``,
-    so the header cannot tell the two apart: these claims do.
+    so the header rarely tells the two apart. A token that says it is an access token (RFC 9068's
+    ``at+jwt`` header, Keycloak's ``typ: Bearer``, Cognito's ``token_use: access``) is one:
+    Keycloak before 24 copies the login's ``nonce`` into its access tokens. Otherwise the claims
+    only ID tokens carry, or a kind that says so, refuse it.
     """
-    if any(name in claims for name in _ID_TOKEN_CLAIMS):
+    typ = header.get("typ")
+    if isinstance(typ, str) and typ.lower() in ("at+jwt", "application/at+jwt"):
+        return
+    if _kind_is(claims, _ACCESS_TOKEN_KINDS):
+        return
+    if any(name in claims for name in _ID_TOKEN_CLAIMS) or _kind_is(claims, _ID_TOKEN_KINDS):
         raise TokenInvalid("an ID token is not an access token")
-    for name, value in _ID_TOKEN_KINDS:
-        kind = claims.get(name)
-        if isinstance(kind, str) and kind.lower() == value:
-            raise TokenInvalid("an ID token is not an access token")
 
 
 def _segment(segment: str) -> bytes:
