@@ -243,7 +243,14 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         if outcome is not None:
             request[USER] = outcome.sub
             added = upstream_identity_headers(route, outcome, services.signer)
-            if not (route.bearer_tokens and bearer_token(request) is not None):
+            if route.bearer_tokens and bearer_token(request) is not None:
+                # a WebSocket opened with a bearer token lasts as long as the token
+                expires = outcome.claims.get("exp")
+
+                async def still_signed_in() -> bool:
+                    return isinstance(expires, int | float) and time.time() < expires
+
+            else:
 
                 async def still_signed_in() -> bool:
                     # a WebSocket's session, looked up again while it is open; an outage ends it

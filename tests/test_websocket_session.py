@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 
+import jwt
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.test_utils import TestClient
@@ -41,6 +42,11 @@ provider: {{issuer: "{fault_provider.issuer}", client_id: {CLIENT_ID}, client_se
 session: {{secrets: ["{SECRET}"], cookie: {{secure: false}}}}
 routes:
   - {{name: app, upstream: "{upstream.url}"}}
+  - name: api
+    match: {{path_prefix: /api}}
+    upstream: "{upstream.url}"
+    bearer_tokens: true
+    strip_path_prefix: true
 """,
         {},
     )
@@ -100,3 +106,17 @@ async def test_a_websocket_closes_once_its_session_has_ended(
             break
         await asyncio.sleep(0.1)
     assert "WebSocket closed: its session ended" in caplog.text
+
+
+async def test_a_websocket_opened_with_a_bearer_token_closes_when_the_token_expires(
+    fault_provider: FaultProviderServer, aiohttp_client: AiohttpClient, upstream: Upstream
+) -> None:
+    client = await _client(fault_provider, aiohttp_client, upstream)
+    key = fault_provider.provider.signing_key
+    now = int(time.time())
+    claims = {"iss": fault_provider.issuer, "aud": CLIENT_ID, "sub": "svc-1", "iat": now, "exp": now + 1}
+    token = jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid, "typ": "at+jwt"})
+    async with client.ws_connect("/api/ws", headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert (await ws.receive(timeout=5)).data == "hello -"
+        closing = await ws.receive(timeout=5)  # a second later the token has expired
+        assert closing.type is WSMsgType.CLOSE and closing.data == WSCloseCode.POLICY_VIOLATION
