@@ -456,3 +456,39 @@ async def test_the_feed_keeps_trying_while_sentinel_names_no_master(redis_server
     finally:
         await feed.close()
         await store.close()
+
+
+async def test_a_sign_out_whose_delete_timed_out_is_served_by_no_cache_meanwhile(
+    replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a paused or hung Redis: the delete's answer comes too late (StoreUnavailable), the delete
+    # itself lands; no replica's cache may keep serving the session
+    a, b = replicas
+    session, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
+    await _cached_everywhere(replicas, cookie)
+    delete = b.store.delete
+
+    async def delete_answered_too_late(*keys: str) -> None:
+        await delete(*keys)
+        raise StoreUnavailable("timed out")
+
+    monkeypatch.setattr(b.store, "delete", delete_answered_too_late)
+    with pytest.raises(StoreUnavailable):
+        await b.sessions.delete(session)
+    await _answer_reaches_the_next_request()
+    assert await a.sessions.load(cookie) is None
+    assert await b.sessions.load(cookie) is None
+
+
+async def test_a_retried_logout_reaches_the_caches_of_sessions_already_gone_from_the_store(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    session, cookie = await a.sessions.create(
+        alice_record(sid="op-sid", last_seen_at=time.time(), created_at=time.time())
+    )
+    await _cached_everywhere(replicas, cookie)
+    await b.store.delete(session.store_key)  # an earlier delete that landed and reached no cache
+    assert await b.sessions.end_sessions(sid="op-sid") == 0  # the provider's retried back-channel logout
+    await _answer_reaches_the_next_request()
+    assert await a.sessions.load(cookie) is None

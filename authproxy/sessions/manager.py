@@ -14,6 +14,7 @@ get is always the central session, and ending that ends every origin's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import time
@@ -24,6 +25,7 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from authproxy.config import CookieConfig
+from authproxy.errors import StoreError
 from authproxy.origins import Origins
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.cookie_field import set_cookie_field
@@ -417,9 +419,16 @@ class SessionManager:
 
     async def delete(self, session: Session) -> None:
         """End ``session`` (for a linked one, the central session: every origin's ends with it)."""
-        if session.link_key is not None:
-            await self.store.delete(session.link_key)
-        await self.store.delete(session.store_key)
+        try:
+            if session.link_key is not None:
+                await self.store.delete(session.link_key)
+            await self.store.delete(session.store_key)
+        except StoreError:
+            # a delete that timed out may still land (a paused or hung Redis): no cache may go on
+            # serving the session meanwhile, here or on another replica; the store decides
+            with contextlib.suppress(StoreError):
+                await self._invalidate(session.store_key)
+            raise
         await self._invalidate(session.store_key)
         if session.record.sub:
             await self.store.index_remove(sub_index(session.record.sub), session.store_key)
@@ -442,7 +451,9 @@ class SessionManager:
             live = [m for m in members if await self.store.get(m) is not None]
             if live:
                 await self.store.delete(*live)
-                await self._invalidate(*live)
+            # every member, live or not: a delete that timed out and landed later (a sign-out's)
+            # reached no cache, and a retried logout must
+            await self._invalidate(*members)
             await self.store.index_remove(index, *members)
             ended += len(live)
         return ended
