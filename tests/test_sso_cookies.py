@@ -13,8 +13,6 @@ so a handler that forgot its host would show it on the SSO origin's.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from http.cookies import SimpleCookie
 from types import SimpleNamespace
@@ -26,13 +24,12 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from authproxy.app import SERVICES, create_app
+from authproxy.app import SERVICES
 from authproxy.config import parse_config
-from authproxy.errors import ProviderUnavailable
 from authproxy.headers import remove_cookie
-from authproxy.metrics import Metrics
-from authproxy.sessions.record import SessionRecord
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, FaultProviderServer
+from tests.support.in_process import started_app
+from tests.support.records import alice_signed_in_now
 
 SECRET = "s" * 32
 APP = "app.example.test:8443"
@@ -54,15 +51,7 @@ routes:
 """,
         {},
     )
-    app, services = create_app(config, Metrics())
-    client = await aiohttp_client(app)
-    for _ in range(100):  # discovery runs in the background from startup
-        with contextlib.suppress(ProviderUnavailable):
-            assert services.provider is not None
-            services.provider.metadata  # noqa: B018 - raises until discovery has succeeded
-            return client
-        await asyncio.sleep(0.05)
-    raise AssertionError("the provider's discovery did not succeed")
+    return await started_app(config, aiohttp_client)
 
 
 def _values(answer: ClientResponse) -> dict[str, str]:
@@ -140,17 +129,7 @@ async def test_an_sso_origin_names_its_session_cookie_with_the_host_prefix_and_r
     client = await _client(fault_provider, aiohttp_client)
     sessions = client.app[SERVICES].sessions
     now = time.time()
-    _, central = await sessions.create(
-        SessionRecord(
-            sub="alice",
-            claims={"sub": "alice"},
-            access_token="at",
-            access_expires_at=now + 3600,
-            created_at=now,
-            last_seen_at=now,
-            absolute_expires_at=now + 86400,
-        )
-    )
+    _, central = await sessions.create(alice_signed_in_now(now))
     start = await _get(client, "/oauth2/start?rd=/wiki", WIKI)
     [(binding, binding_value)] = _values(start).items()
     assert binding.startswith(f"__Host-{COOKIE}_flow_sso_")
@@ -206,17 +185,7 @@ async def test_a_rate_limited_callback_spends_its_code(
     client = await _client(fault_provider, aiohttp_client)
     services = client.app[SERVICES]
     now = time.time()
-    _, central = await services.sessions.create(
-        SessionRecord(
-            sub="alice",
-            claims={"sub": "alice"},
-            access_token="at",
-            access_expires_at=now + 3600,
-            created_at=now,
-            last_seen_at=now,
-            absolute_expires_at=now + 86400,
-        )
-    )
+    _, central = await services.sessions.create(alice_signed_in_now(now))
     start = await _get(client, "/oauth2/start?rd=/wiki", WIKI)
     [(binding, binding_value)] = _values(start).items()
     authorize = await _get(client, _local(start.headers["Location"]), APP, f"{COOKIE}={central}")

@@ -9,7 +9,6 @@ once the session is gone. In process: the app with the memory store, the fault p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -20,12 +19,11 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from authproxy import proxy
-from authproxy.app import SERVICES, Services, create_app
+from authproxy.app import SERVICES, Services
 from authproxy.config import parse_config
-from authproxy.errors import ProviderUnavailable
-from authproxy.metrics import Metrics
-from authproxy.sessions.record import SessionRecord
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, FaultProviderServer
+from tests.support.in_process import started_app
+from tests.support.records import alice_signed_in_now
 from tests.support.upstream import Upstream, upstream_fixture  # noqa: F401
 
 SECRET = "w" * 32
@@ -50,29 +48,11 @@ routes:
 """,
         {},
     )
-    app, services = create_app(config, Metrics())
-    client = await aiohttp_client(app)
-    for _ in range(100):  # discovery runs in the background from startup
-        with contextlib.suppress(ProviderUnavailable):
-            assert services.provider is not None
-            services.provider.metadata  # noqa: B018 - raises until discovery has succeeded
-            return client
-        await asyncio.sleep(0.05)
-    raise AssertionError("the provider's discovery did not succeed")
+    return await started_app(config, aiohttp_client)
 
 
 async def _signed_in(services: Services) -> str:
-    now = time.time()
-    record = SessionRecord(
-        sub="alice",
-        claims={"sub": "alice"},
-        access_token="at",
-        access_expires_at=now + 3600,
-        created_at=now,
-        last_seen_at=now,
-        absolute_expires_at=now + 86400,
-    )
-    _, cookie = await services.sessions.create(record)
+    _, cookie = await services.sessions.create(alice_signed_in_now(time.time()))
     return cookie
 
 

@@ -22,3 +22,8 @@ def alice_record(**changes: object) -> SessionRecord:
         absolute_expires_at=NOW + 86400,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def alice_signed_in_now(now: float) -> SessionRecord:
+    """Alice's record as signed in at ``now`` (a real clock's time): alive for a day."""
+    return alice_record(access_expires_at=now + 3600, created_at=now, last_seen_at=now, absolute_expires_at=now + 86400)
