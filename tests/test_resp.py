@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authproxy.errors import StoreError, StoreUnavailable
 from authproxy.sessions.redis import RedisStore
-from authproxy.sessions.resp import Endpoint, LeanRedis, encode_command, error_for_reply
+from authproxy.sessions.resp import Endpoint, LeanRedis, encode_command, error_for_reply, may_run_twice
 from tests.support.redis_server import RedisServer
 
 # ---------------------------------------------------------------------- pure pieces
@@ -262,3 +262,62 @@ async def test_the_redis_store_answers_a_silent_server_unavailable_within_its_ti
             assert loop.time() - started < 1.0
         finally:
             await store.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "may"),
+    [
+        pytest.param(("GET", "k"), True, id="get"),
+        pytest.param(("SET", "k", "v", "PX", 1000), True, id="set"),
+        pytest.param(("DEL", "k"), True, id="del"),
+        pytest.param(("PUBLISH", "c", "m"), True, id="publish"),
+        pytest.param(("SET", "lock", "token", "NX", "PX", 1000), False, id="set-nx-a-lock"),
+        pytest.param(("SET", "k", "v", "get"), False, id="set-get"),
+        pytest.param(("INCR", "k"), False, id="incr"),
+        pytest.param(("GETDEL", "flow"), False, id="getdel"),
+        pytest.param(("EVAL", "return 1", 0), False, id="script"),
+    ],
+)
+def test_only_commands_that_may_run_twice_are_sent_again(command: tuple[str | int, ...], may: bool) -> None:
+    assert may_run_twice(command) is may
+
+
+@pytest.mark.parametrize(
+    ("command", "resent"), [(("INCR", "counter"), False), (("GET", "k"), True)], ids=["incr", "get"]
+)
+async def test_a_reset_after_the_write_resends_no_command_that_may_have_run(
+    command: tuple[str, ...], resent: bool
+) -> None:
+    # the kept connection is cut once the command has reached Redis: Redis may have run it, so
+    # an INCR or a lock's SET NX is not sent again (a count doubled, a lock held by nobody); a GET is
+    runs: list[bytes] = []
+
+    async def cut_after_one_ping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(len(encode_command("PING")))
+        writer.write(b"+PONG\r\n")
+        await writer.drain()
+        runs.append(await reader.read(4096))  # the command arrives, "runs", and the peer is gone
+        writer.close()
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        runs.append(await reader.read(4096))
+        writer.write(b"$1\r\nv\r\n")
+        await writer.drain()
+
+    handlers = iter([cut_after_one_ping, answers])
+
+    async def next_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await next(handlers)(reader, writer)
+
+    async with peer(next_connection) as (port, _):
+        client = LeanRedis(Endpoint(host="127.0.0.1", port=port), connect_timeout=1.0, stall_timeout=5.0)
+        try:
+            assert await client.ping()  # the kept connection
+            if resent:
+                assert await client.execute_command(*command) == b"v"
+            else:
+                with pytest.raises(RedisConnectionError):
+                    await client.execute_command(*command)
+        finally:
+            await client.aclose()
+    assert len(runs) == (2 if resent else 1), runs

@@ -302,17 +302,21 @@ class LeanRedis:
         An error answer to any of them raises (after all were answered), like redis-py's
         ``pipeline(transaction=False)``.
         """
-        encoded = [_pack_command(tuple(command)) for command in commands]
+        batch = [tuple(command) for command in commands]
+        encoded = [_pack_command(command) for command in batch]
         data, count = b"".join(encoded), len(encoded)
         timeout = self._command_timeout
         connection, fresh = await self._ready()
         try:
             answers = [await future for future in connection.send(data, count, timeout)]
         except RedisConnectionError:
-            if fresh:
+            if fresh or not all(may_run_twice(command) for command in batch):
                 raise
             # the kept connection was already dead (Redis restarted since its last answer): one
-            # more try on a fresh connection, as redis-py's retry on connection errors does
+            # more try on a fresh connection, as redis-py's retry on connection errors does. Only
+            # for commands that may run twice: a reset after the write leaves no way to tell
+            # whether Redis ran them (an INCR counted twice, a lock taken by nobody, a GETDEL's
+            # value gone), and then the caller's error is the honest answer
             connection, _ = await self._ready()
             answers = [await future for future in connection.send(data, count, timeout)]
         for answer in answers:
@@ -375,6 +379,27 @@ class LeanRedis:
             self._connecting = None
         self._connection = connection
         return connection
+
+
+# commands whose second run differs from their first (a script may count, as the rate limit's does)
+_RUN_ONCE: Final = frozenset(
+    {b"INCR", b"INCRBY", b"DECR", b"DECRBY", b"GETDEL", b"GETSET", b"SPOP", b"LPOP", b"RPOP", b"EVAL", b"EVALSHA"}
+)
+
+
+def may_run_twice(command: Sequence[Arg]) -> bool:
+    """Whether running ``command`` again after it may have run changes nothing (``SET ... NX``
+    and ``SET ... GET`` do: a lock taken by the first run, an old value the first run replaced)."""
+    name = _as_bytes(command[0]).upper()
+    if name in _RUN_ONCE:
+        return False
+    if name == b"SET":
+        return not any(_as_bytes(arg).upper() in (b"NX", b"GET") for arg in command[3:])
+    return True
+
+
+def _as_bytes(arg: Arg) -> bytes:
+    return arg if isinstance(arg, bytes) else str(arg).encode()
 
 
 def _retrieve(future: asyncio.Future[RespConnection]) -> None:
