@@ -23,7 +23,7 @@ from authproxy.cross_origin import cross_origin_refusal
 from authproxy.errors import AuthproxyError, ProviderUnavailable, StoreError
 from authproxy.factories import create_provider_client, read_private_key
 from authproxy.forward_auth import IdentityEndpoints
-from authproxy.gate import Gate, Identity, bearer_token
+from authproxy.gate import Gate, Identity
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.logs import LOG, log_access
 from authproxy.metrics import Metrics
@@ -34,7 +34,13 @@ from authproxy.oidc.sso import SingleSignOn
 from authproxy.oidc.tokens import TokenSet
 from authproxy.origins import Origins
 from authproxy.preserved_post import PostKeeper
-from authproxy.proxy import Forwarder, SessionCheck, another_route_once_normalised, has_dot_segments
+from authproxy.proxy import (
+    Forwarder,
+    SessionCheck,
+    another_route_once_normalised,
+    has_dot_segments,
+    is_websocket_upgrade,
+)
 from authproxy.routing import RouteTable, is_valid_host, target_host_disagrees
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.factory import create_cache, create_publisher, create_store
@@ -112,18 +118,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if task is not None:
         services.handling.add(task)
     try:
-        response: web.StreamResponse
-        hosts = request.headers.getall("Host", [])
-        if not all(is_valid_host(host) for host in hosts):
-            response = pages.error_response(
-                request, 400, "Bad request", "The Host header is not a host name.", request_id=request_id
-            )
-        elif target_host_disagrees(request.raw_path, hosts):
-            response = pages.error_response(
-                request, 400, "Bad request", "The request target names another host than Host.", request_id=request_id
-            )
-        else:
-            response = await handler(request)
+        response = await handler(request)
         status = CLIENT_CLOSED if request.get(pages.CUT_OFF) else response.status
         return response
     except web.HTTPException as e:
@@ -147,14 +142,6 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     finally:
         services.handling.discard(task)
-        if (request.version < HttpVersion11 and "Transfer-Encoding" in request.headers) or "Upgrade" in request.headers:
-            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
-            # once it is answered its connection ends, so nothing after it is read as a request.
-            # After an upgrade request aiohttp reads no further request from the connection
-            # (what follows belongs to the new protocol): one not switched to ends it too, rather
-            # than leave a pipelined request unanswered for good. (Closing any earlier would drop
-            # the body still arriving.)
-            request.protocol.close()
         record_request(
             services,
             route=_route_label(request),
@@ -208,6 +195,36 @@ def upstream_identity_headers(
     return added
 
 
+@web.middleware
+async def refuse_misframed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests the upstream could read otherwise than the proxy judged them (inside ``observe``,
+    which logs and counts the answer)."""
+    hosts = request.headers.getall("Host", [])
+    if not all(is_valid_host(host) for host in hosts):
+        return pages.error_response(
+            request, 400, "Bad request", "The Host header is not a host name.", request_id=request[REQUEST_ID]
+        )
+    if target_host_disagrees(request.raw_path, hosts):
+        return pages.error_response(
+            request,
+            400,
+            "Bad request",
+            "The request target names another host than Host.",
+            request_id=request[REQUEST_ID],
+        )
+    try:
+        return await handler(request)
+    finally:
+        if (request.version < HttpVersion11 and "Transfer-Encoding" in request.headers) or "Upgrade" in request.headers:
+            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
+            # once it is answered its connection ends, so nothing after it is read as a request.
+            # After an upgrade request aiohttp reads no further request from the connection
+            # (what follows belongs to the new protocol): one not switched to ends it too, rather
+            # than leave a pipelined request unanswered for good. (Closing any earlier would drop
+            # the body still arriving.)
+            request.protocol.close()
+
+
 async def _proxy(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     if has_dot_segments(request.path):
@@ -243,21 +260,8 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         if outcome is not None:
             request[USER] = outcome.sub
             added = upstream_identity_headers(route, outcome, services.signer)
-            if route.bearer_tokens and bearer_token(request) is not None:
-                # a WebSocket opened with a bearer token lasts as long as the token
-                expires = outcome.claims.get("exp")
-
-                async def still_signed_in() -> bool:
-                    return isinstance(expires, int | float) and time.time() < expires
-
-            else:
-
-                async def still_signed_in() -> bool:
-                    # a WebSocket's session, looked up again while it is open; an outage ends it
-                    try:
-                        return await gate.session_of(request) is not None
-                    except AuthproxyError:
-                        return False
+            if is_websocket_upgrade(request.method, request.headers):
+                still_signed_in = _still_signed_in(gate, request, outcome)
 
     return await services.forwarder.forward(
         request,
@@ -268,6 +272,26 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         strip_cookies=services.session_cookie_names,
         still_signed_in=still_signed_in,
     )
+
+
+def _still_signed_in(gate: Gate, request: web.Request, identity: Identity) -> SessionCheck:
+    """What an open WebSocket asks while it lasts: its session still there (an outage ends it),
+    or for a bearer token, the token not yet expired."""
+    if identity.by_bearer_token:
+        expires = identity.claims.get("exp")
+
+        async def token_valid() -> bool:
+            return isinstance(expires, int | float) and time.time() < expires
+
+        return token_valid
+
+    async def session_there() -> bool:
+        try:
+            return await gate.session_of(request) is not None
+        except AuthproxyError:
+            return False
+
+    return session_there
 
 
 async def _load_metadata_until_ready(provider: ProviderClient) -> None:
@@ -413,7 +437,7 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
     # request bodies reach the upstream as the client sent them: decoded, a gzip body would be
     # forwarded under the client's Content-Length and Content-Encoding, and the upstream would
     # read what follows the declared length as a request of its own (smuggled past the gate)
-    app = web.Application(middlewares=[observe], handler_args={"auto_decompress": False})
+    app = web.Application(middlewares=[observe, refuse_misframed], handler_args={"auto_decompress": False})
     app[SERVICES] = services
     app.cleanup_ctx.append(_lifecycle(services))
     if services.flows is not None:

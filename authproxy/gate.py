@@ -37,6 +37,8 @@ class Identity:
     claims: dict[str, Any]
     access_token: str | None = None
     id_token: str | None = None
+    # signed in by an API client's bearer token rather than a session
+    by_bearer_token: bool = False
 
     @property
     def sub(self) -> str:
@@ -132,7 +134,7 @@ class Gate:
             response.headers["WWW-Authenticate"] = 'Bearer realm="authproxy", error="invalid_token"'
             response.headers["Cache-Control"] = "no-store"
             return response
-        return self.authorize(request, route, Identity(claims, access_token=token))
+        return self.authorize(request, route, Identity(claims, access_token=token, by_bearer_token=True))
 
     def authorize(self, request: web.Request, route: RouteConfig, identity: Identity) -> Identity | web.Response:
         """The identity when the route's allow rules admit it, else a 403 page or JSON."""

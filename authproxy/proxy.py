@@ -321,7 +321,7 @@ class Forwarder:
     ) -> web.StreamResponse:
         """Forward ``request`` to ``route``'s upstream and stream the answer back.
 
-        ``still_signed_in`` (for a request signed in by its session) is asked every
+        ``still_signed_in`` (for a signed-in WebSocket handshake) is asked every
         ``WS_SESSION_CHECK_INTERVAL`` while a WebSocket is open; False closes it.
 
         ``add_headers`` (identity headers, already safe) replace any client copies;
@@ -685,21 +685,19 @@ async def _relay(
     still_signed_in: SessionCheck | None = None,
     *,
     request_id: str = "",
-) -> bool:
-    """Pump both directions until either side closes, or the session ends (then True), and
-    make sure both are closed."""
+) -> None:
+    """Pump both directions until either side closes or the session ends, then make sure both
+    are closed."""
     tasks = [
         asyncio.create_task(_pipe(client_ws, upstream_ws, int(WSCloseCode.GOING_AWAY))),
         asyncio.create_task(_pipe(upstream_ws, client_ws, int(WSCloseCode.BAD_GATEWAY))),
     ]
     watcher = asyncio.create_task(_watch_session(still_signed_in)) if still_signed_in is not None else None
-    ended = False
     try:
         await asyncio.wait([*tasks, *([watcher] if watcher else [])], return_when=asyncio.FIRST_COMPLETED)
         if watcher is not None and watcher.done() and not any(task.done() for task in tasks):
             # signed out, logged out by the provider, expired: the socket goes as its requests would
             # (the pipes stop first: a socket is received from by one task at a time)
-            ended = True
             LOG.info("WebSocket closed: its session ended", extra={"fields": {"request_id": request_id}})
             for task in tasks:
                 task.cancel()
@@ -719,4 +717,3 @@ async def _relay(
             if isinstance(result, Exception) and not isinstance(result, ConnectionError | aiohttp.ClientError):
                 LOG.warning("WebSocket relay failed", extra={"fields": {"error": _describe(result)}})
         await _close_within(client_ws)
-    return ended
