@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from authproxy.errors import ConfigError
+from authproxy.headers import HOP_BY_HOP, SET_BY_PROXY
 from authproxy.logs import without_url_passwords
 from authproxy.origins import host_name, normalize_origin, origin_host, within_cookie_domain
 from authproxy.sessions.store import MAX_TTL_DAYS
@@ -154,26 +155,8 @@ _LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _COOKIE_DOMAIN_RE: Final = re.compile(rf"\.?{_LABEL}(?:\.{_LABEL})*")
 # fields whose meaning the proxy or HTTP itself fixes: an identity header of one of these names
 # would break the request's framing or routing, or be overwritten
-RESERVED_HEADER_NAMES: Final = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-        "cookie",
-        "proxy-authorization",
-        "proxy-connection",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-        "authorization",
-    }
+RESERVED_HEADER_NAMES: Final = (
+    HOP_BY_HOP | SET_BY_PROXY | frozenset({"host", "content-length", "expect", "cookie", "authorization"})
 )
 
 

@@ -62,7 +62,7 @@ DEFAULT_IDENTITY_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
 SPOOFABLE_PREFIXES: Final = ("x-auth-request-", "x-authproxy-")
 
 # Set by the proxy on every request, so a client's copies (any spelling) are always dropped.
-_SET_BY_PROXY: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
+SET_BY_PROXY: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
 
 # Other forwarding fields upstream frameworks read; believed only from trusted proxies.
 _FORWARDING_VARIANTS: Final = frozenset(
@@ -387,7 +387,7 @@ def build_upstream_headers(
         if lower in hop or lower in drop:
             continue
         normalized = lower.replace("_", "-")
-        if normalized in _SET_BY_PROXY:
+        if normalized in SET_BY_PROXY:
             # only the canonical spellings from a trusted peer feed the new values
             if peer_trusted and lower == normalized:
                 if lower == "x-forwarded-for":
