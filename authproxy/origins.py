@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
+from authproxy.routing import normalize_host
+
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
@@ -51,13 +53,9 @@ def normalize_origin(value: str) -> str | None:
 
 def host_name(host: str | None) -> str:
     """The lower-case host name of a ``Host`` header value, without its port or the root's dot
-    (``wiki.example.org.`` is ``wiki.example.org``, as for route choice)."""
-    if not host:
-        return ""
-    host = host.strip().lower()
-    if host.startswith("["):  # [v6]:port
-        return host.split("]", 1)[0] + "]"
-    return (host.rsplit(":", 1)[0] if host.count(":") == 1 else host).rstrip(".")
+    (``wiki.example.org.`` is ``wiki.example.org``): the name routes are chosen by, so an origin
+    is always the one its routes belong to."""
+    return normalize_host(host)
 
 
 def origin_host(origin: str) -> str:
