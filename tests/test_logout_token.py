@@ -98,6 +98,17 @@ FAULTS: list[Any] = [
         id="missing-sid-and-sub",
     ),
     pytest.param(lambda k: k.provider.sign(logout_token_claims(sid=12)), "sid malformed", id="sid-not-a-string"),
+    # section 4.1: a token that says it is another kind is none, even with a logout token's claims
+    pytest.param(
+        lambda k: k.provider.sign(logout_token_claims(), typ="at+jwt"),
+        "typ not accepted for a logout token",
+        id="access-token-typ",
+    ),
+    pytest.param(
+        lambda k: k.provider.sign(logout_token_claims(), typ="secevent+jwt"),
+        "typ not accepted for a logout token",
+        id="security-event-typ",
+    ),
 ]
 
 
@@ -122,6 +133,13 @@ def test_valid_logout_token_is_accepted(keys: Keys, claims: dict[str, Any]) -> N
     verified = verify(keys.provider.sign(claims, typ="logout+jwt"), keys)
     assert verified["jti"] == "jti-1"
     assert verified.get("sid") == claims.get("sid") and verified.get("sub") == claims.get("sub")
+
+
+@pytest.mark.parametrize("typ", [None, "logout+jwt", "application/logout+jwt", "JWT"])
+def test_a_logout_token_typed_as_one_or_generically_is_accepted(keys: Keys, typ: str | None) -> None:
+    # Keycloak writes the generic "JWT"; older providers write no typ at all
+    headers = {} if typ is None else {"typ": typ}
+    assert verify(keys.provider.sign(logout_token_claims(), **headers), keys)["jti"] == "jti-1"
 
 
 def test_logout_token_with_unknown_kid_raises_unknown_key_id(keys: Keys) -> None:

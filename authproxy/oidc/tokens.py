@@ -43,6 +43,10 @@ HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 # RFC 9068 section 2.1 asks for "at+jwt"; many providers still write "JWT" (section 4 lets a
 # resource server decide); anything else (e.g. "logout+jwt") is another kind of token
 BEARER_TYPES: Final = frozenset({"at+jwt", "application/at+jwt", "jwt", "application/jwt"})
+# Back-Channel Logout 1.0 section 4.1 (RFC 8725 section 3.11): "logout+jwt", or the generic
+# "JWT" many providers write (Keycloak); a token typed as another kind (an "at+jwt" access
+# token, a "secevent+jwt" security event) is no logout token, whatever its claims
+LOGOUT_TYPES: Final = frozenset({"logout+jwt", "application/logout+jwt", "jwt", "application/jwt"})
 # far above any real token (large group lists included), far below a memory problem
 MAX_TOKEN_LENGTH: Final = 64 * 1024
 RSA_MIN_BITS: Final = 2048
@@ -316,6 +320,7 @@ def verify_logout_token(
     client_secret: str | None = None,
 ) -> dict[str, Any]:
     """The claims of a valid logout token (Back-Channel Logout 1.0 section 2.6); the caller checks ``jti`` reuse."""
+    _check_logout_typ(_header(raw))
     claims, _, _ = _decode_verified(raw, keys, allowed_algorithms, client_secret)
     _check_iss(claims, issuer)
     _check_aud(claims, (client_id,))
@@ -519,6 +524,12 @@ def _check_typ(header: Mapping[str, Any]) -> None:
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ.lower() not in BEARER_TYPES):
         raise TokenInvalid("typ not accepted for an access token")
+
+
+def _check_logout_typ(header: Mapping[str, Any]) -> None:
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in LOGOUT_TYPES):
+        raise TokenInvalid("typ not accepted for a logout token")
 
 
 def _check_iss(claims: Mapping[str, Any], issuer: str) -> None:
