@@ -15,6 +15,7 @@ from tests.support.oidc_tokens import (
     ALL_ASYMMETRIC,
     CLIENT_SECRET,
     ISSUER,
+    LOGOUT_EVENT,
     NOW,
     SKEW,
     JwtKey,
@@ -27,6 +28,7 @@ from tests.support.oidc_tokens import (
 
 AUDIENCES = ("https://api.example.com", "https://other-api.example.com")
 ID_TOKEN = "an ID token is not an access token"
+LOGOUT_TOKEN = "a logout token is not an access token"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,17 @@ FAULTS: list[Any] = [
     pytest.param(lambda k: k.provider.sign(access_token_claims(c_hash="x")), ID_TOKEN, id="id-token-c-hash"),
     pytest.param(lambda k: k.provider.sign(access_token_claims(typ="ID")), ID_TOKEN, id="keycloak-id-token"),
     pytest.param(lambda k: k.provider.sign(access_token_claims(token_use="id")), ID_TOKEN, id="cognito-id-token"),
+    # nor is a logout token, which Keycloak types no more than "JWT" and addresses to the client id
+    pytest.param(
+        lambda k: k.provider.sign(access_token_claims(events={LOGOUT_EVENT: {}}), typ="JWT"),
+        LOGOUT_TOKEN,
+        id="logout-token-claims",
+    ),
+    pytest.param(
+        lambda k: k.provider.sign(access_token_claims(events={LOGOUT_EVENT: {}}), typ="at+jwt"),
+        LOGOUT_TOKEN,
+        id="logout-token-typed-as-access-token",
+    ),
 ]
 
 

@@ -355,6 +355,7 @@ def verify_bearer_token(
     _check_iat(claims, now, skew, required=False)
     _check_nbf(claims, now, skew)
     _check_sub(claims)
+    _check_not_a_logout_token(claims)
     _check_not_an_id_token(header, claims)
     return claims
 
@@ -389,6 +390,19 @@ def _check_not_an_id_token(header: Mapping[str, Any], claims: Mapping[str, Any])
         return
     if any(name in claims for name in _ID_TOKEN_CLAIMS) or _kind_is(claims, _ID_TOKEN_KINDS):
         raise TokenInvalid("an ID token is not an access token")
+
+
+def _check_not_a_logout_token(claims: Mapping[str, Any]) -> None:
+    """Refuse a logout token offered as an access token (RFC 8725 section 2.8).
+
+    Its ``aud`` is the client id, which ``bearer_audiences`` accepts by default, and many
+    providers type it no more than ``JWT`` (Keycloak), so neither tells it apart; the back-channel
+    logout event does: it "declares that the JWT is a Logout Token" (Back-Channel Logout 1.0
+    section 2.4), whatever its header says.
+    """
+    events = claims.get("events")
+    if isinstance(events, dict) and BACKCHANNEL_LOGOUT_EVENT in events:
+        raise TokenInvalid("a logout token is not an access token")
 
 
 def _segment(segment: str) -> bytes:
