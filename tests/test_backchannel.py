@@ -9,6 +9,7 @@ end sessions by ``sid`` or, without one, by ``sub``; a store outage is a 503, ne
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import urllib.request
@@ -265,6 +266,16 @@ async def test_malformed_back_channel_requests_are_400(stack: Stack, body: Any, 
 async def test_a_body_that_is_not_a_readable_form_is_400_not_500(stack: Stack, content_type: str, body: bytes) -> None:
     status, _, answer = await _post_token(stack.url, None, body=body, content_type=content_type)
     assert status == 400 and answer["error_description"] == "logout_token missing"
+
+
+async def test_a_body_beyond_the_size_limit_is_400_not_413(stack: Stack) -> None:
+    # section 2.8: a request the proxy cannot act on is a 400 with an error body, never cached
+    body = io.BytesIO(b"logout_token=" + b"a" * (2 << 20))
+    status, headers, answer = await _post_token(
+        stack.url, None, body=body, content_type="application/x-www-form-urlencoded"
+    )
+    assert status == 400 and answer["error_description"] == "logout_token missing"
+    assert headers["Cache-Control"] == "no-store"
 
 
 async def test_back_channel_logout_only_accepts_post(stack: Stack) -> None:

@@ -200,14 +200,15 @@ async def form_value(request: web.Request, name: str, within: float) -> str | No
     """The form field ``name`` of a POST body; None when absent, not text, or the body is not a form.
 
     A body aiohttp cannot read as a form (a multipart body without its boundary, a charset
-    nobody knows, a malformed part) is treated as one without the field, never as a 500; so is
-    one that has not all arrived ``within`` seconds: a body that never comes holds no connection
-    (and no file descriptor) for good.
+    nobody knows, a malformed part, one beyond aiohttp's ``client_max_size``) is treated as one
+    without the field, never as a 500 or aiohttp's plain-text 413; so is one that has not all
+    arrived ``within`` seconds: a body that never comes holds no connection (and no file
+    descriptor) for good.
     """
     try:
         async with asyncio.timeout(within):
             value = (await request.post()).get(name)
-    except (ValueError, LookupError, HttpProcessingError, TimeoutError):
+    except (ValueError, LookupError, HttpProcessingError, TimeoutError, web.HTTPRequestEntityTooLarge):
         return None
     return value if isinstance(value, str) else None
 
