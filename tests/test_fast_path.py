@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from multidict import CIMultiDict
@@ -991,7 +992,10 @@ def _cookie_attributes(fields: CIMultiDict[str]) -> list[str]:
     [
         pytest.param(get("/oauth2/start?rd=/app%3Fx%3D1", NAVIGATION), 302, id="start"),
         pytest.param(get("/oauth2/callback?state=not-this-browsers&code=x", NAVIGATION), 400, id="callback-bad-state"),
-        pytest.param(get("/oauth2/callback?error=access_denied", NAVIGATION), 403, id="callback-provider-error"),
+        pytest.param(
+            get("/oauth2/callback?error=access_denied&iss={issuer}", NAVIGATION), 403, id="callback-provider-error"
+        ),
+        pytest.param(get("/oauth2/callback?error=access_denied", NAVIGATION), 400, id="callback-error-without-iss"),
         pytest.param(get("/oauth2/callback?state=s", "Accept: application/json"), 400, id="callback-api-client"),
         pytest.param(get("/oauth2/start?rd=/app", NAVIGATION, "Host: other.test"), 400, id="start-two-hosts"),
     ],
@@ -999,6 +1003,8 @@ def _cookie_attributes(fields: CIMultiDict[str]) -> list[str]:
 async def test_the_sign_in_endpoints_answer_alike_on_both_paths(
     signing_in: Stack, request_head: bytes, status: int
 ) -> None:
+    assert signing_in.provider is not None
+    request_head = request_head.replace(b"{issuer}", quote(signing_in.provider.issuer, safe="").encode())
     fast, slow = await _on_both_paths(signing_in.public_url, request_head)
     assert fast[0] == slow[0] == status
     # the state, nonce, cookie values and request ids are new for each answer; the rest is equal

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 
 import pytest
 
@@ -355,7 +355,8 @@ async def test_a_provider_error_code_reaches_the_page_and_the_log_only_when_it_i
     async with browser() as b:
         callback = await _callback_url(stack, b)  # a real flow of this browser: its state is valid
         state = parse_qs(urlsplit(callback).query)["state"][0]
-        error_url = urlsplit(callback)._replace(query=urlencode({"error": spoof, "state": state})).geturl()
+        query = urlencode({"error": spoof, "state": state, "iss": stack.provider.issuer})
+        error_url = urlsplit(callback)._replace(query=query).geturl()
         tokens_before = stack.provider.stats.token_requests
         page = await b.get(error_url)
         assert page.status == 400, page
@@ -365,6 +366,49 @@ async def test_a_provider_error_code_reaches_the_page_and_the_log_only_when_it_i
         assert stack.provider.stats.token_requests == tokens_before
     logs = await logs_with(stack.proxy, '"login_failed"', '"reason":"provider error: error"')
     assert "spoof text" not in logs
+
+
+# ---------------------------------------------------------------------------------------------- iss (RFC 9207)
+
+
+def with_iss(url: str, *issuers: str) -> str:
+    """The callback URL with its ``iss`` parameters replaced by ``issuers`` (none: removed)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "iss"] + [("iss", issuer) for issuer in issuers]
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+@pytest.mark.parametrize("case", ["another-issuer", "missing", "twice"])
+async def test_an_authorization_response_not_from_the_configured_issuer_is_refused_without_a_token_request(
+    stack: Stack, case: str
+) -> None:
+    # RFC 9207 section 2.4: the provider says it names itself in every authorization response; an
+    # answer that names another issuer, or none, may have come from another server (a mix-up)
+    async with browser() as b:
+        callback = await _callback_url(stack, b)
+        if case == "another-issuer":
+            callback = with_iss(callback, "https://evil.example.com")
+        elif case == "missing":
+            callback = with_iss(callback)
+        else:
+            callback = with_iss(callback, stack.provider.issuer, "https://evil.example.com")
+        tokens_before = stack.provider.stats.token_requests
+        page = await b.get(callback, follow_redirects=False)
+        assert page.status == 400, page
+        assert "try again" in page.text.lower()
+        assert session_cookie(b) is None
+        assert stack.provider.stats.token_requests == tokens_before
+
+
+async def test_a_provider_error_naming_another_issuer_is_not_taken_for_the_providers(stack: Stack) -> None:
+    # RFC 9207 section 2.4: an error answer naming another issuer is not the configured provider's
+    async with browser() as b:
+        callback = await _callback_url(stack, b)
+        state = parse_qs(urlsplit(callback).query)["state"][0]
+        query = urlencode({"error": "access_denied", "state": state, "iss": "https://evil.example.com"})
+        page = await b.get(urlsplit(callback)._replace(query=query).geturl())
+        assert page.status == 400, page
+        assert "denied at the identity provider" not in page.text
 
 
 # ---------------------------------------------------------------------------------------------- rd

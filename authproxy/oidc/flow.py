@@ -332,7 +332,11 @@ class LoginFlows:
         limited = self.too_many(request, count)
         if limited is not None:
             return limited
+        # RFC 9207: an answer that may come from another server is refused (its flow is spent)
+        mismatch = self._issuer_mismatch(query.getall("iss", []))
         if "error" in query:
+            if mismatch is not None:
+                return self._refused_response(request, state, ticket, blob, mismatch)
             return self._provider_error(request, state, ticket, blob, query.get("error", ""))
         try:
             flow = open_flow(state, ticket, blob, self.clock())
@@ -347,6 +351,8 @@ class LoginFlows:
                 "was started elsewhere.",
                 retry_url=self._start_url("/"),
             )
+        if mismatch is not None:
+            return self._refused_response(request, state, ticket, blob, mismatch)
         code = query.get("code")
         if not code:
             self.metrics.count_login("failed")
@@ -403,6 +409,37 @@ class LoginFlows:
         if not state:
             return None
         return self.sessions.open(request_cookie(request, flow_cookie_name(self.sessions.cookie_name, state)))
+
+    def _issuer_mismatch(self, issuers: list[str]) -> str | None:
+        """Why an authorization response cannot be the provider's (RFC 9207 section 2.4), else None.
+
+        A present ``iss`` must be the configured issuer (simple string comparison, and only one);
+        a provider that advertises ``authorization_response_iss_parameter_supported`` must send it.
+        """
+        if not issuers:
+            ready = self.provider.ready
+            if ready and self.provider.metadata.authorization_response_iss_parameter_supported:
+                return "authorization response without iss"
+            return None
+        if len(issuers) > 1 or issuers[0] != self.provider.issuer:
+            return "authorization response from another issuer"
+        return None
+
+    def _refused_response(
+        self, request: web.Request, state: str, ticket: Ticket | None, blob: bytes | None, reason: str
+    ) -> web.StreamResponse:
+        redirect = "/"
+        with contextlib.suppress(FlowError):
+            redirect = open_flow(state, ticket, blob, self.clock()).redirect
+        log_event("login_failed", reason=reason, client_ip=pages.client_ip_of(request))
+        self.metrics.count_login("failed")
+        return pages.login_error_page(
+            request,
+            400,
+            "Sign-in failed",
+            "The answer did not come from the configured identity provider.",
+            retry_url=self._start_url(redirect),
+        )
 
     def _provider_error(
         self, request: web.Request, state: str, ticket: Ticket | None, blob: bytes | None, error: str
