@@ -866,6 +866,47 @@ async def test_private_ca_provider_needs_ca_file_for_documents_and_token_request
                 await client.close()
 
 
+@pytest.mark.parametrize("document", ["discovery", "jwks"])
+async def test_an_https_providers_documents_are_never_taken_from_a_redirect_to_plain_http(
+    tmp_path: Path, key_a: JwtKey, document: str
+) -> None:
+    # Discovery 1.0 section 3: the JWKS (and the endpoints the document names) are https URLs; a
+    # redirect to http would let anyone on the path serve keys or endpoints of their own
+    ca_file, cert_file, key_file = write_tls_files(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_file, key_file)
+    async with running_provider(server_context) as provider, running_provider() as plain:
+        provider.keys = plain.keys = [key_a]
+        plain.discovery_overrides = provider.discovery_document()
+        path = "/.well-known/openid-configuration" if document == "discovery" else "/jwks"
+        provider.redirects[path] = plain.issuer + path
+        client = ProviderClient(**client_arguments(provider.issuer, ca_file=str(ca_file)))
+        await client.start()
+        try:
+            with pytest.raises(ProviderUnavailable, match="redirected to a URL that is not https"):
+                await client.load_metadata()
+                await client.load_keys()
+        finally:
+            await client.close()
+
+
+async def test_an_https_providers_redirect_to_another_https_url_is_followed(tmp_path: Path, key_a: JwtKey) -> None:
+    ca_file, cert_file, key_file = write_tls_files(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_file, key_file)
+    async with running_provider(server_context) as provider:
+        provider.keys = [key_a]
+        provider.discovery_overrides["jwks_uri"] = provider.issuer + "/old-jwks"
+        provider.redirects["/old-jwks"] = provider.issuer + "/jwks"
+        client = ProviderClient(**client_arguments(provider.issuer, ca_file=str(ca_file)))
+        await client.start()
+        try:
+            await client.load_metadata()
+            assert await client.load_keys() == 1
+        finally:
+            await client.close()
+
+
 @pytest.mark.parametrize(
     ("error", "words"),
     [

@@ -115,6 +115,8 @@ class ProviderClient:
                 raise ConfigError(["provider.private_key_file: required for private_key_jwt"])
             self._assertion_key = tokens.load_assertion_key(private_key_pem)
         self.issuer = issuer
+        # discovery.py refuses http endpoints for an https issuer: no redirect may lead to one either
+        self._https_only = urlsplit(issuer).scheme == "https"
         self.client_id = client_id
         self._client_secret = client_secret
         self.auth_method = auth_method
@@ -564,6 +566,9 @@ class ProviderClient:
                 # elsewhere; GETs of public documents may be redirected
                 allow_redirects=method == "GET" and headers is None,
             ) as response:
+                if self._https_only and any(hop.url.scheme != "https" for hop in (*response.history, response)):
+                    # keys or endpoints that crossed the network in clear text could be anyone's
+                    raise ProviderUnavailable(f"{what} failed: {url} redirected to a URL that is not https")
                 body = await _read_bounded(response, what)
                 return response.status, body, response.content_type
         except TimeoutError as e:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from tests.support.net import free_port
 from tests.support.oidc_tokens import JwtKey, jwks_of
@@ -64,6 +65,7 @@ class MiniProvider:
     discovery_status: int = 200
     discovery_overrides: dict[str, Any] = field(default_factory=dict)
     delay: float = 0.0  # seconds every answer waits (timeouts)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> where a 302 sends it
     received: list[Received] = field(default_factory=list)
 
     @property
@@ -101,13 +103,21 @@ class MiniProvider:
         return {key: value for key, value in doc.items() if value is not None}
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._redirect])
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/jwks", self._jwks)
         app.router.add_post("/token", self._answer("token_answer"))
         app.router.add_post("/revoke", self._answer("revocation_answer"))
         app.router.add_get("/userinfo", self._answer("userinfo_answer"))
         return app
+
+    @web.middleware
+    async def _redirect(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        location = self.redirects.get(request.path)
+        if location is None:
+            return await handler(request)
+        await self._record(request)
+        raise web.HTTPFound(location)
 
     async def _record(self, request: web.Request) -> None:
         form = {key: str(value) for key, value in (await request.post()).items()}
