@@ -326,6 +326,10 @@ class ProviderConfig(_Strict):
         clash = sorted(reserved & set(value))
         if clash:
             raise ValueError(f"these parameters are set by authproxy itself: {', '.join(clash)}")
+        max_age = value.get("max_age")
+        if max_age is not None and not (max_age.isascii() and max_age.isdigit()):
+            # Core 1.0 section 3.1.2.1: seconds, a non-negative integer; ID tokens are held to it
+            raise ValueError("max_age must be a whole number of seconds")
         return value
 
     @model_validator(mode="after")

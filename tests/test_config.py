@@ -254,6 +254,11 @@ def test_example_config_is_valid() -> None:
             id="reserved-authorize-param",
         ),
         pytest.param(
+            with_provider("extra_authorize_params: {max_age: 5m}"),
+            "provider.extra_authorize_params: max_age must be a whole number of seconds",
+            id="max-age-not-seconds",
+        ),
+        pytest.param(
             with_session('cookie: {name: "a b"}'),
             "session.cookie.name:",
             id="cookie-name-with-space",

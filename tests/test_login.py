@@ -240,6 +240,23 @@ async def test_userinfo_sub_mismatch_refuses_the_login(tmp_path: Path) -> None:
             assert page.status == 401 and session_cookie(b) is None
 
 
+@pytest.mark.parametrize("fault", ["stale_auth_time", "missing_auth_time"])
+async def test_with_max_age_an_authentication_older_than_asked_refuses_the_login(tmp_path: Path, fault: str) -> None:
+    # OpenID Connect Core 1.0 sections 3.1.2.1 and 3.1.3.7 item 13: with max_age the ID token carries
+    # auth_time, and an authentication older than max_age (plus the clock skew) is not taken; the
+    # parameter travels through the browser, which may drop it on its way to the provider
+    with start_stack(tmp_path, extra_authorize_params={"max_age": "300"}) as stack:
+        async with browser() as b:
+            page = await login_demo(b, stack.url + "/app", "alice")
+            assert page.status == 200, page  # a fresh authentication is taken
+        stack.provider.set_fault(fault)
+        async with browser() as b:
+            page = await login_demo(b, stack.url + "/app", "alice")
+            assert page.status == 401, page
+            assert "try again" in page.text.lower()
+            assert session_cookie(b) is None
+
+
 async def test_no_kid_with_a_single_key_is_accepted(stack: Stack) -> None:
     stack.provider.set_fault("no_kid")
     async with browser() as b:

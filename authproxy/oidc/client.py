@@ -377,7 +377,9 @@ class ProviderClient:
 
     # ------------------------------------------------------------------ token verification
 
-    async def verify_id_token(self, raw: str, nonce: str, access_token: str | None = None) -> dict[str, Any]:
+    async def verify_id_token(
+        self, raw: str, nonce: str, access_token: str | None = None, *, max_age: float | None = None
+    ) -> dict[str, Any]:
         """The claims of a valid ID token (``tokens.verify_id_token`` with the cached JWKS)."""
         issuer = self.metadata.issuer
 
@@ -393,6 +395,7 @@ class ProviderClient:
                 skew=self.clock_skew,
                 access_token=access_token,
                 client_secret=self._client_secret,
+                max_age=max_age,
             )
 
         claims = await self._with_keys(verify)

@@ -182,6 +182,9 @@ class LoginFlows:
         self.prefix = config.server.auth_prefix
         self.redirect_uri = config.server.public_url + self.prefix + "/callback"
         self.rate_limit = config.server.rate_limit.auth_per_minute
+        # the max_age every authorization request asks for (config checks it is whole seconds)
+        max_age = self.provider_config.extra_authorize_params.get("max_age")
+        self.max_age = None if max_age is None else float(max_age)
         self.central = config.server.public_url
         self.origins = sessions.origins
 
@@ -464,7 +467,9 @@ class LoginFlows:
         tokens = await self.provider.exchange_code(code, self.redirect_uri, flow.code_verifier)
         if not tokens.id_token:
             raise TokenInvalid("no id_token in the token response")
-        claims = await self.provider.verify_id_token(tokens.id_token, flow.nonce, tokens.access_token)
+        claims = await self.provider.verify_id_token(
+            tokens.id_token, flow.nonce, tokens.access_token, max_age=self.max_age
+        )
         userinfo = None
         if self.provider_config.userinfo and tokens.access_token:
             userinfo = await self.provider.fetch_userinfo(tokens.access_token)

@@ -229,16 +229,19 @@ def verify_id_token(
     skew: float,
     access_token: str | None = None,
     client_secret: str | None = None,
+    max_age: float | None = None,
 ) -> dict[str, Any]:
     """The claims of a valid ID token (Core 1.0 section 3.1.3.7); ``TokenInvalid`` otherwise.
 
     HS* is accepted only when listed in ``allowed_algorithms``, with ``client_secret`` as the key.
+    ``max_age``: the one the authorization request asked for, if any (``auth_time`` is then checked).
     """
     claims, _, alg, curve = _verified_id_token(
         raw, keys, issuer, client_id, allowed_algorithms, now, skew, client_secret
     )
     _check_nonce(claims, nonce)
     _check_at_hash(claims, access_token, alg, curve)
+    _check_auth_time(claims, now, skew, max_age)
     return claims
 
 
@@ -608,6 +611,18 @@ def _check_nbf(claims: Mapping[str, Any], now: float, skew: float) -> None:
     nbf = _time_claim(claims, "nbf", required=False)
     if nbf is not None and nbf > now + skew:
         raise TokenInvalid("token not yet valid")
+
+
+def _check_auth_time(claims: Mapping[str, Any], now: float, skew: float, max_age: float | None) -> None:
+    # Core 1.0 section 3.1.2.1: with max_age the ID token MUST carry auth_time; section 3.1.3.7
+    # item 13: an authentication older than max_age is not taken (the browser, which carried the
+    # request, may have dropped max_age on its way to the provider)
+    if max_age is None:
+        return
+    auth_time = _time_claim(claims, "auth_time", required=True)
+    assert auth_time is not None
+    if now - auth_time > max_age + skew:
+        raise TokenInvalid("auth_time older than max_age")
 
 
 def _check_sub(claims: Mapping[str, Any]) -> None:

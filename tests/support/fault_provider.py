@@ -53,7 +53,7 @@ ID_TOKEN_FAULTS: Final = frozenset(
     {
         "bad_signature", "alg_none", "hs256_client_secret", "wrong_iss", "wrong_aud", "missing_aud",
         "extra_aud_no_azp", "expired", "missing_iat", "iat_future", "missing_sub", "missing_nonce",
-        "wrong_nonce", "wrong_at_hash", "no_kid", "rotate_keys",
+        "wrong_nonce", "wrong_at_hash", "no_kid", "rotate_keys", "stale_auth_time", "missing_auth_time",
     }
 )  # fmt: skip
 OTHER_FAULTS: Final = frozenset(
@@ -127,6 +127,11 @@ class FaultProvider(DemoProvider):
             claims["nonce"] = "not-the-nonce-you-sent"
         elif fault == "wrong_at_hash":
             claims["at_hash"] = token_hash(access_token + "-other")
+        elif fault == "stale_auth_time":
+            # a provider that ignored max_age: the user last authenticated an hour ago
+            claims["auth_time"] = int(now) - 3600
+        elif fault == "missing_auth_time":
+            claims.pop("auth_time", None)
         return claims
 
     def sign_id_token(self, claims: dict[str, Any], headers: dict[str, Any]) -> str:
