@@ -158,7 +158,8 @@ KEYS: Final[dict[str, Key]] = {
     ),
     "provider.extra_authorize_params": Key(
         "Extra authorization request parameters. The ones authproxy sets itself (`state`, `nonce`, `scope`, "
-        "PKCE, ...) are refused.",
+        "PKCE, ...) are refused. With `max_age` (whole seconds), an ID token without `auth_time`, or whose "
+        "`auth_time` is older than `max_age` plus `clock_skew`, refuses the login.",
         "{prompt: login, acr_values: 'urn:mfa'}",
     ),
     "provider.allowed_algorithms": Key(
