@@ -23,6 +23,7 @@ from authproxy.cookie_header import request_cookie
 from authproxy.errors import SessionEnded, TokenInvalid
 from authproxy.oidc.client import ProviderClient
 from authproxy.policy import Policy, compile_allow
+from authproxy.proxy import is_websocket_upgrade
 from authproxy.sessions.manager import Session, SessionManager
 from authproxy.sessions.refresh import Refresher
 
@@ -63,7 +64,9 @@ def wants_redirect(route: RouteConfig, request: web.Request) -> bool:
         return True
     if route.on_unauthenticated == "deny":
         return False
-    return pages.is_browser_navigation(request)
+    # a WebSocket handshake is never a navigation, whatever it accepts: a browser cannot follow a
+    # redirect from one, and a client that opened it must learn that it needs to sign in
+    return pages.is_browser_navigation(request) and not is_websocket_upgrade(request.method, request.headers)
 
 
 class Gate:

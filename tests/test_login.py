@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 
+import aiohttp
 import pytest
 
 from authproxy.demo.provider import DemoClient
@@ -162,6 +163,25 @@ async def test_non_browser_requests_get_401_json_with_login_url(stack: Stack) ->
             body = page.json()
             assert body["error"] == "unauthenticated"
             assert body["login_url"].startswith("/oauth2/start?rd=/api/items")
+
+
+async def test_a_websocket_handshake_without_a_session_gets_401_even_when_it_accepts_html(stack: Stack) -> None:
+    # SPEC section 4: a WebSocket upgrade is never a browser navigation; a redirect would be lost on it
+    handshake = {
+        "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(stack.url + "/app/socket?x=1", headers=handshake, allow_redirects=False) as answer,
+    ):
+        assert answer.status == 401
+        body = await answer.json()
+    assert body["error"] == "unauthenticated"
+    assert body["login_url"].startswith("/oauth2/start?rd=/app/socket")
 
 
 # a GET is served by the fast path, a POST by aiohttp's: each decides on the route's auth itself
