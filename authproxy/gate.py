@@ -104,9 +104,12 @@ class Gate:
         if session is None:
             return None
         try:
-            return await self.refresher.ensure_fresh(session)
+            session = await self.refresher.ensure_fresh(session)
         except SessionEnded:
             return None
+        # the access log names the user of every request whose session is known, refused or not
+        request[pages.USER] = session.record.sub
+        return session
 
     async def check(self, request: web.Request, route: RouteConfig) -> Identity | web.StreamResponse | None:
         """An Identity to forward with, None to forward anonymously, or a response to send instead."""
@@ -141,6 +144,7 @@ class Gate:
 
     def authorize(self, request: web.Request, route: RouteConfig, identity: Identity) -> Identity | web.Response:
         """The identity when the route's allow rules admit it, else a 403 page or JSON."""
+        request[pages.USER] = identity.sub
         policy = self.policies[route.name]
         if policy.allows(identity.claims):
             return identity

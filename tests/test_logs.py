@@ -149,6 +149,30 @@ def test_access_log_fields(records: list[dict[str, Any]]) -> None:
     assert auth and {line["route"] for line in auth} == {"_auth"}
 
 
+async def test_the_access_log_names_the_user_whenever_the_session_is_known(tmp_path: Path) -> None:
+    # SPEC section 6: "user (sub) when known": a refusal by the allow rules, the forward-auth
+    # check, /userinfo and the sign-out all know whose session it is (bob is not in admins)
+    admins_only = {"name": "admins", "upstream": "http://127.0.0.1:9", "allow": {"groups": ["admins"]}}
+    with start_ops_stack(tmp_path, config={"routes": [admins_only]}) as stack:
+        async with stack.browser() as b:
+            refused = await login(b, stack, "/admin", user="bob")
+            assert refused.status == 403
+            for path, status in (("/oauth2/auth", 202), ("/oauth2/userinfo", 200)):
+                assert (await b.get(stack.url + path, headers=JSON)).status == status
+            sign_out = await b.get(stack.url + "/oauth2/sign_out", follow_redirects=False)
+            assert sign_out.status == 302
+        logs = await logs_with(stack.proxy, '"path":"/oauth2/sign_out"', '"status":302')
+    lines = access_lines(json_records(logs))
+    answered = {(line["path"], line["status"]): line["user"] for line in lines if line["path"] != "/oauth2/start"}
+    assert answered == {
+        ("/admin", 403): "bob",
+        ("/oauth2/callback", 302): "bob",
+        ("/oauth2/auth", 202): "bob",
+        ("/oauth2/userinfo", 200): "bob",
+        ("/oauth2/sign_out", 302): "bob",
+    }
+
+
 def test_access_log_request_id_is_the_one_the_client_saw(run: Run, records: list[dict[str, Any]]) -> None:
     [line] = [line for line in access_lines(records) if line["request_id"] == run.request_id_502]
     assert (line["path"], line["route"], line["status"]) == ("/dead/x", "dead", 502)

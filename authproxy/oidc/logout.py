@@ -309,6 +309,7 @@ class Logouts:
         id_token = None
         if session is not None:
             record = session.record
+            request[pages.USER] = record.sub
             id_token = record.id_token
             revoked = await self._revoke(record, metadata)
             self.metrics.count_logout("user")
