@@ -555,13 +555,21 @@ def _access_members(
     )
 
 
+# what a bare text value may not hold: separators, quotes, and control characters (C0, DEL, C1),
+# which a terminal would act on (an ESC sequence from a request path can erase or rewrite lines)
+_TEXT_QUOTED: Final = re.compile(r"[\s\"=\\\x00-\x1f\x7f-\x9f]")
+
+
 def _text_value(value: Any) -> str:
-    """logfmt-style: bare when simple, JSON-quoted when it holds spaces, quotes or newlines."""
+    """logfmt-style: bare when simple, JSON-quoted (every control character escaped) otherwise."""
     if isinstance(value, str):
-        if value and not re.search(r"[\s\"=\\]", value):
+        if value and not _TEXT_QUOTED.search(value):
             return value
-        return json.dumps(value)
-    return json.dumps(value, default=str, separators=(",", ":"))
+        text = json.dumps(value)
+    else:
+        text = json.dumps(value, default=str, separators=(",", ":"))
+    # json escapes C0 and (ensure_ascii) everything above ASCII, but leaves DEL as it is
+    return text.replace("\x7f", "\\u007f")
 
 
 class TextFormatter(logging.Formatter):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,22 @@ def test_text_format_is_readable_and_redacted(tmp_path: Path) -> None:
     assert QUERY_SECRET not in logs
     leaked = [kind for kind, values in secrets.items() for value in values for p in _pieces(value) if p in logs]
     assert not leaked
+
+
+def test_a_text_log_line_carries_no_control_character_a_client_sent(tmp_path: Path) -> None:
+    # a path is decoded before it is logged: %1B is an ESC that, written raw, lets a client
+    # rewrite what an operator's terminal shows (erase the line, move the cursor up, recolour)
+    escapes = "%1B%5B2K%1B%5B1A%08%00%C2%9B"
+    with start_ops_stack(tmp_path, args=("--log-format", "text")) as stack:
+        with urllib.request.urlopen(f"{stack.url}/public/x{escapes}y", timeout=5) as answer:
+            assert answer.status == 200
+        deadline = time.monotonic() + 5
+        while "route=public" not in stack.proxy.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logs = stack.proxy.logs()
+    [line] = [line for line in logs.splitlines() if " authproxy.access " in line and "route=public" in line]
+    assert not [char for char in line if ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F], line
+    assert 'path="/public/x\\u001b[2K\\u001b[1A\\b\\u0000\\u009by"' in line
 
 
 # ---------------------------------------------------------------------------------------------- redact()
