@@ -89,6 +89,8 @@ CLIENT_CLOSED: Final = 499
 SWITCHING_PROTOCOLS: Final = 101
 # the route label of the endpoints under auth_prefix, in the access log and the metrics
 AUTH_ROUTE_LABEL: Final = "_auth"
+# the rest of a path, whatever characters it decodes to
+ANY_PATH: Final = r"[\s\S]*"
 
 
 def _route_label(request: web.Request) -> str:
@@ -452,9 +454,10 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
         SignedOutPage(config.server.auth_prefix).add_routes(app)
     if services.post_keeper is not None:
         services.post_keeper.add_routes(app)
-    # the prefix is reserved: unknown endpoints under it are never forwarded upstream
-    app.router.add_route("*", config.server.auth_prefix + "/{tail:.*}", _reserved)
-    app.router.add_route("*", "/{tail:.*}", _proxy)
+    # the prefix is reserved: unknown endpoints under it are never forwarded upstream. Both take
+    # any path, a decoded line feed (%0A) included, which "." would not match
+    app.router.add_route("*", config.server.auth_prefix + "/{tail:" + ANY_PATH + "}", _reserved)
+    app.router.add_route("*", "/{tail:" + ANY_PATH + "}", _proxy)
     return app, services
 
 

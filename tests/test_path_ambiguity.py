@@ -120,6 +120,10 @@ async def test_a_path_another_route_would_serve_once_normalised_is_refused(proxy
         pytest.param("/admin/x;v=1", "/admin/admin/x;v=1", id="parameter-inside-the-route"),
         pytest.param("/admin/a//b", "/admin/admin/a//b", id="double-slash-inside-the-route"),
         pytest.param("/%61pp/x", "/mounted/x", id="escaped-prefix-stripped"),
+        # an escaped line feed or carriage return is a character of the path like any other: its
+        # route's answer, never a bare "404: Not Found" as if no route matched
+        pytest.param("/admin/a%0Ab", "/admin/admin/a%0Ab", id="escaped-line-feed"),
+        pytest.param("/shop/a%0D%0Ab", "/site/shop/a%0D%0Ab", id="escaped-line-break"),
     ],
 )
 async def test_a_path_whose_reading_keeps_its_route_is_forwarded_as_sent(

@@ -89,7 +89,7 @@ class Upstream:
         r.add_get("/set-cookies", self.set_cookies)
         r.add_route("*", "/reset", self.reset)
         r.add_get("/ws", self.ws)
-        r.add_route("*", "/{tail:.*}", self.echo)
+        r.add_route("*", r"/{tail:[\s\S]*}", self.echo)
         return app
 
     async def start(self) -> None:
