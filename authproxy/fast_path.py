@@ -782,9 +782,10 @@ class FastSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         kwargs = getattr(server, "_kwargs", None)
-        if give_back is None or not isinstance(kwargs, dict):
+        if not isinstance(kwargs, dict):
             return cast("asyncio.Protocol", server())
-        # what web.Server() makes, as the subclass that can give the connection back
+        # what web.Server() makes, as the subclass that can give the connection back and that
+        # reads a request in progress to its end at shutdown
         return ReturningRequestHandler(server, give_back=give_back, loop=asyncio.get_running_loop(), **kwargs)
 
     async def start(self) -> None:

@@ -21,6 +21,11 @@ aiohttp as before: the hand-back is an optimisation that can only be skipped, ne
 On a give-back the handler leaves aiohttp's connection tracking and keep-alive timer and ends
 its request loop without closing the transport; the fast path's protocol then receives the
 connection's next bytes.
+
+At shutdown (``close()``, from the server's ``pre_shutdown``) a connection with a request being
+answered keeps reading it until its answer is done, then closes: aiohttp's own ``close()`` stops
+reading at once, so an upload's remaining body and a WebSocket's frames (its close included)
+would never arrive, and each would hang until the shutdown deadline cut it.
 """
 
 from __future__ import annotations
@@ -43,12 +48,21 @@ _BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})
 class ReturningRequestHandler(RequestHandler):
     """aiohttp's ``RequestHandler`` that offers an idle keep-alive connection back (``give_back``)."""
 
-    __slots__ = ("_ends_at_head", "_give_back")
+    __slots__ = ("_close_after_answer", "_ends_at_head", "_give_back")
 
     def __init__(self, manager: web.Server, *, give_back: GiveBack | None, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._give_back = give_back
         self._ends_at_head = False
+        self._close_after_answer = False
+
+    def close(self) -> None:
+        """Shutdown: close now when idle; when a request is being answered, once it is answered."""
+        if getattr(self, "_request_in_progress", False):
+            # reading goes on (the request's body, a WebSocket's frames); no next request starts
+            self._close_after_answer = True
+            return
+        super().close()
 
     def data_received(self, data: bytes) -> None:
         # whether the parser can be holding part of a next request: bytes that end a head
@@ -64,7 +78,9 @@ class ReturningRequestHandler(RequestHandler):
         request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
     ) -> tuple[web.StreamResponse, bool]:
         response, reset = await super()._handle_request(request, start_time, request_handler)
-        if self._give_back is not None and not reset and self._idle_after(request, response):
+        if self._close_after_answer:
+            super().close()  # aiohttp's request loop ends after this answer and closes
+        elif self._give_back is not None and not reset and self._idle_after(request, response):
             self._return_connection()
         return response, reset
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -203,6 +204,25 @@ async def test_a_websocket_is_logged_with_the_101_it_got_however_it_ends(
         while not (lines := _access_lines(proxy, "/ws")) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     assert [line["status"] for line in lines] == [101]
+
+
+async def test_a_websocket_keeps_relaying_while_the_proxy_drains(
+    run_proxy: Callable[..., ProxyProcess], upstream: Upstream
+) -> None:
+    # after SIGTERM an open WebSocket may finish until the shutdown deadline: its messages still
+    # go both ways, and the client's close ends it (and the drain) at once
+    route = {"name": "app", "upstream": upstream.url, "auth": "none"}
+    proxy = await asyncio.to_thread(run_proxy, {"server": {"shutdown_timeout": "20s"}, "routes": [route]})
+    async with aiohttp.ClientSession() as client:
+        ws = await client.ws_connect(f"http://127.0.0.1:{proxy.port}/ws")
+        assert await ws.receive_str(timeout=5) == "hello -"
+        proxy.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        await ws.send_str("still there")
+        assert await ws.receive_str(timeout=5) == "echo:still there"
+        await ws.close()
+    # well before the deadline: nothing else was in flight
+    assert await asyncio.to_thread(proxy.process.wait, 10) == 0, proxy.logs()
 
 
 def _access_lines(proxy: ProxyProcess, path: str) -> list[dict[str, object]]:

@@ -28,10 +28,14 @@ async def slow_upstream() -> AsyncIterator[TestServer]:
     async def fast(request: web.Request) -> web.Response:
         return web.Response(text="fast")
 
+    async def upload(request: web.Request) -> web.Response:
+        return web.Response(text=f"received {len(await request.read())} bytes")
+
     app = web.Application()
     app[STARTED] = started
     app.router.add_route("*", "/slow", slow)
     app.router.add_get("/fast", fast)
+    app.router.add_post("/upload", upload)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     yield server
@@ -203,3 +207,28 @@ routes: [{name: app, upstream: "http://127.0.0.1:9"}]
     monkeypatch.setattr(services.store, "ping", broken_ping)
     ready, parts = await readiness(services)
     assert not ready and parts["session_store"] == "error"
+
+
+async def test_sigterm_lets_an_upload_in_progress_finish(run_proxy, slow_upstream) -> None:
+    # the body still arriving after the signal is read to its end: the upload is answered, not
+    # stalled until the deadline cuts it
+    proxy = run_proxy({**public_config(slow_upstream), "server": {"shutdown_timeout": "20s"}})
+    parts = 10
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(parts):
+            yield b"x" * 65536
+            await asyncio.sleep(0.1)
+
+    async with aiohttp.ClientSession() as client:
+        upload = asyncio.create_task(client.post(proxy.url + "/upload", data=body()))
+        await asyncio.sleep(0.3)  # part of the body is in, the rest is coming
+        proxy.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        answer = await asyncio.wait_for(upload, 30)
+        assert answer.status == 200 and await answer.text() == f"received {parts * 65536} bytes"
+        assert time.monotonic() - signalled < 10, "the upload waited for the shutdown deadline"
+    started = time.monotonic()
+    while proxy.process.poll() is None and time.monotonic() - started < 20:
+        await asyncio.sleep(0.05)
+    assert proxy.process.returncode == 0, proxy.logs()
