@@ -693,6 +693,7 @@ async def _relay(
         asyncio.create_task(_pipe(upstream_ws, client_ws, int(WSCloseCode.BAD_GATEWAY))),
     ]
     watcher = asyncio.create_task(_watch_session(still_signed_in)) if still_signed_in is not None else None
+    cut = False
     try:
         await asyncio.wait([*tasks, *([watcher] if watcher else [])], return_when=asyncio.FIRST_COMPLETED)
         if watcher is not None and watcher.done() and not any(task.done() for task in tasks):
@@ -704,6 +705,12 @@ async def _relay(
             await asyncio.gather(*tasks, return_exceptions=True)
             await _close_within(client_ws, code=int(WSCloseCode.POLICY_VIOLATION), message=b"session ended")
             await _close_within(upstream_ws, code=int(WSCloseCode.GOING_AWAY))
+    except asyncio.CancelledError:
+        # cut: the shutdown deadline passed, or the client's connection is gone. The proxy is
+        # going away (RFC 6455 section 7.4.1), which 1000 would not say: a client takes that as
+        # the end of the conversation and does not reconnect
+        cut = True
+        raise
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -716,4 +723,8 @@ async def _relay(
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, ConnectionError | aiohttp.ClientError):
                 LOG.warning("WebSocket relay failed", extra={"fields": {"error": _describe(result)}})
-        await _close_within(client_ws)
+        if cut:
+            going_away = int(WSCloseCode.GOING_AWAY)
+            await asyncio.gather(_close_within(client_ws, code=going_away), _close_within(upstream_ws, code=going_away))
+        else:
+            await _close_within(client_ws)

@@ -225,6 +225,37 @@ async def test_a_websocket_keeps_relaying_while_the_proxy_drains(
     assert await asyncio.to_thread(proxy.process.wait, 10) == 0, proxy.logs()
 
 
+async def test_a_websocket_cut_at_the_shutdown_deadline_is_closed_going_away_on_both_sides(
+    run_proxy: Callable[..., ProxyProcess],
+) -> None:
+    # RFC 6455 section 7.4.1: 1001 is a server going down; 1000 would tell the client the
+    # conversation is over and it need not reconnect (to another replica)
+    upstream_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("hi")
+        async for _ in ws:
+            pass
+        upstream_saw.set_result(ws.close_code)
+        return ws
+
+    async with websocket_upstream(handler) as upstream_url:
+        route = {"name": "app", "upstream": upstream_url, "auth": "none"}
+        proxy = await asyncio.to_thread(run_proxy, {"server": {"shutdown_timeout": "1s"}, "routes": [route]})
+        async with aiohttp.ClientSession() as client:
+            ws = await client.ws_connect(f"http://127.0.0.1:{proxy.port}/ws")
+            assert await ws.receive_str(timeout=5) == "hi"
+            proxy.process.send_signal(signal.SIGTERM)
+            msg = await ws.receive(timeout=10)
+            assert msg.type is WSMsgType.CLOSE
+            assert msg.data == WSCloseCode.GOING_AWAY
+            await ws.close()
+        assert await asyncio.wait_for(upstream_saw, 10) == WSCloseCode.GOING_AWAY
+    assert await asyncio.to_thread(proxy.process.wait, 10) == 0, proxy.logs()
+
+
 def _access_lines(proxy: ProxyProcess, path: str) -> list[dict[str, object]]:
     return [r for r in json_records(proxy.logs()) if r.get("logger") == "authproxy.access" and r.get("path") == path]
 
