@@ -319,6 +319,8 @@ def _lifecycle(services: Services) -> Callable[[web.Application], AsyncIterator[
             await services.provider.start()
             services.background.append(asyncio.create_task(_load_metadata_until_ready(services.provider)))
         yield
+        if services.gate is not None:
+            await services.gate.refresher.settle()  # before the clients it uses close
         for task in services.background:
             task.cancel()
         await asyncio.gather(*services.background, return_exceptions=True)

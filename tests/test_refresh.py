@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from authproxy.config import CookieConfig
 from authproxy.errors import ProviderUnavailable, SessionEnded, StoreUnavailable, TokenEndpointError, TokenInvalid
@@ -37,6 +38,8 @@ from authproxy.sessions.refresh import (
 )
 from authproxy.sessions.store import Lock, SessionStore
 from tests.support.net import free_port
+from tests.support.ops import login, start_ops_stack
+from tests.support.proxy_process import start_proxy
 from tests.support.refresh_race import (
     ABSOLUTE,
     FIRST_REFRESH_TOKEN,
@@ -725,3 +728,49 @@ async def test_a_logout_during_a_refresh_is_not_undone_by_the_refresh(store: Ses
         await refreshing
     assert await stored(sessions, cookie) is None
     assert await sessions.load(cookie) is None
+
+
+async def test_a_refresh_still_at_the_provider_when_the_shutdown_deadline_passes_is_stored(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # the request waiting for it is cut at the deadline, but the provider rotates the refresh
+    # token anyway: closing the provider client and the store under the refresh lost the new
+    # one, and the next refresh (another replica, the restarted process) was a reuse that
+    # revoked the grant and signed the user out
+    config = {
+        "session": {"refresh_before_expiry": "60s", "store": "redis", "redis": {"url": redis_url}},
+        "server": {"shutdown_timeout": "1s"},
+    }
+    with start_ops_stack(tmp_path, config=config, access_token_ttl=30) as stack:
+        async with stack.browser() as b:
+            await login(b, stack, "/app/")  # every request refreshes (tokens live 30 s)
+            cookie = b.cookies.header_for(stack.url + "/app/")
+        assert cookie is not None
+        grants = stack.provider.stats.refresh_grants
+        stack.provider.set_fault("token_endpoint_slow", delay=2.5)
+        refreshing = asyncio.create_task(_get(stack.url + "/app/", cookie))
+        await asyncio.sleep(0.5)  # the token request is out
+        stack.proxy.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(stack.proxy.process.wait, 30) == 0, stack.proxy.logs()
+        await asyncio.gather(refreshing, return_exceptions=True)
+        for _ in range(100):  # the provider rotates the refresh token whether or not anyone waits
+            if stack.provider.stats.refresh_grants > grants:
+                break
+            await asyncio.sleep(0.05)
+        assert stack.provider.stats.refresh_grants == grants + 1
+        stack.provider.set_fault(None)
+        config = yaml.safe_load(stack.proxy.config_path.read_text())
+        restarted = start_proxy(config, tmp_path / "restarted")
+        try:
+            assert await _get(restarted.url + "/app/", cookie) == 200, restarted.logs()
+        finally:
+            restarted.kill()
+    assert stack.provider.stats.refresh_reuses == 0
+
+
+async def _get(url: str, cookie: str) -> int:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(url, headers={"Cookie": cookie, "Accept": "application/json"}, allow_redirects=False) as answer,
+    ):
+        return answer.status

@@ -193,6 +193,8 @@ class Refresher:
         self._clock = clock
         self._on_result = on_result
         self._flights: dict[str, _Flight] = {}
+        # the flights' tasks, until they end (a flight may outlive every request waiting for it)
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -219,12 +221,25 @@ class Refresher:
             flight = self._flights[key] = _Flight()
             task = asyncio.create_task(self._fly_and_deliver(key, session, flight))
             task.add_done_callback(functools.partial(self._landed, key, flight))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
         # each caller waits on a future of its own: a request cancelled mid-refresh (client gone)
         # cancels only that, and the flight finishes and stores the result anyway (a grant the
         # provider may already have rotated must not be abandoned)
         waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         flight.waiters.append(waiter)
         return _own(await waiter)
+
+    async def settle(self) -> None:
+        """Shutdown: wait for the refreshes still running, at most as long as a request waits for one.
+
+        A refresh goes on when the requests waiting for it are cut at the shutdown deadline; the
+        provider may already have rotated the refresh token. Closing the provider client or the
+        store under it would lose the new token (the next refresh is a reuse that revokes the
+        grant) and leave the lock to its lease, so they close only after this.
+        """
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=self._wait_timeout)
 
     async def _fly_and_deliver(self, key: str, seen: Session, flight: _Flight) -> None:
         """Run the flight and hand its outcome to every caller waiting, the moment it is known.
