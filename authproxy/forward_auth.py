@@ -21,7 +21,7 @@ from authproxy.cross_origin import forward_auth_refusal
 from authproxy.gate import Gate
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.policy import forward_auth_allowed, parse_list
-from authproxy.sessions.record import expires_at
+from authproxy.sessions.record import ends_at
 
 AUTH_REQUEST_HEADERS: Final = {
     "X-Auth-Request-User": "sub",
@@ -90,7 +90,7 @@ class IdentityEndpoints:
             "email": claims.get("email"),
             "preferred_username": claims.get("preferred_username"),
             "groups": claims.get("groups", []),
-            "expires_at": int(expires_at(session.record, self.idle_timeout)),
+            "expires_at": int(ends_at(session.record, self.idle_timeout)),
         }
         return web.json_response(body, headers=_NO_STORE)
 

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -302,6 +302,28 @@ async def test_userinfo_describes_the_session(stack: Stack) -> None:
         assert isinstance(expires_at, int)
         # idle_timeout (1 h) from the last use, the login a moment ago
         assert before + IDLE_TIMEOUT - 60 <= expires_at <= before + IDLE_TIMEOUT + 1
+
+
+async def test_userinfo_expires_at_is_the_access_token_expiry_without_a_refresh_token(
+    stack: Stack, run_proxy: Callable[..., ProxyProcess]
+) -> None:
+    # without offline_access the provider issues no refresh token, so the session ends with the
+    # access token (SPEC section 5), long before idle_timeout: expires_at must say so
+    port = free_port()
+    client = stack.provider.clients[CLIENT_ID]
+    stack.provider.register_client(
+        replace(client, redirect_uris=[*client.redirect_uris, f"http://127.0.0.1:{port}/oauth2/callback"])
+    )
+    config = proxy_config(port, stack.provider.issuer, "http://127.0.0.1:9")
+    config["provider"]["scopes"] = ["openid", "profile", "email"]
+    proxy = run_proxy(config)
+    async with browser() as b:
+        before = time.time()
+        page = await login_demo(b, proxy.url + "/oauth2/start?rd=/oauth2/userinfo", "alice")
+        after = time.time()
+        assert page.status == 200 and urlsplit(page.url).path == "/oauth2/userinfo", page
+        access_token_ttl = stack.provider.access_token_ttl
+        assert before + access_token_ttl - 1 <= page.json()["expires_at"] <= after + access_token_ttl + 1
 
 
 # ---------------------------------------------------------------------------------------------- /oauth2/auth

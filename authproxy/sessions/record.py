@@ -170,6 +170,15 @@ def expires_at(record: SessionRecord, idle_timeout: float) -> float:
     return min(record.last_seen_at + idle_timeout, record.absolute_expires_at)
 
 
+def ends_at(record: SessionRecord, idle_timeout: float) -> float:
+    """When the session ends if it is not used again: :func:`expires_at`, or sooner when the
+    access token expires first and there is no refresh token to renew it (SPEC section 5)."""
+    end = expires_at(record, idle_timeout)
+    if record.refresh_token is None and record.access_expires_at is not None:
+        return min(end, record.access_expires_at)
+    return end
+
+
 def is_expired(record: SessionRecord, idle_timeout: float, now: float) -> bool:
     """Whether the session is over: unused for ``idle_timeout``, or past its absolute expiry."""
     return now >= expires_at(record, idle_timeout)
