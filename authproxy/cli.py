@@ -39,6 +39,16 @@ def _workers(value: str) -> int:
     return count
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number from 1 to 65535")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authproxy", description="OpenID Connect authentication reverse proxy.")
     parser.add_argument("--version", action="version", version=f"authproxy {__version__}")
@@ -67,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--workers", type=_workers, default=1, help="validate for this many workers")
 
     demo = commands.add_parser("demo", help="try it out: development provider + echo app + proxy")
-    demo.add_argument("--port", type=int, default=4180, help="the proxy's port (default 4180)")
+    demo.add_argument("--port", type=_port, default=4180, help="the proxy's port (default 4180)")
     log_args(demo)
     demo.set_defaults(log_format="text")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,3 +83,29 @@ async def test_demo_second_app_on_another_host_name_shares_the_sign_in(
         await browser.get(wiki + "/oauth2/sign_out", follow_redirects=False)
         page = await browser.get(url + "/", headers={"Accept": "application/json"}, follow_redirects=False)
         assert page.status == 401
+
+
+def test_demo_on_a_port_in_use_says_so_in_one_line() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "authproxy", "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "-1"])
+def test_demo_refuses_a_port_that_is_not_one_as_a_usage_error(port: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "authproxy", "demo", "--port", port], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "--port" in result.stderr

@@ -23,6 +23,7 @@ from authproxy.config import Config
 from authproxy.demo.echo import create_echo_app
 from authproxy.demo.provider import DemoClient, DemoProvider
 from authproxy.demo.users import DEMO_USERS
+from authproxy.errors import ListenError
 from authproxy.server import run_async, serve
 
 HOST = "127.0.0.1"
@@ -145,6 +146,9 @@ async def _run(port: int) -> None:
 def run_demo(port: int = 4180) -> int:
     try:
         run_async(_run(port))
+    except ListenError as e:  # the proxy's own listeners: the error names the address
+        print(f"authproxy demo: cannot listen on {e.address}: {e.cause} (try --port)", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"authproxy demo: cannot listen on {HOST}:{port}: {e.strerror or e} (try --port)", file=sys.stderr)
         return 1
