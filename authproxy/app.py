@@ -464,6 +464,14 @@ def create_app(config: Config, metrics: Metrics) -> tuple[web.Application, Servi
 
 
 async def _reserved(request: web.Request) -> web.Response:
+    # an endpoint that exists for other methods (aiohttp went on to this catch-all): 405, not 404
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
     return pages.error_response(
         request, 404, "Not found", "No such authproxy endpoint.", request_id=request[REQUEST_ID]
     )

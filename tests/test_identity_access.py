@@ -549,3 +549,25 @@ async def test_upstream_verifies_the_identity_assertion_with_the_jwks_alone(stac
     # bound to its route: another upstream (audience) refuses it
     with pytest.raises(jwt.InvalidAudienceError):
         jwt.decode(assertion, key, algorithms=["ES256"], audience="app", issuer=stack.url)
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+
+@pytest.mark.parametrize("endpoint", ["/start", "/callback", "/auth", "/userinfo", "/jwks.json"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+async def test_get_endpoints_answer_other_methods_405_with_allow(stack: Stack, endpoint: str, method: str) -> None:
+    # the endpoint exists (RFC 9110 section 15.5.6), as sign_out and backchannel_logout say too
+    async with signed_in(stack.url, "alice") as b:
+        answer = await b.request(method, stack.url + "/oauth2" + endpoint, headers=JSON, follow_redirects=False)
+        assert answer.status == 405, (answer, answer.text[:200])
+        assert "GET" in answer.headers["Allow"].split(",")
+        # and the wrong method left the session alone
+        assert (await b.get(stack.url + "/oauth2/userinfo", headers=JSON)).status == 200
+
+
+async def test_unknown_endpoints_under_the_prefix_are_404_whatever_the_method(stack: Stack) -> None:
+    async with browser() as b:
+        for method in ("GET", "POST"):
+            answer = await b.request(method, stack.url + "/oauth2/nothing-here", headers=JSON, follow_redirects=False)
+            assert answer.status == 404
