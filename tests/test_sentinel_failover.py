@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.logout import COOKIE, browser, fault_stack, log_in, session_cookie, status_with_cookie
 from tests.support.net import free_port
 from tests.support.ops import login, start_ops_stack, upstream_seen
 from tests.support.redis_server import RedisServer, _command, start_redis_server
@@ -90,6 +91,74 @@ def test_sessions_survive_a_sentinel_failover(tmp_path: Path) -> None:
                     assert (await login(fresh, stack, "/app/new")).status == 200
 
             asyncio.run(run())
+    finally:
+        for server in (sentinel, replica, master):
+            server.kill()
+
+
+async def test_a_sign_out_after_a_failover_reaches_every_replica_when_the_old_master_comes_back(
+    tmp_path: Path,
+) -> None:
+    # the master pauses (a VM stall, a network partition) long enough for Sentinel to promote the
+    # replica, then answers again, still believing it is the master until Sentinel demotes it
+    # (seconds later). Meanwhile every replica must write, read and hear invalidations on the
+    # master Sentinel names: a sign-out on one must end the session on the other at once
+    master = start_redis_server(tmp_path / "master")
+    replica = start_redis_server(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
+    sentinel = _start_sentinel(tmp_path / "sentinel", master)
+    try:
+        assert _wait(lambda: b"connected_slaves:1" in _command(master.port, "INFO", "replication"), 15)
+        session = {
+            "store": "redis",
+            "redis": {
+                "url": master.url,
+                "sentinel": {"master_name": MASTER_NAME, "nodes": [f"127.0.0.1:{sentinel.port}"]},
+            },
+            # the default cache, with a backstop longer than the test: only invalidations may end a session
+            "cache": {"max_age": "60s"},
+        }
+        with fault_stack(tmp_path / "stack", replicas=2, session_options=session) as stack:
+            cookies = []
+            for user in ("alice", "bob"):
+                async with browser() as b:
+                    await log_in(stack, user, b)
+                    cookies.append(session_cookie(b))
+            assert _wait(lambda: int(_command(replica.port, "DBSIZE").strip()[1:] or 0) > 0, 10)
+            time.sleep(0.5)
+
+            # users keep browsing on both replicas while the master hangs
+            stalled = True
+
+            async def browsing() -> None:
+                while stalled:
+                    await asyncio.gather(*(status_with_cookie(p.url + "/app", cookies[0]) for p in stack.proxies))
+                    await asyncio.sleep(0.1)
+
+            users = asyncio.create_task(browsing())
+            master.freeze()
+            try:
+                replica_named = str(replica.port).encode()
+                assert _wait(
+                    lambda: (
+                        replica_named in _command(sentinel.port, "SENTINEL", "get-master-addr-by-name", MASTER_NAME)
+                    ),
+                    30,
+                )
+            finally:
+                master.thaw()
+                stalled = False
+                await users
+            await asyncio.sleep(1.0)  # the failover is over; the old master answers, not yet demoted
+            for cookie in cookies:
+                for proxy in stack.proxies:
+                    assert await status_with_cookie(proxy.url + "/app", cookie) == 200
+            for signing_out, cookie in enumerate(cookies):
+                async with browser() as b:
+                    b.cookies.receive(stack.proxies[signing_out].url, [f"{COOKIE}={cookie}; Path=/"])
+                    answer = await b.get(stack.proxies[signing_out].url + "/oauth2/sign_out", follow_redirects=False)
+                    assert answer.status == 302
+                for proxy in stack.proxies:
+                    assert await status_with_cookie(proxy.url + "/app", cookie) == 401
     finally:
         for server in (sentinel, replica, master):
             server.kill()

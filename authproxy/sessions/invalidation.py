@@ -19,9 +19,12 @@ The subscriber speaks RESP (https://redis.io/docs/latest/develop/reference/proto
 directly over an asyncio connection, parsed by ``hiredis``. It PINGs every ``PING_INTERVAL``; a
 connection that does not answer within ``LIVENESS_TIMEOUT``, closes, or fails its handshake
 switches the cache off (every request reads the store again, so a hung Redis is a 503) until a
-fresh subscription is confirmed. Pub/sub is not tied to a database, and under Redis Cluster a
-``PUBLISH`` reaches the subscribers of every node, so one subscription per process suffices in
-all three topologies (standalone, Sentinel: the current master, Cluster: the configured node).
+fresh subscription is confirmed. With every ping it also asks where it should be subscribed
+(under Sentinel: which server is the master now) and reconnects when that changed: after a
+failover the old master may answer again, a master in its own eyes until Sentinel demotes it,
+and hears none of what is published on the new one. Pub/sub is not tied to a database, and
+under Redis Cluster a ``PUBLISH`` reaches the subscribers of every node, so one subscription per
+process suffices in all three topologies (standalone, Sentinel: the current master, Cluster: the configured node).
 """
 
 from __future__ import annotations
@@ -161,6 +164,7 @@ class _Subscriber(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last_answer = asyncio.get_running_loop().time()
         self.subscribed = False
+        self.confirmation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
@@ -190,8 +194,10 @@ class _Subscriber(asyncio.Protocol):
             for key in keys:
                 self._cache.invalidate(key)
         elif kind == b"subscribe" and len(reply) >= 2 and reply[1] == self._channel:
+            # live once the feed has checked it is still where it should be (RedisFeed)
             self.subscribed = True
-            self._cache.set_live(True)
+            if not self.confirmation.done():
+                self.confirmation.set_result(None)
         # b"pong": last_answer is all a pong is for
 
     def ping(self) -> None:
@@ -259,6 +265,17 @@ class RedisFeed:
             delay = RECONNECT_MIN if subscribed else min(delay * 2, RECONNECT_MAX)
             await asyncio.sleep(delay)
 
+    async def _still_current(self, endpoint: Endpoint) -> bool:
+        """Whether ``endpoint`` is still where writes are published (Sentinel: the master it names now).
+
+        After a failover the old master may answer again, still a master until Sentinel demotes
+        it: a subscription there hears none of the invalidations published on the new one.
+        """
+        try:
+            return await self._endpoint() == endpoint
+        except Exception:
+            return False  # cannot tell: not known to be live
+
     async def _subscribe_once(self) -> bool:
         """One connection's life; True when it had subscribed before it ended."""
         loop = asyncio.get_running_loop()
@@ -278,12 +295,21 @@ class RedisFeed:
         try:
             while not subscriber.closed.done():
                 subscriber.ping()
-                await asyncio.wait([subscriber.closed], timeout=PING_INTERVAL)
+                waited = [subscriber.closed] if subscriber.subscribed else [subscriber.closed, subscriber.confirmation]
+                await asyncio.wait(waited, timeout=PING_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
                 if loop.time() - subscriber.last_answer > LIVENESS_TIMEOUT:
                     # hung or cut off without a reset: invalidations may be lost, so stop trusting
                     self._cache.set_live(False)
                     log.warning("session cache invalidation feed stopped answering; reconnecting")
                     break
+                if not await self._still_current(endpoint):
+                    self._cache.set_live(False)
+                    log.warning(
+                        "session cache invalidation feed is on a server that is no longer the master; reconnecting"
+                    )
+                    break
+                if subscriber.subscribed and not subscriber.closed.done() and not self._cache.live:
+                    self._cache.set_live(True)
             return subscriber.subscribed
         finally:
             if subscriber.transport is not None:

@@ -42,8 +42,9 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     ClusterDownError,
@@ -163,11 +164,11 @@ class RedisStore:
             raise ValueError("choose either sentinel or cluster, not both")
         self._prefix = key_prefix
         self._url = url
-        self._sentinel_master = sentinel_master
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("the Redis timeout must be a positive number of seconds")
         self._timeout = timeout
         self._sentinel: Sentinel | None = None
+        self._master_pool: _CurrentMasterPool | None = None
         self._cluster_pending = cluster
         self._cluster_lock = asyncio.Lock()
         connection: dict[str, Any] = {
@@ -185,7 +186,11 @@ class RedisStore:
                 sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": _retry()},
                 **connection,
             )
-            self._client = self._sentinel.master_for(sentinel_master, **_master_options(url))
+            client = self._sentinel.master_for(
+                sentinel_master, connection_pool_class=_CurrentMasterPool, **_master_options(url)
+            )
+            self._master_pool = cast("_CurrentMasterPool", client.connection_pool)
+            self._client = client
         elif cluster:
             self._client = RedisCluster.from_url(url, **connection)
         elif Endpoint.understands(url):
@@ -392,13 +397,17 @@ class RedisStore:
         await self._call(lambda: cast("Awaitable[Any]", self._client.publish(channel, message)))
 
     async def subscriber_endpoint(self) -> Endpoint:
-        """Where a pub/sub subscriber connects: the URL's server, or the master Sentinel names now."""
+        """Where a pub/sub subscriber connects: the URL's server, or the master Sentinel names now.
+
+        Asked again and again by the invalidation feed, so under Sentinel it is also how the
+        command connections learn of a failover when none of them has to dial (see
+        :class:`_CurrentMasterPool`).
+        """
         endpoint = Endpoint.from_url(self._url)
-        if self._sentinel is None or self._sentinel_master is None:
+        pool = self._master_pool
+        if pool is None:
             return endpoint
-        name = self._sentinel_master
-        sentinel = self._sentinel
-        host, port = await self._call(lambda: cast("Awaitable[tuple[str, int]]", sentinel.discover_master(name)))
+        host, port = await self._call(pool.get_master_address)
         return replace(endpoint, host=host, port=int(port), path=None)
 
     async def close(self) -> None:
@@ -417,6 +426,29 @@ class RedisStore:
 
     async def _release_lock(self, key: str, token: str) -> None:
         await self._eval(_LOCK_RELEASE, key, token)
+
+
+class _CurrentMasterPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool, handing out no connection to a master Sentinel no longer names.
+
+    redis-py's asyncio pool asks Sentinel only when it dials, and keeps every connection it has.
+    After a failover whose old master comes back (a pause, a partition healed), a connection
+    that was waiting on it returns to the pool and commands go on reaching it: a server that
+    still takes writes until Sentinel demotes it, and then forgets them (a sign-out undone), and
+    whose pub/sub reaches none of the replicas listening on the new master.
+    """
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        address = getattr(connection, "host", None), getattr(connection, "port", None)
+        if self.master_address is not None and address != tuple(self.master_address):
+            await connection.disconnect()  # the command dials the current master
+        return connection
+
+    async def get_master_address(self) -> tuple[str, int]:
+        """The master Sentinel names now; a change drops the idle connections to the old one."""
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        return cast("tuple[str, int]", address)
 
 
 def _master_options(url: str) -> dict[str, Any]:
