@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 import pytest
+import uvloop
 
 from authproxy.config import CookieConfig, SessionConfig, parse_config
 from authproxy.errors import ConfigError, StoreUnavailable
+from authproxy.sessions import invalidation
 from authproxy.sessions.cache import SessionCache
 from authproxy.sessions.factory import create_cache, create_publisher
 from authproxy.sessions.invalidation import (
@@ -492,3 +494,31 @@ async def test_a_retried_logout_reaches_the_caches_of_sessions_already_gone_from
     assert await b.sessions.end_sessions(sid="op-sid") == 0  # the provider's retried back-channel logout
     await _answer_reaches_the_next_request()
     assert await a.sessions.load(cookie) is None
+
+
+def test_the_cache_goes_live_as_soon_as_the_subscription_is_confirmed(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on uvloop, the proxy's loop, the confirmation often arrives before the feed first waits
+    # for it: the cache must go live then too, not a ping interval later (meanwhile a replica
+    # serves from the store what it could serve from memory, and a Redis pause is a 503)
+    monkeypatch.setattr(invalidation, "PING_INTERVAL", 30.0)
+    monkeypatch.setattr(invalidation, "LIVENESS_TIMEOUT", 90.0)
+
+    async def subscribe_again_and_again() -> None:
+        store = RedisStore(redis_server.url, key_prefix=PREFIX, timeout=0.5)
+        try:
+            for _ in range(10):
+                cache = SessionCache(max_age=60.0)
+                feed = RedisFeed(
+                    cache, channel=channel_name(PREFIX), endpoint=store.subscriber_endpoint, publish=store.publish
+                )
+                await feed.start()
+                try:
+                    assert await _until(lambda c=cache: c.live, 5.0), "live only after a ping interval"
+                finally:
+                    await feed.close()
+        finally:
+            await store.close()
+
+    uvloop.run(subscribe_again_and_again())

@@ -295,7 +295,8 @@ class RedisFeed:
         try:
             while not subscriber.closed.done():
                 subscriber.ping()
-                waited = [subscriber.closed] if subscriber.subscribed else [subscriber.closed, subscriber.confirmation]
+                # until live, the confirmation ends the wait too, even one that came before it began
+                waited = [subscriber.closed] if self._cache.live else [subscriber.closed, subscriber.confirmation]
                 await asyncio.wait(waited, timeout=PING_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
                 if loop.time() - subscriber.last_answer > LIVENESS_TIMEOUT:
                     # hung or cut off without a reset: invalidations may be lost, so stop trusting
