@@ -141,6 +141,14 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def _ascii_host(host: str) -> str:
+    """How ``host`` (an internationalised name) is written in ASCII, as far as Python's IDNA can tell."""
+    try:
+        return f"in its xn-- form ({host.encode('idna').decode('ascii')})"
+    except UnicodeError:
+        return "in its xn-- form"
+
+
 def _check_origin_only(value: str, what: str) -> None:
     """No query or fragment, not even an empty one (``https://app.example.com?``)."""
     if "?" in value or "#" in value:
@@ -217,6 +225,10 @@ class ServerConfig(_Strict):
                     f"{item!r} is not an origin such as https://wiki.example.org (scheme and host, no path)"
                 )
             host = origin_host(origin)
+            if not host.isascii():
+                # browsers send the ASCII form in Host (and follow a Location to it): a Unicode
+                # name would never be recognised as this origin
+                raise ValueError(f"{item!r}: write the host name as browsers send it, {_ascii_host(host)}")
             if host in hosts:
                 raise ValueError(f"{host} is listed twice (cookies ignore ports, so one host is one origin)")
             hosts.add(host)
