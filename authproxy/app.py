@@ -477,8 +477,13 @@ async def _reserved(request: web.Request) -> web.Response:
     )
 
 
-async def readiness(services: Services) -> tuple[bool, dict[str, str]]:
-    """Provider metadata loaded and the session store answering; which part fails otherwise."""
+async def readiness(services: Services, *, stopping: bool = False) -> tuple[bool, dict[str, str]]:
+    """Provider metadata loaded and the session store answering; which part fails otherwise.
+
+    Never ready once ``stopping`` (SIGTERM received): the main listener takes no new connection.
+    """
+    if stopping:
+        return False, {"server": "shutting down"}
     parts: dict[str, str] = {}
     if services.provider is not None:
         parts["provider"] = "ok" if services.provider.ready else "metadata not loaded yet"

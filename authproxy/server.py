@@ -98,7 +98,9 @@ async def serve(
     """Run both listeners until SIGTERM or SIGINT, then drain and return."""
     metrics = Metrics(worker=str(worker))
     app, services = create_app(config, metrics)
-    admin = create_admin_app(metrics, lambda: readiness(services))
+    stop = asyncio.Event()
+    # once stopping, the main listener accepts nothing more: /readyz says so while in-flight requests drain
+    admin = create_admin_app(metrics, lambda: readiness(services, stopping=stop.is_set()))
     timeout = config.server.shutdown_timeout
     # aiohttp's keep-alive timer runs from connection start (and after each response) until a
     # complete request head has arrived, and closes idle connections: with it set to the client
@@ -147,7 +149,6 @@ async def serve(
         )
         if on_started is not None:
             on_started()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)

@@ -82,6 +82,27 @@ async def test_sigterm_lets_an_in_flight_request_finish_and_exits_0(run_proxy, s
     assert proxy.process.returncode == 0, proxy.logs()
 
 
+async def test_readyz_fails_while_draining_so_no_new_traffic_is_sent(run_proxy, slow_upstream) -> None:
+    # after SIGTERM the main listener accepts nothing more: a load balancer reading /readyz must
+    # take the replica out at once, while /healthz keeps saying the process serves
+    proxy = run_proxy(public_config(slow_upstream))
+    async with aiohttp.ClientSession() as client:
+        async with client.get(proxy.admin_url + "/readyz") as answer:
+            assert answer.status == 200
+        request = asyncio.create_task(client.get(proxy.url + "/slow?s=3"))
+        await asyncio.wait_for(slow_upstream.app[STARTED].wait(), 10)
+        proxy.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)  # draining: the in-flight request is still with the upstream
+        async with client.get(proxy.admin_url + "/readyz") as answer:
+            assert answer.status == 503
+            assert await answer.json() == {"ready": False, "checks": {"server": "shutting down"}}
+        async with client.get(proxy.admin_url + "/healthz") as answer:
+            assert answer.status == 200
+        answer = await asyncio.wait_for(request, 20)
+        assert answer.status == 200 and await answer.text() == "finished"
+    assert await asyncio.to_thread(proxy.process.wait, 20) == 0, proxy.logs()
+
+
 async def test_sigterm_ends_requests_still_running_at_shutdown_timeout_on_both_paths(run_proxy, slow_upstream) -> None:
     # a GET (the fast path) and a POST (aiohttp's handlers) outlive the deadline: one deadline
     # for both, not one after the other (each of aiohttp's steps waiting it again)
