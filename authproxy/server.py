@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from aiohttp import web
 from authproxy.admin import create_admin_app
 from authproxy.app import create_app, readiness
 from authproxy.config import Config
-from authproxy.errors import ListenError
+from authproxy.errors import ConfigError, ListenError
 from authproxy.factories import server_ssl_context
 from authproxy.fast_path import FastSite
 from authproxy.logs import LOG
@@ -63,6 +64,7 @@ def check_listeners(config: Config) -> None:
     line naming the key instead of one failure per worker. SO_REUSEPORT is set as the workers set
     it, so another authproxy sharing the port on purpose does not count as a conflict.
     """
+    bound: list[set[tuple[str, int]]] = []
     for key, (host, port) in (
         ("server.listen", config.server.listen_host_port()),
         ("server.admin_listen", config.server.admin_host_port()),
@@ -78,6 +80,30 @@ def check_listeners(config: Config) -> None:
                     sock.bind(sockaddr)
         except OSError as e:
             raise ListenError(key, address, describe_bind_error(e)) from e
+        bound.append({(str(sockaddr[0]), int(sockaddr[1])) for *_, sockaddr in infos})
+    if _same_port_and_interface(*bound):
+        # the configuration check compares the addresses as written; this one, as they resolve
+        # ("localhost" and "127.0.0.1"): with SO_REUSEPORT both listeners would take the port, and
+        # the public one would answer the admin endpoints on some connections
+        raise ConfigError(
+            [
+                f"server.admin_listen: {config.server.admin_listen} is also where server.listen serves "
+                f"({config.server.listen}); the admin endpoints (metrics, health) need an address of their own"
+            ]
+        )
+
+
+def _same_port_and_interface(first: set[tuple[str, int]], second: set[tuple[str, int]]) -> bool:
+    """Whether two listeners' resolved ``(address, port)`` pairs share a port on one interface."""
+    for address, port in first:
+        for other, other_port in second:
+            if port == other_port and (
+                address == other
+                or ipaddress.ip_address(address).is_unspecified
+                or ipaddress.ip_address(other).is_unspecified
+            ):
+                return True
+    return False
 
 
 async def _start_site(site: web.BaseSite, key: str, address: str) -> None:

@@ -29,9 +29,11 @@ def taken_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def run(tmp_path: Path, listen: int, admin: int, *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, listen: int, admin: int, *args: str, listen_host: str = "127.0.0.1"
+) -> subprocess.CompletedProcess[str]:
     config = {
-        "server": {"listen": f"127.0.0.1:{listen}", "admin_listen": f"127.0.0.1:{admin}"},
+        "server": {"listen": f"{listen_host}:{listen}", "admin_listen": f"127.0.0.1:{admin}"},
         "session": {"store": "redis", "redis": {"url": "redis://127.0.0.1:9/0"}},
         "routes": [{"name": "app", "upstream": "http://127.0.0.1:9", "auth": "none"}],
     }
@@ -58,6 +60,20 @@ def test_a_port_in_use_is_one_line_naming_the_key_and_exit_1(
     assert len(lines) == 1, result.stderr
     assert f"{key}: cannot listen on 127.0.0.1:{taken_port}: the address is already in use" in lines[0]
     assert "Traceback" not in result.stderr and "Errno" not in result.stderr
+
+
+@pytest.mark.parametrize("listen_host", ["localhost", "127.1"])
+def test_admin_listen_on_the_listen_address_by_another_name_is_refused_with_workers(
+    tmp_path: Path, listen_host: str
+) -> None:
+    # "localhost:P" and "127.0.0.1:P" are one address: with --workers both listeners would take
+    # the port (SO_REUSEPORT) and the public port would answer /metrics and /readyz on some connections
+    port = free_port()
+    result = run(tmp_path, port, port, "--workers", "2", "--log-format", "text", listen_host=listen_host)
+    assert result.returncode == 2, result.stderr
+    assert f"server.admin_listen: 127.0.0.1:{port} is also where server.listen serves" in result.stderr
+    assert "listening" not in result.stderr, "no worker may serve"
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
