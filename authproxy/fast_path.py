@@ -257,7 +257,9 @@ class FastConnection(asyncio.Protocol):
         elif not self.busy and self.transport is not None:
             # a client that half-closed before its answer began gets the answer, then the close
             self.transport.close()
-        return True
+        # keep the write side open for the answer under way; over TLS the transport closes
+        # after the peer's close_notify whatever this says, and asyncio logs a warning if asked
+        return self._site.scheme == "http"
 
     # -- request by request
 

@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.support.tls import tls_contexts
+
 STARTED = web.AppKey("started", asyncio.Event)
 
 
@@ -152,6 +154,27 @@ async def test_out_of_file_descriptors_the_listener_pauses_and_recovers(run_prox
     logs = proxy.logs()
     assert "cannot accept connections: Too many open files; pausing" in logs
     assert "Traceback" not in logs and "Exception in callback" not in logs, logs
+
+
+async def test_an_https_listener_serves_and_logs_no_warning_per_closed_connection(
+    run_proxy, slow_upstream, tmp_path
+) -> None:
+    # server.tls, as README's "In front of your app in 5 minutes" offers: every browser closes its
+    # connections, and each close must not put a warning in the operator's logs
+    _, client_tls = tls_contexts(tmp_path)
+    tls = {"cert_file": str(tmp_path / "tls.crt"), "key_file": str(tmp_path / "tls.key")}
+    proxy = run_proxy({**public_config(slow_upstream), "server": {"tls": tls}})
+    for path in ("/fast", "/nowhere-but-routed"):  # the fast path, and aiohttp's
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, ssl=client_tls)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            assert (await reader.readline()).startswith(b"HTTP/1.1 ")
+            writer.close()
+            await writer.wait_closed()
+    await asyncio.sleep(0.5)
+    assert proxy.terminate() == 0
+    warnings = [line for line in proxy.logs().splitlines() if '"level":"warning"' in line]
+    assert warnings == []
 
 
 async def test_unmatched_host_gets_404(run_proxy, slow_upstream) -> None:
