@@ -157,7 +157,7 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "authproxy_upstream_errors_total",
-            "Upstream failures, by route and kind (refused, timeout, reset).",
+            "Upstream failures, by route and kind (refused, timeout, reset, bad_response).",
             ["route", "kind", "worker"],
             registry=registry,
         )
