@@ -676,6 +676,23 @@ def test_yaml_example_in_the_docs_passes_authproxy_check(
     assert output.splitlines()[-1].startswith("ok: ")
 
 
+def test_the_readme_registers_at_the_provider_what_its_configuration_uses() -> None:
+    # "In front of your app in 5 minutes": step 1 lists what to register at the provider, step 2
+    # is the configuration; a URI the configuration sends that step 1 does not register is
+    # refused by the provider (a sign-out ending on "post_logout_redirect_uri not registered")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    step_1_at, step_2_at = text.index("**1. Register a client"), text.index("**2. Write the configuration**")
+    step_1 = text[step_1_at:step_2_at]
+    step_2_line = text.count("\n", 0, step_2_at) + 1
+    step_2 = next(b for b in fenced_blocks(readme) if b.language == "yaml" and b.line > step_2_line)
+    config = parse_config(step_2.text, EXAMPLE_ENV)
+    assert config.provider is not None
+    registered = set(re.findall(r"^- [^`\n]*URI\s+`([^`]+)`", step_1, re.M))
+    assert f"{config.server.public_url}{config.server.auth_prefix}/callback" in registered
+    assert config.provider.post_logout_redirect_uri in registered
+
+
 def example_config_files() -> list[Path]:
     """config/*.yaml, and every YAML file under deploy/ with an authproxy section at its top."""
     found = sorted((ROOT / "config").glob("*.y*ml"))
