@@ -145,7 +145,7 @@ class Metrics:
         )
         self.logouts = Counter(
             "authproxy_logouts_total",
-            "Sessions ended, by kind (user, backchannel, expired, revoked).",
+            "Sessions ended, by kind (user: a sign-out, backchannel: a back-channel logout).",
             ["kind", "worker"],
             registry=registry,
         )
