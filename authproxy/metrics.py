@@ -1,8 +1,8 @@
 """Prometheus metrics of SPEC section 6, in a registry of their own per process.
 
-With ``--workers N`` each worker keeps its own registry and serves it on the shared admin port
-(SO_REUSEPORT), so one scrape sees one worker; every series carries a ``worker`` label so that
-sums over scrapes stay meaningful.
+With ``--workers N`` each worker keeps its own registry, and every series carries a ``worker``
+label; the worker a scrape reaches on the shared admin port (SO_REUSEPORT) adds the other
+workers' series to its own (:mod:`authproxy.metrics_peers`).
 
 The two series every request moves (``authproxy_requests_total`` and
 ``authproxy_request_duration_seconds``) are plain counts in :class:`RequestSeries`, read by the

@@ -17,11 +17,12 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 
-from authproxy.admin import create_admin_app
+from authproxy.admin import create_admin_app, create_own_metrics_app
 from authproxy.app import create_app, readiness
 from authproxy.config import Config
 from authproxy.errors import ConfigError, ListenError
@@ -29,6 +30,7 @@ from authproxy.factories import server_ssl_context
 from authproxy.fast_path import FastSite
 from authproxy.logs import LOG
 from authproxy.metrics import Metrics
+from authproxy.metrics_peers import Peers, remove_socket
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 # aiohttp's drain after the site's own (FastSite.stop): in-flight answers were given
@@ -120,13 +122,19 @@ async def serve(
     reuse_port: bool = False,
     on_started: Callable[[], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    peers_directory: Path | None = None,
 ) -> None:
-    """Run both listeners until SIGTERM or SIGINT, then drain and return."""
+    """Run both listeners until SIGTERM or SIGINT, then drain and return.
+
+    ``peers_directory`` (``--workers``): where the workers of this run serve each other their
+    metrics, so that a scrape of any one of them has them all (``metrics_peers``).
+    """
     metrics = Metrics(worker=str(worker))
     app, services = create_app(config, metrics)
     stop = asyncio.Event()
+    peers = None if peers_directory is None else Peers(peers_directory, worker)
     # once stopping, the main listener accepts nothing more: /readyz says so while in-flight requests drain
-    admin = create_admin_app(metrics, lambda: readiness(services, stopping=stop.is_set()))
+    admin = create_admin_app(metrics, lambda: readiness(services, stopping=stop.is_set()), peers)
     timeout = config.server.shutdown_timeout
     # aiohttp's keep-alive timer runs from connection start (and after each response) until a
     # complete request head has arrived, and closes idle connections: with it set to the client
@@ -142,9 +150,14 @@ async def serve(
         keepalive_timeout=config.server.client_header_timeout,
     )
     admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    own_runner = None if peers is None else web.AppRunner(create_own_metrics_app(metrics), access_log=None)
     await runner.setup()
     await admin_runner.setup()
     try:
+        if own_runner is not None and peers is not None:
+            await own_runner.setup()
+            remove_socket(peers.own_socket)
+            await web.UnixSite(own_runner, str(peers.own_socket)).start()
         host, port = config.server.listen_host_port()
         # simple GET/HEAD requests are answered by the fast path, everything else by aiohttp
         site = FastSite(
@@ -185,6 +198,9 @@ async def serve(
             "shutting down: draining in-flight requests", extra={"fields": {"worker": worker, "timeout_s": timeout}}
         )
     finally:
+        if own_runner is not None and peers is not None:
+            remove_socket(peers.own_socket)  # first: the other workers stop asking
+            await own_runner.cleanup()
         await runner.cleanup()
         await admin_runner.cleanup()
     LOG.info("stopped", extra={"fields": {"worker": worker}})
@@ -201,6 +217,18 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
 
 
 def run_worker(
-    config: Config, worker: int = 0, reuse_port: bool = False, stop_requested: Callable[[], bool] | None = None
+    config: Config,
+    worker: int = 0,
+    reuse_port: bool = False,
+    stop_requested: Callable[[], bool] | None = None,
+    peers_directory: Path | None = None,
 ) -> None:
-    run_async(serve(config, worker=worker, reuse_port=reuse_port, stop_requested=stop_requested))
+    run_async(
+        serve(
+            config,
+            worker=worker,
+            reuse_port=reuse_port,
+            stop_requested=stop_requested,
+            peers_directory=peers_directory,
+        )
+    )

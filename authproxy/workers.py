@@ -35,8 +35,10 @@ if __name__ == "__main__":
 import argparse  # noqa: E402 - after the signal handlers on purpose
 import ctypes  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -51,8 +53,11 @@ POLL_INTERVAL: Final = 0.1
 _PR_SET_PDEATHSIG: Final = 1
 
 
-def worker_command(config_path: Path, index: int, log_level: str, log_format: str) -> list[str]:
+def worker_command(
+    config_path: Path, index: int, log_level: str, log_format: str, peers_directory: Path | None = None
+) -> list[str]:
     """The command line of worker ``index``."""
+    peers = [] if peers_directory is None else ["--peers", str(peers_directory)]
     return [
         sys.executable,
         "-m",
@@ -67,6 +72,7 @@ def worker_command(config_path: Path, index: int, log_level: str, log_format: st
         log_level,
         "--log-format",
         log_format,
+        *peers,
     ]
 
 
@@ -156,9 +162,14 @@ class Supervisor:
 
 def run_workers(config_path: Path, workers: int, log_level: str, log_format: str, shutdown_timeout: float) -> int:
     """Supervise ``workers`` processes serving ``config_path``; the exit code for the CLI."""
-    commands = [worker_command(config_path, i, log_level, log_format) for i in range(workers)]
-    LOG.info("starting workers", extra={"fields": {"workers": workers}})
-    return Supervisor(commands, shutdown_timeout).run()
+    # where the workers serve each other their metrics (authproxy.metrics_peers): this user's alone
+    peers_directory = Path(tempfile.mkdtemp(prefix="authproxy-workers-"))
+    try:
+        commands = [worker_command(config_path, i, log_level, log_format, peers_directory) for i in range(workers)]
+        LOG.info("starting workers", extra={"fields": {"workers": workers}})
+        return Supervisor(commands, shutdown_timeout).run()
+    finally:
+        shutil.rmtree(peers_directory, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the worker side
@@ -181,6 +192,7 @@ def _worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="json")
+    parser.add_argument("--peers", type=Path, default=None)
     args = parser.parse_args(argv)
     _stop_with_parent(args.parent)
     configure_logging(args.log_level, args.log_format)
@@ -195,7 +207,13 @@ def _worker_main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if _stop_signal is not None:
             return 0  # told to stop before serving anything
-        run_worker(config, worker=args.index, reuse_port=True, stop_requested=lambda: _stop_signal is not None)
+        run_worker(
+            config,
+            worker=args.index,
+            reuse_port=True,
+            stop_requested=lambda: _stop_signal is not None,
+            peers_directory=args.peers,
+        )
     except ListenError as e:
         LOG.error(str(e), extra={"fields": {"worker": args.index}})
         return 1

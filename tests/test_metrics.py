@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from authproxy.metrics import Metrics
+from authproxy.metrics_peers import merge_expositions
 from tests.support.ops import JSON, OpsStack, Samples, login, metric, parse_metrics, scrape_metrics, start_ops_stack
 
 FAMILIES = {
@@ -190,3 +191,37 @@ def test_the_store_error_counter_is_exported_at_zero_before_the_first_error() ->
     assert 'authproxy_session_store_errors_total{worker="3"} 0.0' in text
     metrics.count_store_error()
     assert 'authproxy_session_store_errors_total{worker="3"} 1.0' in metrics.render().decode()
+
+
+# ---------------------------------------------------------------- every worker in one scrape
+
+
+def _worker_metrics(worker: str, requests: int) -> bytes:
+    metrics = Metrics(worker=worker)
+    for _ in range(requests):
+        metrics.observe_request("app", 200, 0.01)
+    metrics.count_login("ok")
+    return metrics.render()
+
+
+def test_one_workers_exposition_merged_alone_is_itself_byte_for_byte() -> None:
+    own = _worker_metrics("0", 3)
+    assert merge_expositions([own.decode()]) == own
+
+
+def test_merged_expositions_hold_each_family_once_with_every_workers_samples() -> None:
+    merged = merge_expositions([_worker_metrics("0", 3).decode(), _worker_metrics("1", 5).decode()]).decode()
+    assert merged.count("# TYPE authproxy_requests_total counter") == 1
+    assert merged.count("# TYPE authproxy_request_duration_seconds histogram") == 1
+    requests = {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(merged)
+        for sample in family.samples
+        if sample.name == "authproxy_requests_total"
+    }
+    assert requests == {"0": 3.0, "1": 5.0}
+
+
+def test_a_workers_exposition_that_cannot_be_read_is_left_out_not_a_failed_scrape() -> None:
+    own = _worker_metrics("0", 1)
+    assert merge_expositions([own.decode(), 'authproxy_requests_total{route="app" garbage\n']) == own

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from authproxy.workers import clean_exit
 from tests.support.net import free_port, proc_stat_fields
@@ -174,6 +175,41 @@ async def test_an_in_flight_request_finishes_when_the_parent_is_told_to_stop(run
         assert await asyncio.to_thread(proxy.process.wait, WAIT) == 0, proxy.logs()
     finally:
         await upstream.close()
+
+
+def _requests_by_worker(exposition: str) -> dict[str, float]:
+    """``authproxy_requests_total`` of route ``app`` summed per ``worker`` label."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "authproxy_requests_total" and sample.labels["route"] == "app":
+                worker = sample.labels["worker"]
+                counts[worker] = counts.get(worker, 0.0) + sample.value
+    return counts
+
+
+async def test_every_scrape_has_every_workers_series_whichever_worker_answers_it(run_proxy, redis_url) -> None:
+    # the workers share the admin port: a scrape reaching one of them must still count the
+    # requests all of them answered, or sums over the worker label jump from scrape to scrape
+    proxy, workers = two_workers(run_proxy, redis_url)
+    arguments = Path(f"/proc/{workers[0]}/cmdline").read_bytes().split(b"\0")
+    peers_directory = Path(arguments[arguments.index(b"--peers") + 1].decode())
+    assert sorted(path.name for path in peers_directory.iterdir()) == ["worker-0.sock", "worker-1.sock"]
+    sent = 40
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client:
+        for _ in range(sent):  # a connection each: the kernel spreads them over both workers
+            async with client.get(proxy.url + "/") as answer:
+                assert answer.status == 502  # the route's upstream refuses: an answer all the same
+        scrapes = []
+        for _ in range(8):  # a connection each: the scrapes reach both workers too
+            async with client.get(proxy.admin_url + "/metrics") as answer:
+                assert answer.status == 200
+                scrapes.append(_requests_by_worker(await answer.text()))
+    for counts in scrapes:
+        assert set(counts) == {"0", "1"}, counts
+        assert sum(counts.values()) == sent, counts
+    assert proxy.terminate(timeout=WAIT) == 0, proxy.logs()
+    assert not peers_directory.exists(), "the run's directory outlived it"
 
 
 # ---------------------------------------------------------------- a worker's own start, deterministically
