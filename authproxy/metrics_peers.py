@@ -99,9 +99,11 @@ class Peers:
             ):
                 if answer.status != 200:
                     return None
-                body = await answer.content.read(MAX_EXPOSITION + 1)
-                if len(body) > MAX_EXPOSITION:
-                    return None
+                body = bytearray()
+                async for chunk in answer.content.iter_any():
+                    body += chunk
+                    if len(body) > MAX_EXPOSITION:
+                        return None
                 return body.decode()
         except (OSError, aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as e:
             # stopping or stuck: its series are left out of this scrape
