@@ -405,7 +405,7 @@ def build_services(config: Config, metrics: Metrics) -> Services:
             services.sessions,
             refresh_tokens,
             refresh_before_expiry=config.session.refresh_before_expiry,
-            wait_timeout=p.timeout + 5.0,
+            wait_timeout=refresh_wait_timeout(config),
             on_result=metrics.count_refresh,
         )
         services.gate = Gate(
@@ -475,6 +475,16 @@ async def _reserved(request: web.Request) -> web.Response:
     return pages.error_response(
         request, 404, "Not found", "No such authproxy endpoint.", request_id=request[REQUEST_ID]
     )
+
+
+def refresh_wait_timeout(config: Config) -> float:
+    """How long a request waits for a refresh running elsewhere, and shutdown for one still running."""
+    return 0.0 if config.provider is None else config.provider.timeout + 5.0
+
+
+def stop_bound(config: Config) -> float:
+    """How long a process may take to stop after SIGTERM: the drain, then a refresh let finish."""
+    return config.server.shutdown_timeout + refresh_wait_timeout(config)
 
 
 async def readiness(services: Services, *, stopping: bool = False) -> tuple[bool, dict[str, str]]:

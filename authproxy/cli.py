@@ -138,9 +138,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.workers > 1:
             # one clear line for a port in use, before N workers each fail on it
             server.check_listeners(config)
-            return workers.run_workers(
-                Path(args.config), args.workers, args.log_level, args.log_format, config.server.shutdown_timeout
-            )
+            from authproxy.app import stop_bound
+
+            stop_within = stop_bound(config)
+            return workers.run_workers(Path(args.config), args.workers, args.log_level, args.log_format, stop_within)
         server.run_worker(config)
     except ListenError as e:
         LOG.error(str(e))

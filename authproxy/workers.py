@@ -4,7 +4,8 @@ The parent serves nothing. It starts each worker as ``python -m authproxy.worker
 subprocess: no multiprocessing helper process that could outlive it), and then:
 
 - on SIGTERM or SIGINT it starts no further worker, sends SIGTERM to every worker, and waits for
-  all of them; a worker still running ``server.shutdown_timeout`` + ``KILL_GRACE`` seconds later
+  all of them; a worker still running ``stop_within`` (``app.stop_bound``: the drain's
+  ``server.shutdown_timeout``, then a token refresh let finish) + ``KILL_GRACE`` seconds later
   is killed (SIGKILL) and counts as failed. Every worker is reaped before the parent exits;
 - when a worker exits on its own (a crash, a bind failure) it stops the others the same way;
 - it exits 0 only when every worker stopped cleanly (exit 0, or ended by the SIGTERM the parent
@@ -47,7 +48,7 @@ from typing import Final  # noqa: E402
 from authproxy.logs import LOG, configure_logging  # noqa: E402
 
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-# beyond the drain bound of server.shutdown_timeout: closing clients, flushing logs
+# beyond the bound a worker keeps itself (app.stop_bound): closing clients, flushing logs
 KILL_GRACE: Final = 5.0
 POLL_INTERVAL: Final = 0.1
 _PR_SET_PDEATHSIG: Final = 1
@@ -88,9 +89,9 @@ def clean_exit(returncode: int, *, stop_sent: bool) -> bool:
 class Supervisor:
     """Starts the workers, forwards stop signals, reaps every worker within a bound."""
 
-    def __init__(self, commands: Sequence[list[str]], shutdown_timeout: float) -> None:
+    def __init__(self, commands: Sequence[list[str]], stop_within: float) -> None:
         self._commands = list(commands)
-        self._shutdown_timeout = shutdown_timeout
+        self._stop_within = stop_within
         self._processes: list[subprocess.Popen[bytes]] = []
         self._stop_signal: int | None = None
         self._stop_sent = False
@@ -139,10 +140,10 @@ class Supervisor:
 
     def _stop_all(self, reason: str, signum: int | None) -> None:
         self._stop_sent = True
-        self._deadline = time.monotonic() + self._shutdown_timeout + KILL_GRACE
+        self._deadline = time.monotonic() + self._stop_within + KILL_GRACE
         LOG.info(
             "stopping workers",
-            extra={"fields": {"reason": reason, "signal": signum, "timeout_s": self._shutdown_timeout + KILL_GRACE}},
+            extra={"fields": {"reason": reason, "signal": signum, "timeout_s": self._stop_within + KILL_GRACE}},
         )
         for process in self._processes:
             if process.poll() is None:
@@ -160,14 +161,14 @@ class Supervisor:
         self._deadline = None  # killed: the next polls reap them
 
 
-def run_workers(config_path: Path, workers: int, log_level: str, log_format: str, shutdown_timeout: float) -> int:
+def run_workers(config_path: Path, workers: int, log_level: str, log_format: str, stop_within: float) -> int:
     """Supervise ``workers`` processes serving ``config_path``; the exit code for the CLI."""
     # where the workers serve each other their metrics (authproxy.metrics_peers): this user's alone
     peers_directory = Path(tempfile.mkdtemp(prefix="authproxy-workers-"))
     try:
         commands = [worker_command(config_path, i, log_level, log_format, peers_directory) for i in range(workers)]
         LOG.info("starting workers", extra={"fields": {"workers": workers}})
-        return Supervisor(commands, shutdown_timeout).run()
+        return Supervisor(commands, stop_within).run()
     finally:
         shutil.rmtree(peers_directory, ignore_errors=True)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from authproxy.app import stop_bound
 from authproxy.config import load_config, parse_config, parse_duration
 from authproxy.errors import ConfigError
 
@@ -755,3 +756,14 @@ def test_protected_route_without_provider_is_refused() -> None:
 def test_forward_auth_only_deployment_needs_no_routes() -> None:
     text = BASE[: BASE.index("routes:")]
     assert parse_config(text, {}).routes == []
+
+
+def test_a_process_may_take_the_drain_and_then_a_refresh_let_finish_to_stop() -> None:
+    # the --workers supervisor kills a worker only past this: a refresh still at the provider
+    # when the drain ends must not be cut, or the refresh token the provider rotated is lost
+    config = parse_config(with_provider("timeout: 7s").replace("public_url:", "shutdown_timeout: 20s, public_url:"), {})
+    assert stop_bound(config) == 20 + 7 + 5
+    without_provider = parse_config(
+        "server: {shutdown_timeout: 20s}\nroutes: [{name: app, upstream: 'http://127.0.0.1:8080', auth: none}]\n", {}
+    )
+    assert stop_bound(without_provider) == 20

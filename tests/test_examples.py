@@ -42,6 +42,7 @@ from pydantic import BaseModel, BeforeValidator, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from authproxy import cli
+from authproxy.app import stop_bound
 from authproxy.config import SECRET_FILE_KEYS, Config, interpolate_env, parse_config, parse_duration
 from authproxy.errors import ConfigError
 
@@ -918,8 +919,8 @@ def test_the_pod_the_service_the_probes_and_the_config_agree(manifests: Manifest
     upstream = urlsplit(config.routes[0].upstream)
     assert re.findall(r"listen\s+([^;]+);", standin) == [f"127.0.0.1:{upstream.port}"]
     assert upstream.hostname == "127.0.0.1"
-    # SIGTERM: authproxy finishes in-flight requests before Kubernetes kills it
-    assert pod["spec"]["terminationGracePeriodSeconds"] > config.server.shutdown_timeout
+    # SIGTERM: authproxy finishes in-flight requests, and a refresh still running, before Kubernetes kills it
+    assert pod["spec"]["terminationGracePeriodSeconds"] > stop_bound(config)
     assert container["securityContext"]["runAsUser"] == 10001, "the Dockerfile's non-root user"
 
 
