@@ -17,8 +17,9 @@ What it implements, by RFC 9112 section:
   llhttp; otherwise delimited by the connection close. 1xx interim responses are skipped
   (RFC 9110 section 15.2); 101 on a plain request is a bad response.
 - 9.3: persistence. HTTP/1.1 connections persist unless either side says ``close``; HTTP/1.0
-  only with ``keep-alive``. A connection goes back to the pool only when both messages were
-  complete; anything unfinished, failed or close-delimited is closed.
+  only with ``keep-alive``, and never after a response with Transfer-Encoding (6.1). A
+  connection goes back to the pool only when both messages were complete; anything unfinished,
+  failed or close-delimited is closed.
 - 9.3.1: a request that failed on a pooled connection before any response byte (the upstream
   closed it while idle) is retried once on a new connection, when the method is idempotent
   (RFC 9110 section 9.2.2) and there is no body to resend.
@@ -239,9 +240,16 @@ def response_framing(
     return ResponseFraming.UNTIL_CLOSE
 
 
-def keeps_alive(version: str, connection_tokens: frozenset[str]) -> bool:
-    """Whether the upstream lets the connection persist after this response (RFC 9112 section 9.3)."""
+def keeps_alive(version: str, connection_tokens: frozenset[str], *, transfer_coded: bool = False) -> bool:
+    """Whether the upstream lets the connection persist after this response (RFC 9112 section 9.3).
+
+    ``transfer_coded``: the response has a Transfer-Encoding field. In HTTP/1.0 that is faulty
+    framing whatever the connection options say: the sender may have kept part of the message
+    back, so the connection ends after it (RFC 9112 section 6.1).
+    """
     if "close" in connection_tokens:
+        return False
+    if transfer_coded and version != "1.1":
         return False
     if version == "1.1":
         return True
@@ -460,7 +468,11 @@ class _Connection(asyncio.Protocol):
             content_length=self.content_length,
             transfer_codings=tuple(self.transfer_codings),
         )
-        self.keep_alive = keeps_alive(self.parser.get_http_version(), frozenset(self.connection_tokens))
+        self.keep_alive = keeps_alive(
+            self.parser.get_http_version(),
+            frozenset(self.connection_tokens),
+            transfer_coded=bool(self.transfer_codings),
+        )
         self.phase = _Phase.BODY
         self._wake()
         if self.method == "HEAD":

@@ -177,6 +177,12 @@ def test_keeps_alive(version: str, tokens: set[str], expected: bool) -> None:
     assert keeps_alive(version, frozenset(tokens)) is expected
 
 
+@pytest.mark.parametrize(("version", "expected"), [("1.1", True), ("1.0", False)])
+def test_an_http_1_0_answer_with_transfer_encoding_never_keeps_its_connection(version: str, expected: bool) -> None:
+    # RFC 9112 section 6.1: its framing is faulty; the sender may have kept part of it back
+    assert keeps_alive(version, frozenset({"keep-alive"}), transfer_coded=True) is expected
+
+
 _GOOD = {
     "keep_alive": True,
     "framing": ResponseFraming.LENGTH,
@@ -420,6 +426,17 @@ async def test_connection_not_reused_when_upstream_ends_it(answer: bytes) -> Non
         await reader.read()
 
     async with RawServer(handler) as server, client() as http:
+        for _ in range(2):
+            _, body = await fetch(http, server.origin)
+            assert body == b"ok"
+    assert server.connections == 2
+
+
+async def test_an_http_1_0_answer_with_transfer_encoding_is_read_then_its_connection_closed() -> None:
+    # RFC 9112 section 6.1: an HTTP/1.0 sender that says chunked may have forwarded the coding
+    # without handling it, and kept back bytes that the next request on the connection would read
+    answer = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    async with RawServer(keep_answering(answer)) as server, client() as http:
         for _ in range(2):
             _, body = await fetch(http, server.origin)
             assert body == b"ok"
