@@ -197,6 +197,12 @@ def upstream_identity_headers(
     return added
 
 
+def only_chunked(transfer_encodings: list[str]) -> bool:
+    """Whether a request's Transfer-Encoding fields name no coding but ``chunked`` (or none at all)."""
+    codings = [coding.strip().lower() for field in transfer_encodings for coding in field.split(",")]
+    return not codings or codings == ["chunked"]
+
+
 @web.middleware
 async def refuse_misframed(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Requests the upstream could read otherwise than the proxy judged them (inside ``observe``,
@@ -212,6 +218,17 @@ async def refuse_misframed(request: web.Request, handler: Handler) -> web.Stream
             400,
             "Bad request",
             "The request target names another host than Host.",
+            request_id=request[REQUEST_ID],
+        )
+    if not only_chunked(request.headers.getall("Transfer-Encoding", [])):
+        # forwarded, the body would go upstream re-chunked with its other codings (gzip...) still
+        # applied but no longer named; RFC 9112 section 6.1: 501 for a coding not understood
+        request.protocol.close()
+        return pages.error_response(
+            request,
+            501,
+            "Not implemented",
+            "Transfer codings other than chunked are not supported.",
             request_id=request[REQUEST_ID],
         )
     try:

@@ -155,6 +155,18 @@ def test_a_compressed_body_reaches_the_upstream_as_sent(stack: Stack) -> None:
     assert received.body == compressed and received.field("Content-Encoding") == ["gzip"]
 
 
+@pytest.mark.parametrize("codings", [b"gzip, chunked", b"Deflate,Chunked"])
+def test_a_transfer_coding_other_than_chunked_is_refused_not_forwarded_unnamed(stack: Stack, codings: bytes) -> None:
+    # the proxy re-chunks a body it forwards: any other coding would reach the upstream still
+    # applied to the bytes but named nowhere, so the upstream would read gzip as the body itself
+    body = gzip.compress(b"hello " * 20)
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    head = b"POST /form HTTP/1.1\r\nHost: public.test\r\nTransfer-Encoding: " + codings + b"\r\n\r\n"
+    answer = exchange(stack.proxy, head + chunked)
+    assert statuses(answer) == [501]
+    assert stack.upstream.requests() == []
+
+
 @pytest.mark.parametrize(
     "target",
     ["http://public.test/secret", "http://PUBLIC.test:80/secret", "http://mallory@public.test/secret"],
