@@ -695,8 +695,13 @@ async def _relay(
     watcher = asyncio.create_task(_watch_session(still_signed_in)) if still_signed_in is not None else None
     cut = False
     try:
-        await asyncio.wait([*tasks, *([watcher] if watcher else [])], return_when=asyncio.FIRST_COMPLETED)
-        if watcher is not None and watcher.done() and not any(task.done() for task in tasks):
+        done, _ = await asyncio.wait([*tasks, *([watcher] if watcher else [])], return_when=asyncio.FIRST_COMPLETED)
+        if any(task in done and not task.cancelled() and task.exception() is None for task in tasks):
+            # a direction ended with a close: the other pipe is still in its closing handshake
+            # (the peer's close passed on, its reply awaited, the same code echoed back), which
+            # cutting it short would replace with a 1000 of the proxy's own
+            await asyncio.wait(tasks, timeout=2 * WS_CLOSE_TIMEOUT)
+        elif watcher is not None and watcher.done() and not any(task.done() for task in tasks):
             # signed out, logged out by the provider, expired: the socket goes as its requests would
             # (the pipes stop first: a socket is received from by one task at a time)
             LOG.info("WebSocket closed: its session ended", extra={"fields": {"request_id": request_id}})

@@ -103,6 +103,29 @@ async def test_client_close_reaches_upstream_with_its_code() -> None:
     assert len(seen["x-request-id"]) == 32
 
 
+async def test_a_client_close_reaches_the_upstream_and_its_reply_echoes_the_code() -> None:
+    # RFC 6455 section 5.5.1: the close frame's code and reason go on as sent, and the reply
+    # the client gets carries the same code, not a 1000 of the proxy's own
+    closed: asyncio.Future[tuple[object, str | None]] = asyncio.get_running_loop().create_future()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        msg = await ws.receive()
+        closed.set_result((msg.data, msg.extra))
+        return ws
+
+    async with (
+        websocket_upstream(handler) as upstream_url,
+        serve_proxy(Route(upstream_url)) as url,
+        aiohttp.ClientSession() as client,
+    ):
+        ws = await client.ws_connect(url + "/ws")
+        await ws.close(code=4000, message=b"bye")
+        assert await asyncio.wait_for(closed, 5) == (4000, "bye")
+    assert ws.close_code == 4000
+
+
 async def test_upstream_vanishing_closes_the_client(upstream: Upstream) -> None:
     async with serve_proxy(Route(upstream.url)) as url, aiohttp.ClientSession() as client:
         ws = await client.ws_connect(url + "/ws")
