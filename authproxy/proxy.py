@@ -296,6 +296,7 @@ class Forwarder:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_TIMEOUT)
             session = aiohttp.ClientSession(
                 connector=connector,
+                middlewares=(_redirect_refuses_the_handshake,),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
@@ -566,15 +567,20 @@ class Forwarder:
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=WS_CLOSE_TIMEOUT),
                 )
         except aiohttp.WSServerHandshakeError as e:
-            if 400 <= e.status < 500:
-                # the application itself refused (auth, not found): say so with its status
-                return pages.error_response(
+            if 300 <= e.status < 500:
+                # the application itself refused (auth, not found) or sent the client elsewhere:
+                # say so with its status (and where it points)
+                refused = pages.error_response(
                     request,
                     e.status,
                     "WebSocket refused",
                     "The application refused the WebSocket connection.",
                     request_id=request_id,
                 )
+                location = e.headers.get("Location") if e.headers is not None and e.status < 400 else None
+                if location is not None:
+                    refused.headers["Location"] = location
+                return refused
             self._raise_for(route, request_id, e, client_gone=False)
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             self._raise_for(route, request_id, e, client_gone=False)
@@ -594,6 +600,30 @@ class Forwarder:
         finally:
             await _close_within(upstream_ws)
         return client_ws
+
+
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+
+
+async def _redirect_refuses_the_handshake(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """A redirect answering a WebSocket handshake is the upstream's answer, never followed.
+
+    ``ws_connect`` follows redirects (and cannot be told not to): the WebSocket, with the
+    request's identity headers, would be opened at whatever address the upstream names.
+    """
+    response = await handler(request)
+    if response.status in _REDIRECT_STATUSES:
+        response.close()
+        raise aiohttp.WSServerHandshakeError(
+            response.request_info,
+            (response,),
+            status=response.status,
+            message="redirected",
+            headers=response.headers,
+        )
+    return response
 
 
 def upstream_answer_fields(

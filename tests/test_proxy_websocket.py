@@ -153,6 +153,43 @@ async def test_upstream_refusing_the_upgrade_passes_its_status(upstream: Upstrea
     assert info.value.status == 502
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_an_upstream_redirecting_the_handshake_is_answered_to_the_client_not_followed(status: int) -> None:
+    # an intermediary passes a redirect on (RFC 9110 section 15.4): the proxy following it would
+    # open the WebSocket, with the request's identity headers, at whatever address it names
+    dialled: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.WebSocketResponse:
+        dialled.append(request.path)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        return ws
+
+    async with websocket_upstream(elsewhere) as elsewhere_url:
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=status, headers={"Location": elsewhere_url + "/ws"})
+
+        async with (
+            websocket_upstream(handler) as upstream_url,
+            serve_proxy(Route(upstream_url)) as url,
+            aiohttp.ClientSession() as client,
+            client.get(
+                url + "/ws",
+                headers={
+                    "Upgrade": "websocket",
+                    "Connection": "Upgrade",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                    "Sec-WebSocket-Version": "13",
+                },
+                allow_redirects=False,
+            ) as resp,
+        ):
+            assert resp.status == status
+            assert resp.headers["Location"] == elsewhere_url + "/ws"
+    assert dialled == []
+
+
 async def test_a_client_that_vanishes_while_the_upstream_streams_ends_the_upstream_connection(
     run_proxy: Callable[..., ProxyProcess],
 ) -> None:
