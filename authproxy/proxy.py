@@ -32,7 +32,7 @@ from typing import Final, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import HttpVersion11, WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -345,7 +345,9 @@ class Forwarder:
             )
         query = rel.raw_query_string
         path_qs = f"{path}?{query}" if query else path
-        websocket = is_websocket_upgrade(request.method, request.headers)
+        # RFC 9110 section 7.8: an HTTP/1.0 request's Upgrade is ignored (RFC 6455 section 4.1
+        # asks for HTTP/1.1); it goes on as a plain request, without its hop-by-hop fields
+        websocket = request.version >= HttpVersion11 and is_websocket_upgrade(request.method, request.headers)
         if websocket and not route.websocket:
             return pages.error_response(
                 request,

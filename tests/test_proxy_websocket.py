@@ -19,7 +19,14 @@ from multidict import CIMultiDict
 from authproxy.proxy import MAX_WS_MESSAGE, WS_CLOSE_TIMEOUT, _close_code, is_websocket_upgrade
 from tests.support.ops import json_records
 from tests.support.proxy_process import ProxyProcess
-from tests.support.upstream import Route, Upstream, serve_here, serve_proxy, upstream_fixture  # noqa: F401
+from tests.support.upstream import (  # noqa: F401
+    Route,
+    Upstream,
+    raw_request,
+    serve_here,
+    serve_proxy,
+    upstream_fixture,
+)
 
 HANDSHAKE: Final = (
     b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -349,6 +356,21 @@ async def test_an_invalid_handshake_is_refused_before_the_upstream_is_dialled(fi
         writer.close()
     assert head.startswith(b"HTTP/1.1 400")
     assert dialled == []
+
+
+async def test_an_http10_request_asking_to_upgrade_is_forwarded_as_a_plain_request() -> None:
+    # RFC 9110 section 7.8: Upgrade in an HTTP/1.0 request is ignored, and RFC 6455 section 4.1
+    # asks for HTTP/1.1: no 101 goes to an HTTP/1.0 client, no WebSocket is opened for it
+    upgrades: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        upgrades.append(request.headers.get("Upgrade"))
+        return web.Response(text="plain")
+
+    async with websocket_upstream(handler) as upstream_url, serve_proxy(Route(upstream_url)) as url:
+        head = HANDSHAKE.decode().replace("HTTP/1.1", "HTTP/1.0").replace("\r\n", "\n").rstrip("\n")
+        status, _, body = await raw_request(url, head)
+    assert (status, body, upgrades) == (200, b"plain", [None])
 
 
 @pytest.mark.parametrize(
