@@ -593,6 +593,11 @@ class Forwarder:
             max_msg_size=MAX_WS_MESSAGE,
             timeout=WS_CLOSE_TIMEOUT,
         )
+        if upstream_ws.protocol:
+            # the upstream's choice, which it made from every Sec-WebSocket-Protocol line the
+            # client sent (RFC 6455 section 4.1: one list); aiohttp's handshake reads only the
+            # first line and would otherwise answer with no subprotocol
+            client_ws.headers["Sec-WebSocket-Protocol"] = upstream_ws.protocol
         try:
             await client_ws.prepare(request)
             request[pages.UPGRADED] = True

@@ -70,6 +70,35 @@ async def test_websocket_no_subprotocol(upstream: Upstream) -> None:
         assert await ws.receive_str(timeout=5) == "hello -"
 
 
+async def test_the_subprotocol_the_upstream_agreed_is_the_one_the_client_is_told() -> None:
+    # RFC 6455 section 4.1: Sec-WebSocket-Protocol may come on several lines, one list in all;
+    # whichever the upstream picks, the client's 101 must name the same (or none for both)
+    agreed: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("chat.v2",))
+        await ws.prepare(request)
+        agreed.append(ws.ws_protocol)
+        await ws.receive()
+        return ws
+
+    async with websocket_upstream(handler) as upstream_url, serve_proxy(Route(upstream_url)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        offer = b"Sec-WebSocket-Protocol: chat.v1\r\nSec-WebSocket-Protocol: chat.v2\r\n\r\n"
+        writer.write(HANDSHAKE.removesuffix(b"\r\n") + offer)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+    told = [
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-protocol:")
+    ]
+    assert head.startswith(b"HTTP/1.1 101")
+    assert agreed == ["chat.v2"]
+    assert told == ["chat.v2"]
+
+
 async def test_websocket_ping_pong_relayed(upstream: Upstream) -> None:
     async with (
         serve_proxy(Route(upstream.url)) as url,
