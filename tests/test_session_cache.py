@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 import uvloop
@@ -32,12 +33,12 @@ from authproxy.sessions.invalidation import (
     subscribe_handshake,
     write_message,
 )
-from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.manager import SessionManager, sub_index
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.resp import Endpoint, encode_command
 from tests.support.records import NOW, alice_record
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, start_redis_cluster
 
 SECRET = "s" * 40
 KEY_A = b"a" * 32
@@ -242,10 +243,12 @@ class Replica:
     sessions: SessionManager
 
 
-async def _replica(url: str, clock: Callable[[], float], *, timeout: float = 2.0) -> Replica:
-    store = RedisStore(url, key_prefix=PREFIX, timeout=timeout)
+async def _replica(
+    url: str, clock: Callable[[], float], *, timeout: float = 2.0, cluster: bool = False, prefix: str = PREFIX
+) -> Replica:
+    store = RedisStore(url, cluster=cluster, key_prefix=prefix, timeout=timeout)
     cache = SessionCache(max_age=60.0)
-    feed = RedisFeed(cache, channel=channel_name(PREFIX), endpoint=store.subscriber_endpoint, publish=store.publish)
+    feed = RedisFeed(cache, channel=channel_name(prefix), endpoint=store.subscriber_endpoint, publish=store.publish)
     sessions = SessionManager(
         store,
         secrets=[SECRET],
@@ -394,6 +397,45 @@ async def test_a_write_elsewhere_after_a_refresh_still_reaches_the_replica_that_
     await _answer_reaches_the_next_request()
     loaded = await a.sessions.load(cookie)
     assert loaded is not None and loaded.record.access_token == "at-3"
+
+
+async def test_a_logout_while_the_channels_cluster_node_is_down_still_reaches_the_other_replicas_cache(
+    tmp_path: Path,
+) -> None:
+    # under Redis Cluster a PUBLISH reaches the subscribers of every node, whichever node takes
+    # it: the node serving the channel's slot being down must not keep a logout from the caches
+    cluster = start_redis_cluster(tmp_path / "cluster")
+    pair: list[Replica] = []
+    try:
+        subscribed_on = cluster.nodes[0]  # the URL's node
+        # the channel on another node than the subscriptions and than alice's index
+        prefix = next(
+            candidate
+            for candidate in (f"cachetest-{n}:" for n in range(100))
+            if cluster.node_of(channel_name(candidate))
+            not in (subscribed_on, cluster.node_of(candidate + sub_index("alice")))
+        )
+        channel_node = cluster.node_of(channel_name(prefix))
+        clock = Clock()
+        for _ in range(2):
+            pair.append(await _replica(cluster.url, clock, timeout=0.5, cluster=True, prefix=prefix))
+            assert await _until(lambda r=pair[-1]: r.cache.live, 5.0), "the feed never subscribed"
+        a, b = pair
+        session, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
+        while cluster.node_of(prefix + session.store_key) is channel_node:
+            await a.sessions.delete(session)  # wanted: a session kept on another node than the channel's
+            session, cookie = await a.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
+        await _cached_everywhere((a, b), cookie)
+        channel_node.stop()
+        await b.sessions.delete(session)  # the session's own node is up: the sign-out succeeds
+        await _answer_reaches_the_next_request()
+        assert await a.sessions.load(cookie) is None
+        assert await b.sessions.load(cookie) is None
+    finally:
+        for replica in pair:
+            await replica.feed.close()
+            await replica.store.close()
+        cluster.kill()
 
 
 def test_a_message_names_its_sender_and_older_messages_name_none() -> None:

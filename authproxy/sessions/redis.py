@@ -268,7 +268,7 @@ class RedisStore:
             return await self._call(lambda: client.execute_many(commands))
 
         async def one_by_one() -> list[Any]:
-            return [await client.execute_command(*command) for command in commands]
+            return [await _execute(client, command) for command in commands]
 
         return await self._call(one_by_one)
 
@@ -394,7 +394,11 @@ class RedisStore:
 
     async def publish(self, channel: str, message: str) -> None:
         """PUBLISH ``message`` on ``channel`` (not prefixed: the caller names the whole channel)."""
-        await self._call(lambda: cast("Awaitable[Any]", self._client.publish(channel, message)))
+        client = self._client
+        if isinstance(client, RedisCluster):
+            await self._call(lambda: _publish_on_any_node(client, channel, message))
+            return
+        await self._call(lambda: cast("Awaitable[Any]", client.publish(channel, message)))
 
     async def subscriber_endpoint(self) -> Endpoint:
         """Where a pub/sub subscriber connects: the URL's server, or the master Sentinel names now.
@@ -426,6 +430,34 @@ class RedisStore:
 
     async def _release_lock(self, key: str, token: str) -> None:
         await self._eval(_LOCK_RELEASE, key, token)
+
+
+async def _execute(client: Redis | RedisCluster, command: Command) -> Any:
+    """One command on redis-py; under Cluster a PUBLISH goes to any node that takes it."""
+    if isinstance(client, RedisCluster) and command[0] == "PUBLISH":
+        _, channel, message = command
+        return await _publish_on_any_node(client, channel, message)
+    return await client.execute_command(*command)
+
+
+async def _publish_on_any_node(client: RedisCluster, channel: str | bytes | int, message: str | bytes | int) -> Any:
+    """PUBLISH on the node serving the channel's slot or, when it cannot be reached, on another.
+
+    A Cluster passes a PUBLISH on to the subscribers of every node, whichever node takes it.
+    redis-py sends it to the node of the channel's slot, which has nothing to do with the keys
+    just written: with that one node down, a sign-out whose delete landed would tell no
+    replica's cache, and they would go on serving the ended session.
+    """
+    first = client.get_node_from_key(str(channel))
+    nodes = [first] if first is not None else []
+    nodes += [node for node in client.get_nodes() if node is not first]
+    failure: Exception | None = None
+    for node in nodes:
+        try:
+            return await client.execute_command("PUBLISH", channel, message, target_nodes=node)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            failure = e
+    raise failure if failure is not None else RedisConnectionError("no Redis Cluster node to publish on")
 
 
 class _CurrentMasterPool(SentinelConnectionPool):

@@ -172,6 +172,20 @@ class RedisCluster:
     def url(self) -> str:
         return self.nodes[0].url
 
+    def node_of(self, key: str) -> RedisServer:
+        """The master serving ``key``'s slot (as the cluster's first node sees it)."""
+        slot = int(_command(self.nodes[0].port, "CLUSTER", "KEYSLOT", key).strip().lstrip(b":"))
+        for line in _command(self.nodes[0].port, "CLUSTER", "NODES").decode().splitlines():
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2]:
+                continue
+            port = int(fields[1].split("@")[0].rpartition(":")[2])
+            for served in fields[8:]:
+                first, _, last = served.partition("-")
+                if first.isdigit() and int(first) <= slot <= int(last or first):
+                    return next(node for node in self.nodes if node.port == port)
+        raise AssertionError(f"no master serves slot {slot}")
+
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
