@@ -38,7 +38,7 @@ from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.resp import Endpoint, encode_command
 from tests.support.records import NOW, alice_record
-from tests.support.redis_server import RedisServer, start_redis_cluster
+from tests.support.redis_server import RedisServer, publishes_taken, start_redis_cluster
 
 SECRET = "s" * 40
 KEY_A = b"a" * 32
@@ -433,6 +433,34 @@ async def test_a_logout_while_the_channels_cluster_node_is_down_still_reaches_th
         assert await b.sessions.load(cookie) is None
     finally:
         for replica in pair:
+            await replica.feed.close()
+            await replica.store.close()
+        cluster.kill()
+
+
+async def test_under_cluster_invalidations_are_published_on_the_node_the_replicas_subscribe_on(
+    tmp_path: Path,
+) -> None:
+    # another node passes a PUBLISH on over the cluster bus, at times tens of milliseconds
+    # late: a browser's next request could still find the ended session in another cache
+    cluster = start_redis_cluster(tmp_path / "cluster")
+    replica: Replica | None = None
+    try:
+        subscribed_on = cluster.nodes[0]  # the URL's node
+        prefix = next(
+            candidate
+            for candidate in (f"cachetest-{n}:" for n in range(100))
+            if cluster.node_of(channel_name(candidate)) is not subscribed_on
+        )
+        replica = await _replica(cluster.url, Clock(), timeout=0.5, cluster=True, prefix=prefix)
+        session, _ = await replica.sessions.create(alice_record(last_seen_at=time.time(), created_at=time.time()))
+        before = publishes_taken(subscribed_on.port)
+        await replica.sessions.delete(session)
+        session.record = replace(session.record, version=2)
+        assert not await replica.sessions.save(session, only_if_present=True)  # announced with the write
+        assert publishes_taken(subscribed_on.port) - before == 2
+    finally:
+        if replica is not None:
             await replica.feed.close()
             await replica.store.close()
         cluster.kill()

@@ -170,6 +170,9 @@ class RedisStore:
         self._sentinel: Sentinel | None = None
         self._master_pool: _CurrentMasterPool | None = None
         self._cluster_pending = cluster
+        # where the invalidation feed subscribes under Cluster: publishing there saves the bus hop
+        url_endpoint = Endpoint.from_url(url)
+        self._subscribed_on = (url_endpoint.host or "", url_endpoint.port)
         self._cluster_lock = asyncio.Lock()
         connection: dict[str, Any] = {
             "socket_timeout": timeout,
@@ -268,7 +271,7 @@ class RedisStore:
             return await self._call(lambda: client.execute_many(commands))
 
         async def one_by_one() -> list[Any]:
-            return [await _execute(client, command) for command in commands]
+            return [await _execute(client, command, self._subscribed_on) for command in commands]
 
         return await self._call(one_by_one)
 
@@ -396,7 +399,7 @@ class RedisStore:
         """PUBLISH ``message`` on ``channel`` (not prefixed: the caller names the whole channel)."""
         client = self._client
         if isinstance(client, RedisCluster):
-            await self._call(lambda: _publish_on_any_node(client, channel, message))
+            await self._call(lambda: _publish_on_any_node(client, channel, message, self._subscribed_on))
             return
         await self._call(lambda: cast("Awaitable[Any]", client.publish(channel, message)))
 
@@ -432,23 +435,27 @@ class RedisStore:
         await self._eval(_LOCK_RELEASE, key, token)
 
 
-async def _execute(client: Redis | RedisCluster, command: Command) -> Any:
+async def _execute(client: Redis | RedisCluster, command: Command, subscribed_on: tuple[str, int]) -> Any:
     """One command on redis-py; under Cluster a PUBLISH goes to any node that takes it."""
     if isinstance(client, RedisCluster) and command[0] == "PUBLISH":
         _, channel, message = command
-        return await _publish_on_any_node(client, channel, message)
+        return await _publish_on_any_node(client, channel, message, subscribed_on)
     return await client.execute_command(*command)
 
 
-async def _publish_on_any_node(client: RedisCluster, channel: str | bytes | int, message: str | bytes | int) -> Any:
-    """PUBLISH on the node serving the channel's slot or, when it cannot be reached, on another.
+async def _publish_on_any_node(
+    client: RedisCluster, channel: str | bytes | int, message: str | bytes | int, subscribed_on: tuple[str, int]
+) -> Any:
+    """PUBLISH on the node the subscribers listen on or, when it cannot be reached, on another.
 
-    A Cluster passes a PUBLISH on to the subscribers of every node, whichever node takes it.
-    redis-py sends it to the node of the channel's slot, which has nothing to do with the keys
-    just written: with that one node down, a sign-out whose delete landed would tell no
+    A Cluster passes a PUBLISH on to the subscribers of every node, whichever node takes it, but
+    over its bus, tens of milliseconds late at times: the replicas subscribe on the URL's node
+    (``subscribed_on``), so that one hears it first-hand, as from a standalone server. redis-py
+    would send it to the node of the channel's slot, which has nothing to do with the keys just
+    written either: with that one node down, a sign-out whose delete landed would tell no
     replica's cache, and they would go on serving the ended session.
     """
-    first = client.get_node_from_key(str(channel))
+    first = client.get_node(*subscribed_on) or client.get_node_from_key(str(channel))
     nodes = [first] if first is not None else []
     nodes += [node for node in client.get_nodes() if node is not first]
     failure: Exception | None = None

@@ -155,6 +155,13 @@ def holds_keys(port: int, pattern: str) -> bool:
     return answer.startswith(b"*") and not answer.startswith(b"*0\r\n")
 
 
+def publishes_taken(port: int) -> int:
+    """How many PUBLISH commands the server on ``port`` has run (its ``INFO commandstats``)."""
+    stats = _command(port, "INFO", "commandstats").decode()
+    line = next((line for line in stats.splitlines() if line.startswith("cmdstat_publish:")), "calls=0,")
+    return int(line.split("calls=")[1].split(",")[0])
+
+
 def _command(port: int, *args: str) -> bytes:
     """One inline command over a raw socket (no client library needed); the raw answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
