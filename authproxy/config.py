@@ -60,6 +60,9 @@ _ENV_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\
 _HELD_RE: Final = re.compile(r"__authproxy_[0-9a-f]{8}_[0-9]+__")
 _HEADER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _HOST_RE: Final = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+$")
+# the host of an Origin a browser sends (lower case by then): ASCII labels ("_" occurs in real
+# names) or an IP literal
+_ORIGIN_HOST_RE: Final = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
 # keys whose value may come from a file instead: YAML path of the parent -> key
 SECRET_FILE_KEYS: Final = {
@@ -579,8 +582,17 @@ class RouteConfig(_Strict):
     @classmethod
     def _trusted_origins(cls, value: list[str]) -> list[str]:
         for origin in value:
-            if normalize_origin(origin) is None:
+            normalized = normalize_origin(origin)
+            if normalized is None:
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+            # the guard compares a browser's Origin exactly: an entry no browser sends never matches
+            host = origin_host(normalized)
+            if "*" in host:
+                raise ValueError(f"{origin!r}: wildcards are not supported; list each origin")
+            if not host.isascii():
+                raise ValueError(f"{origin!r}: write the host name as browsers send it, {_ascii_host(host)}")
+            if not _ORIGIN_HOST_RE.fullmatch(host):
+                raise ValueError(f"{origin!r} names no host a browser could send")
         return value
 
     @field_validator("preserve_post_max_bytes")

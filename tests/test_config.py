@@ -53,6 +53,35 @@ def test_legacy_protection_keys_default_to_todays_behaviour() -> None:
     assert (route.preserve_post, route.preserve_post_max_bytes) == (False, 64 * 1024)
 
 
+@pytest.mark.parametrize(
+    ("origin", "problem"),
+    [
+        pytest.param(
+            "https://*.example.com",
+            "'https://*.example.com': wildcards are not supported; list each origin",
+            id="wildcard",
+        ),
+        pytest.param(
+            "https://bücher.example",
+            "write the host name as browsers send it, in its xn-- form (xn--bcher-kva.example)",
+            id="internationalised-name",
+        ),
+        pytest.param("https://exa mple.com", "'https://exa mple.com' names no host a browser could send", id="space"),
+    ],
+)
+def test_a_trusted_origin_no_browser_can_send_is_refused(origin: str, problem: str) -> None:
+    # browsers send one exact origin, its host in ASCII: such an entry would never match, and the
+    # requests it was meant to let through would be refused with nothing at check time to say why
+    problems = problems_of(BASE + f"    csrf_trusted_origins: ['{origin}']\n")
+    assert any(p.startswith("routes[0].csrf_trusted_origins:") and problem in p for p in problems), problems
+
+
+def test_trusted_origins_accept_what_browsers_send() -> None:
+    origins = ["https://portal.example.com/", "http://127.0.0.1:8080", "http://[::1]:8080", "https://a_b.example.com"]
+    route = parse_config(BASE + f"    csrf_trusted_origins: {origins}\n", {}).routes[0]
+    assert route.csrf_trusted_origins == origins
+
+
 def test_example_config_is_valid() -> None:
     load_config(Path(__file__).parent.parent / "config" / "authproxy.example.yaml", {})
 
