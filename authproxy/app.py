@@ -488,7 +488,7 @@ async def _reserved(request: web.Request) -> web.Response:
         if match is None:
             allowed |= methods
     if allowed:
-        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+        return pages.method_not_allowed(request, sorted(allowed), request_id=request[REQUEST_ID])
     return pages.error_response(
         request, 404, "Not found", "No such authproxy endpoint.", request_id=request[REQUEST_ID]
     )

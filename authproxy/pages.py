@@ -310,6 +310,15 @@ def error_response(
     )
 
 
+def method_not_allowed(request: web.BaseRequest, allowed: Sequence[str], *, request_id: str) -> web.Response:
+    """The 405 of an endpoint that exists for other methods (RFC 9110 section 15.5.6), with ``Allow``."""
+    response = error_response(
+        request, 405, "Method not allowed", "This address does not answer this method.", request_id=request_id
+    )
+    response.headers["Allow"] = ",".join(allowed)
+    return response
+
+
 def error_for_exception(request: web.BaseRequest, error: AuthproxyError, *, request_id: str) -> web.Response:
     """The answer for an error raised on purpose: its status and a fixed, safe message (never ``str(error)``)."""
     text = error_text(error)

@@ -566,6 +566,25 @@ async def test_get_endpoints_answer_other_methods_405_with_allow(stack: Stack, e
         assert (await b.get(stack.url + "/oauth2/userinfo", headers=JSON)).status == 200
 
 
+@pytest.mark.parametrize(("endpoint", "method"), [("/start", "POST"), ("/sign_out", "PUT")])
+async def test_a_wrong_method_gets_an_authproxy_page_like_any_other_refusal(
+    stack: Stack, endpoint: str, method: str
+) -> None:
+    # a form posted to an endpoint, an API client's PUT: JSON or HTML by Accept, with the request
+    # id and the headers that keep every authproxy page from being framed, sniffed or cached
+    async with browser() as b:
+        api = await b.request(method, stack.url + "/oauth2" + endpoint, headers=JSON, follow_redirects=False)
+        assert api.status == 405 and api.json()["error"] == "method_not_allowed", (api, api.text[:200])
+        assert api.json()["request_id"] == api.headers["X-Request-Id"]
+        page = await b.request(method, stack.url + "/oauth2" + endpoint, headers=HTML, follow_redirects=False)
+        assert page.status == 405 and page.headers["Content-Type"].startswith("text/html"), (page, page.text[:200])
+    for answer in (api, page):
+        assert "GET" in answer.headers["Allow"].split(",")
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Cache-Control"] == "no-store"
+
+
 async def test_unknown_endpoints_under_the_prefix_are_404_whatever_the_method(stack: Stack) -> None:
     async with browser() as b:
         for method in ("GET", "POST"):

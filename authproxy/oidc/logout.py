@@ -262,7 +262,7 @@ class Logouts:
         async def dispatch(request: web.Request) -> web.StreamResponse:
             if request.method not in methods:
                 # HEAD included: a link prefetcher must not sign anyone out
-                raise web.HTTPMethodNotAllowed(request.method, methods)
+                return pages.method_not_allowed(request, methods, request_id=pages.request_id_of(request))
             return await handler(request)
 
         return dispatch
