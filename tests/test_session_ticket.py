@@ -46,6 +46,13 @@ def test_sealed_ticket_is_a_cookie_safe_versioned_string() -> None:
     assert len(SEALED) == 3 + 128
 
 
+def test_the_cookie_shows_neither_the_session_id_nor_its_record_key() -> None:
+    # its holder must not be able to seal a record the proxy would open for it
+    shown = bytes(_raw(SEALED))
+    assert TICKET.id not in shown and TICKET.key not in shown
+    assert TICKET.id[:8] not in shown and TICKET.key[:8] not in shown
+
+
 def test_new_tickets_are_random_and_full_size() -> None:
     tickets = [new_ticket() for _ in range(50)]
     assert len({t.id for t in tickets}) == 50

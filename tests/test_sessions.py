@@ -11,12 +11,12 @@ import redis.asyncio
 from aiohttp import web
 
 from authproxy.config import CookieConfig
-from authproxy.sessions.manager import LOCK_PREFIX, TOUCH_INTERVAL, SessionManager
+from authproxy.sessions.manager import LOCK_PREFIX, SESSION_KEY_PREFIX, TOUCH_INTERVAL, SessionManager
 from authproxy.sessions.memory import MemoryStore
-from authproxy.sessions.record import SessionRecord
+from authproxy.sessions.record import SessionRecord, seal_record
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.store import Lock, SessionStore
-from authproxy.sessions.ticket import open_ticket
+from authproxy.sessions.ticket import Ticket, new_ticket, open_ticket, store_key_for
 
 OLD_SECRET = "o" * 40
 NEW_SECRET = "n" * 40
@@ -103,6 +103,20 @@ async def test_tampered_or_unknown_cookie_is_no_session(store: SessionStore) -> 
     other = manager(MemoryStore(), clock)
     _, foreign = await other.create(record(clock))
     assert await sessions.load(foreign) is None  # signed by us, but no such session here
+
+
+async def test_a_store_writer_cannot_sign_in_as_anyone_with_a_cookie_of_their_own(store: SessionStore) -> None:
+    # whoever can write to the store can delete sessions (docs/security.md), but must not be able
+    # to make one: a login flow's cookie is handed to anyone at /oauth2/start, without a login
+    clock = Clock()
+    sessions = manager(store, clock)
+    cookie = sessions.seal(new_ticket())
+    shown = base64.urlsafe_b64decode(cookie.removeprefix("v1."))
+    guessed = Ticket(shown[:32], shown[32:64])  # the id and record key, if the cookie showed them
+    forged = record(clock)
+    forged.sub, forged.claims = "root", {"sub": "root", "groups": ["admins"]}
+    await store.set(SESSION_KEY_PREFIX + store_key_for(guessed.id), seal_record(forged.to_bytes(), guessed), IDLE)
+    assert await sessions.load(cookie) is None
 
 
 async def test_every_login_gets_a_new_cookie(store: SessionStore) -> None:
