@@ -91,7 +91,7 @@ _REDACTIONS: Final = (
     ),
     # after the parameters: "Bearer code_verifier: x" must lose x, not just the name before it
     (re.compile(r"(?i)\b(bearer|basic)(\s++)[A-Za-z0-9._~+/=-]++"), r"\1\2" + REDACTED),
-    # authproxy's cookie tickets (session and login flow): "v1." + 128 base64url characters
+    # authproxy's cookie tickets (session and login flow): "v1." + 107 base64url characters
     (re.compile(_B64URL_START + r"v1\.[A-Za-z0-9_-]{40,}+(?:\.[A-Za-z0-9_-]++)?"), "[redacted-ticket]"),
     # the password in a URL's userinfo
     (_URL_PASSWORD, _URL_PASSWORD_REPLACEMENT),

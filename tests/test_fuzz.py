@@ -183,13 +183,13 @@ header_text = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=300
 )
 b64url = st.text(
-    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=128, max_size=128
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=107, max_size=107
 )
 cookie_values = st.one_of(
     header_text,
-    b64url.map(lambda body: "v1." + body),  # well-formed, signed by nobody
-    st.builds(lambda: seal_ticket(new_ticket(), SECRET.encode())),  # signed, but names no session
-    st.sampled_from(["", "v1.", "v1", '""', "v1." + "A" * 127, "v1." + "=" * 128, "%76%31.", "v1.\\x00"]),
+    b64url.map(lambda body: "v1." + body),  # well-formed, sealed by nobody
+    st.builds(lambda: seal_ticket(new_ticket(), SECRET.encode())),  # sealed, but names no session
+    st.sampled_from(["", "v1.", "v1", '""', "v1." + "A" * 106, "v1." + "=" * 107, "%76%31.", "v1.\\x00"]),
 )
 
 
@@ -248,7 +248,7 @@ param_values = st.one_of(header_text, st.sampled_from(["access_denied", "login_r
     ),
     flow_value=st.one_of(st.none(), cookie_values),
 )
-@example(params=[("state", "s"), ("code", "c")], raw=None, flow_value="v1." + "A" * 128)
+@example(params=[("state", "s"), ("code", "c")], raw=None, flow_value="v1." + "A" * 107)
 @example(params=[("error", "access_denied"), ("state", "s")], raw=None, flow_value=None)
 @example(params=[], raw="state=%00&code=%FF%FE&error=%ZZ", flow_value=None)
 def test_random_callbacks_fail_cleanly_without_a_token_request(

@@ -1,21 +1,20 @@
-"""The session cookie's ticket (SPEC section 5): opaque random values plus a signature.
+"""The session cookie's ticket (SPEC section 5): opaque random values, sealed.
 
 A session is named by a random 256-bit id and has its own random 256-bit record key (the
-design of oauth2-proxy's ticket). The cookie carries ``id || key`` with an HMAC-SHA256 tag
-(RFC 2104) over them, so the store never holds what is needed to read a record, and the store
-key is a one-way hash of the id, so a copy of the store yields no usable cookie.
+design of oauth2-proxy's ticket). The cookie carries ``id || key`` sealed with AES-SIV (RFC
+5297, ``cryptography``'s ``AESSIV``): authenticated, so no one can make a ticket, and encrypted,
+so its holder never learns the record key. Signed only, it would show the key: whoever can write
+to the store, holding any cookie the proxy hands out (a login flow's, given to anyone), could
+seal a record of their choosing under that key and be signed in as anyone. The store never
+holds what is needed to read a record, and the store key is a one-way hash of the id, so a copy
+of the store yields no usable cookie.
 
-``id || key`` is also encrypted in the cookie (AES-256-CTR with the tag as its initial counter
-block: the synthetic-IV construction of RFC 5297, with HMAC-SHA256 as its PRF). Its holder
-never learns the record key: whoever can write to the store, holding any cookie the proxy
-handed out (a login flow's, given to anyone), could otherwise seal a record of their choosing
-under that key, and be signed in as anyone.
-
-Wire format: ``v1.`` + base64url without padding (RFC 4648 section 5) of
-``encrypted id || key (64) || tag (32)``. The tag and encryption keys are derived with
-HKDF-SHA256 (RFC 5869) from a session secret with purpose labels of their own, never used raw:
-the same secret may key other things. The first secret seals, every secret opens, so secrets
-rotate without logging everyone out. Opening never raises: a cookie is attacker-controlled input.
+Wire format: ``v1.`` + base64url without padding (RFC 4648 section 5) of the 80 sealed bytes
+(synthetic IV 16, ciphertext 64), 107 characters, in their one canonical spelling; the version
+is authenticated as associated data. The SIV key is derived with HKDF-SHA256 (RFC 5869) from a
+session secret with a purpose label of its own, never used raw: the same secret may key other
+things. The first secret seals, every secret opens, so secrets rotate without logging everyone
+out. Opening never raises: a cookie is attacker-controlled input.
 """
 
 from __future__ import annotations
@@ -24,31 +23,32 @@ import base64
 import binascii
 import functools
 import hashlib
-import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from secrets import token_bytes
 from typing import Final
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 ID_BYTES: Final = 32
 KEY_BYTES: Final = 32
-TAG_BYTES: Final = 32
+SIV_BYTES: Final = 16
 TICKET_VERSION: Final = "v1"
 TICKET_PREFIX: Final = TICKET_VERSION + "."
-# 96 bytes encode to exactly 128 base64url characters (a multiple of 3 bytes: no padding, and
-# no spare bits, so every well-formed value has exactly one encoding)
-_ENCODED_LENGTH: Final = 128
-_ENCODED_RE: Final = re.compile(r"[A-Za-z0-9_-]{128}")
+# the version, authenticated with every ticket, so a future format cannot be confused with this one
+_ASSOCIATED: Final = [TICKET_PREFIX.encode()]
+# 80 sealed bytes: 107 base64url characters, the last carrying 2 spare bits (zero when canonical)
+_ENCODED_LENGTH: Final = 107
+_ENCODED_RE: Final = re.compile(r"[A-Za-z0-9_-]{107}")
 # fixed HKDF salt: domain separation from any other use of the same secrets (RFC 5869 section 3.1)
 _HKDF_SALT: Final = b"authproxy session v1"
-_TICKET_MAC_PURPOSE: Final = "ticket-mac"
-_TICKET_CIPHER_PURPOSE: Final = "ticket-aes-256-ctr"
-_COUNTER_BYTES: Final = 16
+_TICKET_SIV_PURPOSE: Final = "ticket-aes-siv"
+# AES-SIV with AES-256: two 256-bit keys (RFC 5297 section 2.2)
+_SIV_KEY_BYTES: Final = 64
 _STORE_KEY_LABEL: Final = b"authproxy store key v1\x00"
 
 
@@ -79,35 +79,14 @@ def new_ticket() -> Ticket:
 
 
 @functools.lru_cache(maxsize=16)
-def _mac_key(secret: bytes) -> bytes:
-    # the configured secrets are few and fixed: derive each one's MAC key once, not per request
-    return derive_key(secret, _TICKET_MAC_PURPOSE)
-
-
-@functools.lru_cache(maxsize=16)
-def _cipher_key(secret: bytes) -> bytes:
-    return derive_key(secret, _TICKET_CIPHER_PURPOSE)
-
-
-def _tag(payload: bytes, secret: bytes) -> bytes:
-    # the version is authenticated too, so a future format cannot be confused with this one
-    message = TICKET_PREFIX.encode() + payload
-    return hmac.digest(_mac_key(secret), message, "sha256")
-
-
-def _crypt(data: bytes, tag: bytes, secret: bytes) -> bytes:
-    # CTR under the tag of the plaintext: the same operation encrypts and decrypts, and a
-    # counter block is never reused for another ticket (ids and keys are random)
-    cipher = Cipher(algorithms.AES(_cipher_key(secret)), modes.CTR(tag[:_COUNTER_BYTES])).encryptor()
-    return cipher.update(data) + cipher.finalize()
+def _siv(secret: bytes) -> AESSIV:
+    return AESSIV(derive_key(secret, _TICKET_SIV_PURPOSE, _SIV_KEY_BYTES))
 
 
 def seal_ticket(ticket: Ticket, signing_secret: bytes) -> str:
     """The cookie value for ``ticket``, sealed with ``signing_secret`` (ASCII, cookie-safe)."""
-    payload = ticket.id + ticket.key
-    tag = _tag(payload, signing_secret)
-    encoded = base64.urlsafe_b64encode(_crypt(payload, tag, signing_secret) + tag)
-    return TICKET_PREFIX + encoded.decode("ascii")
+    sealed = _siv(signing_secret).encrypt(ticket.id + ticket.key, _ASSOCIATED)
+    return TICKET_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
 
 def open_ticket(value: str, secrets: Sequence[bytes]) -> Ticket | None:
@@ -119,17 +98,19 @@ def open_ticket(value: str, secrets: Sequence[bytes]) -> Ticket | None:
     if len(encoded) != _ENCODED_LENGTH or not _ENCODED_RE.fullmatch(encoded):
         return None
     try:
-        raw = base64.urlsafe_b64decode(encoded)
+        sealed = base64.urlsafe_b64decode(encoded + "=")
     except (binascii.Error, ValueError):
         return None
-    sealed, tag = raw[: ID_BYTES + KEY_BYTES], raw[ID_BYTES + KEY_BYTES :]
+    if base64.urlsafe_b64encode(sealed)[:-1] != encoded.encode("ascii"):
+        return None  # spare bits set: one ticket has one spelling
     # every secret is tried even after a match, so timing tells nothing about which one sealed
     opened = None
     for secret in secrets:
-        payload = _crypt(sealed, tag, secret)
-        if hmac.compare_digest(_tag(payload, secret), tag):
-            opened = payload
-    if opened is None:
+        try:
+            opened = _siv(secret).decrypt(sealed, _ASSOCIATED)
+        except InvalidTag:
+            continue
+    if opened is None or len(opened) != ID_BYTES + KEY_BYTES:
         return None
     return Ticket(opened[:ID_BYTES], opened[ID_BYTES:])
 
