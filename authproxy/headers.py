@@ -12,7 +12,8 @@
   replaced by what the proxy saw on the connection. ``Forwarded`` and the other forwarding
   variants are dropped from untrusted peers, so an upstream cannot be fooled through them.
 - Identity headers: claim values, lists comma-joined, never with CR, LF, NUL or other control
-  characters (RFC 9110 section 5.5: such field values are invalid and enable header injection).
+  characters (RFC 9110 section 5.5: such field values are invalid and enable header injection),
+  nor with whitespace around them, which parsers strip (the upstream would read another value).
 
 This module is on the hot path of every proxied request: names are lower-cased and the sets are
 frozen once, at import.
@@ -84,6 +85,9 @@ _HOST_RE: Final = re.compile(r"[A-Za-z0-9.:\[\]_-]{1,255}")
 # RFC 9110 section 5.5: CR, LF and NUL are never valid; other controls (except HTAB) are
 # obsolete and rejected by many parsers, so a value containing any of them is not emitted.
 _CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A claim value is emitted only if the upstream reads back exactly that value: RFC 9110 section
+# 5.5 has parsers strip whitespace around a field value, so " alice" would arrive as "alice".
+_UNSAFE_CLAIM_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
 
 
 def _normalize(name: str) -> str:
@@ -329,7 +333,7 @@ def _claim_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         text = str(value)
-        return None if _CONTROL_RE.search(text) else text
+        return None if _UNSAFE_CLAIM_RE.search(text) else text
     return None
 
 

@@ -273,6 +273,15 @@ def test_request_ids_are_unique() -> None:
         pytest.param({"sub": 42, "email": True}, {"X-Forwarded-User": "42", "X-Forwarded-Email": "true"}, id="scalars"),
         pytest.param({"sub": {"nested": 1}}, {}, id="object-not-emitted"),
         pytest.param({"sub": "ünïcode"}, {"X-Forwarded-User": "ünïcode"}, id="unicode-kept"),
+        # an HTTP parser strips whitespace around a field value (RFC 9110 section 5.5), list
+        # readers around each entry: the upstream would read " alice" as "alice"
+        pytest.param({"sub": "u1", "preferred_username": " alice"}, {"X-Forwarded-User": "u1"}, id="leading-space"),
+        pytest.param({"sub": "alice\t"}, {}, id="trailing-tab"),
+        pytest.param(
+            {"sub": "u1", "groups": ["ok", " admins", "admins\t", "a b"]},
+            {"X-Forwarded-User": "u1", "X-Forwarded-Groups": "ok,a b"},
+            id="list-entry-padded-dropped",
+        ),
     ],
 )
 def test_identity_header_values(claims: dict[str, Any], expected: dict[str, str]) -> None:

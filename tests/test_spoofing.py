@@ -7,8 +7,9 @@ case, twice, and in the underscore spellings CGI-style stacks read as the same v
 (RFC 3875 section 4.1.18). None of them reaches the upstream on a public route, on an optional
 route anonymously, nor on a protected route after login, where only the proxy's own values
 appear, exactly once. A claim carrying CR/LF (header injection, RFC 9110 section 5.5) yields no
-header and no broken response. The session cookie never reaches the upstream; other cookies do,
-untouched.
+header and no broken response, and so does one the upstream's parser would read as another user's
+(surrounding whitespace, which RFC 9110 section 5.5 strips). The session cookie never reaches the
+upstream; other cookies do, untouched.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 from multidict import CIMultiDict
 
 from authproxy.demo.provider import DemoClient, DemoProvider, Grant
+from authproxy.demo.users import DEMO_USERS, DemoUser
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
@@ -60,17 +62,24 @@ INJECTED_CLAIMS: Final = {
     "groups": ["partners", "evil\r\nX-Injected: group", "nul\x00group"],
     "department": "eng\nX-Injected: department",
 }
+# mallory's claims differ from alice's only by whitespace around them, which an HTTP parser
+# strips from a field value (RFC 9110 section 5.5) and list readers from each entry
+MALLORY: Final = DemoUser("mallory", "mallory@example.com", "Mallory", ("partners",))
+LOOKALIKE_CLAIMS: Final = {
+    "preferred_username": " alice\t",
+    "groups": ["partners", " admins", "developers "],
+    "department": "eng ",
+}
+CLAIMS_OF: Final = {"carol": INJECTED_CLAIMS, "mallory": LOOKALIKE_CLAIMS}
 
 
 class InjectingProvider(DemoProvider):
-    """The development provider, giving carol claims with CR, LF and NUL in them."""
+    """The development provider, giving carol claims with CR, LF and NUL in them and mallory
+    claims padded with whitespace."""
 
     def id_token_claims(self, grant: Grant, *, access_token: str, now: float) -> dict[str, Any]:
         claims = super().id_token_claims(grant, access_token=access_token, now=now)
-        if grant.user.username == "carol":
-            claims.update(INJECTED_CLAIMS)
-        else:
-            claims["department"] = "eng"
+        claims.update(CLAIMS_OF.get(grant.user.username, {"department": "eng"}))
         return claims
 
 
@@ -137,7 +146,7 @@ class Stack:
 def start_stack(directory: Path) -> Iterator[Stack]:
     provider_port = free_port(PROVIDER_HOST)
     issuer = f"http://{PROVIDER_HOST}:{provider_port}"
-    provider = InjectingProvider(issuer, [])
+    provider = InjectingProvider(issuer, [], (*DEMO_USERS, MALLORY))
     port = free_port()
     provider.register_client(DemoClient(CLIENT_ID, CLIENT_SECRET, [f"http://127.0.0.1:{port}/oauth2/callback"]))
     with serve_app(provider.create_app(), PROVIDER_HOST, provider_port), serve_app(Upstream().app()) as upstream:
@@ -285,6 +294,27 @@ async def test_claims_with_cr_lf_or_nul_yield_no_header_and_no_broken_response(s
         userinfo = await b.get(stack.url + "/oauth2/userinfo", headers={"Accept": "application/json"})
         assert userinfo.status == 200 and "X-Injected" not in userinfo.headers
         assert userinfo.json()["preferred_username"] == INJECTED_CLAIMS["preferred_username"]
+
+
+async def test_claims_the_upstream_would_read_as_another_users_yield_no_header(stack: Stack) -> None:
+    # " alice\t" arrives as "alice": the upstream would take mallory for alice, and an entry
+    # " admins" of a list header for the group admins
+    async with signed_in(stack, "mallory") as b:
+        pairs = received(await b.get(stack.url + "/app/x"))
+        assert values_of(pairs, "x-forwarded-user") == ["mallory"]
+        assert not values_of(pairs, "x-forwarded-preferred-username")
+        assert values_of(pairs, "x-forwarded-groups") == ["partners"]
+        custom = received(await b.get(stack.url + "/custom/x"))
+        assert values_of(custom, "x-remote-user") == ["mallory"] and not values_of(custom, "x-remote-team")
+
+        auth = await b.get(stack.url + "/oauth2/auth")
+        assert auth.status == 202
+        assert auth.headers["X-Auth-Request-Groups"] == "partners"
+        assert "X-Auth-Request-Preferred-Username" not in auth.headers
+
+        # the signed assertion carries the claims as they are, in JSON
+        [identity] = values_of(pairs, "x-authproxy-identity")
+        assert jwt.decode(identity, options={"verify_signature": False})["groups"] == LOOKALIKE_CLAIMS["groups"]
 
 
 # ---------------------------------------------------------------------------------------------- cookies
