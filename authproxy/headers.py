@@ -13,7 +13,8 @@
   variants are dropped from untrusted peers, so an upstream cannot be fooled through them.
 - Identity headers: claim values, lists comma-joined, never with CR, LF, NUL or other control
   characters (RFC 9110 section 5.5: such field values are invalid and enable header injection),
-  nor with whitespace around them, which parsers strip (the upstream would read another value).
+  nor with whitespace around them, which parsers strip (the upstream would read another value);
+  a list entry holding a comma is left out (it would be read as two).
 
 This module is on the hot path of every proxied request: names are lower-cased and the sets are
 frozen once, at import.
@@ -338,14 +339,18 @@ def _claim_text(value: Any) -> str | None:
 
 
 def identity_header_values(claims: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, str]:
-    """Header name -> value for each claim present; lists comma-joined; unsafe values never emitted."""
+    """Header name -> value for each claim present; lists comma-joined; unsafe values never emitted.
+
+    In a list, an unsafe entry, or one holding a comma, is left out and the others are kept.
+    """
     values: dict[str, str] = {}
     for header, claim in mapping.items():
         value = claims.get(claim)
         if value is None:
             continue
         if isinstance(value, list | tuple):
-            parts = [text for text in (_claim_text(item) for item in value) if text]
+            # an entry holding a comma would be read as several by whoever splits the list
+            parts = [text for text in (_claim_text(item) for item in value) if text and "," not in text]
             if parts:
                 values[header] = ",".join(parts)
             continue

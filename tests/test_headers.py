@@ -282,6 +282,17 @@ def test_request_ids_are_unique() -> None:
             {"X-Forwarded-User": "u1", "X-Forwarded-Groups": "ok,a b"},
             id="list-entry-padded-dropped",
         ),
+        # a reader of the comma-joined list would take "sales,admins" for two groups
+        pytest.param(
+            {"sub": "u1", "groups": ["ok", "sales,admins"]},
+            {"X-Forwarded-User": "u1", "X-Forwarded-Groups": "ok"},
+            id="list-entry-with-comma-dropped",
+        ),
+        pytest.param(
+            {"sub": "u1", "preferred_username": "Smith, Jo"},
+            {"X-Forwarded-User": "u1", "X-Forwarded-Preferred-Username": "Smith, Jo"},
+            id="scalar-comma-kept",
+        ),
     ],
 )
 def test_identity_header_values(claims: dict[str, Any], expected: dict[str, str]) -> None:

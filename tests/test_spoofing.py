@@ -70,7 +70,9 @@ LOOKALIKE_CLAIMS: Final = {
     "groups": ["partners", " admins", "developers "],
     "department": "eng ",
 }
-CLAIMS_OF: Final = {"carol": INJECTED_CLAIMS, "mallory": LOOKALIKE_CLAIMS}
+# trent is in a group whose name holds a comma, which a reader of the comma-joined list splits
+TRENT: Final = DemoUser("trent", "trent@example.com", "Trent", ("partners", "sales,admins"))
+CLAIMS_OF: Final = {"carol": INJECTED_CLAIMS, "mallory": LOOKALIKE_CLAIMS, "trent": {"department": "eng"}}
 
 
 class InjectingProvider(DemoProvider):
@@ -146,7 +148,7 @@ class Stack:
 def start_stack(directory: Path) -> Iterator[Stack]:
     provider_port = free_port(PROVIDER_HOST)
     issuer = f"http://{PROVIDER_HOST}:{provider_port}"
-    provider = InjectingProvider(issuer, [], (*DEMO_USERS, MALLORY))
+    provider = InjectingProvider(issuer, [], (*DEMO_USERS, MALLORY, TRENT))
     port = free_port()
     provider.register_client(DemoClient(CLIENT_ID, CLIENT_SECRET, [f"http://127.0.0.1:{port}/oauth2/callback"]))
     with serve_app(provider.create_app(), PROVIDER_HOST, provider_port), serve_app(Upstream().app()) as upstream:
@@ -315,6 +317,18 @@ async def test_claims_the_upstream_would_read_as_another_users_yield_no_header(s
         # the signed assertion carries the claims as they are, in JSON
         [identity] = values_of(pairs, "x-authproxy-identity")
         assert jwt.decode(identity, options={"verify_signature": False})["groups"] == LOOKALIKE_CLAIMS["groups"]
+
+
+async def test_a_group_name_with_a_comma_is_not_read_upstream_as_two_groups(stack: Stack) -> None:
+    # "sales,admins" joined into "partners,sales,admins" would make trent a member of admins
+    async with signed_in(stack, "trent") as b:
+        pairs = received(await b.get(stack.url + "/app/x"))
+        assert values_of(pairs, "x-forwarded-groups") == ["partners"]
+        auth = await b.get(stack.url + "/oauth2/auth")
+        assert auth.status == 202 and auth.headers["X-Auth-Request-Groups"] == "partners"
+        # the signed assertion's list keeps the group whole
+        [identity] = values_of(pairs, "x-authproxy-identity")
+        assert jwt.decode(identity, options={"verify_signature": False})["groups"] == list(TRENT.groups)
 
 
 # ---------------------------------------------------------------------------------------------- cookies
