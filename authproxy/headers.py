@@ -14,7 +14,8 @@
 - Identity headers: claim values, lists comma-joined, never with CR, LF, NUL or other control
   characters (RFC 9110 section 5.5: such field values are invalid and enable header injection),
   nor with whitespace around them, which parsers strip (the upstream would read another value);
-  a list entry holding a comma is left out (it would be read as two).
+  a list entry holding a comma is left out (it would be read as two), and so are lone surrogates,
+  which a JSON claim can hold but no field value can carry.
 
 This module is on the hot path of every proxied request: names are lower-cased and the sets are
 frozen once, at import.
@@ -88,7 +89,8 @@ _HOST_RE: Final = re.compile(r"[A-Za-z0-9.:\[\]_-]{1,255}")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # A claim value is emitted only if the upstream reads back exactly that value: RFC 9110 section
 # 5.5 has parsers strip whitespace around a field value, so " alice" would arrive as "alice".
-_UNSAFE_CLAIM_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
+# Lone surrogates (JSON's "\ud800", not Unicode text) have no UTF-8 bytes at all.
+_UNSAFE_CLAIM_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]|\A[ \t]|[ \t]\Z")
 
 
 def _normalize(name: str) -> str:

@@ -288,6 +288,12 @@ def test_request_ids_are_unique() -> None:
             {"X-Forwarded-User": "u1", "X-Forwarded-Groups": "ok"},
             id="list-entry-with-comma-dropped",
         ),
+        # JSON's "\ud800" reads as a lone surrogate, which has no UTF-8 encoding
+        pytest.param(
+            {"sub": "u1", "preferred_username": "x\ud800", "groups": ["\udcff", "ok"]},
+            {"X-Forwarded-User": "u1", "X-Forwarded-Groups": "ok"},
+            id="lone-surrogates-dropped",
+        ),
         pytest.param(
             {"sub": "u1", "preferred_username": "Smith, Jo"},
             {"X-Forwarded-User": "u1", "X-Forwarded-Preferred-Username": "Smith, Jo"},

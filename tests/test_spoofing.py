@@ -72,7 +72,15 @@ LOOKALIKE_CLAIMS: Final = {
 }
 # trent is in a group whose name holds a comma, which a reader of the comma-joined list splits
 TRENT: Final = DemoUser("trent", "trent@example.com", "Trent", ("partners", "sales,admins"))
-CLAIMS_OF: Final = {"carol": INJECTED_CLAIMS, "mallory": LOOKALIKE_CLAIMS, "trent": {"department": "eng"}}
+# wendy's claims hold lone surrogates: JSON escapes them ("\\ud800"), UTF-8 has no bytes for them
+WENDY: Final = DemoUser("wendy", "wendy@example.com", "Wendy", ("partners",))
+UNENCODABLE_CLAIMS: Final = {"preferred_username": "wendy\ud800", "groups": ["partners", "\udcff"], "department": "eng"}
+CLAIMS_OF: Final = {
+    "carol": INJECTED_CLAIMS,
+    "mallory": LOOKALIKE_CLAIMS,
+    "trent": {"department": "eng"},
+    "wendy": UNENCODABLE_CLAIMS,
+}
 
 
 class InjectingProvider(DemoProvider):
@@ -148,7 +156,7 @@ class Stack:
 def start_stack(directory: Path) -> Iterator[Stack]:
     provider_port = free_port(PROVIDER_HOST)
     issuer = f"http://{PROVIDER_HOST}:{provider_port}"
-    provider = InjectingProvider(issuer, [], (*DEMO_USERS, MALLORY, TRENT))
+    provider = InjectingProvider(issuer, [], (*DEMO_USERS, MALLORY, TRENT, WENDY))
     port = free_port()
     provider.register_client(DemoClient(CLIENT_ID, CLIENT_SECRET, [f"http://127.0.0.1:{port}/oauth2/callback"]))
     with serve_app(provider.create_app(), PROVIDER_HOST, provider_port), serve_app(Upstream().app()) as upstream:
@@ -329,6 +337,19 @@ async def test_a_group_name_with_a_comma_is_not_read_upstream_as_two_groups(stac
         # the signed assertion's list keeps the group whole
         [identity] = values_of(pairs, "x-authproxy-identity")
         assert jwt.decode(identity, options={"verify_signature": False})["groups"] == list(TRENT.groups)
+
+
+async def test_claims_with_lone_surrogates_yield_no_header_and_no_error(stack: Stack) -> None:
+    async with signed_in(stack, "wendy") as b:
+        # GET takes the fast path, POST aiohttp's
+        for page in (await b.get(stack.url + "/app/x"), await b.post(stack.url + "/app/x", data={"a": "1"})):
+            pairs = received(page)
+            assert values_of(pairs, "x-forwarded-user") == ["wendy"]
+            assert not values_of(pairs, "x-forwarded-preferred-username")
+            assert values_of(pairs, "x-forwarded-groups") == ["partners"]
+        auth = await b.get(stack.url + "/oauth2/auth")
+        assert auth.status == 202 and auth.headers["X-Auth-Request-Groups"] == "partners"
+        assert "X-Auth-Request-Preferred-Username" not in auth.headers
 
 
 # ---------------------------------------------------------------------------------------------- cookies
