@@ -187,7 +187,9 @@ def upstream_identity_headers(
     route: RouteConfig, identity: Identity, signer: IdentitySigner | None = None
 ) -> dict[str, str]:
     """The headers a route's upstream receives for a signed-in user."""
-    added = headers.identity_header_values(identity.claims, route.identity_headers or headers.DEFAULT_IDENTITY_HEADERS)
+    # an empty mapping is a set of headers too (none): only an absent one means the default set
+    mapping = headers.DEFAULT_IDENTITY_HEADERS if route.identity_headers is None else route.identity_headers
+    added = headers.identity_header_values(identity.claims, mapping)
     if route.identity_jwt and signer is not None:
         added["X-Authproxy-Identity"] = signer.sign(identity.claims, route.name, time.time())
     if route.pass_access_token and identity.access_token:

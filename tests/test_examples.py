@@ -295,7 +295,7 @@ KEYS: Final[dict[str, Key]] = {
     ),
     "routes[].identity_headers": Key(
         "Header name to claim name; replaces the default set (`X-Forwarded-User: sub`, `-Email: email`, "
-        "`-Preferred-Username: preferred_username`, `-Groups: groups`).",
+        "`-Preferred-Username: preferred_username`, `-Groups: groups`); `{}` sends none.",
         "{X-Remote-User: preferred_username}",
     ),
     "routes[].pass_access_token": Key("Send `Authorization: Bearer <access token>` to the upstream.", "true"),

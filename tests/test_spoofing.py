@@ -137,6 +137,7 @@ def proxy_config(port: int, issuer: str, upstream: str) -> dict[str, Any]:
             route(
                 "custom", "/custom", upstream, identity_headers={"X-Remote-User": "sub", "X-Remote-Team": "department"}
             ),
+            route("silent", "/silent", upstream, identity_headers={}, identity_jwt=True),
         ],
     }
 
@@ -266,6 +267,17 @@ async def test_custom_identity_headers_replace_the_default_set(stack: Stack) -> 
     assert values_of(pairs, "x-remote-user") == ["alice"]
     assert values_of(pairs, "x-remote-team") == ["eng"]
     assert not values_of(pairs, "x-forwarded-user") and not values_of(pairs, "x-forwarded-email")
+
+
+async def test_empty_identity_headers_send_none_but_still_strip_the_clients(stack: Stack) -> None:
+    # identity_headers: {} replaces the default set with nothing (an upstream that reads only the
+    # signed assertion need not learn the email or groups in plain headers)
+    async with signed_in(stack, "alice") as b:
+        pairs = received(await b.get(stack.url + "/silent/x", headers=spoofing_headers(authorization=False)))
+    assert_nothing_spoofed(pairs)
+    assert NORMALIZED & {name for name, _ in pairs} == {"x-authproxy-identity"}
+    [identity] = values_of(pairs, "x-authproxy-identity")
+    assert jwt.decode(identity, options={"verify_signature": False})["sub"] == "alice"
 
 
 async def test_forward_auth_answer_ignores_spoofed_request_headers(stack: Stack) -> None:
