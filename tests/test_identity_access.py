@@ -6,7 +6,8 @@ bearer tokens (RFC 6750 section 2.1, RFC 9068 section 4) and the signed ``X-Auth
 (RFC 7519, ES256 of RFC 7518 section 3.4, verified through ``/oauth2/jwks.json``, RFC 7517); plus
 ``/oauth2/userinfo`` and ``/oauth2/auth``. A second proxy on the same provider has
 ``forward_auth.pass_access_token`` on. The provider is the development provider on 127.0.0.2
-with a ``department`` claim added, so ``claims`` rules have someone to admit and refuse.
+with a ``department`` claim added, and ``acr``/``amr`` in ID tokens, so ``claims`` rules have
+someone to admit and refuse.
 
 Demo users: alice (admins, developers; alice@example.com; eng), bob (developers;
 bob@example.com; sales), carol (no groups; carol@partner.example.org; eng).
@@ -42,16 +43,24 @@ SECRET: Final = "identity-access-session-secret-0123456789abcdef"
 IDLE_TIMEOUT: Final = 3600
 IDENTITY_TTL: Final = 90
 DEPARTMENTS: Final = {"alice": "eng", "bob": "sales", "carol": "eng"}
+# how each signed in (OpenID Connect Core 1.0 section 2, RFC 8176): alice with a second factor
+AUTHENTICATION: Final = {
+    "alice": {"acr": "mfa", "amr": ["pwd", "otp"]},
+    "bob": {"acr": "pwd", "amr": ["pwd"]},
+    "carol": {"acr": "pwd", "amr": ["pwd"]},
+}
 JSON: Final = {"Accept": "application/json"}
 HTML: Final = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 
 
 class DepartmentProvider(DemoProvider):
-    """The development provider with a ``department`` claim in ID and access tokens."""
+    """The development provider with a ``department`` claim in ID and access tokens, and ``acr``
+    and ``amr`` in ID tokens."""
 
     def id_token_claims(self, grant: Grant, *, access_token: str, now: float) -> dict[str, Any]:
         claims = super().id_token_claims(grant, access_token=access_token, now=now)
         claims["department"] = DEPARTMENTS[grant.user.username]
+        claims.update(AUTHENTICATION[grant.user.username])
         return claims
 
     def access_token_claims(self, grant: Grant, *, jti: str, now: float) -> dict[str, Any]:
@@ -87,6 +96,7 @@ def proxy_config(port: int, issuer: str, upstream: str, *, pass_access_token: bo
                 upstream,
                 allow={"email_domains": ["example.com"], "claims": {"department": ["eng"]}},
             ),
+            route("mfa", "/mfa", upstream, allow={"claims": {"acr": ["mfa"], "amr": ["otp", "hwk"]}}),
             route("optional", "/optional", upstream, auth="optional"),
             route("deny", "/deny", upstream, on_unauthenticated="deny"),
             route("redirect", "/redirect", upstream, on_unauthenticated="redirect"),
@@ -182,6 +192,9 @@ ALLOW_CASES: Final = [
     pytest.param("combined", "alice", 200, id="combined-both-kinds-pass"),
     pytest.param("combined", "bob", 403, id="combined-domain-passes-claim-fails"),
     pytest.param("combined", "carol", 403, id="combined-claim-passes-domain-fails"),
+    # acr and amr of the ID token: how the user signed in, which a rule may ask about
+    pytest.param("mfa", "alice", 200, id="claims-acr-and-amr-of-the-login"),
+    pytest.param("mfa", "bob", 403, id="claims-acr-and-amr-not-met"),
 ]
 
 

@@ -134,7 +134,8 @@ def session_claims(id_claims: dict[str, Any], userinfo: dict[str, Any] | None) -
 
 
 def _extra_claims(claims: dict[str, Any]) -> dict[str, Any]:
-    # other simple claims (strings, numbers, lists of strings) stay available to allow rules
+    # other simple claims (strings, numbers, lists of strings) stay available to allow rules;
+    # acr and amr (how the user signed in: a second factor?) among them, the rest is token mechanics
     skip = {
         "iss",
         "aud",
@@ -148,8 +149,6 @@ def _extra_claims(claims: dict[str, Any]) -> dict[str, Any]:
         "auth_time",
         "jti",
         "sid",
-        "acr",
-        "amr",
         "s_hash",
     }
     return {
