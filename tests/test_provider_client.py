@@ -753,6 +753,42 @@ async def test_without_any_keys_fetches_are_spaced(op: MiniProvider, make_client
     assert op.jwks_requests == 2
 
 
+async def test_requests_waiting_for_a_failed_first_fetch_fail_with_it(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey
+) -> None:
+    client = await make_client(timeout=1.2)
+    op.delay = 3.0  # the JWKS endpoint hangs: every fetch times out
+    token = id_token(key_a, op.issuer, time.time())
+    started = time.monotonic()
+    results = await asyncio.gather(*(client.verify_id_token(token, NONCE) for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(result, ProviderUnavailable) for result in results), results
+    # one timeout for all four, not one more for each request that waited behind the last
+    assert time.monotonic() - started < 2.0
+    assert op.jwks_requests == 1
+
+
+async def test_requests_waiting_for_a_failed_refetch_fail_with_it(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey, key_b: JwtKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # provider.timeout (10 s by default) is as long as the refetch interval, so a hung refetch
+    # outlasts it; both scaled down here
+    monkeypatch.setattr(client_module, "JWKS_REFETCH_INTERVAL", 0.5)
+    client = await make_client(timeout=0.6)
+    now = time.time()
+    await client.verify_id_token(id_token(key_a, op.issuer, now), NONCE)
+    await asyncio.sleep(0.5)
+    op.delay = 3.0  # the JWKS endpoint hangs from now on
+    claims = access_token_claims(iss=op.issuer, aud=CLIENT_ID, iat=int(now), exp=int(now) + 60)
+    bearer = key_b.sign(claims, typ="at+jwt")  # a kid the cached set does not hold
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(client.verify_bearer_token(bearer, [CLIENT_ID]) for _ in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(result, ProviderUnavailable) for result in results), results
+    assert time.monotonic() - started < 1.2
+    assert op.jwks_requests == 2
+
+
 async def test_load_keys_fetches_and_counts_usable_keys(
     op: MiniProvider, make_client: MakeClient, key_a: JwtKey, key_b: JwtKey
 ) -> None:

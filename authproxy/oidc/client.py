@@ -134,6 +134,7 @@ class ProviderClient:
         self._keys_fetched_at: float | None = None  # time of the last fetch attempt, good or bad
         self._keys_loaded_at: float | None = None  # time of the last good fetch
         self._keys_generation = 0  # bumped on every good fetch: waiters can see they were served
+        self._keys_attempts_ended = 0  # bumped when a fetch ends, good or bad: waiters can see one failed
         self._keys_lock = asyncio.Lock()
         self._keys_refresh: asyncio.Task[None] | None = None  # of a stale set, in the background
         # claims of ID tokens verified here lately, by token: a refresh compares its new ID token
@@ -481,12 +482,17 @@ class ProviderClient:
         if self._keys is not None:
             self._refresh_stale_keys()
             return self._keys, self._keys_generation
+        ended = self._keys_attempts_ended
         async with self._keys_lock:
             if self._keys is None:
                 # nothing to fall back on: a failure here is the caller's ProviderUnavailable;
-                # while the provider is down, requests fail fast instead of queueing on the lock
+                # while the provider is down, requests fail fast instead of queueing on the lock:
+                # a fetch that failed while this request waited for the lock was its fetch too
+                # (fetching again would keep each waiter a provider.timeout behind the one before)
                 last = self._keys_fetched_at
-                if last is not None and self._clock() - last < JWKS_RETRY_WITHOUT_KEYS:
+                if self._keys_attempts_ended != ended or (
+                    last is not None and self._clock() - last < JWKS_RETRY_WITHOUT_KEYS
+                ):
                     raise ProviderUnavailable("JWKS: not available yet")
                 await self._fetch_keys()
             assert self._keys is not None
@@ -513,10 +519,15 @@ class ProviderClient:
 
     async def _refetch_keys(self, seen_generation: int) -> KeySet | None:
         """A newer key set than ``seen_generation``, or None when the rate limit forbids a fetch."""
+        ended = self._keys_attempts_ended
         async with self._keys_lock:
             if self._keys_generation != seen_generation:
                 # another request refetched while this one waited: use its result
                 return self._keys
+            if self._keys_attempts_ended != ended:
+                # ... or tried to and failed: the same failure, not one more fetch in the queue
+                # (a hung endpoint would hold each waiter a provider.timeout longer than the last)
+                raise ProviderUnavailable("JWKS: not available")
             if not self._may_fetch_keys():
                 return None
             # a failure keeps the last good set and reaches the caller as ProviderUnavailable
@@ -532,12 +543,15 @@ class ProviderClient:
         self._keys_fetched_at = self._clock()
         self.jwks_fetches += 1
         url = self.metadata.jwks_uri
-        status, doc = await self._get_json(url, "JWKS fetch")
-        if status != 200:
-            raise ProviderUnavailable(f"JWKS fetch failed: {url} answered HTTP {status}")
-        self._keys = KeySet.from_jwks(doc)
-        self._keys_loaded_at = self._clock()
-        self._keys_generation += 1
+        try:
+            status, doc = await self._get_json(url, "JWKS fetch")
+            if status != 200:
+                raise ProviderUnavailable(f"JWKS fetch failed: {url} answered HTTP {status}")
+            self._keys = KeySet.from_jwks(doc)
+            self._keys_loaded_at = self._clock()
+            self._keys_generation += 1
+        finally:
+            self._keys_attempts_ended += 1
 
     # ------------------------------------------------------------------ HTTP
 
