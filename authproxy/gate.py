@@ -54,6 +54,14 @@ def bearer_token(request: web.Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def bearer_refusal(status: int, error: str) -> web.Response:
+    """A refused bearer-token request, as RFC 6750 section 3.1 answers it: JSON, never a redirect."""
+    response = web.json_response({"error": error}, status=status)
+    response.headers["WWW-Authenticate"] = f'Bearer realm="authproxy", error="{error}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def login_url(prefix: str, request: web.Request) -> str:
     """``/oauth2/start?rd=<original path and query>``."""
     return f"{prefix}/start?rd={quote(request.raw_path, safe='/')}"
@@ -116,6 +124,10 @@ class Gate:
         if route.auth == "none":
             return None
         if route.bearer_tokens:
+            if len(request.headers.getall("Authorization", ())) > 1:
+                # one Authorization field only (RFC 9110 section 11.6.2): the upstream could read
+                # the one not checked here beside the identity headers of the one that was
+                return bearer_refusal(400, "invalid_request")
             token = bearer_token(request)
             if token is not None:
                 return await self._check_bearer(request, route, token)
@@ -136,10 +148,7 @@ class Gate:
         try:
             claims = await self.provider.verify_bearer_token(token, self.bearer_audiences)
         except TokenInvalid:
-            response = web.json_response({"error": "invalid_token"}, status=401)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="authproxy", error="invalid_token"'
-            response.headers["Cache-Control"] = "no-store"
-            return response
+            return bearer_refusal(401, "invalid_token")
         return self.authorize(request, route, Identity(claims, access_token=token, by_bearer_token=True))
 
     def authorize(self, request: web.Request, route: RouteConfig, identity: Identity) -> Identity | web.Response:

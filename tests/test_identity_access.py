@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import jwt
 import pytest
+from multidict import CIMultiDict
 
 from authproxy.demo.provider import DemoClient, DemoProvider, Grant, b64url, generate_signing_key
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
@@ -465,6 +466,22 @@ async def test_an_id_token_is_no_bearer_token_even_where_its_audience_is_accepte
             stack.url + "/bearer-admins/items", headers={**JSON, "Authorization": f"Bearer {id_token}"}
         )
         assert page.status == 401 and page.json()["error"] == "invalid_token"
+
+
+@pytest.mark.parametrize(
+    "second", [pytest.param("Bearer forged", id="another-bearer"), pytest.param("Basic Zm9vOmJhcg==", id="basic")]
+)
+async def test_a_second_authorization_header_is_refused_not_passed_on_unchecked(stack: Stack, second: str) -> None:
+    # RFC 9110 section 11.6.2 allows one Authorization field: the upstream could read the one the
+    # proxy did not check, beside the identity headers of the one it did (RFC 6750 section 3.1)
+    token = await access_token_of(stack, "alice")
+    async with browser() as api:
+        for fields in ((f"Bearer {token}", second), (second, f"Bearer {token}")):
+            headers = CIMultiDict([("Accept", "application/json"), *(("Authorization", value) for value in fields)])
+            page = await api.get(stack.url + "/bearer/items", headers=headers, follow_redirects=False)
+            assert page.status == 400, page
+            assert page.json()["error"] == "invalid_request"
+            assert 'error="invalid_request"' in page.headers["WWW-Authenticate"]
 
 
 def _sign(provider: DemoProvider, claims: dict[str, Any]) -> str:
