@@ -19,13 +19,14 @@ from authproxy.oidc.handoff import (
 )
 from authproxy.oidc.pkce import new_state
 from authproxy.sessions.link import SessionLink
-from authproxy.sessions.ticket import new_ticket
+from authproxy.sessions.ticket import new_ticket, seal_ticket
 
 NOW = 1_800_000_000.0
 B = "https://wiki.example.org"
 STATE = new_state()
 FLOW = HandoffFlow(STATE, B, "/page?x=1", NOW - 30)
-GRANT = HandoffGrant(new_ticket(), B, state_digest(STATE), NOW - 5)
+CENTRAL = seal_ticket(new_ticket(), b"s" * 32)  # the central session's cookie value
+GRANT = HandoffGrant(CENTRAL, B, state_digest(STATE), NOW - 5)
 
 
 def test_a_fresh_grant_for_this_origin_and_flow_is_accepted() -> None:
@@ -71,9 +72,9 @@ def test_well_formed_state(state: str | None, expected: bool) -> None:
 def test_records_round_trip_and_refuse_garbage() -> None:
     assert HandoffGrant.from_bytes(GRANT.to_bytes()) == GRANT
     assert HandoffFlow.from_bytes(FLOW.to_bytes()) == FLOW
-    link = SessionLink(new_ticket(), B, NOW)
+    link = SessionLink(CENTRAL, B, NOW)
     assert SessionLink.from_bytes(link.to_bytes()) == link
-    for garbage in (b"", b"[]", b'{"central": "AAAA", "origin": "x", "created_at": 1}', b'{"origin": 1}'):
+    for garbage in (b"", b"[]", b'{"central": 7, "origin": "x", "created_at": 1}', b'{"origin": 1}'):
         with pytest.raises(ValueError):
             SessionLink.from_bytes(garbage)
         with pytest.raises(ValueError):

@@ -557,7 +557,9 @@ async def test_sign_out_revokes_the_refresh_token_a_refresh_elsewhere_stored_mea
     )
     await asyncio.wait_for(store.lock_busy.wait(), 5)  # the sign-out has loaded rt-0 and waits for the lock
     rotated = replace(session.record, refresh_token="rt-1", access_token="at-1", version=session.record.version + 1)
-    assert await sessions.save(Session(session.ticket, rotated), only_if_present=True, release=refresh_lock)
+    assert await sessions.save(
+        Session(session.ticket, rotated, session.cookie), only_if_present=True, release=refresh_lock
+    )
     answer = await signing_out
 
     assert answer.status == 302

@@ -89,7 +89,7 @@ async def test_a_manager_reads_back_its_own_write_unopened_and_anyone_elses_open
     assert mine.open_stored(session.ticket, session.store_key, blob) is session.record
 
     # another process (replica, worker) writes the session: its bytes are opened, not recalled
-    changed = Session(session.ticket, alice_record(access_token="at-2"))
+    changed = Session(session.ticket, alice_record(access_token="at-2"), session.cookie)
     assert await other.save(changed, only_if_present=True)
     blob = await store.get(session.store_key)
     read = mine.open_stored(session.ticket, session.store_key, blob)
@@ -97,9 +97,11 @@ async def test_a_manager_reads_back_its_own_write_unopened_and_anyone_elses_open
     assert mine.open_stored(session.ticket, session.store_key, None) is None
 
     # its own later write is recalled again; after a delete, nothing is
-    assert await mine.save(Session(session.ticket, alice_record(access_token="at-3")), only_if_present=True)
+    assert await mine.save(
+        Session(session.ticket, alice_record(access_token="at-3"), session.cookie), only_if_present=True
+    )
     blob = await store.get(session.store_key)
     recalled = mine.open_stored(session.ticket, session.store_key, blob)
     assert recalled is not None and recalled.access_token == "at-3"
-    await mine.delete(Session(session.ticket, recalled))
+    await mine.delete(Session(session.ticket, recalled, session.cookie))
     assert len(mine._written) == 0

@@ -454,7 +454,7 @@ async def test_the_refresh_is_bound_to_the_record_stored_when_the_lock_was_taken
     stored_now = await stored(sessions, cookie)
     assert stored_now is not None
     stored_now.id_token = "id-stored-meanwhile"
-    await sessions.save(Session(session.ticket, stored_now))
+    await sessions.save(Session(session.ticket, stored_now, session.cookie))
     seen: list[SessionRecord] = []
 
     async def refresh(refresh_token: str, record: SessionRecord) -> TokenSet:
@@ -642,7 +642,7 @@ async def test_replicas_on_one_redis_cause_exactly_one_refresh(redis_stores: lis
     assert {r.record.access_token for r in results} == {access_token_for(1)}
     assert (provider.calls, provider.grants, provider.reuses, provider.revoked) == (1, 1, 0, False)
     # a late request on another replica still holding the pre-refresh session
-    late = await refreshers[3].ensure_fresh(Session(old.ticket, old.record))
+    late = await refreshers[3].ensure_fresh(Session(old.ticket, old.record, old.cookie))
     assert late.record.access_token == access_token_for(1)
     assert provider.calls == 1
     for sessions in replicas:

@@ -9,8 +9,9 @@ The protocol (the handlers are :mod:`authproxy.oidc.sso`):
 2. A accepts ``origin`` only if it is exactly one of ``server.sso_origins`` (anything else is a
    400 page, never a redirect). Without a session on A, A runs the ordinary login first and comes
    back to the same URL. With one, A mints a *grant*: a one-time code of 512 random bits (a
-   ticket, HMAC-signed like a cookie), stored server-side for at most ``GRANT_TTL`` seconds with
-   the central session's ticket, the origin and a digest of ``state``, then redirects to
+   ticket, sealed like a cookie), stored server-side for at most ``GRANT_TTL`` seconds with the
+   central session's cookie value (its sealed ticket: opened with the current secrets when the
+   code is redeemed), the origin and a digest of ``state``, then redirects to
    ``B/oauth2/sso/callback?code=CODE&state=STATE``. No token ever travels in a URL.
 3. B takes the handoff flow named by the binding cookie and the grant named by the code, each
    atomically (deleted as it is read, so either works once), and accepts only when the flow's
@@ -34,8 +35,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlencode
 
-from authproxy.sessions.link import decode_ticket, encode_ticket, load_object, text_field, time_field
-from authproxy.sessions.ticket import Ticket
+from authproxy.sessions.link import load_object, text_field, time_field
 
 GRANT_TTL: Final = 60.0
 # the replica that issued a code and the one that redeems it may disagree on the time by this
@@ -84,16 +84,19 @@ class HandoffFlow:
 
 @dataclass(frozen=True)
 class HandoffGrant:
-    """What a one-time code stands for: a central session, for one origin and one flow."""
+    """What a one-time code stands for: a central session, for one origin and one flow.
 
-    central: Ticket
+    ``central`` is the central session's cookie value (its sealed ticket), as a link keeps it.
+    """
+
+    central: str
     origin: str
     state_digest: str
     issued_at: float
 
     def to_bytes(self) -> bytes:
         fields = {
-            "central": encode_ticket(self.central),
+            "central": self.central,
             "origin": self.origin,
             "state_digest": self.state_digest,
             "issued_at": self.issued_at,
@@ -104,7 +107,7 @@ class HandoffGrant:
     def from_bytes(cls, data: bytes) -> HandoffGrant:
         raw = load_object(data, "handoff grant")
         return cls(
-            central=decode_ticket(raw.get("central")),
+            central=text_field(raw, "central", "handoff grant"),
             origin=text_field(raw, "origin", "handoff grant"),
             state_digest=text_field(raw, "state_digest", "handoff grant"),
             issued_at=time_field(raw, "issued_at", "handoff grant"),

@@ -120,7 +120,7 @@ class SingleSignOn:
             back = sanitize_redirect(authorize_url("", self.prefix, origin=origin, state=state))
             return pages.redirect(start_url(self.prefix, back, prompt=prompt))
         code = new_ticket()
-        grant = HandoffGrant(session.ticket, origin, state_digest(state), self.clock())
+        grant = HandoffGrant(session.cookie, origin, state_digest(state), self.clock())
         await self.store.set(GRANT_KEY_PREFIX + store_key_for(code.id), seal_record(grant.to_bytes(), code), GRANT_TTL)
         log_event("sso_handoff", user=session.record.sub, origin=origin, client_ip=pages.client_ip_of(request))
         location = callback_url(origin, self.prefix, code=self.sessions.seal(code), state=state)
@@ -150,7 +150,7 @@ class SingleSignOn:
         reason = grant_refusal(grant, flow, origin=origin, state=state, now=now)
         if reason is not None:
             return self._refuse(request, reason, redirect=flow.redirect)
-        central = await self.sessions.load_ticket(grant.central)
+        central = await self.sessions.load_central(grant.central)
         cookie_value = await self.sessions.create_link(central, origin) if central is not None else None
         if central is None or cookie_value is None:
             return self._refuse(request, "the sign-in ended meanwhile", redirect=flow.redirect)

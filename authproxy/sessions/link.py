@@ -2,12 +2,17 @@
 
 On an SSO origin (:mod:`authproxy.origins`) the session cookie carries a ticket of its own,
 like any session cookie, but the store holds under it only a *link*: which central session it
-stands for (that session's ticket) and which origin it was issued to, sealed under the link's own
-key like every record (:mod:`authproxy.sessions.record`). Loading a linked session reads the link,
-then the central session; so ending the central session (sign-out on any origin, back-channel
-logout, a refused refresh) ends every origin's session at once, on every replica, and refresh,
-idle expiry and identity are the central session's. A link is honoured only on the origin it was
-issued to, so a cookie lifted from one domain opens nothing on another.
+stands for and which origin it was issued to, sealed under the link's own key like every record
+(:mod:`authproxy.sessions.record`). Loading a linked session reads the link, then the central
+session; so ending the central session (sign-out on any origin, back-channel logout, a refused
+refresh) ends every origin's session at once, on every replica, and refresh, idle expiry and
+identity are the central session's. A link is honoured only on the origin it was issued to, so a
+cookie lifted from one domain opens nothing on another.
+
+A link keeps the central session's cookie value (its ticket as sealed with a session secret),
+never the bare ticket, and it is opened with the current ``session.secrets`` whenever the link
+is used: removing the secret that sealed the central cookie ends the central session's links as
+it ends the central cookie.
 
 Links live in their own key space (``link:``), apart from sessions: a link's ticket never opens
 a session on the authenticating origin, and a central ticket is never taken for a link.
@@ -15,33 +20,11 @@ a session on the authenticating origin, and a central ticket is never taken for 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from authproxy.sessions.ticket import ID_BYTES, KEY_BYTES, Ticket
-
 LINK_KEY_PREFIX: Final = "link:"
-
-
-def encode_ticket(ticket: Ticket) -> str:
-    """``id || key`` as base64url, for a record that is itself sealed (never for a cookie)."""
-    return base64.urlsafe_b64encode(ticket.id + ticket.key).decode("ascii")
-
-
-def decode_ticket(value: object) -> Ticket:
-    """The ticket :func:`encode_ticket` wrote; ValueError for anything else."""
-    if not isinstance(value, str):
-        raise ValueError("expected an encoded ticket")
-    try:
-        raw = base64.urlsafe_b64decode(value.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError) as e:
-        raise ValueError("not an encoded ticket") from e
-    if len(raw) != ID_BYTES + KEY_BYTES:
-        raise ValueError("not an encoded ticket")
-    return Ticket(raw[:ID_BYTES], raw[ID_BYTES:])
 
 
 def load_object(data: bytes, what: str) -> dict[str, Any]:
@@ -70,21 +53,25 @@ def time_field(raw: dict[str, Any], name: str, what: str) -> float:
 
 @dataclass(frozen=True)
 class SessionLink:
-    """An SSO origin's session: the central session it stands for and the origin it belongs to."""
+    """An SSO origin's session: the central session it stands for and the origin it belongs to.
 
-    central: Ticket
+    ``central`` is the central session's cookie value (its sealed ticket), opened anew with the
+    current secrets whenever the link is used.
+    """
+
+    central: str
     origin: str
     created_at: float
 
     def to_bytes(self) -> bytes:
-        fields = {"central": encode_ticket(self.central), "origin": self.origin, "created_at": self.created_at}
+        fields = {"central": self.central, "origin": self.origin, "created_at": self.created_at}
         return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionLink:
         raw = load_object(data, "session link")
         return cls(
-            central=decode_ticket(raw.get("central")),
+            central=text_field(raw, "central", "session link"),
             origin=text_field(raw, "origin", "session link"),
             created_at=time_field(raw, "created_at", "session link"),
         )

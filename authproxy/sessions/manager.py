@@ -89,12 +89,15 @@ def sid_index(sid: str) -> str:
 class Session:
     """A live session: its ticket (from the cookie) and its decrypted record.
 
-    Loaded on an SSO origin, it is the central session, and ``link_key`` names the store entry of
-    the origin's own cookie.
+    ``cookie`` is the session's cookie value on the authenticating origin (its ticket as sealed
+    when it was created), which is what links and handoff grants keep of it. Loaded on an SSO
+    origin, it is the central session, and ``link_key`` names the store entry of the origin's own
+    cookie.
     """
 
     ticket: Ticket
     record: SessionRecord
+    cookie: str
     link_key: str | None = None
 
     @functools.cached_property
@@ -153,7 +156,8 @@ class SessionManager:
     def _open_keyed(self, value: str | None) -> tuple[Ticket, str] | None:
         """The ticket in a session cookie and its session's store key, or None.
 
-        Only session cookies come this way (``load``); single-use flow cookies use ``open``.
+        Only session cookies come this way (``load``), and the central session's cookie values
+        that links and grants keep; single-use flow cookies use ``open``.
         """
         if not value:
             return None
@@ -228,6 +232,8 @@ class SessionManager:
         ``host`` is the request's ``Host``: on an SSO origin the cookie names a link, which is
         followed to the central session (and honoured only on the origin it was issued to).
         """
+        if not cookie_value:
+            return None
         opened = self._open_keyed(cookie_value)
         if opened is None:
             return None
@@ -235,7 +241,7 @@ class SessionManager:
         origin = self.satellite_of(host)
         if origin is not None:
             return await self._load_linked(ticket, origin)
-        return await self._load_session(ticket, session_key)
+        return await self._load_session(ticket, session_key, cookie_value)
 
     async def _load_linked(self, ticket: Ticket, origin: str) -> Session | None:
         link_key = LINK_KEY_PREFIX + store_key_for(ticket.id)
@@ -249,19 +255,28 @@ class SessionManager:
             return None
         if link.origin != origin:
             return None
-        session = await self.load_ticket(link.central)
+        session = await self.load_central(link.central)
         if session is None:
-            # the central session ended (sign-out elsewhere, back-channel logout): so has this one
+            # the central session ended (sign-out elsewhere, back-channel logout), or the secret
+            # that sealed its cookie was removed: so has this one
             await self.store.delete(link_key)
             return None
         session.link_key = link_key
         return session
 
-    async def load_ticket(self, ticket: Ticket) -> Session | None:
-        """The session of ``ticket`` on the authenticating origin (as a link or grant names it)."""
-        return await self._load_session(ticket, SESSION_KEY_PREFIX + store_key_for(ticket.id))
+    async def load_central(self, cookie_value: str) -> Session | None:
+        """The session on the authenticating origin whose cookie value a link or grant keeps.
 
-    async def _load_session(self, ticket: Ticket, session_key: str) -> Session | None:
+        The value is opened with the current secrets (once per process, like a session cookie):
+        a session whose cookie no secret opens any more is over on every origin.
+        """
+        opened = self._open_keyed(cookie_value)
+        if opened is None:
+            return None
+        ticket, session_key = opened
+        return await self._load_session(ticket, session_key, cookie_value)
+
+    async def _load_session(self, ticket: Ticket, session_key: str, cookie_value: str) -> Session | None:
         now = self.clock()
         cache = self.cache
         record = cache.get(session_key, ticket.key, now) if cache is not None else None
@@ -277,7 +292,7 @@ class SessionManager:
             if cache is not None:
                 cache.invalidate(session_key)
             return None
-        session = Session(ticket, record)
+        session = Session(ticket, record, cookie_value)
         if now - record.last_seen_at >= self.touch_interval:
             await self._touch(session, now)
         return session
@@ -333,7 +348,8 @@ class SessionManager:
         the store keys in ``forget``, such as the sign-in's loop counter), and into this process's
         cache: the browser's next request (the redirect after sign-in) needs no read.
         """
-        session = Session(new_ticket(), record)
+        ticket = new_ticket()
+        session = Session(ticket, record, self.seal(ticket))
         now = self.clock()
         ttl = idle_ttl(record, self.idle_timeout, now)
         key = session.store_key
@@ -347,7 +363,7 @@ class SessionManager:
             self._written.remember(key, session.ticket.key, blob, record)
             if self.cache is not None:
                 self.cache.put(key, session.ticket.key, record, generation=generation, now=now)
-        return session, self.seal(session.ticket)
+        return session, session.cookie
 
     async def save(self, session: Session, *, only_if_present: bool = False, release: Lock | None = None) -> bool:
         """Write the session; with ``only_if_present``, never recreate one that ended meanwhile.
@@ -407,7 +423,7 @@ class SessionManager:
         if ttl <= 0:
             return None
         ticket = new_ticket()
-        link = SessionLink(central.ticket, origin, now)
+        link = SessionLink(central.cookie, origin, now)
         await self.store.set(LINK_KEY_PREFIX + store_key_for(ticket.id), seal_record(link.to_bytes(), ticket), ttl)
         return self.seal(ticket)
 

@@ -136,7 +136,7 @@ def session_from_blob(sessions: SessionManager, session: Session, blob: bytes | 
     record = sessions.open_stored(session.ticket, session.store_key, blob)
     if record is None or is_expired(record, sessions.idle_timeout, sessions.clock()):
         return None
-    return Session(session.ticket, record, session.link_key)
+    return Session(session.ticket, record, session.cookie, session.link_key)
 
 
 def _still_there(current: Session | None) -> Session:
@@ -149,7 +149,7 @@ def _still_there(current: Session | None) -> Session:
 def _own(session: Session) -> Session:
     # every caller of one flight gets a Session of its own (a linked session's link_key is set on
     # it); the record is shared, read-only like every record the session cache hands out
-    return Session(session.ticket, session.record, session.link_key)
+    return Session(session.ticket, session.record, session.cookie, session.link_key)
 
 
 class _Flight:
@@ -363,7 +363,9 @@ class Refresher:
                 extra={"fields": {"event": "refresh", "result": "ended", "user": sub}},
             )
             raise SessionEnded(f"the refreshed tokens failed validation: {e.reason}") from e
-        refreshed = Session(current.ticket, build_refreshed_record(current.record, tokens), current.link_key)
+        refreshed = Session(
+            current.ticket, build_refreshed_record(current.record, tokens), current.cookie, current.link_key
+        )
         await self._save(refreshed, lock)
         self._report("ok")
         flight.refreshed_user = sub
