@@ -90,3 +90,7 @@ def test_urls_carry_only_origin_state_and_code() -> None:
         "https://app.example.com/oauth2/sso/authorize?origin=https%3A%2F%2Fwiki.example.org&state=s"
     )
     assert callback_url(B, "/oauth2", code="c", state="s") == B + "/oauth2/sso/callback?code=c&state=s"
+
+
+def test_a_grant_never_shows_the_central_cookie_in_its_repr() -> None:
+    assert CENTRAL not in repr(GRANT)

@@ -15,7 +15,7 @@ import pytest
 from authproxy.config import CookieConfig
 from authproxy.origins import Origins
 from authproxy.sessions.link import LINK_KEY_PREFIX, SessionLink
-from authproxy.sessions.manager import SessionManager
+from authproxy.sessions.manager import Session, SessionManager
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.store import SessionStore
@@ -200,3 +200,11 @@ def test_a_malformed_link_record_is_refused_whole(data: bytes, says: str) -> Non
     # never be half read into a session
     with pytest.raises(ValueError, match=says):
         SessionLink.from_bytes(data)
+
+
+def test_a_link_and_a_session_never_show_the_central_cookie_in_their_repr() -> None:
+    # a cookie value is a bearer secret: a link or session reaching a log line or a traceback
+    # must not carry it there
+    session = Session(Ticket(b"i" * ID_BYTES, b"k" * KEY_BYTES), record(Clock()), LINK.central)
+    assert LINK.central not in repr(LINK)
+    assert LINK.central not in repr(session)

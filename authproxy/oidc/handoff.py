@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlencode
 
@@ -89,7 +89,7 @@ class HandoffGrant:
     ``central`` is the central session's cookie value (its sealed ticket), as a link keeps it.
     """
 
-    central: str
+    central: str = field(repr=False)  # a cookie value: a bearer secret
     origin: str
     state_digest: str
     issued_at: float

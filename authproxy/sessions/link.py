@@ -21,7 +21,7 @@ a session on the authenticating origin, and a central ticket is never taken for 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 LINK_KEY_PREFIX: Final = "link:"
@@ -59,7 +59,7 @@ class SessionLink:
     current secrets whenever the link is used.
     """
 
-    central: str
+    central: str = field(repr=False)  # a cookie value: a bearer secret
     origin: str
     created_at: float
 

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -97,7 +97,7 @@ class Session:
 
     ticket: Ticket
     record: SessionRecord
-    cookie: str
+    cookie: str = field(repr=False)  # a bearer secret, like the ticket
     link_key: str | None = None
 
     @functools.cached_property
