@@ -25,7 +25,7 @@ from authproxy.factories import create_provider_client, read_private_key
 from authproxy.forward_auth import IdentityEndpoints
 from authproxy.gate import Gate, Identity
 from authproxy.identity_jwt import IdentitySigner
-from authproxy.logs import LOG, log_access
+from authproxy.logs import LOG, log_access, log_identity_too_large
 from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.flow import LoginFlows
@@ -87,10 +87,10 @@ USER: Final = pages.USER
 METADATA_RETRY_MAX: Final = 30.0
 CLIENT_CLOSED: Final = 499
 SWITCHING_PROTOCOLS: Final = 101
-# the route label of the endpoints under auth_prefix, in the access log and the metrics
-AUTH_ROUTE_LABEL: Final = "_auth"
+AUTH_ROUTE_LABEL: Final = pages.AUTH_ROUTE_LABEL
 # the rest of a path, whatever characters it decodes to
 ANY_PATH: Final = r"[\s\S]*"
+IDENTITY_ASSERTION: Final = "X-Authproxy-Identity"
 
 
 def _route_label(request: web.Request) -> str:
@@ -184,14 +184,26 @@ def record_request(
 
 
 def upstream_identity_headers(
-    route: RouteConfig, identity: Identity, signer: IdentitySigner | None = None
+    route: RouteConfig,
+    identity: Identity,
+    signer: IdentitySigner | None = None,
+    too_large: list[tuple[str, int]] | None = None,
 ) -> dict[str, str]:
-    """The headers a route's upstream receives for a signed-in user."""
+    """The headers a route's upstream receives for a signed-in user.
+
+    Those made of claims (the identity headers and the signed assertion) are left out whole when
+    longer than ``headers.MAX_IDENTITY_FIELD``, each ``(name, size)`` appended to ``too_large``.
+    """
     # an empty mapping is a set of headers too (none): only an absent one means the default set
     mapping = headers.DEFAULT_IDENTITY_HEADERS if route.identity_headers is None else route.identity_headers
-    added = headers.identity_header_values(identity.claims, mapping)
+    added = headers.identity_header_values(identity.claims, mapping, too_large)
     if route.identity_jwt and signer is not None:
-        added["X-Authproxy-Identity"] = signer.sign(identity.claims, route.name, time.time())
+        assertion = signer.sign(identity.claims, route.name, time.time())
+        size = headers.field_size(IDENTITY_ASSERTION, assertion)
+        if size <= headers.MAX_IDENTITY_FIELD:
+            added[IDENTITY_ASSERTION] = assertion
+        elif too_large is not None:
+            too_large.append((IDENTITY_ASSERTION, size))
     if route.pass_access_token and identity.access_token:
         added["Authorization"] = f"Bearer {identity.access_token}"
     if route.pass_id_token and identity.id_token:
@@ -280,7 +292,10 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             return outcome
         if outcome is not None:
             request[USER] = outcome.sub
-            added = upstream_identity_headers(route, outcome, services.signer)
+            too_large: list[tuple[str, int]] = []
+            added = upstream_identity_headers(route, outcome, services.signer, too_large)
+            if too_large:
+                log_identity_too_large(route.name, too_large, user=outcome.sub, request_id=request[REQUEST_ID])
             if is_websocket_upgrade(request.method, request.headers):
                 still_signed_in = _still_signed_in(gate, request, outcome)
 

@@ -86,6 +86,7 @@ from authproxy.gate import Identity
 from authproxy.handback import GiveBack, ReturningRequestHandler
 from authproxy.identity_jwt import IdentitySigner
 from authproxy.listener import serve_in_batches
+from authproxy.logs import log_identity_too_large
 from authproxy.policy import Policy
 from authproxy.proxy import another_route_once_normalised, upstream_answer_fields
 from authproxy.routing import is_valid_host
@@ -127,15 +128,18 @@ class _Derived:
     user: str
     # None when they must be made per request (a signed identity JWT carries the time)
     headers: Mapping[str, str] | None
+    # identity headers left out for their size: (name, bytes), logged for every request
+    too_large: tuple[tuple[str, int], ...] = ()
 
 
 def _derive(route: RouteConfig, record: SessionRecord, policy: Policy, signer: IdentitySigner | None) -> _Derived:
     identity = Identity(record.claims, record.access_token, record.id_token)
     allowed = policy.allows(identity.claims)
     headers: Mapping[str, str] | None = None
+    too_large: list[tuple[str, int]] = []
     if allowed and not (route.identity_jwt and signer is not None):
-        headers = MappingProxyType(upstream_identity_headers(route, identity, signer))
-    return _Derived(policy, allowed, identity.sub, headers)
+        headers = MappingProxyType(upstream_identity_headers(route, identity, signer, too_large))
+    return _Derived(policy, allowed, identity.sub, headers, tuple(too_large))
 
 
 # route, path, query, the client's fields and its Cookie values
@@ -419,7 +423,7 @@ class FastConnection(asyncio.Protocol):
         return route, path, query, fields, cookies
 
     async def _identity(
-        self, route: RouteConfig, fields: CIMultiDict[str], cookies: list[str]
+        self, route: RouteConfig, fields: CIMultiDict[str], cookies: list[str], request_id: str
     ) -> tuple[str | None, Mapping[str, str], bool]:
         """``(user, identity headers, served_here)``: who is signed in and what the upstream learns."""
         services = self._services
@@ -463,7 +467,13 @@ class FastConnection(asyncio.Protocol):
         if derived.headers is None:
             # signed identity headers carry the time: made anew for every request
             identity = Identity(record.claims, record.access_token, record.id_token)
-            return derived.user, upstream_identity_headers(route, identity, services.signer), True
+            too_large: list[tuple[str, int]] = []
+            added = upstream_identity_headers(route, identity, services.signer, too_large)
+            if too_large:
+                log_identity_too_large(route.name, too_large, user=derived.user, request_id=request_id)
+            return derived.user, added, True
+        if derived.too_large:
+            log_identity_too_large(route.name, derived.too_large, user=derived.user, request_id=request_id)
         return derived.user, derived.headers, True
 
     async def _serve(self, head: RequestHead) -> bool:
@@ -486,7 +496,7 @@ class FastConnection(asyncio.Protocol):
         handed_off = False
         try:
             try:
-                user, added, served = await self._identity(route, fields, cookies)
+                user, added, served = await self._identity(route, fields, cookies, request_id)
             except _SignIn:
                 assert services.gate is not None
                 request = cast("web.Request", _PageRequest(head.method, head.target, fields))

@@ -20,6 +20,8 @@ from authproxy.config import IPNetwork
 from authproxy.cross_origin import forward_auth_refusal
 from authproxy.gate import Gate
 from authproxy.identity_jwt import IdentitySigner
+from authproxy.logs import log_identity_too_large
+from authproxy.pages import AUTH_ROUTE_LABEL, REQUEST_ID
 from authproxy.policy import forward_auth_allowed, parse_list
 from authproxy.sessions.record import ends_at
 
@@ -75,7 +77,11 @@ class IdentityEndpoints:
         emails = parse_list(",".join(request.query.getall("allowed_emails", [])) or None)
         if not forward_auth_allowed(claims, groups, emails):
             return web.json_response({"error": "forbidden"}, status=403, headers=_NO_STORE)
-        answer = headers.identity_header_values(claims, AUTH_REQUEST_HEADERS)
+        too_large: list[tuple[str, int]] = []
+        answer = headers.identity_header_values(claims, AUTH_REQUEST_HEADERS, too_large)
+        if too_large:
+            user = session.record.sub
+            log_identity_too_large(AUTH_ROUTE_LABEL, too_large, user=user, request_id=request.get(REQUEST_ID))
         if self.pass_access_token and session.record.access_token:
             answer["X-Auth-Request-Access-Token"] = session.record.access_token
         return web.Response(status=202, headers={**answer, **_NO_STORE})

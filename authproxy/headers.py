@@ -15,7 +15,9 @@
   characters (RFC 9110 section 5.5: such field values are invalid and enable header injection),
   nor with whitespace around them, which parsers strip (the upstream would read another value);
   a list entry holding a comma is left out (it would be read as two), and so are lone surrogates,
-  which a JSON claim can hold but no field value can carry.
+  which a JSON claim can hold but no field value can carry. A header whose field line
+  (``Name: value``) would exceed ``MAX_IDENTITY_FIELD`` bytes is not sent at all, never cut
+  short: a shortened group list, or a last entry cut in two, would be another identity.
 
 This module is on the hot path of every proxied request: names are lower-cased and the sets are
 frozen once, at import.
@@ -80,6 +82,11 @@ _FORWARDING_VARIANTS: Final = frozenset(
         "x-client-ip",
     }
 )
+
+# The longest identity field line (``Name: value``, UTF-8) sent. nginx (a field line must fit one
+# of its 8 KiB large_client_header_buffers), Apache (LimitRequestFieldSize), gunicorn and aiohttp
+# (limit_request_field_size, max_field_size) refuse longer ones by default with 400 or 431.
+MAX_IDENTITY_FIELD: Final = 8190
 
 _FORWARDED_PROTOS: Final = frozenset({"http", "https"})
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
@@ -344,10 +351,19 @@ def _claim_text(value: Any) -> str | None:
     return None
 
 
-def identity_header_values(claims: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, str]:
+def field_size(name: str, value: str) -> int:
+    """Bytes of the field line ``name: value`` as sent (UTF-8), without its CRLF."""
+    return len(name) + 2 + (len(value) if value.isascii() else len(value.encode()))
+
+
+def identity_header_values(
+    claims: Mapping[str, Any], mapping: Mapping[str, str], too_large: list[tuple[str, int]] | None = None
+) -> dict[str, str]:
     """Header name -> value for each claim present; lists comma-joined; unsafe values never emitted.
 
-    In a list, an unsafe entry, or one holding a comma, is left out and the others are kept.
+    In a list, an unsafe entry, or one holding a comma, is left out and the others are kept. A
+    header longer than ``MAX_IDENTITY_FIELD`` is left out whole, and ``(name, size)`` appended to
+    ``too_large``.
     """
     values: dict[str, str] = {}
     for header, claim in mapping.items():
@@ -357,12 +373,17 @@ def identity_header_values(claims: Mapping[str, Any], mapping: Mapping[str, str]
         if isinstance(value, list | tuple):
             # an entry holding a comma would be read as several by whoever splits the list
             parts = [text for text in (_claim_text(item) for item in value) if text and "," not in text]
-            if parts:
-                values[header] = ",".join(parts)
+            text = ",".join(parts) if parts else None
+        else:
+            text = _claim_text(value)
+        if not text:
             continue
-        text = _claim_text(value)
-        if text:
-            values[header] = text
+        size = field_size(header, text)
+        if size > MAX_IDENTITY_FIELD:
+            if too_large is not None:
+                too_large.append((header, size))
+            continue
+        values[header] = text
     return values
 
 

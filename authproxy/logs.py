@@ -32,10 +32,12 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from types import TracebackType
 from typing import Any, Final
+
+from authproxy.headers import MAX_IDENTITY_FIELD
 
 ACCESS: Final = logging.getLogger("authproxy.access")
 AUTH: Final = logging.getLogger("authproxy.auth")
@@ -629,3 +631,23 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
     """An auth event (login, refresh, logout, ...) with its fields."""
     log_line(AUTH, level, event, {"event": event, **fields})
+
+
+def log_identity_too_large(
+    route: str, too_large: Iterable[tuple[str, int]], *, user: str | None, request_id: str | None
+) -> None:
+    """A warning for each identity header left out of a request for its size (never its value)."""
+    for header, size in too_large:
+        LOG.warning(
+            "identity header too large: not sent",
+            extra={
+                "fields": {
+                    "route": route,
+                    "header": header,
+                    "bytes": size,
+                    "limit": MAX_IDENTITY_FIELD,
+                    "user": user,
+                    "request_id": request_id,
+                }
+            },
+        )

@@ -56,6 +56,8 @@ UPGRADED: Final = web.RequestKey("upgraded", bool)
 # set when the proxy cut off a client that stopped taking its answer: logged as a client abort (499)
 CUT_OFF: Final = web.RequestKey("cut_off", bool)
 
+# the route label of the endpoints under auth_prefix, in the access log and the metrics
+AUTH_ROUTE_LABEL: Final = "_auth"
 RETRY_AFTER_SECONDS: Final = 5
 _TEMPLATE: Final = Template(resources.files("authproxy").joinpath("pages/error.html").read_text("utf-8"))
 _SECURITY_HEADERS: Final[Mapping[str, str]] = {

@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from authproxy.headers import (
     DEFAULT_IDENTITY_HEADERS,
     HOP_BY_HOP,
+    MAX_IDENTITY_FIELD,
     build_upstream_headers,
     client_address,
     forwarded_headers,
@@ -311,6 +312,46 @@ def test_identity_header_values_custom_mapping() -> None:
         "X-User": "a@b",
         "X-Dept": "x,y",
     }
+
+
+# what a field line "X-Forwarded-Groups: ..." of exactly n bytes holds, and one byte more
+GROUPS_FIELD_PREFIX = len("X-Forwarded-Groups: ")
+
+
+def groups_of_length(n: int) -> list[str]:
+    """Groups ("g0001", ...) whose comma-joined list is exactly ``n`` characters, the last padded."""
+    groups = [f"g{i:04d}" for i in range(n // 6)]
+    rest = n - len(",".join(groups))
+    groups[-1] += "x" * rest
+    assert len(",".join(groups)) == n
+    return groups
+
+
+def test_an_identity_header_too_large_for_upstreams_is_not_sent_at_all_and_is_reported() -> None:
+    # a user in thousands of groups: nginx, Apache, gunicorn and aiohttp refuse a field line
+    # over 8190 bytes, so every request of that user would fail upstream with 400 or 431
+    groups = [f"team-{i:04d}" for i in range(3000)]
+    too_large: list[tuple[str, int]] = []
+    values = identity_header_values(
+        {"sub": "u1", "email": "a@example.com", "groups": groups}, DEFAULT_IDENTITY_HEADERS, too_large
+    )
+    # never a shortened list: a group left out, or a name cut in two, is another identity
+    assert values == {"X-Forwarded-User": "u1", "X-Forwarded-Email": "a@example.com"}
+    assert too_large == [("X-Forwarded-Groups", GROUPS_FIELD_PREFIX + len(",".join(groups)))]
+
+
+def test_the_identity_header_bound_is_on_the_whole_field_line_in_utf8_bytes() -> None:
+    fits = groups_of_length(MAX_IDENTITY_FIELD - GROUPS_FIELD_PREFIX)
+    assert identity_header_values({"groups": fits}, DEFAULT_IDENTITY_HEADERS)["X-Forwarded-Groups"] == ",".join(fits)
+    one_more = groups_of_length(MAX_IDENTITY_FIELD - GROUPS_FIELD_PREFIX + 1)
+    too_large: list[tuple[str, int]] = []
+    assert identity_header_values({"groups": one_more}, DEFAULT_IDENTITY_HEADERS, too_large) == {}
+    assert too_large == [("X-Forwarded-Groups", MAX_IDENTITY_FIELD + 1)]
+    # "é" is two bytes on the wire: counted as such, not as one character
+    accented = "é" * ((MAX_IDENTITY_FIELD - len("X-Forwarded-User: ")) // 2 + 1)
+    too_large = []
+    assert identity_header_values({"sub": accented}, DEFAULT_IDENTITY_HEADERS, too_large) == {}
+    assert too_large == [("X-Forwarded-User", len("X-Forwarded-User: ") + 2 * len(accented))]
 
 
 def build(incoming: list[tuple[str, str]], **kwargs: Any) -> CIMultiDict[str]:

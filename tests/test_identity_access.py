@@ -10,7 +10,8 @@ with a ``department`` claim added, and ``acr``/``amr`` in ID tokens, so ``claims
 someone to admit and refuse.
 
 Demo users: alice (admins, developers; alice@example.com; eng), bob (developers;
-bob@example.com; sales), carol (no groups; carol@partner.example.org; eng).
+bob@example.com; sales), carol (no groups; carol@partner.example.org; eng); and dora, in 3,000
+groups (dora@example.com; eng), whose groups no upstream would take in one header.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ import pytest
 from multidict import CIMultiDict
 
 from authproxy.demo.provider import DemoClient, DemoProvider, Grant, b64url, generate_signing_key
+from authproxy.demo.users import DEMO_USERS, DemoUser
+from authproxy.headers import MAX_IDENTITY_FIELD
 from tests.support.fault_provider import CLIENT_ID, CLIENT_SECRET, PROVIDER_HOST, serve_app
-from tests.support.logs import logged_line
+from tests.support.logs import logged_line, logs_when
 from tests.support.net import free_port
 from tests.support.proxy_process import ProxyProcess, start_proxy
 from tests.support.scripted_browser import Page, ScriptedBrowser, login_demo
@@ -43,12 +46,16 @@ from tests.support.upstream import Upstream
 SECRET: Final = "identity-access-session-secret-0123456789abcdef"
 IDLE_TIMEOUT: Final = 3600
 IDENTITY_TTL: Final = 90
-DEPARTMENTS: Final = {"alice": "eng", "bob": "sales", "carol": "eng"}
+DEPARTMENTS: Final = {"alice": "eng", "bob": "sales", "carol": "eng", "dora": "eng"}
+# as large directories have: comma-joined, some 30 KB, beyond any upstream's field limit
+CROWDED_GROUPS: Final = tuple(f"team-{i:04d}" for i in range(3000))
+USERS: Final = (*DEMO_USERS, DemoUser("dora", "dora@example.com", "Dora Many-Groups", CROWDED_GROUPS))
 # how each signed in (OpenID Connect Core 1.0 section 2, RFC 8176): alice with a second factor
 AUTHENTICATION: Final = {
     "alice": {"acr": "mfa", "amr": ["pwd", "otp"]},
     "bob": {"acr": "pwd", "amr": ["pwd"]},
     "carol": {"acr": "pwd", "amr": ["pwd"]},
+    "dora": {"acr": "pwd", "amr": ["pwd"]},
 }
 JSON: Final = {"Accept": "application/json"}
 HTML: Final = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -124,7 +131,7 @@ class Stack:
 def start_stack(directory: Path) -> Iterator[Stack]:
     provider_port = free_port(PROVIDER_HOST)
     issuer = f"http://{PROVIDER_HOST}:{provider_port}"
-    provider = DepartmentProvider(issuer, [])
+    provider = DepartmentProvider(issuer, [], USERS)
     port, token_port = free_port(), free_port()
     provider.register_client(
         DemoClient(CLIENT_ID, CLIENT_SECRET, [f"http://127.0.0.1:{p}/oauth2/callback" for p in (port, token_port)])
@@ -579,6 +586,83 @@ async def test_upstream_verifies_the_identity_assertion_with_the_jwks_alone(stac
     # bound to its route: another upstream (audience) refuses it
     with pytest.raises(jwt.InvalidAudienceError):
         jwt.decode(assertion, key, algorithms=["ES256"], audience="app", issuer=stack.url)
+
+
+# ---------------------------------------------------------------------------------------------- too large
+
+TOO_LARGE: Final = '"identity header too large: not sent"'
+
+
+def forward_auth_warnings(logs: str) -> int:
+    """How many too-large warnings ``/oauth2/auth`` answers caused."""
+    return sum(1 for line in logs.splitlines() if TOO_LARGE in line and '"route":"_auth"' in line)
+
+
+async def forward_auth_warnings_reaching(proxy: ProxyProcess, count: int) -> int:
+    """How many there are once there are at least ``count``."""
+    return forward_auth_warnings(await logs_when(proxy, lambda logs: forward_auth_warnings(logs) >= count))
+
+
+async def too_large_warning(proxy: ProxyProcess, header: str, *marks: str) -> dict[str, Any]:
+    """The warning the proxy logged for ``header`` left out of a request (the line with ``marks``)."""
+    line = await logged_line(proxy, TOO_LARGE, f'"header":"{header}"', *marks)
+    # its size, never its value
+    assert "team-0001" not in line
+    entry: dict[str, Any] = json.loads(line)
+    assert entry["level"] == "warning" and entry["limit"] == MAX_IDENTITY_FIELD
+    assert entry["bytes"] > MAX_IDENTITY_FIELD and entry["user"] == "dora"
+    return entry
+
+
+async def test_a_groups_header_too_large_for_upstreams_is_left_out_whole_and_logged_on_both_paths(
+    stack: Stack,
+) -> None:
+    # nginx, Apache, gunicorn and aiohttp refuse a field line over 8190 bytes (400 or 431): sent,
+    # it would fail every request of this user; cut short, it would be another list of groups
+    async with signed_in(stack.url, "dora") as b:
+        # plain GETs: the fast path (the second from what it kept of the session); a body: aiohttp's
+        fast = [await b.get(stack.url + "/crowded/page", headers=JSON) for _ in range(2)]
+        slow = await b.post(stack.url + "/crowded/form", b"a=1", headers=JSON)
+    for page in (*fast, slow):
+        headers = seen(page)
+        assert headers["x-forwarded-user"] == "dora" and headers["x-forwarded-email"] == "dora@example.com"
+        assert headers["x-forwarded-preferred-username"] == "dora"
+        assert "x-forwarded-groups" not in headers
+        # a warning for each request, naming it
+        request_id = f'"request_id":"{headers["x-request-id"]}"'
+        entry = await too_large_warning(stack.proxy, "X-Forwarded-Groups", request_id)
+        assert entry["route"] == "app"
+        assert entry["bytes"] == len("X-Forwarded-Groups: ") + len(",".join(CROWDED_GROUPS))
+
+
+async def test_an_identity_assertion_too_large_for_upstreams_is_left_out_and_logged(stack: Stack) -> None:
+    # X-Authproxy-Identity carries the groups too, signed and base64url-encoded: larger still
+    async with signed_in(stack.url, "dora") as b:
+        for page in (await b.get(stack.url + "/signed/x"), await b.post(stack.url + "/signed/x", b"a=1")):
+            headers = seen(page)
+            assert headers["x-forwarded-user"] == "dora"
+            assert "x-authproxy-identity" not in headers and "x-forwarded-groups" not in headers
+            request_id = f'"request_id":"{headers["x-request-id"]}"'
+            entry = await too_large_warning(stack.proxy, "X-Authproxy-Identity", request_id)
+            assert entry["route"] == "signed"
+
+
+async def test_forward_auth_leaves_out_a_groups_header_too_large_for_the_front_proxy(stack: Stack) -> None:
+    # the rules are judged on the whole claim: only the answer's header is left out
+    async with signed_in(stack.url, "dora") as b:
+        for query in ("", "?allowed_groups=team-2999"):
+            before = forward_auth_warnings(stack.proxy.logs())
+            page = await b.get(stack.url + "/oauth2/auth" + query, headers=JSON)
+            assert page.status == 202, page
+            assert page.headers["X-Auth-Request-User"] == "dora"
+            assert page.headers["X-Auth-Request-Email"] == "dora@example.com"
+            assert "X-Auth-Request-Groups" not in page.headers
+            # one warning for each answer
+            assert await forward_auth_warnings_reaching(stack.proxy, before + 1) == before + 1
+            entry = await too_large_warning(stack.proxy, "X-Auth-Request-Groups", '"route":"_auth"')
+            assert entry["request_id"]
+        refused = await b.get(stack.url + "/oauth2/auth?allowed_groups=admins", headers=JSON)
+        assert refused.status == 403
 
 
 # ---------------------------------------------------------------------------------------------- methods
