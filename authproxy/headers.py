@@ -378,11 +378,13 @@ def identity_header_values(
             text = _claim_text(value)
         if not text:
             continue
-        size = field_size(header, text)
-        if size > MAX_IDENTITY_FIELD:
-            if too_large is not None:
-                too_large.append((header, size))
-            continue
+        # a UTF-8 character is at most 4 bytes: most values are measured by their length alone
+        if len(text) * 4 + len(header) + 2 > MAX_IDENTITY_FIELD:
+            size = field_size(header, text)
+            if size > MAX_IDENTITY_FIELD:
+                if too_large is not None:
+                    too_large.append((header, size))
+                continue
         values[header] = text
     return values
 
