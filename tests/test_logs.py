@@ -246,7 +246,7 @@ JWT = (
     ".eyJzdWIiOiJhbGljZSIsImF1ZCI6ImNsaWVudCJ9"
     ".c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
 )
-TICKET = "v1." + "A1b2_C3d-" * 14 + "xy"
+TICKET = "v1." + "A1b2_C3d-" * 11 + "xyzw0123"  # the shape of a sealed ticket: 107 characters
 
 
 @pytest.mark.parametrize(

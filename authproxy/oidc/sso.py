@@ -177,7 +177,7 @@ class SingleSignOn:
         return _parsed(HandoffFlow.from_bytes, await self._take_sealed(HANDOFF_FLOW_KEY_PREFIX, cookie))
 
     async def _take_sealed(self, prefix: str, sealed_ticket: str | None) -> bytes | None:
-        """Take (read and delete, once) the record a signed ticket names, and open it; None if any step fails."""
+        """Take (read and delete, once) the record a sealed ticket names, and open it; None if any step fails."""
         ticket = self.sessions.open(sealed_ticket)
         if ticket is None:
             return None

@@ -18,7 +18,7 @@ serves repeat requests of a session from memory. What makes that safe:
   at most ``max_entries`` are kept, least recently used first out.
 
 Entries are keyed by the store key and remember the ticket's record key, so a cookie can only
-ever get the record its own (MAC-checked) ticket would open from the store. Records handed out
+ever get the record its own (authenticated) ticket would open from the store. Records handed out
 are the cached objects themselves: callers treat them as read-only and replace, never mutate,
 ``Session.record``.
 """

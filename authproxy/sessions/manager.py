@@ -1,6 +1,6 @@
 """Sessions over the store (SPEC section 5): cookie ticket in, decrypted record out.
 
-The browser's cookie carries a signed ticket (session id + that session's own record key); the
+The browser's cookie carries a sealed ticket (session id + that session's own record key); the
 store holds only the record sealed under that key, at a key derived from the id. A Redis copy
 therefore reveals no token and yields no usable cookie. Each login gets a brand-new ticket
 (fixation defence). Records slide their idle expiry on use and never outlive the absolute one.
@@ -54,7 +54,7 @@ TOUCH_SHARE: Final = 0.1
 # the per-session lock the refresher holds (authproxy.sessions.refresh uses the same name)
 LOCK_PREFIX: Final = "lock:"
 TOUCH_LOCK_LEASE: Final = 5.0
-# cookie values whose signature was checked, kept per process (emptied whole when full)
+# cookie values opened with the secrets (AES-SIV), kept per process (emptied whole when full)
 OPENED_TICKETS_MAX: Final = 10_000
 _EXPIRED: Final = "Thu, 01 Jan 1970 00:00:00 GMT"  # what aiohttp's del_cookie sets
 
@@ -161,8 +161,8 @@ class SessionManager:
         """
         if not value:
             return None
-        # the same cookie comes with every request of a session: check its MAC once. Only
-        # valid values are kept, so the cache holds nothing an attacker chose but could not sign
+        # the same cookie comes with every request of a session: open it once. Only valid
+        # values are kept, so the cache holds nothing an attacker chose but could not seal
         opened = self._opened.get(value)
         if opened is None:
             ticket = open_ticket(value, self._secrets)

@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 ID_BYTES: Final = 32
 KEY_BYTES: Final = 32
-SIV_BYTES: Final = 16
 TICKET_VERSION: Final = "v1"
 TICKET_PREFIX: Final = TICKET_VERSION + "."
 # the version, authenticated with every ticket, so a future format cannot be confused with this one
@@ -83,9 +82,9 @@ def _siv(secret: bytes) -> AESSIV:
     return AESSIV(derive_key(secret, _TICKET_SIV_PURPOSE, _SIV_KEY_BYTES))
 
 
-def seal_ticket(ticket: Ticket, signing_secret: bytes) -> str:
-    """The cookie value for ``ticket``, sealed with ``signing_secret`` (ASCII, cookie-safe)."""
-    sealed = _siv(signing_secret).encrypt(ticket.id + ticket.key, _ASSOCIATED)
+def seal_ticket(ticket: Ticket, secret: bytes) -> str:
+    """The cookie value for ``ticket``, sealed with ``secret`` (ASCII, cookie-safe)."""
+    sealed = _siv(secret).encrypt(ticket.id + ticket.key, _ASSOCIATED)
     return TICKET_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
 
