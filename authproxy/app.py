@@ -291,7 +291,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         if isinstance(outcome, web.StreamResponse):
             return outcome
         if outcome is not None:
-            request[USER] = outcome.sub
+            # the access log's user was set by the gate (Gate.authorize), refused or not
             too_large: list[tuple[str, int]] = []
             added = upstream_identity_headers(route, outcome, services.signer, too_large)
             if too_large:

@@ -154,10 +154,13 @@ async def test_the_access_log_names_the_user_whenever_the_session_is_known(tmp_p
     # SPEC section 6: "user (sub) when known": a refusal by the allow rules, the forward-auth
     # check, /userinfo and the sign-out all know whose session it is (bob is not in admins)
     admins_only = {"name": "admins", "upstream": "http://127.0.0.1:9", "allow": {"groups": ["admins"]}}
-    with start_ops_stack(tmp_path, config={"routes": [admins_only]}) as stack:
+    anyone = {"name": "anyone", "match": {"path_prefix": "/anyone"}, "upstream": "http://127.0.0.1:9"}
+    with start_ops_stack(tmp_path, config={"routes": [admins_only, anyone]}) as stack:
         async with stack.browser() as b:
             refused = await login(b, stack, "/admin", user="bob")
             assert refused.status == 403
+            # admitted, on aiohttp's path (a POST): the upstream is down, the user still known
+            assert (await b.post(stack.url + "/anyone/form", headers=JSON)).status == 502
             for path, status in (("/oauth2/auth", 202), ("/oauth2/userinfo", 200)):
                 assert (await b.get(stack.url + path, headers=JSON)).status == status
             sign_out = await b.get(stack.url + "/oauth2/sign_out", follow_redirects=False)
@@ -167,6 +170,7 @@ async def test_the_access_log_names_the_user_whenever_the_session_is_known(tmp_p
     answered = {(line["path"], line["status"]): line["user"] for line in lines if line["path"] != "/oauth2/start"}
     assert answered == {
         ("/admin", 403): "bob",
+        ("/anyone/form", 502): "bob",
         ("/oauth2/callback", 302): "bob",
         ("/oauth2/auth", 202): "bob",
         ("/oauth2/userinfo", 200): "bob",
