@@ -40,6 +40,7 @@ from authproxy.proxy import (
     another_route_once_normalised,
     has_dot_segments,
     is_websocket_upgrade,
+    under_auth_prefix,
 )
 from authproxy.routing import RouteTable, is_valid_host, target_host_disagrees
 from authproxy.sessions.cache import SessionCache
@@ -264,6 +265,12 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         # /public/../admin would be judged as /public but served by many upstreams as /admin
         return pages.error_response(
             request, 400, "Bad request", "Paths with . or .. segments are refused.", request_id=request[REQUEST_ID]
+        )
+    if under_auth_prefix(request.path, services.config.server.auth_prefix):
+        # /oauth2%2Fx, //oauth2/x, /oauth2;x/y: the reserved prefix in a spelling aiohttp's
+        # router does not match; answered as any unknown endpoint, never forwarded
+        return pages.error_response(
+            request, 404, "Not found", "No such authproxy endpoint.", request_id=request[REQUEST_ID]
         )
     route = services.routes.choose(request.host, request.path)
     if another_route_once_normalised(services.routes, request.host, request.path, route):

@@ -23,7 +23,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_parser import SINGLETON_HEADERS
 
 from authproxy.headers import HOP_BY_HOP, connection_listed
-from authproxy.proxy import has_dot_segments
+from authproxy.proxy import has_dot_segments, under_auth_prefix
 from authproxy.sessions.record import SessionRecord
 
 # aiohttp's own request-line and field-line limit: a head above it goes to aiohttp, which answers it
@@ -123,7 +123,7 @@ def simple_path(target: str, auth_prefix: str) -> tuple[str, str] | None:
     path, _, query = target.partition("?")
     if "%" in path or "\\" in path or "#" in target or "//" in path or has_dot_segments(path):
         return None
-    if path == auth_prefix or path.startswith(auth_prefix + "/"):
+    if path == auth_prefix or under_auth_prefix(path, auth_prefix):
         return None
     return path, query
 

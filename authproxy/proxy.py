@@ -161,6 +161,16 @@ def normalized_path(path: str) -> str:
     return "/" + "/".join([*inner, segments[-1]]) if len(segments) > 1 else "/"
 
 
+def under_auth_prefix(path: str, auth_prefix: str) -> bool:
+    """Whether a decoded ``path`` lies under ``auth_prefix`` as sent or as normalising servers read it.
+
+    aiohttp's router matches the endpoints on the path with ``%2F`` still escaped and takes
+    ``//``, ``;parameters`` and ``\\`` literally: ``/oauth2%2Fstart`` or ``//oauth2/start`` would
+    reach the catch-all and go upstream, although the prefix is authproxy's alone.
+    """
+    return normalized_path(path).startswith(auth_prefix + "/")
+
+
 def another_route_once_normalised(routes: RouteTable[R], host: str | None, path: str, route: R | None) -> bool:
     """Whether a server that normalises ``path`` (:func:`normalized_path`) would serve another route's.
 

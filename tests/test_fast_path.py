@@ -196,6 +196,7 @@ def test_http_1_0_does_not_keep_the_connection() -> None:
         pytest.param("/a//b", None, id="double-slash"),
         pytest.param("/oauth2/start", None, id="auth-endpoint"),
         pytest.param("/oauth2", None, id="auth-prefix"),
+        pytest.param("/oauth2;x/start", None, id="auth-endpoint-with-parameter"),
         pytest.param("http://h/x", None, id="absolute-form"),
         pytest.param("*", None, id="asterisk"),
         pytest.param("/x#frag", None, id="fragment"),

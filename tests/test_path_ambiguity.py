@@ -136,6 +136,21 @@ async def test_an_escaped_slash_across_a_stripped_prefix_is_refused(proxy: Proxy
     assert await _sent_upstream(proxy, "/app%2Fzzz/admin/x") == (400, None)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/oauth2%2Fstart", id="escaped-slash"),
+        pytest.param("//oauth2/start", id="double-slash"),
+        pytest.param("/oauth2;x/start", id="segment-parameter"),
+        pytest.param("/oauth2%5Cstart", id="escaped-backslash"),
+    ],
+)
+async def test_the_auth_prefix_spelled_otherwise_never_reaches_an_upstream(proxy: ProxyProcess, target: str) -> None:
+    # reserved for authproxy's own endpoints (SPEC section 2): whatever its spelling, a path under
+    # it is authproxy's to answer, never the route's upstream that / would choose
+    assert await _sent_upstream(proxy, target) == (404, None)
+
+
 @pytest.mark.parametrize("host", ["admin.example.test", "admin.example.test.", "admin.example.test.:80"])
 async def test_a_host_route_is_chosen_whatever_the_root_dot_and_port(proxy: ProxyProcess, host: str) -> None:
     assert await _sent_upstream(proxy, "/x", host) == (200, "/vhost/x")
