@@ -37,8 +37,10 @@ from authproxy.sessions.manager import SessionManager, sub_index
 from authproxy.sessions.memory import MemoryStore
 from authproxy.sessions.redis import RedisStore
 from authproxy.sessions.resp import Endpoint, encode_command
+from tests.support.net import free_port
 from tests.support.records import NOW, alice_record
-from tests.support.redis_server import RedisServer, publishes_taken, start_redis_cluster
+from tests.support.redis_server import RedisServer, publishes_taken, start_redis_cluster, start_redis_server
+from tests.support.tls import self_signed
 
 SECRET = "s" * 40
 KEY_A = b"a" * 32
@@ -592,3 +594,32 @@ def test_the_cache_goes_live_as_soon_as_the_subscription_is_confirmed(
             await store.close()
 
     uvloop.run(subscribe_again_and_again())
+
+
+@pytest.mark.parametrize(
+    ("host", "live"),
+    [
+        pytest.param("127.0.0.1", True, id="the-certificates-name"),
+        pytest.param("localhost", False, id="another-name"),
+    ],
+)
+async def test_the_feed_trusts_the_ca_the_store_url_names_and_nothing_more(
+    tmp_path: Path, host: str, live: bool
+) -> None:
+    # rediss:// with ?ssl_ca_certs= for a private CA: the store's connections trust it, and so
+    # must the feed's, or the cache stays off for good with only a warning in the log; the
+    # certificate's name is still checked
+    cert, key = self_signed(tmp_path)
+    tls_port = free_port()
+    server = start_redis_server(
+        tmp_path / "redis",
+        *("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+        *("--tls-auth-clients", "no"),
+    )
+    replica = await _replica(f"rediss://{host}:{tls_port}/0?ssl_ca_certs={cert}", Clock(), timeout=1.0)
+    try:
+        assert await _until(lambda: replica.cache.live, 3.0) is live
+    finally:
+        await replica.feed.close()
+        await replica.store.close()
+        server.kill()

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol, cast
 
@@ -290,8 +289,9 @@ class RedisFeed:
                 _, subscriber = await loop.create_unix_connection(protocol, endpoint.path)
             else:
                 assert endpoint.host is not None  # the configuration refuses a URL without a host
-                context = ssl.create_default_context() if endpoint.tls else None
-                _, subscriber = await loop.create_connection(protocol, endpoint.host, endpoint.port, ssl=context)
+                _, subscriber = await loop.create_connection(
+                    protocol, endpoint.host, endpoint.port, ssl=endpoint.client_tls_context()
+                )
         try:
             while not subscriber.closed.done():
                 subscriber.ping()

@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
@@ -173,6 +173,7 @@ class RedisStore:
         # where the invalidation feed subscribes under Cluster: publishing there saves the bus hop
         url_endpoint = Endpoint.from_url(url)
         self._subscribed_on = (url_endpoint.host or "", url_endpoint.port)
+        self._subscriber_base: Endpoint | None = None  # the URL's, with its options: made at first use
         self._cluster_lock = asyncio.Lock()
         connection: dict[str, Any] = {
             "socket_timeout": timeout,
@@ -410,7 +411,9 @@ class RedisStore:
         command connections learn of a failover when none of them has to dial (see
         :class:`_CurrentMasterPool`).
         """
-        endpoint = Endpoint.from_url(self._url)
+        endpoint = self._subscriber_base
+        if endpoint is None:
+            endpoint = self._subscriber_base = _subscriber_endpoint(self._url)
         pool = self._master_pool
         if pool is None:
             return endpoint
@@ -488,6 +491,27 @@ class _CurrentMasterPool(SentinelConnectionPool):
         """The master Sentinel names now; a change drops the idle connections to the old one."""
         address = await super().get_master_address()  # type: ignore[no-untyped-call]
         return cast("tuple[str, int]", address)
+
+
+def _subscriber_endpoint(url: str) -> Endpoint:
+    """The URL's server for the pub/sub subscriber, with what its query options ask of connections.
+
+    A URL with options (``rediss://...?ssl_ca_certs=/etc/redis/ca.pem``, ``?password=...``) has
+    the store's connections made by redis-py: the subscriber takes the same credentials and the
+    same TLS trust from a connection redis-py would make (never dialled), so it reaches the server
+    the store reaches and refuses the certificates the store refuses.
+    """
+    endpoint = Endpoint.from_url(url)
+    if Endpoint.understands(url):
+        return endpoint
+    connection = ConnectionPool.from_url(url).make_connection()
+    tls_context = connection.ssl_context.get() if isinstance(connection, SSLConnection) else None
+    return replace(
+        endpoint,
+        username=connection.username or None,
+        password=connection.password or None,
+        tls_context=tls_context,
+    )
 
 
 def _master_options(url: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import collections
 import math
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 from urllib.parse import unquote, urlsplit
 
@@ -89,6 +89,15 @@ class Endpoint:
     username: str | None = None
     password: str | None = None
     database: int = 0
+    # the trust a ``rediss://`` URL's options ask for (``?ssl_ca_certs=``...); None: the system's.
+    # Not part of the address: two endpoints naming one server are equal whatever their contexts
+    tls_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+
+    def client_tls_context(self) -> ssl.SSLContext | None:
+        """The context to dial with: this endpoint's own, else a verifying one on the system store."""
+        if not self.tls:
+            return None
+        return self.tls_context or ssl.create_default_context()
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
@@ -358,9 +367,8 @@ class LeanRedis:
                     _, connection = await loop.create_unix_connection(RespConnection, endpoint.path)
                 else:
                     assert endpoint.host is not None  # the configuration refuses a URL without a host
-                    context = ssl.create_default_context() if endpoint.tls else None
                     _, connection = await loop.create_connection(
-                        RespConnection, endpoint.host, endpoint.port, ssl=context
+                        RespConnection, endpoint.host, endpoint.port, ssl=endpoint.client_tls_context()
                     )
                 handshake, count = endpoint.handshake()
                 if count:
