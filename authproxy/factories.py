@@ -63,11 +63,18 @@ def material_problems(config: Config) -> list[str]:
     return problems
 
 
+def _no_passphrase() -> str:
+    """Called by OpenSSL only for an encrypted key: refuse it rather than prompt for its passphrase."""
+    raise ConfigError(["server.tls.key_file: the key is encrypted; give authproxy an unencrypted PEM key"])
+
+
 def server_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     """The listener's TLS context from ``server.tls``; ``ConfigError`` when the files are not a chain and key."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        # without a password callback OpenSSL asks for a passphrase on the terminal: start-up
+        # would wait for someone to type it (or fail with "Invalid argument" without a terminal)
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_passphrase)
     except (OSError, ssl.SSLError) as e:
         raise ConfigError([f"server.tls: cannot load the certificate or key: {e}"]) from e
     return context

@@ -14,10 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from authproxy.oidc.client import describe_transport_error
 from authproxy.server import describe_bind_error
 from tests.support.net import connection_key, free_port
+from tests.support.tls import self_signed
 
 
 @pytest.fixture
@@ -248,3 +250,37 @@ def test_a_key_or_certificate_file_that_is_not_one_is_a_config_error_for_check_a
     )
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_an_encrypted_tls_key_is_a_config_error_not_a_passphrase_prompt(tmp_path: Path, command: str) -> None:
+    # OpenSSL's default is to ask for the passphrase on the terminal: start-up would hang
+    # waiting for it (or, without a terminal, fail with a bare "Invalid argument")
+    cert, key = self_signed(tmp_path)
+    encrypted = serialization.load_pem_private_key(key.read_bytes(), password=None).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase"),
+    )
+    key.write_bytes(encrypted)
+    config = {
+        "server": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "admin_listen": f"127.0.0.1:{free_port()}",
+            "tls": {"cert_file": str(cert), "key_file": str(key)},
+        },
+        "session": {"secrets": ["s" * 32]},
+        "routes": [{"name": "app", "upstream": "http://127.0.0.1:9", "auth": "none"}],
+    }
+    path = tmp_path / "authproxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "authproxy", command, "-c", str(path), *(("--log-format", "text") * (command == "run"))],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "server.tls.key_file: the key is encrypted" in result.stderr, result.stderr
+    assert "pass phrase" not in result.stderr and "Traceback" not in result.stderr, result.stderr
