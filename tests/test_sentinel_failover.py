@@ -12,10 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from authproxy.errors import StoreUnavailable
+from authproxy.sessions.redis import RedisStore
 from tests.support.logout import COOKIE, browser, fault_stack, log_in, session_cookie, status_with_cookie
 from tests.support.net import free_port
 from tests.support.ops import login, start_ops_stack, upstream_seen
 from tests.support.redis_server import RedisServer, _command, start_redis_server
+from tests.support.tls import self_signed
 
 MASTER_NAME = "authproxy-failover"
 
@@ -162,3 +167,46 @@ async def test_a_sign_out_after_a_failover_reaches_every_replica_when_the_old_ma
     finally:
         for server in (sentinel, replica, master):
             server.kill()
+
+
+def _start_tls_master_and_sentinel(directory: Path) -> tuple[RedisServer, RedisServer, Path, int]:
+    """A master serving TLS (a self-signed certificate) and a Sentinel naming its TLS port."""
+    cert, key = self_signed(directory)
+    tls = ("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert))
+    tls_port = free_port()
+    master = start_redis_server(directory / "master", "--tls-port", str(tls_port), *tls, "--tls-auth-clients", "no")
+    sentinel_dir = directory / "sentinel"
+    sentinel_dir.mkdir()
+    config = sentinel_dir / "sentinel.conf"
+    port = free_port()
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {sentinel_dir}\n"
+        f"tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {cert}\ntls-replication yes\n"
+        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {tls_port} 1\n"
+    )
+    sentinel = RedisServer(port, sentinel_dir, ("--sentinel",), config)
+    sentinel.start()
+    return master, sentinel, cert, port
+
+
+@pytest.mark.parametrize(("trusted", "works"), [(True, True), (False, False)], ids=["ca-in-url", "no-ca"])
+async def test_a_sentinel_managed_master_over_tls_trusts_the_ca_the_url_names(
+    tmp_path: Path, trusted: bool, works: bool
+) -> None:
+    # with sentinel the URL gives credentials, database and TLS: a ?ssl_ca_certs= for a private
+    # CA is TLS too, and the master's connections must trust it (and nothing else)
+    master, sentinel, cert, port = _start_tls_master_and_sentinel(tmp_path)
+    query = f"?ssl_ca_certs={cert}" if trusted else ""
+    store = RedisStore(
+        f"rediss://{MASTER_NAME}/0{query}", sentinel_master=MASTER_NAME, sentinel_nodes=[f"127.0.0.1:{port}"]
+    )
+    try:
+        if works:
+            await store.ping()
+        else:
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+    finally:
+        await store.close()
+        sentinel.kill()
+        master.kill()

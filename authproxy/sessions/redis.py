@@ -38,11 +38,11 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final, TypeVar, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
@@ -515,17 +515,15 @@ def _subscriber_endpoint(url: str) -> Endpoint:
 
 
 def _master_options(url: str) -> dict[str, Any]:
-    """Credentials, database and TLS for a Sentinel-managed master, taken from ``url``."""
-    parts = urlsplit(url)
-    options: dict[str, Any] = {}
-    if parts.username:
-        options["username"] = unquote(parts.username)
-    if parts.password:
-        options["password"] = unquote(parts.password)
-    database = parts.path.strip("/")
-    if database.isdigit():
-        options["db"] = int(database)
-    if parts.scheme == "rediss":
+    """Credentials, database, TLS and the URL's other options for a Sentinel-managed master.
+
+    Everything but the address, which Sentinel gives: a ``?ssl_ca_certs=`` for a private CA
+    must reach the master's connections as it reaches a standalone server's.
+    """
+    options: dict[str, Any] = dict(parse_url(url))
+    for address in ("host", "port", "path", "connection_class"):
+        options.pop(address, None)
+    if urlsplit(url).scheme == "rediss":
         options["ssl"] = True
     return options
 
