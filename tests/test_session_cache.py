@@ -177,6 +177,10 @@ def test_subscriber_endpoint_from_the_store_url(url: str, endpoint: Endpoint) ->
     assert Endpoint.from_url(url) == endpoint
 
 
+def test_an_endpoint_never_shows_its_password() -> None:
+    assert "sekrit" not in repr(Endpoint.from_url("redis://u:sekrit@127.0.0.1:6379/0"))
+
+
 @pytest.mark.parametrize(
     ("endpoint", "first"),
     [

@@ -87,7 +87,7 @@ class Endpoint:
     path: str | None = None
     tls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never into a log line or traceback
     database: int = 0
     # the trust a ``rediss://`` URL's options ask for (``?ssl_ca_certs=``...); None: the system's.
     # Not part of the address: two endpoints naming one server are equal whatever their contexts
