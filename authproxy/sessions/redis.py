@@ -504,7 +504,7 @@ def _subscriber_endpoint(url: str) -> Endpoint:
     endpoint = Endpoint.from_url(url)
     if Endpoint.understands(url):
         return endpoint
-    connection = ConnectionPool.from_url(url).make_connection()
+    connection = ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
     tls_context = connection.ssl_context.get() if isinstance(connection, SSLConnection) else None
     return replace(
         endpoint,
