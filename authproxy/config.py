@@ -60,6 +60,8 @@ _ENV_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\
 _HELD_RE: Final = re.compile(r"__authproxy_[0-9a-f]{8}_[0-9]+__")
 _HEADER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _HOST_RE: Final = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+$")
+# control characters: a request can spell them (%0A), but no route is meant for them
+_UNSAFE_PATH_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 # the host of an Origin a browser sends (lower case by then): ASCII labels ("_" occurs in real
 # names) or an IP literal
 _ORIGIN_HOST_RE: Final = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
@@ -545,6 +547,17 @@ class MatchConfig(_Strict):
     def _prefix(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("path_prefix must start with /")
+        # a prefix no request path is meant to start with would leave the traffic it was written
+        # for to a weaker route without a word: paths are matched decoded (%2F is a "/"), and
+        # paths with //, \, ; or dot segments are refused before any route is chosen
+        if "*" in value:
+            raise ValueError(f"{value!r}: wildcards are not supported; a prefix covers every path under it")
+        if "%" in value:
+            raise ValueError(f"{value!r}: write the path decoded, as it is matched (/café, not /caf%C3%A9)")
+        if any(character in value for character in "?#;\\") or "//" in value or _UNSAFE_PATH_RE.search(value):
+            raise ValueError(f"{value!r} is not a path a request is served under (no ?, #, ;, \\, //, controls)")
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError(f"{value!r}: paths with . or .. segments are refused, so no request is under it")
         return value
 
 

@@ -213,6 +213,36 @@ def test_example_config_is_valid() -> None:
             id="relative-prefix",
         ),
         pytest.param(
+            BASE + "    match: {path_prefix: '/admin/*'}\n",
+            "routes[0].match.path_prefix: '/admin/*': wildcards are not supported",
+            id="prefix-wildcard",
+        ),
+        pytest.param(
+            BASE + "    match: {path_prefix: '/caf%C3%A9'}\n",
+            "routes[0].match.path_prefix: '/caf%C3%A9': write the path decoded",
+            id="prefix-percent-encoded",
+        ),
+        pytest.param(
+            BASE + "    match: {path_prefix: '/a?b'}\n",
+            "routes[0].match.path_prefix: '/a?b' is not a path a request is served under",
+            id="prefix-query",
+        ),
+        pytest.param(
+            BASE + "    match: {path_prefix: '/a//b'}\n",
+            "routes[0].match.path_prefix: '/a//b' is not a path a request is served under",
+            id="prefix-double-slash",
+        ),
+        pytest.param(
+            BASE + "    match: {path_prefix: '/a;v=1'}\n",
+            "routes[0].match.path_prefix: '/a;v=1' is not a path a request is served under",
+            id="prefix-parameter",
+        ),
+        pytest.param(
+            BASE + "    match: {path_prefix: '/a/../b'}\n",
+            "routes[0].match.path_prefix: '/a/../b': paths with . or .. segments are refused",
+            id="prefix-dot-segment",
+        ),
+        pytest.param(
             with_session("idle_timeout: 8d"),
             "session: idle_timeout cannot exceed",
             id="idle-beyond-absolute",

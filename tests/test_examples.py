@@ -266,7 +266,9 @@ KEYS: Final[dict[str, Key]] = {
         "'*.example.com'",
     ),
     "routes[].match.path_prefix": Key(
-        "Path prefix; among routes whose host matches, the longest prefix wins.", "/reports/"
+        "Path prefix, written decoded (`/café`); among routes whose host matches, the longest prefix wins. "
+        "Wildcards, `%`-escapes, `?`, `#`, `;`, `\\`, `//` and dot segments are refused.",
+        "/reports/",
     ),
     "routes[].upstream": Key("The application's base URL.", "http://127.0.0.1:8080"),
     "routes[].auth": Key(
