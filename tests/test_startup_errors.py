@@ -78,6 +78,14 @@ def test_admin_listen_on_the_listen_address_by_another_name_is_refused_with_work
     assert "Traceback" not in result.stderr
 
 
+def _refused_certificate(code: int, message: str) -> ssl.SSLCertVerificationError:
+    """A certificate error as Python's ssl raises it, with OpenSSL's X509_V_ERR code."""
+    error = ssl.SSLCertVerificationError(1, f"[SSL: CERTIFICATE_VERIFY_FAILED] {message}")
+    error.verify_code = code
+    error.verify_message = message
+    return error
+
+
 @pytest.mark.parametrize(
     ("error", "words"),
     [
@@ -182,6 +190,16 @@ def test_discovery_failure_when_the_server_hangs_up_says_so_in_words(tmp_path: P
             ),
             "TLS certificate is not trusted (for a private CA, set provider.ca_file)",
             id="untrusted-certificate",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorCertificateError(connection_key(), _refused_certificate(10, "expired")),
+            "its TLS certificate has expired",
+            id="expired-certificate",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorCertificateError(connection_key(), _refused_certificate(62, "Hostname mismatch")),
+            "its TLS certificate is for another host name",
+            id="certificate-for-another-name",
         ),
         pytest.param(aiohttp.ServerDisconnectedError(), "closed the connection without answering", id="hang-up"),
         pytest.param(aiohttp.ClientPayloadError("cut"), "the answer was cut off", id="cut-off"),

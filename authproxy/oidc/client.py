@@ -660,10 +660,23 @@ _UNTRUSTED: Final = "its TLS certificate is not trusted (for a private CA, set p
 _NO_ANSWER: Final = "the server closed the connection without answering"
 
 
+# OpenSSL's X509_V_ERR_* codes whose fix is not provider.ca_file
+_CERTIFICATE_PROBLEMS: Final = {
+    9: "its TLS certificate is not valid yet",
+    10: "its TLS certificate has expired",
+    62: "its TLS certificate is for another host name",
+}
+
+
+def _untrusted(cause: BaseException | None) -> str:
+    """Why the provider's certificate was refused: expired, another name, or an unknown issuer."""
+    return _CERTIFICATE_PROBLEMS.get(getattr(cause, "verify_code", None) or -1, _UNTRUSTED)
+
+
 def _connect_failure(cause: BaseException | None, *, dns: bool = False) -> str:
     """Why a connection could not be made, from the OS or TLS error underneath."""
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return _UNTRUSTED
+        return _untrusted(cause)
     if isinstance(cause, ssl.SSLError):
         return "the TLS handshake failed"
     if dns or isinstance(cause, socket.gaierror):
@@ -674,7 +687,7 @@ def _connect_failure(cause: BaseException | None, *, dns: bool = False) -> str:
 def describe_transport_error(error: BaseException) -> str:
     """Why a request to the provider failed, in words an operator can act on."""
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return _UNTRUSTED
+        return _untrusted(error.certificate_error)
     if isinstance(error, aiohttp.ClientSSLError | ssl.SSLError):
         return "the TLS handshake failed"
     if isinstance(error, aiohttp.ClientConnectorError):
