@@ -210,3 +210,22 @@ async def test_a_sentinel_managed_master_over_tls_trusts_the_ca_the_url_names(
         await store.close()
         sentinel.kill()
         master.kill()
+
+
+async def test_a_sentinel_managed_master_takes_a_url_that_a_standalone_server_takes(tmp_path: Path) -> None:
+    # ?timeout= is how long a request waits for a free pooled connection: the configuration
+    # accepts it, and with Sentinel it must not reach the master's connections as a keyword
+    # they do not take (a TypeError on every command, every protected request a 500)
+    master = start_redis_server(tmp_path / "master")
+    sentinel = _start_sentinel(tmp_path / "sentinel", master)
+    store = RedisStore(
+        f"redis://{MASTER_NAME}/0?timeout=1&max_connections=8",
+        sentinel_master=MASTER_NAME,
+        sentinel_nodes=[f"127.0.0.1:{sentinel.port}"],
+    )
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+        sentinel.kill()
+        master.kill()

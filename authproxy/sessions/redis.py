@@ -521,8 +521,10 @@ def _master_options(url: str) -> dict[str, Any]:
     must reach the master's connections as it reaches a standalone server's.
     """
     options: dict[str, Any] = dict(parse_url(url))
-    for address in ("host", "port", "path", "connection_class"):
-        options.pop(address, None)
+    # ?timeout= is a blocking pool's wait for a free connection: Sentinel's pool does not block,
+    # and its connections would refuse the keyword (a TypeError on every command)
+    for address_or_pool in ("host", "port", "path", "connection_class", "timeout"):
+        options.pop(address_or_pool, None)
     if urlsplit(url).scheme == "rediss":
         options["ssl"] = True
     return options
