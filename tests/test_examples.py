@@ -197,7 +197,7 @@ KEYS: Final[dict[str, Key]] = {
     "session.redis": Key("The Redis store, used when `store: redis`."),
     "session.redis.url": Key(
         "`redis://`, `rediss://` (TLS) or `unix://` URL with password and database. With `sentinel` it gives "
-        "only credentials, database and TLS; with `cluster`, any one node.",
+        "everything but the address (credentials, database, TLS and other options); with `cluster`, any one node.",
         "rediss://:${REDIS_PASSWORD}@redis.internal:6380/0",
     ),
     "session.redis.sentinel": Key("Find the master through Redis Sentinel."),

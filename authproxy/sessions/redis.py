@@ -158,7 +158,7 @@ class RedisStore:
 
         ``url`` is ``redis://``, ``rediss://`` (TLS) or ``unix://``. With ``sentinel_master``,
         the master's address comes from the Sentinels in ``sentinel_nodes`` and the URL gives
-        only credentials, database and TLS. With ``cluster``, the URL names any one node.
+        the rest (credentials, database, TLS, options). With ``cluster``, the URL names any one node.
         """
         if sentinel_master is not None and cluster:
             raise ValueError("choose either sentinel or cluster, not both")
