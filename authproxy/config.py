@@ -375,9 +375,11 @@ class SentinelConfig(_Strict):
 
 def _redis_url_options(scheme: str) -> frozenset[str]:
     """The query options of a Redis URL that redis-py's asyncio connections for ``scheme`` take:
-    the ones it parses itself and the keywords of the connection class it passes the rest to."""
+    the pool's own and the keywords of the connection class it passes the rest to.
+
+    redis-py also parses options only its synchronous connections take (``ssl_validate_ocsp``):
+    given to an asyncio connection, they would be a TypeError at its first command."""
     from redis.asyncio import connection
-    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
     kinds: dict[str, type] = {"rediss": connection.SSLConnection, "unix": connection.UnixDomainSocketConnection}
     classes: tuple[type, ...] = (connection.AbstractConnection, kinds.get(scheme, connection.Connection))
@@ -387,7 +389,7 @@ def _redis_url_options(scheme: str) -> frozenset[str]:
         for name in inspect.signature(cls).parameters  # the constructor's
         if name not in ("args", "kwargs")
     }
-    return frozenset(URL_QUERY_ARGUMENT_PARSERS) | keywords
+    return frozenset({"max_connections", "timeout"}) | keywords  # the (blocking) pool's, then the connection's
 
 
 class RedisConfig(_Strict):

@@ -455,6 +455,15 @@ def test_example_config_is_valid() -> None:
         pytest.param(
             BASE.replace(
                 'session: {secrets: ["',
+                'session: {store: redis, redis: {url: "rediss://127.0.0.1:6380/0?ssl_validate_ocsp=no"}, secrets: ["',
+            ),
+            "session.redis.url: the Redis URL option 'ssl_validate_ocsp' is not one redis-py's rediss:// "
+            "connections take",
+            id="redis-url-option-of-synchronous-connections-only",
+        ),
+        pytest.param(
+            BASE.replace(
+                'session: {secrets: ["',
                 'session: {store: redis, redis: {url: "redis://127.0.0.1:6379/abc"}, secrets: ["',
             ),
             "session.redis.url: the Redis URL's path is a database number",
@@ -653,6 +662,7 @@ def test_no_problem_names_a_placeholder() -> None:
         "redis://127.0.0.1:6379/0?socket_timeout=2&health_check_interval=10",
         "rediss://127.0.0.1:6380/0?ssl_cert_reqs=required",
         "unix:///run/redis.sock?db=2",
+        "redis://127.0.0.1:6379/0?max_connections=64&timeout=1",
     ],
 )
 def test_redis_url_options_redis_py_takes_are_accepted(url: str) -> None:
