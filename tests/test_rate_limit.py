@@ -102,6 +102,28 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_budget_and_loop_count(tm
         asyncio.run(run())
 
 
+def test_an_ipv6_client_has_one_budget_for_its_whole_64_prefix(tmp_path: Path) -> None:
+    # one IPv6 host is handed a /64 and may use any of its 2^64 addresses: counted per address,
+    # a client would sign in (and keep forms, and store flows) without limit
+    config = {"server": {"rate_limit": {"auth_per_minute": 5}, "trusted_proxies": ["127.0.0.0/8"]}}
+    with start_ops_stack(tmp_path, config=config) as stack:
+
+        async def start(client: aiohttp.ClientSession, address: str) -> int:
+            headers = {"X-Forwarded-For": address}
+            async with client.get(stack.url + "/oauth2/start?rd=/", headers=headers, allow_redirects=False) as answer:
+                return answer.status
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as client:
+                one_host = [await start(client, f"2001:db8:0:1::{n:x}") for n in range(1, 7)]
+                assert one_host == [302] * 5 + [429]
+                assert await start(client, "2001:db8:0:1:ffff:ffff:ffff:ffff") == 429
+                # the next /64 is another client's
+                assert await start(client, "2001:db8:0:2::1") == 302
+
+        asyncio.run(run())
+
+
 def test_the_rate_limit_is_shared_by_replicas_on_one_redis(tmp_path: Path, redis_url: str) -> None:
     config = {
         "server": {"rate_limit": {"auth_per_minute": 6}},

@@ -6,9 +6,9 @@ sealed under a per-flow key that only this browser's flow cookie carries; the co
 digest of ``state`` so parallel logins in two tabs each find their own flow. The verifier never
 leaves the server except in the back-channel token request.
 
-Guards: a per-IP rate limit on both endpoints (429), and the login-loop guard of SPEC section 5:
-a browser (client IP + User-Agent) that starts more than 10 logins in 60 s without completing one
-gets an explanatory page instead of another redirect.
+Guards: a per-IP rate limit on both endpoints (429; an IPv6 client's whole /64 counts as one), and
+the login-loop guard of SPEC section 5: a browser (client IP + User-Agent) that starts more than 10
+logins in 60 s without completing one gets an explanatory page instead of another redirect.
 
 On an SSO origin (``server.sso_origins``), ``/start`` does not go to the provider: it begins the
 handoff of :mod:`authproxy.oidc.handoff` to the authenticating origin (whose own ``/start`` then
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ RATE_KEY_PREFIX: Final = "rate:"
 LOOP_LIMIT: Final = 10
 LOOP_WINDOW: Final = 60.0
 RATE_WINDOW: Final = 60.0
+# an IPv6 host is handed a whole /64 and may send from any address in it: one budget for the /64
+RATE_IPV6_PREFIX: Final = 64
 # identity claims kept in the session (never the raw tokens' other content)
 KEPT_CLAIMS: Final = (
     "sub",
@@ -118,6 +121,23 @@ def handoff_cookie_name(session_cookie: str, state: str) -> str:
     """The binding cookie of a handoff on an SSO origin (a flow cookie: sign-out clears it too)."""
     tag = hashlib.sha256(state.encode()).hexdigest()[:16]
     return f"{session_cookie}_flow_sso_{tag}"
+
+
+def rate_subject(client_ip: str | None) -> str:
+    """What the sign-in rate limit counts by: an IPv4 address, or an IPv6 address's /64.
+
+    An IPv4-mapped IPv6 address counts as its IPv4 address; anything that is no address counts
+    as itself.
+    """
+    try:
+        address = ipaddress.ip_address((client_ip or "").split("%", 1)[0])
+    except ValueError:
+        return client_ip or ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, RATE_IPV6_PREFIX), strict=False))
+    return str(address)
 
 
 def browser_fingerprint(client_ip: str, user_agent: str) -> str:
@@ -194,7 +214,8 @@ class LoginFlows:
     # ------------------------------------------------------------------ guards
 
     def rate_key(self, request: web.Request) -> str:
-        return RATE_KEY_PREFIX + hashlib.sha256((pages.client_ip_of(request) or "").encode()).hexdigest()[:32]
+        subject = rate_subject(pages.client_ip_of(request))
+        return RATE_KEY_PREFIX + hashlib.sha256(subject.encode()).hexdigest()[:32]
 
     async def rate_limited(self, request: web.Request) -> web.Response | None:
         return self.too_many(request, await self.store.increment(self.rate_key(request), RATE_WINDOW))
