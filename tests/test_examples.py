@@ -125,8 +125,10 @@ KEYS: Final[dict[str, Key]] = {
     "server.tls.key_file": Key("PEM private key.", "/etc/authproxy/tls/tls.key"),
     "server.rate_limit": Key("Limits on the login endpoints."),
     "server.rate_limit.auth_per_minute": Key(
-        "Requests per minute per client IP (for IPv6, per /64) to `/start`, `/callback` and the `/sso/` handoff "
-        "endpoints; more get 429.",
+        "Requests per minute per client IP (for IPv6, per /64) to `/start`, `/callback`, the `/sso/` handoff "
+        "endpoints and kept forms; more get 429 (`Retry-After: 60`). Counted in fixed one-minute windows, each "
+        "from an address's first request after the last one ended: around a window's end up to twice this "
+        "many can pass within a few seconds.",
         "120",
     ),
     "server.client_header_timeout": Key("A client must send its request headers within this.", "10s"),
