@@ -7,9 +7,11 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis
 import yaml
 
+from authproxy.oidc.flow import rate_subject
 from tests.support.ops import start_ops_stack
 from tests.support.proxy_process import start_proxy
 
@@ -167,3 +169,20 @@ def test_oversized_request_heads_get_a_4xx_and_the_proxy_keeps_serving(tmp_path:
             assert stack.proxy.process.poll() is None
 
         asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("client_ip", "counted_as"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:db8:0:1::1", "2001:db8:0:1::/64"),
+        ("2001:db8:0:1:ffff:ffff:ffff:ffff", "2001:db8:0:1::/64"),
+        ("2001:db8:0:2::1", "2001:db8:0:2::/64"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("fe80::1%eth0", "fe80::/64"),
+        (None, ""),
+        ("not:an:address", "not:an:address"),
+    ],
+)
+def test_the_rate_limit_counts_an_ipv4_address_or_an_ipv6_64(client_ip: str | None, counted_as: str) -> None:
+    assert rate_subject(client_ip) == counted_as

@@ -19,6 +19,7 @@ does not know is refused with a page that says so: such a sign-in could never co
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -129,10 +130,17 @@ def rate_subject(client_ip: str | None) -> str:
     An IPv4-mapped IPv6 address counts as its IPv4 address; anything that is no address counts
     as itself.
     """
+    if not client_ip or ":" not in client_ip:
+        return client_ip or ""  # IPv4, in the one spelling ipaddress accepts, or no address
+    return _ipv6_subject(client_ip)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ipv6_subject(client_ip: str) -> str:
     try:
-        address = ipaddress.ip_address((client_ip or "").split("%", 1)[0])
+        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
     except ValueError:
-        return client_ip or ""
+        return client_ip
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
