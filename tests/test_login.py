@@ -260,6 +260,19 @@ async def test_userinfo_sub_mismatch_refuses_the_login(tmp_path: Path) -> None:
             assert page.status == 401 and session_cookie(b) is None
 
 
+async def test_a_userinfo_claim_nested_deep_is_left_out_and_the_sign_in_completes(tmp_path: Path) -> None:
+    # a provider's JSON may nest as deep as a parser goes: the session keeps simple values only
+    # (a scalar or the scalars of a list), so the record can always be written
+    with start_stack(tmp_path, userinfo=True) as stack:
+        stack.provider.set_fault("userinfo_nested_claim")
+        async with browser() as b:
+            page = await login_demo(b, stack.url + "/app", "alice")
+            assert page.status == 200, page
+            assert upstream_seen(page)["x-forwarded-groups"] == "admins"
+            info = (await b.get(stack.url + "/oauth2/userinfo")).json()
+            assert info["sub"] == "alice" and info["groups"] == ["admins"]
+
+
 @pytest.mark.parametrize("fault", ["stale_auth_time", "missing_auth_time"])
 async def test_with_max_age_an_authentication_older_than_asked_refuses_the_login(tmp_path: Path, fault: str) -> None:
     # OpenID Connect Core 1.0 sections 3.1.2.1 and 3.1.3.7 item 13: with max_age the ID token carries

@@ -68,6 +68,8 @@ KEPT_CLAIMS: Final = (
     "groups",
     "roles",
 )
+# the claim values a session keeps: these, and lists of them
+_SCALARS: Final = (str, int, float, bool)
 
 
 @dataclass(frozen=True)
@@ -154,15 +156,29 @@ def browser_fingerprint(client_ip: str, user_agent: str) -> str:
 
 
 def session_claims(id_claims: dict[str, Any], userinfo: dict[str, Any] | None) -> dict[str, Any]:
-    """The identity kept in the session: ID token claims, then userinfo's (same sub only)."""
+    """The identity kept in the session: ID token claims, then userinfo's (same sub only).
+
+    Values are kept as allow rules, identity headers and ``/oauth2/userinfo`` read them: a
+    scalar, or the scalars of a list; an object in one of the identity claims is kept as null (a
+    malformed ``email_verified`` still marks the email unverified). Nothing nested is stored, so
+    no shape a provider sends can keep the session record from being written.
+    """
     merged = dict(id_claims)
     if userinfo:
         merged.update(userinfo)
-    return {k: merged[k] for k in KEPT_CLAIMS if k in merged} | _extra_claims(merged)
+    kept = {k: merged[k] for k in KEPT_CLAIMS if k in merged} | _extra_claims(merged)
+    return {k: _simple_value(v) for k, v in kept.items()}
+
+
+def _simple_value(value: Any) -> Any:
+    """``value`` when it is a scalar, the scalars of a list, else None."""
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, _SCALARS)]
+    return value if isinstance(value, _SCALARS) else None
 
 
 def _extra_claims(claims: dict[str, Any]) -> dict[str, Any]:
-    # other simple claims (strings, numbers, lists of strings) stay available to allow rules;
+    # other simple claims (strings, numbers, lists of them) stay available to allow rules;
     # acr and amr (how the user signed in: a second factor?) among them, the rest is token mechanics
     skip = {
         "iss",

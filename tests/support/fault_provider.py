@@ -58,11 +58,13 @@ ID_TOKEN_FAULTS: Final = frozenset(
 )  # fmt: skip
 OTHER_FAULTS: Final = frozenset(
     {
-        "userinfo_sub_mismatch", "invalid_grant_on_refresh", "token_endpoint_down", "token_endpoint_slow",
-        "access_denied", "no_id_token",
+        "userinfo_sub_mismatch", "userinfo_nested_claim", "invalid_grant_on_refresh", "token_endpoint_down",
+        "token_endpoint_slow", "access_denied", "no_id_token",
     }
 )  # fmt: skip
 FAULTS: Final = ID_TOKEN_FAULTS | OTHER_FAULTS
+# the depth of the arrays in the userinfo_nested_claim fault
+USERINFO_NESTING: Final = 1020
 
 
 def _compact_jws(header: dict[str, Any], claims: dict[str, Any], sign: bytes | None) -> str:
@@ -156,6 +158,15 @@ class FaultProvider(DemoProvider):
         if self.fault == "userinfo_sub_mismatch":
             claims["sub"] = "someone-else"
         return claims
+
+    async def userinfo(self, request: web.Request) -> web.Response:
+        answer = await super().userinfo(request)
+        if self.fault == "userinfo_nested_claim" and answer.status == 200 and isinstance(answer.body, bytes):
+            # arrays nested deeper than an encoder recurses (a parser takes them): written by hand
+            nested = b"[" * USERINFO_NESTING + b"]" * USERINFO_NESTING
+            body = answer.body.rstrip()[:-1] + b', "nested": ' + nested + b', "groups": ["admins", ' + nested + b"]}"
+            return web.Response(body=body, content_type="application/json")
+        return answer
 
     async def handle_authorization(self, request: web.Request, auth_request: AuthorizationRequest) -> web.Response:
         if self.fault == "access_denied":
