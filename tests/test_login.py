@@ -260,6 +260,22 @@ async def test_userinfo_sub_mismatch_refuses_the_login(tmp_path: Path) -> None:
             assert page.status == 401 and session_cookie(b) is None
 
 
+async def test_a_sign_in_refused_at_the_userinfo_endpoint_logs_what_failed(tmp_path: Path) -> None:
+    # the operator reads which request failed and why: not the token endpoint, not a bare
+    # "provider unavailable" while discovery and the token endpoint answer fine
+    with start_stack(tmp_path, userinfo=True) as stack:
+        for fault, status, reason in [
+            ("userinfo_refused", 401, '"reason":"userinfo endpoint: invalid_token"'),
+            ("userinfo_not_json", 503, '"error":"userinfo failed: the answer is not JSON"'),
+        ]:
+            stack.provider.set_fault(fault)
+            async with browser() as b:
+                page = await login_demo(b, stack.url + "/app", "alice")
+                assert page.status == status and "try again" in page.text.lower(), page
+                assert session_cookie(b) is None
+            await logs_with(stack.proxy, '"login_failed"', reason)
+
+
 async def test_a_userinfo_claim_nested_deep_is_left_out_and_the_sign_in_completes(tmp_path: Path) -> None:
     # a provider's JSON may nest as deep as a parser goes: the session keeps simple values only
     # (a scalar or the scalars of a list), so the record can always be written

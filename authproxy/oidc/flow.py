@@ -423,8 +423,11 @@ class LoginFlows:
                 "The sign-in could not be verified.",
                 retry_url=self._start_url(flow.redirect),
             )
-        except ProviderUnavailable:
-            log_event("login_failed", reason="provider unavailable", client_ip=pages.client_ip_of(request))
+        except ProviderUnavailable as e:
+            # the cause (which request, what it answered) is what an operator can act on
+            log_event(
+                "login_failed", reason="provider unavailable", error=str(e), client_ip=pages.client_ip_of(request)
+            )
             self.metrics.count_login("provider_unavailable")
             return pages.login_error_page(
                 request,
@@ -516,7 +519,11 @@ class LoginFlows:
         )
         userinfo = None
         if self.provider_config.userinfo and tokens.access_token:
-            userinfo = await self.provider.fetch_userinfo(tokens.access_token)
+            try:
+                userinfo = await self.provider.fetch_userinfo(tokens.access_token)
+            except TokenEndpointError as e:
+                # the access token just issued is not taken there: not the token endpoint's error
+                raise TokenInvalid(f"userinfo endpoint: {e.error}") from e
             if userinfo.get("sub") != claims["sub"]:
                 raise TokenInvalid("userinfo sub differs from the ID token's")
         now = self.clock()

@@ -58,8 +58,8 @@ ID_TOKEN_FAULTS: Final = frozenset(
 )  # fmt: skip
 OTHER_FAULTS: Final = frozenset(
     {
-        "userinfo_sub_mismatch", "userinfo_nested_claim", "invalid_grant_on_refresh", "token_endpoint_down",
-        "token_endpoint_slow", "access_denied", "no_id_token",
+        "userinfo_sub_mismatch", "userinfo_nested_claim", "userinfo_refused", "userinfo_not_json",
+        "invalid_grant_on_refresh", "token_endpoint_down", "token_endpoint_slow", "access_denied", "no_id_token",
     }
 )  # fmt: skip
 FAULTS: Final = ID_TOKEN_FAULTS | OTHER_FAULTS
@@ -160,6 +160,11 @@ class FaultProvider(DemoProvider):
         return claims
 
     async def userinfo(self, request: web.Request) -> web.Response:
+        if self.fault == "userinfo_refused":
+            # an access token the userinfo endpoint does not take (issued for another resource)
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if self.fault == "userinfo_not_json":
+            return web.Response(text="<html>Sign in to continue</html>", content_type="text/html")
         answer = await super().userinfo(request)
         if self.fault == "userinfo_nested_claim" and answer.status == 200 and isinstance(answer.body, bytes):
             # arrays nested deeper than an encoder recurses (a parser takes them): written by hand
