@@ -91,11 +91,13 @@ class IdentityEndpoints:
         if session is None:
             return web.json_response({"error": "unauthenticated"}, status=401, headers=_NO_STORE)
         claims = session.record.claims
+        # the shapes SPEC gives, whatever shape the provider sent: a script reading groups as a
+        # list must not find "admins" inside the one string "superadmins"
         body = {
             "sub": session.record.sub,
-            "email": claims.get("email"),
-            "preferred_username": claims.get("preferred_username"),
-            "groups": claims.get("groups", []),
+            "email": _text(claims.get("email")),
+            "preferred_username": _text(claims.get("preferred_username")),
+            "groups": _string_list(claims.get("groups")),
             "expires_at": int(ends_at(session.record, self.idle_timeout)),
         }
         return web.json_response(body, headers=_NO_STORE)
@@ -103,3 +105,16 @@ class IdentityEndpoints:
     async def jwks(self, request: web.Request) -> web.Response:
         keys = self.signer.jwks() if self.signer is not None else {"keys": []}
         return web.json_response(keys, headers={"Cache-Control": "public, max-age=300"})
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _string_list(value: object) -> list[str]:
+    """``groups`` as a list of strings whether the provider sent one string or a list."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []

@@ -46,16 +46,23 @@ from tests.support.upstream import Upstream
 SECRET: Final = "identity-access-session-secret-0123456789abcdef"
 IDLE_TIMEOUT: Final = 3600
 IDENTITY_TTL: Final = 90
-DEPARTMENTS: Final = {"alice": "eng", "bob": "sales", "carol": "eng", "dora": "eng"}
+DEPARTMENTS: Final = {"alice": "eng", "bob": "sales", "carol": "eng", "dora": "eng", "erin": "ops"}
 # as large directories have: comma-joined, some 30 KB, beyond any upstream's field limit
 CROWDED_GROUPS: Final = tuple(f"team-{i:04d}" for i in range(3000))
-USERS: Final = (*DEMO_USERS, DemoUser("dora", "dora@example.com", "Dora Many-Groups", CROWDED_GROUPS))
+# erin's provider sends her one group as a string (OpenID Connect leaves the claim's shape open)
+ERIN_GROUP: Final = "superadmins"
+USERS: Final = (
+    *DEMO_USERS,
+    DemoUser("dora", "dora@example.com", "Dora Many-Groups", CROWDED_GROUPS),
+    DemoUser("erin", "erin@example.com", "Erin One-Group"),
+)
 # how each signed in (OpenID Connect Core 1.0 section 2, RFC 8176): alice with a second factor
 AUTHENTICATION: Final = {
     "alice": {"acr": "mfa", "amr": ["pwd", "otp"]},
     "bob": {"acr": "pwd", "amr": ["pwd"]},
     "carol": {"acr": "pwd", "amr": ["pwd"]},
     "dora": {"acr": "pwd", "amr": ["pwd"]},
+    "erin": {"acr": "pwd", "amr": ["pwd"]},
 }
 JSON: Final = {"Accept": "application/json"}
 HTML: Final = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -69,6 +76,8 @@ class DepartmentProvider(DemoProvider):
         claims = super().id_token_claims(grant, access_token=access_token, now=now)
         claims["department"] = DEPARTMENTS[grant.user.username]
         claims.update(AUTHENTICATION[grant.user.username])
+        if grant.user.username == "erin":
+            claims["groups"] = ERIN_GROUP
         return claims
 
     def access_token_claims(self, grant: Grant, *, jti: str, now: float) -> dict[str, Any]:
@@ -323,6 +332,14 @@ async def test_userinfo_describes_the_session(stack: Stack) -> None:
         assert isinstance(expires_at, int)
         # idle_timeout (1 h) from the last use, the login a moment ago
         assert before + IDLE_TIMEOUT - 60 <= expires_at <= before + IDLE_TIMEOUT + 1
+
+
+async def test_userinfo_groups_is_a_list_even_when_the_provider_sends_one_string(stack: Stack) -> None:
+    # a script testing groups.includes("admins") must not match inside "superadmins"
+    async with signed_in(stack.url, "erin") as b:
+        page = await b.get(stack.url + "/oauth2/userinfo", headers=JSON)
+        assert page.status == 200, page
+        assert page.json()["groups"] == [ERIN_GROUP]
 
 
 async def test_userinfo_expires_at_is_the_access_token_expiry_without_a_refresh_token(
