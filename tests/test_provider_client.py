@@ -417,6 +417,23 @@ async def test_refresh_without_the_providers_keys_keeps_the_rotated_tokens_but_n
     assert renewed not in caplog.text
 
 
+async def test_a_jwt_access_token_without_expires_in_is_due_for_refresh_by_its_own_lifetime(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey
+) -> None:
+    # RFC 6749 section 5.1: expires_in is only RECOMMENDED; a JWT access token still says when it
+    # ends, and one taken as never expiring would be forwarded long after the API refuses it
+    clock = Clock()
+    client = await make_client(clock=clock)
+    access = key_a.sign(access_token_claims(iat=int(clock.now) - 5, exp=int(clock.now) + 300))
+    op.token_answer = (200, {"access_token": access, "token_type": "Bearer", "refresh_token": "rt-2"})
+    tokens = await client.refresh("rt-1", sub="user-1", earlier_id_token=None)
+    assert tokens.expires_at == START + 300
+    # a token the provider issued earlier and hands out again ends when it says, not a lifetime later
+    access = key_a.sign(access_token_claims(iat=int(clock.now) - 3600, exp=int(clock.now) + 120))
+    op.token_answer = (200, {"access_token": access, "token_type": "Bearer"})
+    assert (await client.refresh("rt-2", sub="user-1", earlier_id_token=None)).expires_at == START + 120
+
+
 # ---------------------------------------------------------------------- revocation and userinfo
 
 
@@ -1018,6 +1035,11 @@ def test_bad_client_configuration_is_a_config_error(overrides: dict[str, Any], p
             id="lowercase-bearer-string-expiry-all-fields",
         ),
         pytest.param({"access_token": "a", "token_type": "BEARER"}, TokenSet("a", "Bearer", None), id="no-expiry"),
+        pytest.param(
+            {"access_token": "a.b.c", "token_type": "Bearer"},
+            TokenSet("a.b.c", "Bearer", None),
+            id="no-expiry-not-a-jwt",
+        ),
         pytest.param(
             {"access_token": "a", "token_type": "Bearer", "expires_in": -5},
             TokenSet("a", "Bearer", START),

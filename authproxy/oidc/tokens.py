@@ -730,16 +730,16 @@ def parse_token_response(doc: Mapping[str, Any], now: float) -> TokenSet:
     return TokenSet(
         access_token=access_token,
         token_type=BEARER,
-        expires_at=_expires_at(doc.get("expires_in"), now),
+        expires_at=_expires_at(doc.get("expires_in"), now, access_token),
         refresh_token=_optional_string(doc, "refresh_token"),
         id_token=_optional_string(doc, "id_token"),
         scope=_optional_string(doc, "scope"),
     )
 
 
-def _expires_at(expires_in: object, now: float) -> float | None:
+def _expires_at(expires_in: object, now: float, access_token: str) -> float | None:
     if expires_in is None:
-        return None
+        return _own_expiry(access_token, now)
     # some providers send the number as a string ("3600")
     if isinstance(expires_in, str):
         try:
@@ -750,6 +750,24 @@ def _expires_at(expires_in: object, now: float) -> float | None:
         raise TokenInvalid("token response expires_in is not a number")
     assert isinstance(expires_in, int | float)
     return now + max(0.0, float(expires_in))
+
+
+def _own_expiry(access_token: str, now: float) -> float | None:
+    """When a JWT access token sent without ``expires_in`` ends; None for an opaque token.
+
+    RFC 6749 section 5.1 makes ``expires_in`` only RECOMMENDED ("the expiration time via other
+    means"): a JWT's ``exp`` is that means, the very time the APIs it is forwarded to enforce.
+    Read unverified, since it only times the refresh; never before ``now``.
+    """
+    try:
+        _header(access_token)
+        claims = _json_object(_segment(access_token.split(".")[1]))
+    except TokenInvalid:
+        return None
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or not _is_number(exp):
+        return None
+    return max(now, float(exp))
 
 
 def _optional_string(doc: Mapping[str, Any], name: str) -> str | None:

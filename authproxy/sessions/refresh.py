@@ -82,7 +82,7 @@ RefreshTokens = Callable[[str, SessionRecord], Awaitable[TokenSetLike]]
 def is_refresh_due(record: SessionRecord, refresh_before_expiry: float, now: float) -> bool:
     """Whether the access token expires within ``refresh_before_expiry`` of ``now`` (or has).
 
-    A token of unknown lifetime (no ``expires_in``) is never refreshed proactively.
+    A token of unknown lifetime (no ``expires_in``, and opaque) is never refreshed proactively.
     """
     return record.access_expires_at is not None and now >= record.access_expires_at - refresh_before_expiry
 
