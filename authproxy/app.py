@@ -438,9 +438,11 @@ def build_services(config: Config, metrics: Metrics) -> Services:
         )
         provider = services.provider
 
-        # a new ID token is checked against the session's sub and its current ID token
+        # a new ID token is checked against the session's sub and sid and its current ID token
         async def refresh_tokens(refresh_token: str, record: SessionRecord) -> TokenSet:
-            return await provider.refresh(refresh_token, sub=record.sub, earlier_id_token=record.id_token)
+            return await provider.refresh(
+                refresh_token, sub=record.sub, earlier_id_token=record.id_token, sid=record.sid
+            )
 
         refresher = Refresher(
             services.sessions,

@@ -9,6 +9,7 @@ end sessions by ``sid`` or, without one, by ``sub``; a store outage is a 503, ne
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -239,6 +240,28 @@ async def test_sid_ends_one_provider_session_and_sub_alone_ends_all_of_the_user(
         before[0] + 1,
         before[1] + 1,
     ]
+
+
+async def test_a_refresh_naming_another_provider_session_leaves_no_session_its_logout_cannot_end(
+    tmp_path: Path,
+) -> None:
+    # the refreshed ID token names another provider session; a logout token naming that
+    # session (Back-Channel Logout 1.0 section 2.7) must not leave this session signed in
+    with fault_stack(tmp_path, access_token_ttl=61) as stack:
+        provider = stack.fault
+        async with browser() as b:
+            await log_in(stack, "carol", b)
+            original = provider.id_token_claims
+
+            def another_sid(grant: Any, *, access_token: str, now: float) -> dict[str, Any]:
+                return {**original(grant, access_token=access_token, now=now), "sid": "another-provider-session"}
+
+            provider.id_token_claims = another_sid  # type: ignore[method-assign]
+            await asyncio.sleep(1.5)  # the access token is now within refresh_before_expiry (60 s)
+            await xhr(b, stack.url + "/app")
+            by_sid = logout_claims(provider, sub="carol", sid="another-provider-session")
+            assert (await _post_token(stack.url, sign_logout_token(provider, by_sid)))[0] == 200
+            assert (await xhr(b, stack.url + "/app")).status == 401
 
 
 @pytest.mark.parametrize(

@@ -447,6 +447,13 @@ REFRESH_FAULTS: list[Any] = [
         "auth_time differs from the session's",
         id="other-auth-time",
     ),
+    # a back-channel logout finds the session by the sid it signed in with
+    pytest.param(
+        lambda k: k.rsa.sign(refreshed_claims(sid="session-2")),
+        {"sid": "session-1"},
+        "sid differs from the session's",
+        id="another-provider-session",
+    ),
     # the sign-in checks apply as well
     pytest.param(lambda k: k.rsa_other.sign(refreshed_claims()), {}, "bad signature", id="bad-signature"),
     pytest.param(lambda k: unsigned_token(refreshed_claims()), {}, "alg not allowed: none", id="alg-none"),
@@ -487,6 +494,8 @@ REFRESH_ACCEPTED: list[Any] = [
         lambda k: k.rsa.sign(refreshed_claims(at_hash=compute_at_hash(ACCESS_TOKEN, "RS256"))), {}, id="at-hash"
     ),
     pytest.param(lambda k: k.rsa.sign(refreshed_claims(auth_time=int(NOW))), {"earlier": None}, id="no-earlier-token"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims()), {"sid": "session-1"}, id="same-provider-session"),
+    pytest.param(lambda k: k.rsa.sign(refreshed_claims(sid=None)), {"sid": "session-1"}, id="without-sid"),
 ]
 
 

@@ -244,10 +244,12 @@ class ProviderClient:
         }
         return await self._token_request(form, "code exchange")
 
-    async def refresh(self, refresh_token: str, *, sub: str, earlier_id_token: str | None) -> TokenSet:
+    async def refresh(
+        self, refresh_token: str, *, sub: str, earlier_id_token: str | None, sid: str | None = None
+    ) -> TokenSet:
         """Use a refresh token (RFC 6749 section 6); no ``scope``, so the grant's own is kept.
 
-        ``sub`` and ``earlier_id_token`` are the session's: a new ID token in the answer must be
+        ``sub``, ``earlier_id_token`` and ``sid`` are the session's: a new ID token in the answer must be
         valid and bound to them (``tokens.verify_refreshed_id_token``), else ``TokenInvalid``.
         When the provider's keys cannot be had at all, the answer comes back without its ID token
         (the session keeps the one it has) rather than losing the rotated refresh token.
@@ -266,6 +268,7 @@ class ProviderClient:
                 raw,
                 sub=sub,
                 earlier=earlier,
+                sid=sid,
                 keys=keys,
                 issuer=issuer,
                 client_id=self.client_id,

@@ -273,6 +273,7 @@ def verify_refreshed_id_token(
     *,
     sub: str,
     earlier: Mapping[str, Any] | None,
+    sid: str | None = None,
     keys: KeySet,
     issuer: str,
     client_id: str,
@@ -286,15 +287,20 @@ def verify_refreshed_id_token(
 
     Checked as at sign-in (signature, alg, ``iss``, ``aud``, ``azp``, ``exp``, ``iat``, ``nbf``,
     ``at_hash`` against the new access token), and bound to the session it refreshes: the same
-    ``sub``, and the same audiences and ``auth_time`` as ``earlier`` (the claims of the session's
-    current ID token, verified when it was stored) where that token has them. There is no nonce
-    to match: section 12.2 says the token SHOULD NOT carry one, and some providers repeat it.
+    ``sub``, the same ``sid`` as the session signed in with (``sid``, by which a back-channel
+    logout finds it) when both have one, and the same audiences and ``auth_time`` as ``earlier``
+    (the claims of the session's current ID token, verified when it was stored) where that token
+    has them. There is no nonce to match: section 12.2 says the token SHOULD NOT carry one, and
+    some providers repeat it.
     """
     claims, audiences, alg, curve = _verified_id_token(
         raw, keys, issuer, client_id, allowed_algorithms, now, skew, client_secret
     )
     if claims["sub"] != sub:
         raise TokenInvalid("sub differs from the session's")
+    if sid is not None and "sid" in claims and claims["sid"] != sid:
+        # the session would be out of reach of that other provider session's logout
+        raise TokenInvalid("sid differs from the session's")
     if earlier is not None:
         earlier_aud = earlier.get("aud", audiences)
         if set(audiences) != set([earlier_aud] if isinstance(earlier_aud, str) else earlier_aud):
