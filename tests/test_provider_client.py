@@ -417,6 +417,26 @@ async def test_refresh_without_the_providers_keys_keeps_the_rotated_tokens_but_n
     assert renewed not in caplog.text
 
 
+async def test_a_refreshed_id_token_under_a_new_key_the_rate_limit_keeps_out_keeps_the_rotated_tokens(
+    op: MiniProvider, make_client: MakeClient, key_a: JwtKey, key_b: JwtKey
+) -> None:
+    # the provider signs with a key published after the last JWKS fetch, less than 10 s ago: the
+    # ID token cannot be checked yet, as when the JWKS is down; the grant it rotated is not lost
+    clock = Clock()
+    client = await make_client(clock=clock)
+    await client.verify_id_token(id_token(key_a, op.issuer, clock.now), NONCE)
+    op.keys = [key_a, key_b]
+    clock.now += 5
+    renewed = id_token(key_b, op.issuer, clock.now, nonce=None)
+    op.token_answer = (
+        200,
+        {"access_token": "at-2", "token_type": "Bearer", "refresh_token": "rt-2", "id_token": renewed},
+    )
+    tokens = await client.refresh("rt-1", sub="user-1", earlier_id_token=None)
+    assert (tokens.access_token, tokens.refresh_token, tokens.id_token) == ("at-2", "rt-2", None)
+    assert op.jwks_requests == 1
+
+
 async def test_a_jwt_access_token_without_expires_in_is_due_for_refresh_by_its_own_lifetime(
     op: MiniProvider, make_client: MakeClient, key_a: JwtKey
 ) -> None:

@@ -251,8 +251,10 @@ class ProviderClient:
 
         ``sub``, ``earlier_id_token`` and ``sid`` are the session's: a new ID token in the answer must be
         valid and bound to them (``tokens.verify_refreshed_id_token``), else ``TokenInvalid``.
-        When the provider's keys cannot be had at all, the answer comes back without its ID token
-        (the session keeps the one it has) rather than losing the rotated refresh token.
+        When the provider's keys cannot be had (the JWKS is down, or the token names a kid the
+        cached set lacks and the refetch is rate-limited or does not bring it), the answer comes
+        back without its ID token (the session keeps the one it has) rather than losing the
+        rotated refresh token.
         """
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         token_set = await self._token_request(form, "refresh")
@@ -281,7 +283,8 @@ class ProviderClient:
 
         try:
             claims = await self._with_keys(verify)
-        except ProviderUnavailable as e:
+        except (ProviderUnavailable, UnknownKeyId) as e:
+            # an unverified token is not taken, but the grant the provider rotated is kept
             LOG.warning(
                 "a refreshed ID token cannot be checked without the provider's keys: the session keeps its own",
                 extra={"fields": {"error": str(e)}},
