@@ -292,12 +292,14 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         return refused
     added: dict[str, str] = {}
     still_signed_in: SessionCheck | None = None
+    identified = False
     gate = services.gate
     if route.auth != "none" and gate is not None:
         outcome = await gate.check(request, route)
         if isinstance(outcome, web.StreamResponse):
             return outcome
         if outcome is not None:
+            identified = True
             # the access log's user was set by the gate (Gate.authorize), refused or not
             too_large: list[tuple[str, int]] = []
             added = upstream_identity_headers(route, outcome, services.signer, too_large)
@@ -314,6 +316,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         strip_names=services.strip_by_route[route.name],
         strip_cookies=services.session_cookie_names,
         still_signed_in=still_signed_in,
+        identified=identified,
     )
 
 

@@ -144,8 +144,8 @@ def _derive(route: RouteConfig, record: SessionRecord, policy: Policy, signer: I
 
 # route, path, query, the client's fields and its Cookie values
 _Plan = tuple[RouteConfig, str, str, CIMultiDict[str], list[str]]
-# method, status, reason, keep-alive, date, the upstream's fields
-_AnswerOf = tuple[str, int, str, bool, str, tuple[tuple[bytes, bytes], ...]]
+# method, status, reason, keep-alive, date, forwarded with an identity, the upstream's fields
+_AnswerOf = tuple[str, int, str, bool, str, bool, tuple[tuple[bytes, bytes], ...]]
 # route, method, target, the client's fields, identity headers
 _MadeOf = tuple[RouteConfig, str, str, list[tuple[str, str]], Mapping[str, str]]
 
@@ -530,7 +530,7 @@ class FastConnection(asyncio.Protocol):
                 self._upstream_template = HeadTemplate.around(upstream.request_head, "X-Request-Id", request_id)
                 self._upstream_made_of = made_of
             status = upstream.status
-            return await self._relay(head, route, upstream, request_id)
+            return await self._relay(head, route, upstream, request_id, identified=user is not None)
         except _HandOff:
             handed_off = True
             raise
@@ -634,19 +634,36 @@ class FastConnection(asyncio.Protocol):
             and last[3] == made_of[3]
         )
 
-    async def _relay(self, head: RequestHead, route: RouteConfig, upstream: UpstreamResponse, request_id: str) -> bool:
-        """Stream the upstream's answer to the client; True when the connection may stay open."""
+    async def _relay(
+        self, head: RequestHead, route: RouteConfig, upstream: UpstreamResponse, request_id: str, *, identified: bool
+    ) -> bool:
+        """Stream the upstream's answer to the client; True when the connection may stay open.
+
+        ``identified``: the request went with a session, so an answer without ``Cache-Control``
+        is marked ``private`` (:func:`authproxy.proxy.upstream_answer_fields`). Like the removal
+        of the proxy's own cookies, that is decided only when the answer's head changes.
+        """
         delivered = False
         try:
             keep_alive = head.keep_alive and not self._closing
             date = CLOCK.http_date()
-            # everything answer_head reads (the upstream's fields as they came)
-            answer_of = (head.method, upstream.status, upstream.reason, keep_alive, date, tuple(upstream.raw_fields))
+            # everything the answer's head is made of (the upstream's fields as they came)
+            answer_of = (
+                head.method,
+                upstream.status,
+                upstream.reason,
+                keep_alive,
+                date,
+                identified,
+                tuple(upstream.raw_fields),
+            )
             last = self._last_answer
             if last is not None and last[0] == answer_of:
                 start, chunked = last[1], last[2]
             else:
-                fields = upstream_answer_fields(upstream, self._services.session_cookie_names, route.name, request_id)
+                fields = upstream_answer_fields(
+                    upstream, self._services.session_cookie_names, route.name, request_id, identified=identified
+                )
                 start, chunked = answer_head(
                     head.method, upstream.status, upstream.reason, fields, keep_alive=keep_alive, date=date
                 )

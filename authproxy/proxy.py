@@ -329,6 +329,7 @@ class Forwarder:
         strip_names: frozenset[str] = frozenset(),
         strip_cookies: frozenset[str] = frozenset(),
         still_signed_in: SessionCheck | None = None,
+        identified: bool = False,
     ) -> web.StreamResponse:
         """Forward ``request`` to ``route``'s upstream and stream the answer back.
 
@@ -339,6 +340,8 @@ class Forwarder:
         ``strip_names`` are the lower-case header names the proxy could set for this route
         (removed in every spelling along with ``X-Auth-Request-*`` / ``X-Authproxy-*``);
         ``strip_cookies`` the proxy's own cookie names (and their ``<name>_*`` flow cookies).
+        ``identified``: the request goes with an identity (a session or a bearer token), so an
+        answer without ``Cache-Control`` is marked ``private`` (see :func:`upstream_answer_fields`).
         Raises ``UpstreamUnavailable`` / ``UpstreamTimeout`` only before the response starts.
         """
         if has_dot_segments(request.path):
@@ -382,7 +385,9 @@ class Forwarder:
             return await self._forward_websocket(
                 request, route, target, path_qs, upstream_headers, request_id, still_signed_in
             )
-        return await self._forward_http(request, route, target, path_qs, upstream_headers, request_id, strip_cookies)
+        return await self._forward_http(
+            request, route, target, path_qs, upstream_headers, request_id, strip_cookies, identified=identified
+        )
 
     async def open_plain(
         self,
@@ -469,6 +474,8 @@ class Forwarder:
         upstream_headers: CIMultiDict[str],
         request_id: str,
         own_cookies: frozenset[str] = frozenset(),
+        *,
+        identified: bool = False,
     ) -> web.StreamResponse:
         deadline = _HeaderDeadline(route.timeout)
         try:
@@ -489,7 +496,9 @@ class Forwarder:
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
-                headers=strip_hop_by_hop(upstream_answer_fields(upstream, own_cookies, route.name, request_id)),
+                headers=strip_hop_by_hop(
+                    upstream_answer_fields(upstream, own_cookies, route.name, request_id, identified=identified)
+                ),
             )
             try:
                 await response.prepare(request)
@@ -644,18 +653,28 @@ async def _redirect_refuses_the_handshake(
 
 
 def upstream_answer_fields(
-    upstream: UpstreamResponse, own_cookies: frozenset[str], route: str, request_id: str
+    upstream: UpstreamResponse, own_cookies: frozenset[str], route: str, request_id: str, *, identified: bool = False
 ) -> CIMultiDict[str]:
-    """The upstream answer's fields, less any ``Set-Cookie`` of the proxy's own cookies (logged)."""
+    """The upstream answer's fields, less any ``Set-Cookie`` of the proxy's own cookies (logged).
+
+    An answer to a request forwarded with an identity (a session or a bearer token) that says
+    nothing about caching gets ``Cache-Control: private`` (RFC 9111 section 5.2.2.7): a shared
+    cache in front of the proxy must not store one user's page and serve it to others. An
+    answer with any ``Cache-Control`` is the application's decision and stays as it is.
+    """
     fields = upstream.headers
     kept = without_own_cookies(fields, own_cookies) if own_cookies else None
-    if kept is None:
-        return fields
-    LOG.warning(
-        "upstream tried to set authproxy's own cookie: removed",
-        extra={"fields": {"route": route, "request_id": request_id}},
-    )
-    return kept
+    if kept is not None:
+        LOG.warning(
+            "upstream tried to set authproxy's own cookie: removed",
+            extra={"fields": {"route": route, "request_id": request_id}},
+        )
+        fields = kept
+    if identified and upstream.status >= 200 and "Cache-Control" not in fields:
+        if kept is None:
+            fields = fields.copy()  # the upstream's own fields stay as they came
+        fields["Cache-Control"] = "private"
+    return fields
 
 
 def _abort(request: web.Request) -> None:

@@ -818,6 +818,15 @@ async def test_an_upstream_cannot_set_the_proxys_own_cookies(proxy: ProxyProcess
     await logged_line(proxy, "upstream tried to set authproxy's own cookie")
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"], ids=["fast-path", "aiohttp"])
+async def test_an_answer_forwarded_without_identity_is_left_to_its_caching(proxy: ProxyProcess, version: str) -> None:
+    # an auth: none route: the same page for everyone, which a shared cache may keep
+    async with connect(proxy.url) as connection:
+        await connection.send(f"GET /cached HTTP/{version}\r\nHost: app.test\r\n\r\n".encode())
+        status, fields, _ = await connection.answer()
+    assert status == 200 and "Cache-Control" not in fields
+
+
 async def test_pipelined_answers_a_client_does_not_take_are_not_piled_up(proxy: ProxyProcess) -> None:
     # 4,000 pipelined requests for 8 KiB each, none of the answers read: each one is written
     # whole, so only the wait between requests stops 32 MiB gathering in the proxy's memory
@@ -981,6 +990,51 @@ async def test_both_paths_read_the_session_cookie_alike(signing_in: Stack, cooki
         # read as the session cookie, so never passed on (SPEC section 4)
         for _, _, body in (fast, slow):
             assert [name for name, sent in json.loads(body)["headers"] if value in sent] == []
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "status", "cache_control"),
+    [
+        pytest.param("/app/cached", (), 200, "private", id="no-cache-control"),
+        pytest.param("/app/cached", ('If-None-Match: "v1"',), 304, "private", id="not-modified"),
+        pytest.param("/app/cached?cc=public,%20max-age=60", (), 200, "public, max-age=60", id="the-applications-own"),
+        pytest.param("/app/cached?cc=no-store", ('If-None-Match: "v1"',), 304, "no-store", id="not-modified-own"),
+    ],
+)  # fmt: skip
+async def test_a_signed_in_answer_without_cache_control_is_kept_out_of_shared_caches(
+    signing_in: Stack, target: str, extra: tuple[str, ...], status: int, cache_control: str
+) -> None:
+    # a CDN or corporate proxy in front would otherwise keep alice's page (Last-Modified makes it
+    # heuristically fresh, RFC 9111 section 4.2.2) and serve it to others without asking authproxy
+    async with browser() as b:
+        await log_in(signing_in, "alice", b)
+        value = session_cookie(b)
+    assert value is not None
+    request_head = get(target, f"Cookie: {COOKIE}={value}", *extra)
+    fast, slow = await _on_both_paths(signing_in.public_url, request_head)
+    assert fast[0] == slow[0] == status
+    assert fast[1].getall("Cache-Control") == slow[1].getall("Cache-Control") == [cache_control]
+    # the same answer again on one connection: its head is made once and kept (the fast path's)
+    async with connect(signing_in.public_url) as connection:
+        for _ in range(2):
+            await connection.send(request_head)
+            again, fields, _ = await connection.answer()
+            assert again == status and fields.getall("Cache-Control") == [cache_control]
+
+
+async def test_a_signed_in_post_answered_by_aiohttp_is_kept_out_of_shared_caches(signing_in: Stack) -> None:
+    async with browser() as b:
+        await log_in(signing_in, "alice", b)
+        value = session_cookie(b)
+    assert value is not None
+    async with connect(signing_in.public_url) as connection:
+        for target, cache_control in (("/app/cached", "private"), ("/app/cached?cc=max-age=0", "max-age=0")):
+            await connection.send(
+                get(target, f"Cookie: {COOKIE}={value}", f"Origin: {signing_in.public_url}", "Content-Length: 3",
+                    method="POST") + b"abc"
+            )  # fmt: skip
+            status, fields, _ = await connection.answer()
+            assert status == 200 and fields.getall("Cache-Control") == [cache_control]
 
 
 def _cookie_attributes(fields: CIMultiDict[str]) -> list[str]:

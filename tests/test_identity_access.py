@@ -286,6 +286,36 @@ async def test_optional_route_passes_anonymous_without_identity_and_signed_in_wi
         assert headers["x-forwarded-groups"] == "developers"
 
 
+# a GET is served by the fast path, a POST by aiohttp's: each marks an answer the upstream left
+# without Cache-Control as private when, and only when, it went with an identity
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_only_an_answer_for_a_signed_in_user_is_kept_out_of_shared_caches(stack: Stack, method: str) -> None:
+    async with browser() as anonymous:
+        page = await anonymous.request(method, stack.url + "/optional/cached", headers=HTML)
+        assert page.status == 200 and "Cache-Control" not in page.headers
+    async with signed_in(stack.url, "bob") as b:
+        page = await b.request(method, stack.url + "/optional/cached", headers=HTML)
+        assert page.status == 200 and page.headers.getall("Cache-Control") == ["private"]
+        own = await b.request(method, stack.url + "/optional/cached?cc=no-cache", headers=HTML)
+        assert own.status == 200 and own.headers.getall("Cache-Control") == ["no-cache"]
+
+
+async def test_one_connection_taking_turns_signed_in_and_anonymous_gets_each_its_own_caching(stack: Stack) -> None:
+    # the fast path keeps the last answer's head for the next alike one: never across an identity
+    async with signed_in(stack.url, "bob") as b:
+        cookie = b.cookies.get("authproxy_session", "127.0.0.1")
+    assert cookie is not None
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1), cookie_jar=aiohttp.DummyCookieJar()
+    ) as client:
+        for turn in ("anonymous", "signed-in", "anonymous", "signed-in"):
+            fields = {"Cookie": f"authproxy_session={cookie}"} if turn == "signed-in" else {}
+            async with client.get(stack.url + "/optional/cached", headers=fields) as answer:
+                await answer.read()
+                assert answer.status == 200
+                assert answer.headers.getall("Cache-Control", []) == (["private"] if turn == "signed-in" else []), turn
+
+
 async def test_deny_answers_401_json_even_to_a_browser_navigation(stack: Stack) -> None:
     async with browser() as b:
         page = await b.get(stack.url + "/deny/page?x=1", headers=HTML, follow_redirects=False)
@@ -469,6 +499,16 @@ async def test_valid_bearer_token_passes_with_identity_headers(stack: Stack) -> 
         # without the token the same client is anonymous: 401
         anonymous = await api.get(stack.url + "/bearer/items", headers=JSON, follow_redirects=False)
         assert anonymous.status == 401
+
+
+async def test_an_answer_to_a_bearer_token_is_kept_out_of_shared_caches(stack: Stack) -> None:
+    token = await access_token_of(stack, "alice")
+    async with browser() as api:
+        fields = {**JSON, "Authorization": f"Bearer {token}"}
+        page = await api.get(stack.url + "/bearer/cached", headers=fields)
+        assert page.status == 200 and page.headers.getall("Cache-Control") == ["private"]
+        own = await api.get(stack.url + "/bearer/cached?cc=max-age=60", headers=fields)
+        assert own.status == 200 and own.headers.getall("Cache-Control") == ["max-age=60"]
 
 
 async def test_bearer_token_identity_meets_the_allow_rules(stack: Stack) -> None:

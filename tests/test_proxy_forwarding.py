@@ -224,6 +224,26 @@ async def test_identity_headers_replace_spoofed_copies_and_session_cookie_remove
     assert header_list(echo, "Cookie") == ["theme=dark; lang=en"]
 
 
+@pytest.mark.parametrize(
+    ("identified", "head", "status", "cache_control"),
+    [
+        pytest.param(True, "POST /cached HTTP/1.1", 200, ["private"], id="identity-no-cache-control"),
+        pytest.param(True, 'GET /cached HTTP/1.1\nIf-None-Match: "v1"', 304, ["private"], id="identity-not-modified"),
+        pytest.param(True, "POST /cached?cc=public,%20max-age=60 HTTP/1.1", 200, ["public, max-age=60"],
+                     id="identity-the-applications-own"),
+        pytest.param(False, "POST /cached HTTP/1.1", 200, [], id="anonymous"),
+    ],
+)  # fmt: skip
+async def test_an_answer_forwarded_with_an_identity_says_private_unless_the_upstream_said(
+    upstream: Upstream, identified: bool, head: str, status: int, cache_control: list[str]
+) -> None:
+    # RFC 9111 section 5.2.2.7: a shared cache in front must not keep one user's page for others
+    async with serve_proxy(Route(upstream.url), identified=identified) as url:
+        answer, fields, _ = await raw_request(url, head + "\nHost: x\nContent-Length: 0")
+    assert answer == status
+    assert [value for name, value in fields if name.lower() == "cache-control"] == cache_control
+
+
 async def test_only_session_cookie_means_no_cookie_header(upstream: Upstream) -> None:
     async with serve_proxy(Route(upstream.url), strip_cookies=frozenset({"authproxy_session"})) as url:
         echo = await get_echo(url + "/echo", headers={"Cookie": "authproxy_session=SECRET"})

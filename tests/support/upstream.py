@@ -87,6 +87,8 @@ class Upstream:
         r.add_get("/gzip", self.gzip)
         r.add_get("/redirect", self.redirect)
         r.add_get("/set-cookies", self.set_cookies)
+        # /cached, /optional/cached...: under any route's prefix
+        r.add_route("*", r"/{under:(.*/)?}cached", self.cached)
         r.add_route("*", "/reset", self.reset)
         r.add_get("/ws", self.ws)
         r.add_route("*", r"/{tail:[\s\S]*}", self.echo)
@@ -233,6 +235,17 @@ class Upstream:
             response.headers.add("Set-Cookie", f"{name}=planted; Path=/")
         return response
 
+    async def cached(self, request: web.Request) -> web.Response:
+        """A page a shared cache could keep by heuristics (RFC 9111 section 4.2.2: ``Last-Modified``),
+        with ``?cc=`` as its ``Cache-Control`` when given; 304 to a matching ``If-None-Match``."""
+        await request.read()
+        fields = {"Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT", "ETag": '"v1"'}
+        if "cc" in request.query:
+            fields["Cache-Control"] = request.query["cc"]
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers=fields)
+        return web.Response(text="someone's own page", headers=fields)
+
     async def redirect(self, request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "/echo?from=redirect"})
 
@@ -301,8 +314,10 @@ def build_proxy_app(
     add_headers: Mapping[str, str] | None = None,
     strip_names: frozenset[str] = frozenset(),
     strip_cookies: frozenset[str] = frozenset(),
+    identified: bool = False,
 ) -> tuple[web.Application, Forwarder]:
-    """One route, no auth: what ``authproxy.app`` does around the forwarder."""
+    """One route, no auth: what ``authproxy.app`` does around the forwarder (``identified``: as
+    for a request the gate let through with an identity)."""
     forwarder = Forwarder(trusted_proxies=trusted_proxies)
 
     @web.middleware
@@ -327,6 +342,7 @@ def build_proxy_app(
             add_headers=add_headers or {},
             strip_names=strip_names,
             strip_cookies=strip_cookies,
+            identified=identified,
         )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
