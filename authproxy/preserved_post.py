@@ -140,7 +140,11 @@ def render_resubmit_page(
     if confirm_as is None:
         title = "Sending your form"
         text = "<p>You are signed in again. The form you sent before your sign-in ended is being sent now.</p>"
-        script = f'<script nonce="{_attr(nonce or "")}">document.getElementById("kept").submit();</script>'
+        # the prototype's submit: a kept field named "submit" (a legacy form's button) shadows form.submit
+        script = (
+            f'<script nonce="{_attr(nonce or "")}">'
+            'HTMLFormElement.prototype.submit.call(document.getElementById("kept"));</script>'
+        )
     else:
         title = "Send this form?"
         text = (

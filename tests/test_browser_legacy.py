@@ -130,7 +130,8 @@ async def post_form_from(page: Page, action: str, fields: list[tuple[str, str]])
                 form.appendChild(input);
             }
             document.body.appendChild(form);
-            form.submit();
+            // a field named submit shadows form.submit, as in the app's own page
+            HTMLFormElement.prototype.submit.call(form);
         }""",
         [action, fields],
     )
@@ -223,6 +224,22 @@ async def test_form_posted_after_the_session_ended_is_delivered_after_the_login(
     assert '\n  "email": "bob@example.com",\n' in (await page.locator("#userinfo").text_content() or "")
     # the kept form's cookie is gone once used
     assert not [c for c in await page.context.cookies(stack.url) if "_post_" in c["name"]]
+
+
+async def test_a_kept_form_with_a_field_named_submit_is_still_sent_by_itself(
+    page: Page, stack: Stack, artifacts: Artifacts
+) -> None:
+    """Legacy forms often name their button ``submit``: that field must not stop the page sending the form."""
+    from playwright.async_api import expect
+
+    await sign_in(page, stack.url + "/orders/new")
+    ended = seal_ticket(new_ticket(), SECRET.encode())
+    await page.context.add_cookies([{"name": COOKIE, "value": ended, "url": stack.url}])
+    fields = [("title", "Order 43"), ("submit", "Save"), ("id", "kept")]
+    await post_form_from(page, "/orders", fields)
+    await expect(page.get_by_role("heading", name="POST /orders")).to_be_visible()
+    assert await form_fields_shown(page) == fields
+    await artifacts.screenshot(page, "kept-form-with-submit-field-delivered")
 
 
 # ------------------------------------------------------------------------------------------ account pages
