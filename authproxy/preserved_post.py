@@ -39,7 +39,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, quote
@@ -117,6 +117,12 @@ def cookie_name_for(host_only_name: str, tag: str) -> str:
     """The cookie keeping form ``tag``: after ``session.cookie``'s host-only name, ``__Host-`` when
     Secure, so no cookie a sibling host sets under the cookie domain can stand in for it."""
     return f"{host_only_name}_post_{tag}"
+
+
+def kept_form_cookie_names(cookie_names: Iterable[str], host_only_name: str) -> list[str]:
+    """The kept-form cookies among ``cookie_names`` (a sign-out expires them)."""
+    prefix = cookie_name_for(host_only_name, "")
+    return sorted(name for name in cookie_names if name.startswith(prefix) and is_valid_tag(name[len(prefix) :]))
 
 
 def is_valid_tag(tag: str) -> bool:

@@ -321,6 +321,22 @@ async def test_a_form_sent_while_no_one_was_signed_in_waits_for_the_next_user_to
     assert any(event.get("confirm") is True for event in await log_events(stack, "post_resubmitted"))
 
 
+async def test_a_sign_out_leaves_no_kept_form_to_be_sent_as_whoever_signs_in_next(stack: Stack) -> None:
+    # kept after the session ended, but the login it started was left at the provider's page;
+    # the user signs in again in another tab, then signs out: the next user must not send it as theirs
+    async with browser() as b:
+        hold_an_ended_session(b, stack)
+        kept = await b.post(stack.url + "/orders/new", FIELDS, headers=same_origin(stack), follow_redirects=False)
+        assert kept.status == 303
+        assert (await login_demo(b, stack.url + "/oauth2/start?rd=/landing", "alice")).status == 200
+        signed_out = await b.get(stack.url + "/oauth2/sign_out", follow_redirects=False)
+        assert signed_out.status in (302, 303)
+        # someone else picks up the tab left on the login page
+        page = await login_demo(b, stack.url + (kept.location or ""), "bob")
+        assert "<script" not in page.text, "sent by itself as bob"
+        assert page.status == 410 or "Send this form?" in page.text, (page.status, page.text[:300])
+
+
 def seen_user(page: Page) -> str:
     return dict(page.json()["identity_headers"])["X-Forwarded-User"]
 

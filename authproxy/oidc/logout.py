@@ -9,7 +9,9 @@ Sign-out (``GET`` or ``POST``, OpenID Connect RP-Initiated Logout 1.0 with RFC 7
    ``revocation_endpoint`` with the client's authentication (RFC 7009 sections 2.1-2.2). A
    provider that is down, slow (bounded by ``provider.timeout``) or refusing does not fail the
    logout: it is logged and the logout goes on. Local logout never depends on the provider.
-3. The session cookie and any leftover login-flow cookies are expired.
+3. The session cookie, any leftover login-flow cookies and the cookies of forms kept on this
+   host (``preserve_post``) are expired: whoever signs in next may be someone else, and must
+   not have the signed-out user's form sent as theirs.
 4. 302 to the provider's ``end_session_endpoint`` (RP-Initiated Logout 1.0 section 2) with
    ``id_token_hint`` (the session's ID token, when there was a session), ``client_id`` and
    ``post_logout_redirect_uri``, so the provider's single sign-on session ends too; without that
@@ -82,6 +84,7 @@ from authproxy.logs import log_event
 from authproxy.metrics import Metrics
 from authproxy.oidc.client import ProviderClient
 from authproxy.oidc.discovery import ProviderMetadata
+from authproxy.preserved_post import kept_form_cookie_names
 from authproxy.redirects import sanitize_redirect
 from authproxy.sessions.manager import LOCK_PREFIX, Session, SessionManager
 from authproxy.sessions.record import SessionRecord
@@ -369,6 +372,9 @@ class Logouts:
         name = self.sessions.cookie_name_at(request.host)
         for cookie in [name, *flow_cookie_names(request.cookies.keys(), name)]:
             self.sessions.clear_cookie(response, cookie, host=request.host)
+        # a form kept on this host is sent by itself only as its sender: not after a sign-out
+        for cookie in kept_form_cookie_names(request.cookies.keys(), self.sessions.cookie.host_only_name):
+            self.sessions.clear_cookie(response, cookie, host_only=True)
 
     # ------------------------------------------------------------------ /backchannel_logout
 
