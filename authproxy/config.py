@@ -382,12 +382,14 @@ def _redis_url_options(scheme: str) -> frozenset[str]:
     from redis.asyncio import connection
 
     kinds: dict[str, type] = {"rediss": connection.SSLConnection, "unix": connection.UnixDomainSocketConnection}
-    classes: tuple[type, ...] = (connection.AbstractConnection, kinds.get(scheme, connection.Connection))
+    # each class's own constructor keywords: one passes the rest (**kwargs) on to its base, as
+    # SSLConnection does socket_keepalive to Connection
     keywords = {
         name
-        for cls in classes
-        for name in inspect.signature(cls).parameters  # the constructor's
-        if name not in ("args", "kwargs")
+        for cls in kinds.get(scheme, connection.Connection).__mro__
+        if issubclass(cls, connection.AbstractConnection) and "__init__" in vars(cls)
+        for name in inspect.signature(cls.__init__).parameters
+        if name not in ("self", "args", "kwargs")
     }
     return frozenset({"max_connections", "timeout"}) | keywords  # the (blocking) pool's, then the connection's
 

@@ -661,6 +661,7 @@ def test_no_problem_names_a_placeholder() -> None:
         "redis://127.0.0.1:6379/0?client_name=authproxy",
         "redis://127.0.0.1:6379/0?socket_timeout=2&health_check_interval=10",
         "rediss://127.0.0.1:6380/0?ssl_cert_reqs=required",
+        "rediss://127.0.0.1:6380/0?socket_keepalive=true",
         "unix:///run/redis.sock?db=2",
         "redis://127.0.0.1:6379/0?max_connections=64&timeout=1",
     ],
