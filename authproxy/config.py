@@ -36,6 +36,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -394,6 +395,13 @@ def _redis_url_options(scheme: str) -> frozenset[str]:
     return frozenset({"max_connections", "timeout"}) | keywords  # the (blocking) pool's, then the connection's
 
 
+def _redis_cluster_url_options() -> frozenset[str]:
+    """The query options of a Redis URL that redis-py's asyncio cluster client takes: its keywords."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return frozenset(inspect.signature(RedisCluster.__init__).parameters) - {"self", "host", "port", "startup_nodes"}
+
+
 class RedisConfig(_Strict):
     url: str = "redis://127.0.0.1:6379/0"
     sentinel: SentinelConfig | None = None
@@ -423,6 +431,21 @@ class RedisConfig(_Strict):
                 raise ValueError(
                     f"the Redis URL option {name!r} is not one redis-py's {parts.scheme}:// connections take"
                 )
+        return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("url")  # None when the URL itself was refused
+        if value and url is not None:
+            accepted = _redis_cluster_url_options()
+            for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+                if name not in accepted:
+                    # the cluster client takes the URL's options as its own keywords: one it does
+                    # not take (?timeout=, ?retry_on_timeout=) is a TypeError when the store is made
+                    raise ValueError(
+                        f"redis-py's cluster client does not take the option {name!r} of session.redis.url"
+                    )
         return value
 
     @model_validator(mode="after")

@@ -289,6 +289,15 @@ def test_example_config_is_valid() -> None:
             id="sentinel-and-cluster",
         ),
         pytest.param(
+            BASE.replace(
+                'session: {secrets: ["',
+                'session: {store: redis, redis: {url: "redis://127.0.0.1:7000/0?timeout=1", cluster: true}, '
+                'secrets: ["',
+            ),
+            "session.redis.cluster: redis-py's cluster client does not take the option 'timeout' of session.redis.url",
+            id="redis-url-option-the-cluster-client-does-not-take",
+        ),
+        pytest.param(
             BASE.replace("session: {", "session: {store: redis, redis: {url: 'redis:///0'}, "),
             "session.redis.url: the Redis URL names no host",
             id="redis-url-without-host",
@@ -668,6 +677,14 @@ def test_no_problem_names_a_placeholder() -> None:
 )
 def test_redis_url_options_redis_py_takes_are_accepted(url: str) -> None:
     text = BASE.replace('session: {secrets: ["', f'session: {{store: redis, redis: {{url: "{url}"}}, secrets: ["')
+    assert parse_config(text, {}).session.redis.url == url
+
+
+def test_redis_url_options_the_cluster_client_takes_are_accepted_with_cluster() -> None:
+    url = "rediss://127.0.0.1:7000/0?socket_timeout=2&max_connections=64&ssl_ca_certs=/etc/redis/ca.pem"
+    text = BASE.replace(
+        'session: {secrets: ["', f'session: {{store: redis, redis: {{url: "{url}", cluster: true}}, secrets: ["'
+    )
     assert parse_config(text, {}).session.redis.url == url
 
 
