@@ -60,7 +60,7 @@ class TokenSetLike(Protocol):
 
     @property
     def expires_at(self) -> float | None:
-        """Absolute Unix time; None when the provider gave no ``expires_in``."""
+        """Absolute Unix time; None when the provider gave no ``expires_in`` for an opaque token."""
         ...
 
     @property
