@@ -245,13 +245,19 @@ async def test_sign_out_on_another_replica_ends_the_session_everywhere(stack: St
 
 
 @pytest.mark.parametrize(
-    "content_type",
+    ("content_type", "body"),
     [
-        pytest.param("multipart/form-data", id="multipart-without-boundary"),
-        pytest.param("application/x-www-form-urlencoded; charset=x-unknown", id="unknown-charset"),
+        pytest.param("multipart/form-data", b"rd=/bye", id="multipart-without-boundary"),
+        pytest.param("application/x-www-form-urlencoded; charset=x-unknown", b"rd=/bye", id="unknown-charset"),
+        # aiohttp refuses to read a body beyond its client_max_size (1 MiB): only rd is lost
+        pytest.param(
+            "application/x-www-form-urlencoded", b"rd=/bye&pad=" + b"a" * (2 << 20), id="beyond-the-size-limit"
+        ),
     ],
 )
-async def test_a_sign_out_whose_body_is_not_a_readable_form_still_signs_out(stack: Stack, content_type: str) -> None:
+async def test_a_sign_out_whose_body_is_not_a_readable_form_still_signs_out(
+    stack: Stack, content_type: str, body: bytes
+) -> None:
     async with browser() as b:
         await log_in(stack, "alice", b)
         cookie = session_cookie(b)
@@ -260,30 +266,8 @@ async def test_a_sign_out_whose_body_is_not_a_readable_form_still_signs_out(stac
         aiohttp.ClientSession() as http,
         http.post(
             stack.url + "/oauth2/sign_out",
-            data=b"rd=/bye",
+            data=io.BytesIO(body),
             headers={"Content-Type": content_type, "Cookie": f"{COOKIE}={cookie}"},
-            allow_redirects=False,
-        ) as answer,
-    ):
-        assert answer.status == 302
-        expired = [c for c in answer.headers.getall("Set-Cookie") if c.startswith(f"{COOKIE}=")]
-        assert expired and "Max-Age=0" in expired[0]
-    for proxy in stack.proxies:
-        assert await status_with_cookie(proxy.url + "/app", cookie) == 401
-
-
-async def test_a_sign_out_whose_body_is_beyond_the_size_limit_still_signs_out(stack: Stack) -> None:
-    # aiohttp refuses to read a body beyond its client_max_size (1 MiB): only rd is lost
-    async with browser() as b:
-        await log_in(stack, "alice", b)
-        cookie = session_cookie(b)
-        assert cookie is not None
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            stack.url + "/oauth2/sign_out",
-            data=io.BytesIO(b"rd=/bye&pad=" + b"a" * (2 << 20)),
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"{COOKIE}={cookie}"},
             allow_redirects=False,
         ) as answer,
     ):
