@@ -214,7 +214,7 @@ def upstream_identity_headers(
 
 def only_chunked(transfer_encodings: list[str]) -> bool:
     """Whether a request's Transfer-Encoding fields name no coding but ``chunked`` (or none at all)."""
-    codings = [coding.strip().lower() for field in transfer_encodings for coding in field.split(",")]
+    codings = headers.field_tokens(transfer_encodings)
     return not codings or codings == ["chunked"]
 
 

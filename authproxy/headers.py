@@ -30,7 +30,7 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -115,6 +115,12 @@ def _normalized_set(names: frozenset[str]) -> frozenset[str]:
 _NEVER_CONNECTION_OPTIONS: Final = frozenset({"host"})
 
 
+def field_tokens(values: Iterable[str]) -> list[str]:
+    """The lower-case tokens of comma-separated field values, in order, empty list elements
+    left out (RFC 9110 section 5.6.1): ``Connection``, ``Transfer-Encoding``, ``Upgrade``."""
+    return [token for token in (part.strip().lower() for value in values for part in value.split(",")) if token]
+
+
 def connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
     """Lower-case field names listed in every ``Connection`` header (RFC 9110 section 7.6.1)."""
     if isinstance(headers, MultiMapping):
@@ -122,11 +128,7 @@ def connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
     else:
         single = headers.get("Connection")
         values = [single] if single else []
-    if not values:
-        return frozenset()
-    listed = {token.strip().lower() for value in values for token in value.split(",")}
-    listed.discard("")
-    return frozenset(listed)
+    return frozenset(field_tokens(values)) if values else frozenset()
 
 
 def strip_hop_by_hop(headers: Mapping[str, str]) -> CIMultiDict[str]:
