@@ -269,9 +269,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
     if under_auth_prefix(request.path, services.config.server.auth_prefix):
         # /oauth2%2Fx, //oauth2/x, /oauth2;x/y: the reserved prefix in a spelling aiohttp's
         # router does not match; answered as any unknown endpoint, never forwarded
-        return pages.error_response(
-            request, 404, "Not found", "No such authproxy endpoint.", request_id=request[REQUEST_ID]
-        )
+        return _no_such_endpoint(request)
     route = services.routes.choose(request.host, request.path)
     if another_route_once_normalised(services.routes, request.host, request.path, route):
         # //admin/x or /admin;x/y judged as the / route, then served by the upstream as /admin/...
@@ -518,6 +516,11 @@ async def _reserved(request: web.Request) -> web.Response:
             allowed |= methods
     if allowed:
         return pages.method_not_allowed(request, sorted(allowed), request_id=request[REQUEST_ID])
+    return _no_such_endpoint(request)
+
+
+def _no_such_endpoint(request: web.Request) -> web.Response:
+    """The answer for any path under ``auth_prefix`` that names no endpoint: never forwarded."""
     return pages.error_response(
         request, 404, "Not found", "No such authproxy endpoint.", request_id=request[REQUEST_ID]
     )
