@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare.py /path/to/other/checkout login        # 8 rounds of 3 s each
     .venv/bin/python bench/compare.py /path/to/other/checkout plain:16     # wrk at 16 connections
+    .venv/bin/python bench/compare.py /path/to/other/checkout download     # MB/s of the 100 MiB file
     BENCH_COMPARE_ROUNDS=12 BENCH_COMPARE_SECONDS=5 .venv/bin/python bench/compare.py ../base refresh
 
 On a shared machine the CPU a process needs for the same work drifts by 10-25% within minutes,
@@ -26,9 +27,9 @@ from typing import Final
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.measure import Bench, log_in, measure_logins, measure_point
+from bench.measure import Bench, log_in, measure_download, measure_logins, measure_point
 from bench.paths import Proxy, isolated_processes, start_authproxies
-from bench.suite import LOGIN_CONCURRENCY, OUT
+from bench.suite import BIG_FILE_SIZE, LOGIN_CONCURRENCY, OUT
 
 RUN_DIR: Final = OUT / "compare"
 NAMES: Final = ("A", "B")
@@ -56,11 +57,20 @@ async def compare(other: Path, what: str, rounds: int, seconds: float) -> None:
                     cpu[name] += logins.proxy_cpu_s
                     units[name] += logins.completed
                     per_round[name].append(logins.cpu_ms_per_login * 1000)
+                elif what == "download":
+                    download = await measure_download(bench, servers[name], cookies[name], 3, BIG_FILE_SIZE)
+                    per_round[name].append(download.mb_per_s)
                 else:
                     connections = int(what.split(":", 1)[1]) if ":" in what else 1
                     point = await measure_point(bench, servers[name], cookies[name], connections, seconds)
                     per_round[name].append(point.cpu_us_per_request)
                     p50s[name].append(point.wrk.p50_ms)
+        if what == "download":
+            for name in NAMES:
+                label = f"{name} ({other if name == 'A' else 'this checkout'})"
+                rounds_text = " ".join(f"{value:.0f}" for value in per_round[name])
+                print(f"{label}: {statistics.median(per_round[name]):,.0f} MB/s (median); rounds {rounds_text}")
+            return
         unit = "login" if what == "login" else "request"
         for name in NAMES:
             label = f"{name} ({other if name == 'A' else 'this checkout'})"
@@ -73,8 +83,8 @@ async def compare(other: Path, what: str, rounds: int, seconds: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not (argv[1] in ("login", "refresh") or argv[1].split(":", 1)[0] == "plain"):
-        print("usage: bench/compare.py OTHER_CHECKOUT login|refresh|plain[:CONNECTIONS]", file=sys.stderr)
+    if len(argv) != 2 or not (argv[1] in ("login", "refresh", "download") or argv[1].split(":", 1)[0] == "plain"):
+        print("usage: bench/compare.py OTHER_CHECKOUT login|refresh|download|plain[:CONNECTIONS]", file=sys.stderr)
         return 2
     other = Path(argv[0]).resolve()
     if not (other / "authproxy" / "__init__.py").exists():
