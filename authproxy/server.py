@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from authproxy import allocator
 from authproxy.admin import create_admin_app, create_own_metrics_app
 from authproxy.app import create_app, readiness
 from authproxy.config import Config
@@ -223,6 +224,7 @@ def run_worker(
     stop_requested: Callable[[], bool] | None = None,
     peers_directory: Path | None = None,
 ) -> None:
+    allocator.tune(os.environ)
     run_async(
         serve(
             config,

@@ -1,0 +1,62 @@
+"""glibc malloc thresholds for a process that moves large bodies.
+
+Each read of an upstream body hands the proxy a fresh ``bytes`` object of up to 256 KiB, and
+the body parser, the copy loop and the client transport allocate a few more of that size. With
+glibc's defaults, a block that size is placed in its own ``mmap`` (threshold 128 KiB until the
+first one is freed, then adjusted up and down as sizes vary), and a free leaving more than
+twice that at the top of the heap gives it back with ``brk``. A download then spends most of its
+CPU asking the kernel for fresh zeroed pages and handing them back: measured on a 2-core
+virtual machine, 15,000 ``brk`` calls for 6,200 reads, and 420-530 MB/s where the same code
+with the thresholds below moves 900-1,300 MB/s.
+
+Fixed thresholds keep such blocks on the heap and let the heap keep up to
+``TRIM_THRESHOLD`` of free space at its top for the next read. That space is reused rather than
+grown: the resident size still tracks the largest amount in use at once, plus at most
+``TRIM_THRESHOLD``.
+
+An operator who sets glibc's own variables (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or ``GLIBC_TUNABLES``) keeps them: nothing is
+changed then. On another C library (musl, macOS) nothing is changed either.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from collections.abc import Mapping
+from typing import Final
+
+from authproxy.logs import LOG
+
+# mallopt parameter numbers from glibc's <malloc.h>
+M_TRIM_THRESHOLD: Final = -1
+M_MMAP_THRESHOLD: Final = -3
+
+MMAP_THRESHOLD: Final = 1024 * 1024
+TRIM_THRESHOLD: Final = 8 * 1024 * 1024
+
+OPERATOR_VARIABLES: Final = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
+
+def thresholds(environ: Mapping[str, str], libc: str) -> dict[int, int]:
+    """The ``mallopt`` settings to make: none off glibc or when the operator chose their own."""
+    if libc != "glibc" or any(name in environ for name in OPERATOR_VARIABLES):
+        return {}
+    return {M_MMAP_THRESHOLD: MMAP_THRESHOLD, M_TRIM_THRESHOLD: TRIM_THRESHOLD}
+
+
+def tune(environ: Mapping[str, str]) -> bool:
+    """Apply :func:`thresholds` to this process; True when every setting took."""
+    settings = thresholds(environ, platform.libc_ver()[0])
+    if not settings:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    applied = all(mallopt(parameter, value) == 1 for parameter, value in settings.items())
+    if not applied:
+        LOG.warning("malloc thresholds not applied; large downloads will be slower")
+    return applied
