@@ -9,11 +9,21 @@ from types import SimpleNamespace
 from typing import Any
 
 
+# ports this process has handed out: the kernel may offer a port again as soon as the probe
+# closes, so two calls for one configuration (say listen and admin_listen) could get the same one
+_HANDED_OUT: set[tuple[str, int]] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago on ``host``, and not handed out before by this process."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if (host, port) not in _HANDED_OUT:
+            _HANDED_OUT.add((host, port))
+            return port
+    raise AssertionError(f"no fresh free port on {host}")
 
 
 def proc_stat_fields(pid: int) -> list[str] | None:
