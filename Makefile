@@ -37,8 +37,8 @@ node-deps: ## install the npm test provider (oidc-provider) from its lock file
 demo: $(STAMP) ## run the demo: development provider + echo app + proxy on http://127.0.0.1:4180
 	$(BIN)/authproxy demo
 
-test: $(STAMP) system-deps node-deps ## set everything up and run the whole test suite
-	$(BIN)/pytest -q -p no:cacheprovider
+test: $(STAMP) system-deps node-deps ## set everything up and run the whole test suite (two processes)
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 bench: $(STAMP) system-deps node-deps ## load figures side by side (bench/results.md), then a 10-minute soak (bench/soak-results.md)
 	$(BIN)/python bench/run.py

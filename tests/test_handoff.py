@@ -64,6 +64,7 @@ def test_grant_ttl_is_at_most_a_minute() -> None:
 @pytest.mark.parametrize(
     ("state", "expected"),
     [(new_state(), True), ("", False), (None, False), ("a" * 129, False), ("abc def", False), ("abc&x=1", False)],
+    ids=["new-state", "empty", "none", "too-long", "space", "ampersand"],
 )
 def test_well_formed_state(state: str | None, expected: bool) -> None:
     assert well_formed_state(state) is expected
