@@ -8,7 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-
 # ports this process has handed out: the kernel may offer a port again as soon as the probe
 # closes, so two calls for one configuration (say listen and admin_listen) could get the same one
 _HANDED_OUT: set[tuple[str, int]] = set()
