@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import ipaddress
 import os
 import signal
@@ -187,6 +188,9 @@ async def serve(
                 }
             },
         )
+        # what startup built lives as long as the process: moved out of the collector's sight, a
+        # full collection no longer walks its ~70,000 objects (30-47 ms with every request waiting)
+        gc.freeze()
         if on_started is not None:
             on_started()
         loop = asyncio.get_running_loop()
