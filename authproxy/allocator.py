@@ -22,7 +22,7 @@ changed then. On another C library (musl, macOS) nothing is changed either.
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 from collections.abc import Mapping
 from typing import Final
 
@@ -45,9 +45,18 @@ def thresholds(environ: Mapping[str, str], libc: str) -> dict[int, int]:
     return {M_MMAP_THRESHOLD: MMAP_THRESHOLD, M_TRIM_THRESHOLD: TRIM_THRESHOLD}
 
 
+def c_library() -> str:
+    """``"glibc"`` when this process runs on glibc, else ``""``."""
+    try:
+        version = os.confstr("CS_GNU_LIBC_VERSION")  # e.g. "glibc 2.36"; unknown elsewhere
+    except (ValueError, OSError):
+        return ""
+    return "glibc" if version and version.startswith("glibc") else ""
+
+
 def tune(environ: Mapping[str, str]) -> bool:
     """Apply :func:`thresholds` to this process; True when every setting took."""
-    settings = thresholds(environ, platform.libc_ver()[0])
+    settings = thresholds(environ, c_library())
     if not settings:
         return False
     try:

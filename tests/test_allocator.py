@@ -29,7 +29,9 @@ def test_another_c_library_is_left_alone(libc: str) -> None:
     assert allocator.thresholds({}, libc) == {}
 
 
+# platform.libc_ver reads the interpreter's binary: a second opinion on the C library
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_the_settings_take_in_a_real_process() -> None:
+    assert allocator.c_library() == "glibc"
     assert allocator.tune({}) is True
     assert allocator.tune({"MALLOC_TRIM_THRESHOLD_": "131072"}) is False
