@@ -14,9 +14,10 @@ Fixed thresholds keep such blocks on the heap and let the heap keep up to
 grown: the resident size still tracks the largest amount in use at once, plus at most
 ``TRIM_THRESHOLD``.
 
-An operator who sets glibc's own variables (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or ``GLIBC_TUNABLES``) keeps them: nothing is
-changed then. On another C library (musl, macOS) nothing is changed either.
+An operator who sets one of these thresholds (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``, or the same as ``glibc.malloc.*`` in
+``GLIBC_TUNABLES``) keeps it: nothing is changed then. Other tunables (an arena limit, say) do
+not stand in the way. On another C library (musl, macOS) nothing is changed either.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ M_MMAP_THRESHOLD: Final = -3
 MMAP_THRESHOLD: Final = 1024 * 1024
 TRIM_THRESHOLD: Final = 8 * 1024 * 1024
 
-OPERATOR_VARIABLES: Final = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+OPERATOR_VARIABLES: Final = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+# the same settings as GLIBC_TUNABLES names them (``glibc.malloc.arena_max=2`` alone is none of them)
+OPERATOR_TUNABLES: Final = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad")
+
+
+def operator_chose(environ: Mapping[str, str]) -> bool:
+    """Whether the operator set one of these thresholds, by variable or by tunable."""
+    named = {item.partition("=")[0].strip() for item in environ.get("GLIBC_TUNABLES", "").split(":")}
+    return any(name in environ for name in OPERATOR_VARIABLES) or not named.isdisjoint(OPERATOR_TUNABLES)
 
 
 def thresholds(environ: Mapping[str, str], libc: str) -> dict[int, int]:
     """The ``mallopt`` settings to make: none off glibc or when the operator chose their own."""
-    if libc != "glibc" or any(name in environ for name in OPERATOR_VARIABLES):
+    if libc != "glibc" or operator_chose(environ):
         return {}
     return {M_MMAP_THRESHOLD: MMAP_THRESHOLD, M_TRIM_THRESHOLD: TRIM_THRESHOLD}
 

@@ -24,6 +24,19 @@ def test_an_operators_own_malloc_setting_is_kept(variable: str) -> None:
     assert allocator.thresholds({variable: "1"}, "glibc") == {}
 
 
+@pytest.mark.parametrize(
+    "tunables", ["glibc.malloc.trim_threshold=131072", "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=4096"]
+)
+def test_an_operators_own_threshold_tunable_is_kept(tunables: str) -> None:
+    assert allocator.thresholds({"GLIBC_TUNABLES": tunables}, "glibc") == {}
+
+
+def test_an_unrelated_tunable_leaves_the_thresholds_to_the_proxy() -> None:
+    assert allocator.thresholds({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc") == allocator.thresholds(
+        {}, "glibc"
+    )
+
+
 @pytest.mark.parametrize("libc", ["", "musl"])
 def test_another_c_library_is_left_alone(libc: str) -> None:
     assert allocator.thresholds({}, libc) == {}
