@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,13 +14,23 @@ from typing import Any
 _HANDED_OUT: set[tuple[str, int]] = set()
 
 
+def ours(port: int, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``port`` is in this test process's share: under pytest-xdist each process takes its
+    own ports, so two of them never start servers on one (Linux's bind to port 0 hands out odd
+    ports only, hence the shift)."""
+    count = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    return (port >> 1) % count == index
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``, and not handed out before by this process."""
-    for _ in range(100):
+    """A TCP port that was free a moment ago on ``host``, in this process's share, and not handed
+    out before by this process."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
-        if (host, port) not in _HANDED_OUT:
+        if (host, port) not in _HANDED_OUT and ours(port):
             _HANDED_OUT.add((host, port))
             return port
     raise AssertionError(f"no fresh free port on {host}")
