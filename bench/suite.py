@@ -386,7 +386,7 @@ def compose(
         "",
         *machine,
         "",
-        f"## Targets from the issue: {passed} of {len(checks)} met",
+        f"## Targets from the issues: {passed} of {len(checks)} met",
         "",
         report.checks_list(checks),
         "",
