@@ -212,6 +212,17 @@ def upstream_identity_headers(
     return added
 
 
+def logged_identity_headers(
+    route: RouteConfig, identity: Identity, signer: IdentitySigner | None, request_id: str
+) -> dict[str, str]:
+    """:func:`upstream_identity_headers` for one request, each header left out for its size logged."""
+    too_large: list[tuple[str, int]] = []
+    added = upstream_identity_headers(route, identity, signer, too_large)
+    if too_large:
+        log_identity_too_large(route.name, too_large, user=identity.sub, request_id=request_id)
+    return added
+
+
 def only_chunked(transfer_encodings: list[str]) -> bool:
     """Whether a request's Transfer-Encoding fields name no coding but ``chunked`` (or none at all)."""
     codings = headers.field_tokens(transfer_encodings)
@@ -299,10 +310,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         if outcome is not None:
             identified = True
             # the access log's user was set by the gate (Gate.authorize), refused or not
-            too_large: list[tuple[str, int]] = []
-            added = upstream_identity_headers(route, outcome, services.signer, too_large)
-            if too_large:
-                log_identity_too_large(route.name, too_large, user=outcome.sub, request_id=request[REQUEST_ID])
+            added = logged_identity_headers(route, outcome, services.signer, request[REQUEST_ID])
             if is_websocket_upgrade(request.method, request.headers):
                 still_signed_in = _still_signed_in(gate, request, outcome)
 

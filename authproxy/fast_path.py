@@ -66,7 +66,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from authproxy import headers, pages
-from authproxy.app import AUTH_ROUTE_LABEL, Services, record_request, upstream_identity_headers
+from authproxy.app import (
+    AUTH_ROUTE_LABEL,
+    Services,
+    logged_identity_headers,
+    record_request,
+    upstream_identity_headers,
+)
 from authproxy.config import RouteConfig
 from authproxy.cookie_header import find_cookie
 from authproxy.deadlines import LazyDeadline
@@ -467,11 +473,7 @@ class FastConnection(asyncio.Protocol):
         if derived.headers is None:
             # signed identity headers carry the time: made anew for every request
             identity = Identity(record.claims, record.access_token, record.id_token)
-            too_large: list[tuple[str, int]] = []
-            added = upstream_identity_headers(route, identity, services.signer, too_large)
-            if too_large:
-                log_identity_too_large(route.name, too_large, user=derived.user, request_id=request_id)
-            return derived.user, added, True
+            return derived.user, logged_identity_headers(route, identity, services.signer, request_id), True
         if derived.too_large:
             log_identity_too_large(route.name, derived.too_large, user=derived.user, request_id=request_id)
         return derived.user, derived.headers, True
